@@ -1,0 +1,69 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "feedarchive",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "feedarchive", targets: ["feedarchive"]),
+        .library(name: "FeedArchive", targets: ["FeedArchive"]),
+        .library(name: "FeedArchiveSQLite", targets: ["FeedArchiveSQLite"]),
+        .library(name: "FeedArchiveTesting", targets: ["FeedArchiveTesting"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CZstd", pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
+        .systemLibrary(
+            name: "CLZ4", pkgConfig: "liblz4",
+            providers: [.apt(["liblz4-dev"]), .brew(["lz4"])]),
+        .systemLibrary(
+            name: "CSQLite", pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"]), .brew(["sqlite"])]),
+        .target(
+            name: "FeedArchive",
+            dependencies: [
+                "CZstd", "CLZ4",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "FeedArchiveSQLite",
+            dependencies: ["FeedArchive", "CSQLite"],
+            swiftSettings: strict),
+        .target(
+            name: "FeedArchiveTesting",
+            dependencies: ["FeedArchive"],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "feedarchive",
+            dependencies: [
+                "FeedArchive", "FeedArchiveSQLite",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "FeedArchiveTests",
+            dependencies: ["FeedArchive", "FeedArchiveTesting"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "FeedArchiveSQLiteTests",
+            dependencies: ["FeedArchiveSQLite", "FeedArchiveTesting", "CSQLite"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "feedarchiveTests",
+            dependencies: ["FeedArchive", "FeedArchiveTesting", "CSQLite"],
+            swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,259 @@
+import Foundation
+
+/// Limits and hooks for one `feedarchive run` of one job.
+public struct RunOptions: Sendable {
+    /// Stop reading after this many seconds and commit what is batched (overrides the job file).
+    public var maxDuration: Double?
+    /// Stop after about this many changes (whole pages).
+    public var maxRecords: Int64?
+    /// Stop after about this many uncompressed bytes (whole pages).
+    public var maxBytes: Int64?
+    public var stop: StopSignal
+    /// Called after each committed blob.
+    public var onCommit: (@Sendable (RunProgress) -> Void)?
+
+    public init(maxDuration: Double? = nil, maxRecords: Int64? = nil, maxBytes: Int64? = nil, stop: StopSignal = StopSignal()) {
+        self.maxDuration = maxDuration
+        self.maxRecords = maxRecords
+        self.maxBytes = maxBytes
+        self.stop = stop
+    }
+}
+
+/// Progress so far, for a progress bar.
+public struct RunProgress: Sendable {
+    public var blobs: Int
+    public var records: Int64
+    public var rawBytes: Int64
+}
+
+/// What one run did; printed as the one-line summary and written to the metrics file.
+public struct RunSummary: Sendable {
+    public var job: String
+    public var blobs = 0
+    public var records: Int64 = 0
+    public var rawBytes: Int64 = 0
+    public var bytes: Int64 = 0
+    public var fromToken: String = ""
+    public var toToken: String = ""
+    public var seconds: Double = 0
+    /// Changes left between the checkpoint and the source head after the run, when countable.
+    public var lag: Int64?
+    /// Why reading stopped: `head`, `max-duration`, `max-records`, `max-bytes`.
+    public var stoppedBy = "head"
+    public var warnings: [String] = []
+    public var recovery: [String] = []
+
+    public init(job: String) { self.job = job }
+}
+
+/// The commit protocol (DESIGN.md steps 1–8) for one job and one source.
+public struct ArchiveRunner {
+    public let job: JobConfig
+    public let source: any FeedSource
+    public let fs: any FileSystem
+
+    public init(job: JobConfig, source: any FeedSource, fs: any FileSystem = PosixFileSystem()) {
+        self.job = job
+        self.source = source
+        self.fs = fs
+    }
+
+    public func run(_ options: RunOptions) async throws -> RunSummary {
+        let started = Date()
+        var summary = RunSummary(job: job.name)
+        let archive = JobArchive(job: job, fs: fs)
+        let lock = try archive.openForWriting()  // 1. the lock
+        defer { lock.release() }
+        summary.recovery = try archive.recover().messages  // 2. recovery
+
+        let identity = try await source.identity()
+        summary.warnings = try await source.warnings()
+        let jobIdentity = try await archive.establishIdentity(source: identity, kind: source.kind) {
+            try await source.resolve(job.start)
+        }
+        if archive.manifest.entries.isEmpty {
+            let origin = try ContinuationToken.decode(jobIdentity.originToken, what: "the origin token in job.json")
+            try archive.startEpoch(token: origin, reason: "first run")
+        }
+        guard let checkpoint = archive.checkpoint else {
+            throw FeedArchiveError.data(path: archive.layout.checkpointFile, message: "no checkpoint after recovery")
+        }
+        var token = try ContinuationToken.decode(checkpoint.token, what: "the checkpoint token")
+        try checkTokenBelongs(token, to: identity, place: archive.layout.checkpointFile)
+        try await source.checkContinuity(from: token)
+        try await source.acknowledge(token)  // a lost acknowledgement is repeated
+        summary.fromToken = token.encoded
+
+        // 3. Read up to the head seen now, in whole pages, cutting batches as we go.
+        let head = try await source.head(for: token)
+        let deadline = (options.maxDuration ?? job.batch.maxDuration).map { started.addingTimeInterval($0) }
+        var batcher = Batcher(job: job, archive: archive, source: source, options: options)
+        do {
+            try await readAndCommit(head: head, deadline: deadline, options: options, batcher: &batcher, token: &token, summary: &summary)
+        } catch {
+            batcher.abort()  // a failure before the manifest line leaves the feed where it was
+            throw error
+        }
+        if options.stop.isSet {
+            batcher.abort()
+            throw FeedArchiveError.interrupted(signal: options.stop.signal)
+        }
+        summary.toToken = token.encoded
+        summary.lag = try? await source.lag(from: token)
+        summary.seconds = Date().timeIntervalSince(started)
+        return summary
+    }
+
+    private func readAndCommit(
+        head: [String: String], deadline: Date?, options: RunOptions, batcher: inout Batcher,
+        token: inout ContinuationToken, summary: inout RunSummary
+    ) async throws {
+        partitions: for partition in token.cursors.keys.sorted() {
+            guard let headCursor = head[partition], var cursor = token.cursors[partition] else { continue }
+            while true {
+                if options.stop.isSet { break partitions }
+                if let deadline, Date() >= deadline { summary.stoppedBy = "max-duration"; break partitions }
+                if let limit = options.maxRecords, summary.records + batcher.pendingRecords >= limit { summary.stoppedBy = "max-records"; break partitions }
+                if let limit = options.maxBytes, summary.rawBytes + batcher.pendingBytes >= limit { summary.stoppedBy = "max-bytes"; break partitions }
+                var want = min(job.batch.pageSize, job.batch.maxRecords - batcher.openRecords)
+                if let limit = options.maxRecords { want = min(want, Int(max(1, limit - summary.records - batcher.pendingRecords))) }
+                let page = try await source.readPage(partition: partition, after: cursor, through: headCursor, maxRecords: max(1, want))
+                if page.records.isEmpty { break }
+                for record in page.records {
+                    if options.stop.isSet { break partitions }
+                    try await batcher.add(record, partition: partition, token: &token, summary: &summary)
+                }
+                cursor = page.records.last!.cursor ?? cursor
+            }
+            try await batcher.close(partition: partition, token: &token, summary: &summary)
+        }
+        if !options.stop.isSet {
+            for partition in token.cursors.keys.sorted() where batcher.open?.partition == partition {
+                try await batcher.close(partition: partition, token: &token, summary: &summary)
+            }
+        }
+    }
+
+    /// A token must be of this source's kind and carry this source's fingerprint.
+    func checkTokenBelongs(_ token: ContinuationToken, to identity: SourceIdentity, place: String) throws {
+        guard token.kind == source.kind else {
+            throw FeedArchiveError.data(path: place, message: "the token is a \(token.kind) token; this job reads a \(source.kind) source")
+        }
+        if let fingerprint = token.source, fingerprint != identity.shortFingerprint {
+            throw FeedArchiveError.data(
+                path: place,
+                message: "the token belongs to another source (fingerprint \(fingerprint), this source is \(identity.shortFingerprint)): it comes from another job")
+        }
+    }
+}
+
+/// Cuts the stream of records into batches and streams each into a blob: a batch ends where
+/// a cursor exists and the next record would pass max records/bytes, move to a later hour
+/// bucket, or change the partition path. Late records stay in their batch.
+struct Batcher {
+    let job: JobConfig
+    let archive: JobArchive
+    let source: any FeedSource
+    let options: RunOptions
+    var bucketer: TimeBucketer
+
+    struct Open {
+        var writer: BlobWriter
+        var partition: String
+        var directory: String
+        var partitionPath: String?
+        var bucket: Int64?
+        var first: Position
+        var last: Position
+        var records: Int64 = 0
+        var minTs: Int64?
+        var maxTs: Int64?
+        var lastCursor: String?
+        var fromToken: String
+    }
+    var open: Open?
+
+    init(job: JobConfig, archive: JobArchive, source: any FeedSource, options: RunOptions) {
+        self.job = job
+        self.archive = archive
+        self.source = source
+        self.options = options
+        self.bucketer = TimeBucketer(timeZone: job.archive.timeZone)
+    }
+
+    var openRecords: Int { Int(open?.records ?? 0) }
+    var pendingRecords: Int64 { open?.records ?? 0 }
+    var pendingBytes: Int64 { open?.writer.rawBytes ?? 0 }
+
+    mutating func add(_ record: FeedRecord, partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
+        let bucket = record.timestamp.map { bucketer.bucket($0) }
+        let partitionPath = renderPartitionPath(job.archive.partitionPath, value: record.pathValue)
+        if let current = open, current.lastCursor != nil {
+            let full = current.records >= job.batch.maxRecords
+                || current.writer.rawBytes + Int64(record.line.count + 1) > job.batch.maxBytes
+            let laterBucket = bucket != nil && current.bucket != nil && bucket! > current.bucket!
+            if full || laterBucket || partitionPath != current.partitionPath {
+                try await close(partition: partition, token: &token, summary: &summary)
+            }
+        }
+        if open == nil {
+            var relative = "data"
+            if let partitionPath { relative += "/" + partitionPath }
+            if let bucket { relative += "/" + TimeBucketer.folders(bucket) }
+            let directory = archive.layout.absolute(relative)
+            try archive.createDirectories(directory)
+            let temp = directory + "/" + sanitizePathComponent(partition) + "_" + record.position.rawValue + ".tmp"
+            let writer = try BlobWriter(
+                fs: archive.fs, tempPath: temp, compression: job.archive.compression, level: job.archive.level,
+                workers: job.archive.workers, mode: job.archive.fileMode)
+            open = Open(
+                writer: writer, partition: partition, directory: relative, partitionPath: partitionPath, bucket: bucket,
+                first: record.position, last: record.position, fromToken: token.encoded)
+        }
+        try open!.writer.append(line: record.line)
+        open!.records += 1
+        open!.last = record.position
+        open!.lastCursor = record.cursor
+        if let ts = record.timestamp {
+            open!.minTs = min(open!.minTs ?? ts, ts)
+            open!.maxTs = max(open!.maxTs ?? ts, ts)
+        }
+    }
+
+    /// Commits the open batch (it ends on a cursor: pages end on one).
+    mutating func close(partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
+        guard let batch = open else { return }
+        guard let cursor = batch.lastCursor else {
+            throw FeedArchiveError.data(path: nil, message: "the \(source.kind) source ended a page inside a group (position \(batch.last)): a source bug, nothing was committed")
+        }
+        open = nil
+        let next = token.advancing(batch.partition, to: cursor)
+        let name = sanitizePathComponent(batch.partition) + "_" + batch.first.rawValue + "_" + batch.last.rawValue + job.archive.compression.fileExtension
+        let entry = ManifestEntry(
+            kind: .blob, lineage: "live", part: batch.partition, records: batch.records,
+            firstPos: batch.first.rawValue, lastPos: batch.last.rawValue, fromToken: batch.fromToken, toToken: next.encoded,
+            minTs: batch.minTs.map { formatRFC3339(microseconds: $0) }, maxTs: batch.maxTs.map { formatRFC3339(microseconds: $0) },
+            run: archive.runID)
+        let result: BlobWriter.Result
+        do {
+            result = try archive.commit(blob: batch.writer, relativePath: batch.directory + "/" + name, entry: entry, newToken: next.encoded)
+        } catch {
+            batch.writer.abort(fs: archive.fs)
+            throw error
+        }
+        token = next
+        try await source.acknowledge(token)  // 8. only after the checkpoint is durable
+        summary.blobs += 1
+        summary.records += batch.records
+        summary.rawBytes += result.rawBytes
+        summary.bytes += result.bytes
+        options.onCommit?(RunProgress(blobs: summary.blobs, records: summary.records, rawBytes: summary.rawBytes))
+    }
+
+    /// Drops the blob in progress (signal): its temp file is deleted, nothing is committed.
+    mutating func abort() {
+        open?.writer.abort(fs: archive.fs)
+        open = nil
+    }
+}

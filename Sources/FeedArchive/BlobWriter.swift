@@ -1,0 +1,73 @@
+import Crypto
+import Foundation
+
+/// Streams one batch through the encoder into a temp file in the blob's final directory,
+/// hashing the compressed bytes on the way. Memory stays at one input buffer whatever the
+/// batch size.
+public final class BlobWriter {
+    /// What a finished blob is: its size, hash and the uncompressed byte count.
+    public struct Result: Sendable {
+        public var bytes: Int64
+        public var rawBytes: Int64
+        public var sha256: String
+    }
+
+    public let tempPath: String
+    private let file: any WritableFile
+    private let encoder: any BlobEncoder
+    private var hasher = SHA256()
+    private var buffer: [UInt8] = []
+    private let bufferLimit: Int
+    private var compressedBytes: Int64 = 0
+    public private(set) var rawBytes: Int64 = 0
+    private var closed = false
+
+    public init(
+        fs: any FileSystem, tempPath: String, compression: Compression, level: Int, workers: Int, mode: mode_t,
+        bufferLimit: Int = 1 << 20
+    ) throws {
+        self.tempPath = tempPath
+        self.encoder = try compression.makeEncoder(level: level, workers: workers)
+        self.file = try fs.create(tempPath, mode: mode)
+        self.bufferLimit = bufferLimit
+        buffer.reserveCapacity(bufferLimit + 4096)
+    }
+
+    /// Adds one envelope line (the newline is added here).
+    @inline(__always)
+    public func append(line: [UInt8]) throws {
+        buffer.append(contentsOf: line)
+        buffer.append(0x0A)
+        rawBytes += Int64(line.count + 1)
+        if buffer.count >= bufferLimit { try flushBuffer() }
+    }
+
+    private func flushBuffer() throws {
+        guard !buffer.isEmpty else { return }
+        try buffer.withUnsafeBytes { input in try encoder.write(input, to: sink) }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    private func sink(_ output: UnsafeRawBufferPointer) throws {
+        hasher.update(bufferPointer: output)
+        compressedBytes += Int64(output.count)
+        try file.write(output)
+    }
+
+    /// Ends the frame, fsyncs and closes the temp file. The caller renames it into place.
+    public func finish() throws -> Result {
+        try flushBuffer()
+        try encoder.finish(to: sink)
+        try file.sync()
+        closed = true
+        try file.close()
+        return Result(bytes: compressedBytes, rawBytes: rawBytes, sha256: hexString(hasher.finalize()))
+    }
+
+    /// Drops the blob in progress: closes and deletes the temp file.
+    public func abort(fs: any FileSystem) {
+        if !closed { try? file.close() }
+        closed = true
+        try? fs.remove(tempPath)
+    }
+}

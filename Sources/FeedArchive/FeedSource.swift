@@ -1,0 +1,111 @@
+import Foundation
+
+/// One change, already encoded as its envelope line (see `EnvelopeWriter`).
+public struct FeedRecord: Sendable {
+    /// The change's place in its partition.
+    public var position: Position
+    /// Source commit time in microseconds since the Unix epoch, UTC; nil when the source has none.
+    public var timestamp: Int64?
+    /// The envelope as one line of JSON, without the newline.
+    public var line: [UInt8]
+    /// Value for the job's partition path, when the source provides one.
+    public var pathValue: String?
+    /// The partition cursor after this change when a batch may end here; nil inside a group
+    /// that must not be split (a transaction, items sharing one `_lsn`).
+    public var cursor: String?
+
+    public init(position: Position, timestamp: Int64?, line: [UInt8], pathValue: String? = nil, cursor: String?) {
+        self.position = position
+        self.timestamp = timestamp
+        self.line = line
+        self.pathValue = pathValue
+        self.cursor = cursor
+    }
+}
+
+/// What one source read returns. The last record always carries a cursor.
+public struct FeedPage: Sendable {
+    public var records: [FeedRecord]
+    public init(records: [FeedRecord]) { self.records = records }
+}
+
+/// Facts that identify a source; stored in job.json and compared on every run.
+public struct SourceIdentity: Codable, Equatable, Sendable {
+    /// Hash of the identifying facts; tokens carry its first 16 hex digits.
+    public var fingerprint: String
+    /// The facts themselves, for messages (file, table, system identifier, …).
+    public var facts: [String: String]
+
+    public init(facts: [String: String]) {
+        self.facts = facts
+        let text = facts.keys.sorted().map { "\($0)=\(facts[$0]!)" }.joined(separator: "\n")
+        self.fingerprint = sha256Hex(Array(text.utf8))
+    }
+
+    /// What tokens carry to tie them to this source.
+    public var shortFingerprint: String { String(fingerprint.prefix(16)) }
+}
+
+/// Where a job or backfill starts.
+public enum StartSpec: Equatable, Sendable, CustomStringConvertible {
+    case beginning
+    case now
+    /// First change at or after this time (seconds since the epoch).
+    case time(Date)
+    /// A full token, or a source form such as `seq=42`.
+    case token(String)
+
+    /// Parses the CLI/job forms: `beginning`, `now`, an RFC 3339 time, or a token/source form.
+    public static func parse(_ text: String) -> StartSpec {
+        switch text {
+        case "beginning": return .beginning
+        case "now": return .now
+        default:
+            if let date = parseRFC3339(text) { return .time(date) }
+            return .token(text)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .beginning: "beginning"
+        case .now: "now"
+        case .time(let date): formatRFC3339(microseconds: Int64(date.timeIntervalSince1970 * 1_000_000))
+        case .token(let text): text
+        }
+    }
+}
+
+/// A database change feed read with the pull model. Every source module conforms to this and
+/// passes the conformance suite in `FeedArchiveTesting`.
+///
+/// The core calls it from one task at a time; implementations need not be thread-safe.
+public protocol FeedSource: AnyObject {
+    /// The token kind, e.g. `sqlite`.
+    var kind: String { get }
+    /// Facts that identify the source, compared with job.json on every run.
+    func identity() async throws -> SourceIdentity
+    /// Warnings worth showing the operator once per run (e.g. a sequence that can be reused).
+    func warnings() async throws -> [String]
+    /// Turns a start specification into a token (source forms like `seq=42` included).
+    func resolve(_ start: StartSpec) async throws -> ContinuationToken
+    /// Refuses (exit 65) when the source can no longer continue from `token`: the sequence
+    /// went backwards, the slot was lost, the retention window passed.
+    func checkContinuity(from token: ContinuationToken) async throws
+    /// The cursors of the feed head now, per partition: the run's stop target.
+    func head(for token: ContinuationToken) async throws -> [String: String]
+    /// The next page of `partition` after `cursor`, not past `head`; empty when caught up.
+    func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws -> FeedPage
+    /// Changes between `token` and the head, when the source can count them.
+    func lag(from token: ContinuationToken) async throws -> Int64?
+    /// Tells the source that everything up to `token` is durable (PostgreSQL advances its slot).
+    func acknowledge(_ token: ContinuationToken) async throws
+    /// Releases connections and handles.
+    func close() async
+}
+
+extension FeedSource {
+    public func warnings() async throws -> [String] { [] }
+    public func acknowledge(_ token: ContinuationToken) async throws {}
+    public func close() async {}
+}

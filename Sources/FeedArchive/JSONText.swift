@@ -1,0 +1,218 @@
+/// Byte-level JSON: the envelope is written straight into a byte buffer (no per-record
+/// encoder round trip), and documents that are already JSON text are checked, then copied.
+public enum JSONText {
+    /// Appends `text` as a JSON string literal.
+    @inlinable
+    public static func appendString(_ text: String, to out: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { appendString(utf8: $0, to: &out) }
+    }
+
+    /// Appends UTF-8 bytes as a JSON string literal, escaping what JSON requires.
+    public static func appendString(utf8: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        out.append(0x22)
+        var runStart = 0
+        for index in 0..<utf8.count {
+            let byte = utf8[index]
+            if byte >= 0x20 && byte != 0x22 && byte != 0x5C { continue }
+            if runStart < index { out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<index])) }
+            runStart = index + 1
+            switch byte {
+            case 0x22: out.append(contentsOf: [0x5C, 0x22])
+            case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
+            case 0x0A: out.append(contentsOf: [0x5C, 0x6E])
+            case 0x0D: out.append(contentsOf: [0x5C, 0x72])
+            case 0x09: out.append(contentsOf: [0x5C, 0x74])
+            default:
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                out.append(contentsOf: [0x5C, 0x75, 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+            }
+        }
+        if runStart < utf8.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<utf8.count])) }
+        out.append(0x22)
+    }
+
+    /// Appends a decimal integer.
+    public static func appendInt(_ value: Int64, to out: inout [UInt8]) {
+        if value == 0 { out.append(0x30); return }
+        var magnitude = value.magnitude
+        if value < 0 { out.append(0x2D) }
+        var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            while magnitude > 0 {
+                buffer[count] = UInt8(magnitude % 10) + 0x30
+                magnitude /= 10
+                count += 1
+            }
+            for index in stride(from: count - 1, through: 0, by: -1) { out.append(buffer[index]) }
+        }
+    }
+
+    /// True when `bytes` is exactly one JSON value (surrounding whitespace allowed) in valid UTF-8.
+    public static func isValid(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var scanner = JSONScanner(bytes: bytes)
+        scanner.skipSpace()
+        guard scanner.value(depth: 0) else { return false }
+        scanner.skipSpace()
+        return scanner.index == bytes.count
+    }
+
+    public static func isValid(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBufferPointer { isValid($0) }
+    }
+}
+
+/// A recursive-descent JSON checker over bytes; depth is capped so hostile input cannot
+/// exhaust the stack.
+struct JSONScanner {
+    let bytes: UnsafeBufferPointer<UInt8>
+    var index = 0
+    static let maxDepth = 512
+
+    init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+
+    @inline(__always) var current: UInt8? { index < bytes.count ? bytes[index] : nil }
+
+    mutating func skipSpace() {
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 { index += 1 } else { return }
+        }
+    }
+
+    mutating func literal(_ word: StaticString) -> Bool {
+        let count = word.utf8CodeUnitCount
+        guard index + count <= bytes.count else { return false }
+        for offset in 0..<count where bytes[index + offset] != word.utf8Start[offset] { return false }
+        index += count
+        return true
+    }
+
+    mutating func value(depth: Int) -> Bool {
+        guard depth < Self.maxDepth, let byte = current else { return false }
+        switch byte {
+        case 0x7B: return object(depth: depth)
+        case 0x5B: return array(depth: depth)
+        case 0x22: return string()
+        case 0x74: return literal("true")
+        case 0x66: return literal("false")
+        case 0x6E: return literal("null")
+        default: return number()
+        }
+    }
+
+    mutating func object(depth: Int) -> Bool {
+        index += 1
+        skipSpace()
+        if current == 0x7D { index += 1; return true }
+        while true {
+            skipSpace()
+            guard current == 0x22, string() else { return false }
+            skipSpace()
+            guard current == 0x3A else { return false }
+            index += 1
+            skipSpace()
+            guard value(depth: depth + 1) else { return false }
+            skipSpace()
+            switch current {
+            case 0x2C: index += 1
+            case 0x7D: index += 1; return true
+            default: return false
+            }
+        }
+    }
+
+    mutating func array(depth: Int) -> Bool {
+        index += 1
+        skipSpace()
+        if current == 0x5D { index += 1; return true }
+        while true {
+            skipSpace()
+            guard value(depth: depth + 1) else { return false }
+            skipSpace()
+            switch current {
+            case 0x2C: index += 1
+            case 0x5D: index += 1; return true
+            default: return false
+            }
+        }
+    }
+
+    mutating func string() -> Bool {
+        index += 1
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == 0x22 { index += 1; return true }
+            if byte < 0x20 { return false }
+            if byte == 0x5C {
+                index += 1
+                guard let escaped = current else { return false }
+                switch escaped {
+                case 0x22, 0x5C, 0x2F, 0x62, 0x66, 0x6E, 0x72, 0x74: index += 1
+                case 0x75:
+                    guard index + 4 < bytes.count else { return false }
+                    for offset in 1...4 where !isHex(bytes[index + offset]) { return false }
+                    index += 5
+                default: return false
+                }
+            } else if byte < 0x80 {
+                index += 1
+            } else if !utf8Sequence() {
+                return false
+            }
+        }
+        return false
+    }
+
+    @inline(__always) func isHex(_ byte: UInt8) -> Bool {
+        (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x46) || (byte >= 0x61 && byte <= 0x66)
+    }
+
+    /// One multi-byte UTF-8 sequence starting at `index` (RFC 3629: no overlongs, no surrogates).
+    mutating func utf8Sequence() -> Bool {
+        let lead = bytes[index]
+        let length: Int
+        var low: UInt8 = 0x80, high: UInt8 = 0xBF
+        switch lead {
+        case 0xC2...0xDF: length = 2
+        case 0xE0: length = 3; low = 0xA0
+        case 0xE1...0xEC, 0xEE...0xEF: length = 3
+        case 0xED: length = 3; high = 0x9F
+        case 0xF0: length = 4; low = 0x90
+        case 0xF1...0xF3: length = 4
+        case 0xF4: length = 4; high = 0x8F
+        default: return false
+        }
+        guard index + length <= bytes.count else { return false }
+        let second = bytes[index + 1]
+        guard second >= low && second <= high else { return false }
+        for offset in 2..<length where bytes[index + offset] & 0xC0 != 0x80 { return false }
+        index += length
+        return true
+    }
+
+    mutating func number() -> Bool {
+        let start = index
+        if current == 0x2D { index += 1 }
+        guard let first = current, first >= 0x30 && first <= 0x39 else { return false }
+        index += 1
+        if first != 0x30 { digits() }
+        if current == 0x2E {
+            index += 1
+            guard digits() > 0 else { return false }
+        }
+        if current == 0x65 || current == 0x45 {
+            index += 1
+            if current == 0x2B || current == 0x2D { index += 1 }
+            guard digits() > 0 else { return false }
+        }
+        return index > start
+    }
+
+    @discardableResult mutating func digits() -> Int {
+        var count = 0
+        while let byte = current, byte >= 0x30 && byte <= 0x39 { index += 1; count += 1 }
+        return count
+    }
+}

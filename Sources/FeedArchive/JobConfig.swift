@@ -1,0 +1,140 @@
+import Foundation
+
+/// One job file (`jobs/NAME.yaml`): what to read, where to archive it, and how to cut batches.
+public struct JobConfig: Sendable {
+    /// The job name: the archive folder under the root and the name in logs and metrics.
+    public var name: String
+    /// The job file, for messages.
+    public var file: String
+    /// Source kind and its settings; the source module reads `settings`.
+    public var sourceKind: String
+    public var sourceSettings: ConfigNode
+    public var archive: ArchiveSettings
+    public var batch: BatchLimits
+    /// Where the first run starts.
+    public var start: StartSpec
+
+    /// Loads and checks a job file. Relative paths inside it are resolved against its folder,
+    /// so cron can start the job from anywhere.
+    public static func load(path: String) throws -> JobConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw FeedArchiveError.badJobFile(place: path, message: "cannot read the job file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw FeedArchiveError.badJobFile(place: path, message: "the job file is not UTF-8")
+        }
+        return try parse(yaml: text, file: path)
+    }
+
+    public static func parse(yaml: String, file: String) throws -> JobConfig {
+        let root = try ConfigNode.parse(yaml: yaml, file: file).mapping("the job file")
+        let base = parentDirectory(of: file)
+        let nameNode = try root.required("name")
+        let name = try nameNode.string("name")
+        guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }), !name.hasPrefix(".")
+        else { throw nameNode.error("name must be letters, digits, '-', '_' or '.', not '\(name)'") }
+
+        let source = try root.required("source").mapping("source")
+        let kindNode = try source.required("kind")
+        let kind = try kindNode.string("source.kind")
+
+        let archive = try ArchiveSettings.parse(try root.required("archive"), base: base)
+        let batch = try BatchLimits.parse(root.optional("batch"))
+        let start = try root.optional("start").map { StartSpec.parse(try $0.string("start")) } ?? .beginning
+        try root.finish()
+        return JobConfig(
+            name: name, file: file, sourceKind: kind, sourceSettings: source.node,
+            archive: archive, batch: batch, start: start)
+    }
+
+    /// Resolves a path from the job file against the job file's folder.
+    public static func resolve(_ path: String, base: String) -> String {
+        path.hasPrefix("/") ? path : (base == "." ? path : base + "/" + path)
+    }
+}
+
+/// Where and how blobs are written.
+public struct ArchiveSettings: Sendable {
+    /// The data-lake root; the job's archive is `<root>/<job>`.
+    public var root: String
+    public var compression: Compression
+    public var level: Int
+    /// zstd worker threads (0: compress on the reading thread).
+    public var workers: Int
+    /// Optional partition path template; `{value}` is the source's path value for a change.
+    public var partitionPath: String?
+    /// Time zone of the `date=`/`hour=` folders.
+    public var timeZone: String
+    public var fileMode: mode_t
+    public var directoryMode: mode_t
+
+    static func parse(_ node: ConfigNode, base: String) throws -> ArchiveSettings {
+        let map = try node.mapping("archive")
+        let root = JobConfig.resolve(try map.required("root").string("archive.root"), base: base)
+        var compression = Compression.zstd
+        if let node = map.optional("compression") {
+            let text = try node.string("archive.compression")
+            guard let value = Compression(rawValue: text) else { throw node.error("archive.compression must be zstd, lz4 or none, not '\(text)'") }
+            compression = value
+        }
+        var level = compression == .lz4 ? 0 : 3
+        if let node = map.optional("level") {
+            level = try node.int("archive.level")
+            let range = compression == .lz4 ? -1...12 : -7...22
+            guard range.contains(level) else { throw node.error("archive.level for \(compression.rawValue) must be in \(range.lowerBound)...\(range.upperBound)") }
+        }
+        var workers = min(2, max(0, ProcessInfo.processInfo.activeProcessorCount - 1))
+        if let node = map.optional("workers") {
+            workers = try node.int("archive.workers")
+            guard (0...64).contains(workers) else { throw node.error("archive.workers must be in 0...64") }
+        }
+        let partitionPath = try map.optional("partition_path").map { try $0.string("archive.partition_path") }
+        var timeZone = "UTC"
+        if let node = map.optional("time_zone") {
+            timeZone = try node.string("archive.time_zone")
+            guard TimeZone(identifier: timeZone) != nil else { throw node.error("archive.time_zone '\(timeZone)' is not a known time zone") }
+        }
+        func mode(_ key: String, _ fallback: mode_t) throws -> mode_t {
+            guard let node = map.optional(key) else { return fallback }
+            let text = try node.string("archive.\(key)")
+            guard let value = mode_t(text, radix: 8), value <= 0o777 else { throw node.error("archive.\(key) must be an octal mode such as 0640") }
+            return value
+        }
+        let fileMode = try mode("file_mode", 0o640)
+        let directoryMode = try mode("directory_mode", 0o750)
+        try map.finish()
+        return ArchiveSettings(
+            root: root, compression: compression, level: level, workers: workers, partitionPath: partitionPath,
+            timeZone: timeZone, fileMode: fileMode, directoryMode: directoryMode)
+    }
+}
+
+/// When to cut a batch and when to stop a run.
+public struct BatchLimits: Sendable {
+    public var maxRecords: Int = 100_000
+    public var maxBytes: Int64 = 64 << 20
+    /// A run stops reading after this many seconds and commits what it has.
+    public var maxDuration: Double?
+    /// Records per source read.
+    public var pageSize: Int = 5000
+
+    public init() {}
+
+    static func parse(_ node: ConfigNode?) throws -> BatchLimits {
+        var limits = BatchLimits()
+        guard let node else { return limits }
+        let map = try node.mapping("batch")
+        if let node = map.optional("max_records") {
+            limits.maxRecords = try node.int("batch.max_records")
+            guard limits.maxRecords > 0 else { throw node.error("batch.max_records must be positive") }
+        }
+        if let node = map.optional("max_bytes") { limits.maxBytes = try node.byteSize("batch.max_bytes") }
+        if let node = map.optional("max_duration") { limits.maxDuration = try node.duration("batch.max_duration") }
+        if let node = map.optional("page_size") {
+            limits.pageSize = try node.int("batch.page_size")
+            guard (1...1_000_000).contains(limits.pageSize) else { throw node.error("batch.page_size must be in 1...1000000") }
+        }
+        try map.finish()
+        return limits
+    }
+}

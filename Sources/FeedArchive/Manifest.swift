@@ -1,0 +1,245 @@
+import Crypto
+import Foundation
+
+/// One line of the manifest, the archive's append-only, hash-chained commit log.
+public struct ManifestEntry: Codable, Equatable, Sendable {
+    /// Kinds of line (DESIGN.md "Manifest line").
+    public enum Kind: String, Codable, Sendable {
+        case blob, epoch, split, merge
+        case gapAck = "gap-ack"
+        case compact
+    }
+
+    public var seq: Int64
+    /// SHA-256 (hex) of the previous line's bytes without its newline; 64 zeros for the first.
+    public var prev: String
+    public var kind: Kind
+    public var lineage: String
+    public var part: String?
+    /// Blob path relative to the job root.
+    public var path: String?
+    public var sha256: String?
+    public var bytes: Int64?
+    public var rawBytes: Int64?
+    public var records: Int64?
+    public var firstPos: String?
+    public var lastPos: String?
+    public var fromToken: String?
+    public var toToken: String?
+    public var minTs: String?
+    public var maxTs: String?
+    public var createdAt: String
+    public var run: String
+    /// Why an epoch started or a gap was acknowledged.
+    public var reason: String?
+
+    enum CodingKeys: String, CodingKey {
+        case seq, prev, kind, lineage, part, path, sha256, bytes
+        case rawBytes = "raw_bytes"
+        case records
+        case firstPos = "first_pos"
+        case lastPos = "last_pos"
+        case fromToken = "from_token"
+        case toToken = "to_token"
+        case minTs = "min_ts"
+        case maxTs = "max_ts"
+        case createdAt = "created_at"
+        case run, reason
+    }
+
+    public init(
+        kind: Kind, lineage: String, part: String? = nil, path: String? = nil, sha256: String? = nil, bytes: Int64? = nil,
+        rawBytes: Int64? = nil, records: Int64? = nil, firstPos: String? = nil, lastPos: String? = nil,
+        fromToken: String? = nil, toToken: String? = nil, minTs: String? = nil, maxTs: String? = nil,
+        run: String, reason: String? = nil
+    ) {
+        self.seq = 0
+        self.prev = ""
+        self.kind = kind
+        self.lineage = lineage
+        self.part = part
+        self.path = path
+        self.sha256 = sha256
+        self.bytes = bytes
+        self.rawBytes = rawBytes
+        self.records = records
+        self.firstPos = firstPos
+        self.lastPos = lastPos
+        self.fromToken = fromToken
+        self.toToken = toToken
+        self.minTs = minTs
+        self.maxTs = maxTs
+        self.createdAt = formatRFC3339(microseconds: Int64(Date().timeIntervalSince1970) * 1_000_000)
+        self.run = run
+        self.reason = reason
+    }
+
+    /// The line's bytes, keys in DESIGN.md order, no newline.
+    public func encodedLine() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(768)
+        var first = true
+        func key(_ name: String) {
+            out.append(first ? 0x7B : 0x2C)
+            first = false
+            JSONText.appendString(name, to: &out)
+            out.append(0x3A)
+        }
+        func string(_ name: String, _ value: String?) {
+            guard let value else { return }
+            key(name)
+            JSONText.appendString(value, to: &out)
+        }
+        func int(_ name: String, _ value: Int64?) {
+            guard let value else { return }
+            key(name)
+            JSONText.appendInt(value, to: &out)
+        }
+        int("seq", seq)
+        string("prev", prev)
+        string("kind", kind.rawValue)
+        string("lineage", lineage)
+        string("part", part)
+        string("path", path)
+        string("sha256", sha256)
+        int("bytes", bytes)
+        int("raw_bytes", rawBytes)
+        int("records", records)
+        string("first_pos", firstPos)
+        string("last_pos", lastPos)
+        string("from_token", fromToken)
+        string("to_token", toToken)
+        string("min_ts", minTs)
+        string("max_ts", maxTs)
+        string("created_at", createdAt)
+        string("run", run)
+        string("reason", reason)
+        out.append(0x7D)
+        return out
+    }
+}
+
+/// The manifest as read from disk: its lines, the hash of the last one, and where each came from.
+public struct Manifest: Sendable {
+    public static let zeroHash = String(repeating: "0", count: 64)
+    /// Lines per segment file.
+    public static let segmentLines: Int64 = 10_000
+
+    public var entries: [ManifestEntry] = []
+    /// SHA-256 of the last line (the chain head).
+    public var tailHash: String = Manifest.zeroHash
+    public var tailSeq: Int64 { entries.last?.seq ?? 0 }
+
+    public static func segmentName(forSeq seq: Int64) -> String {
+        zeroPadded(UInt64((seq - 1) / segmentLines + 1), width: 8) + ".jsonl"
+    }
+
+    /// The live checkpoint state after the last live line (blob or epoch of lineage `live`).
+    public var liveToken: String? {
+        entries.last(where: { $0.lineage == "live" && ($0.kind == .blob || $0.kind == .epoch || $0.kind == .split || $0.kind == .merge) })?.toToken
+    }
+}
+
+/// A problem found while reading the manifest: the segment file, the line, what is wrong.
+public struct ManifestDamage: Sendable {
+    public var file: String
+    public var line: Int
+    public var message: String
+    /// True when only the last line is bad: an append that never completed, safe to cut off.
+    public var isTornTail: Bool
+    /// Byte offset in `file` where the bad line starts.
+    public var offset: Int64
+}
+
+/// Reads and appends the segmented manifest under `_feedarchive/manifest/`.
+public struct ManifestStore: Sendable {
+    public let directory: String
+    public let fs: any FileSystem
+    public let fileMode: mode_t
+
+    public init(directory: String, fs: any FileSystem, fileMode: mode_t) {
+        self.directory = directory
+        self.fs = fs
+        self.fileMode = fileMode
+    }
+
+    /// Segment files in order.
+    public func segments() throws -> [String] {
+        (try fs.list(directory) ?? []).filter { $0.hasSuffix(".jsonl") && $0.count == 14 }.sorted()
+    }
+
+    /// Reads every line, checking JSON, sequence numbers and the hash chain. Stops at the first
+    /// bad line and reports it; the lines before it are returned.
+    public func read() throws -> (Manifest, ManifestDamage?) {
+        var manifest = Manifest()
+        let files = try segments()
+        let decoder = JSONDecoder()
+        for (fileIndex, name) in files.enumerated() {
+            let path = directory + "/" + name
+            let bytes = try fs.read(path) ?? []
+            var lineStart = 0
+            var lineNumber = 0
+            let isLastFile = fileIndex == files.count - 1
+            while lineStart < bytes.count {
+                lineNumber += 1
+                let newline = bytes[lineStart...].firstIndex(of: 0x0A)
+                let lineEnd = newline ?? bytes.count
+                let line = Array(bytes[lineStart..<lineEnd])
+                let isLastLine = isLastFile && (newline == nil || newline! + 1 == bytes.count)
+                func damage(_ message: String) -> ManifestDamage {
+                    ManifestDamage(file: path, line: lineNumber, message: message, isTornTail: isLastLine, offset: Int64(lineStart))
+                }
+                if newline == nil { return (manifest, damage("the line has no newline (an append that did not finish)")) }
+                let entry: ManifestEntry
+                do {
+                    entry = try decoder.decode(ManifestEntry.self, from: Data(line))
+                } catch {
+                    return (manifest, damage("not a valid manifest line: \(error)"))
+                }
+                if entry.seq != manifest.tailSeq + 1 {
+                    return (manifest, damage("seq \(entry.seq) follows seq \(manifest.tailSeq)"))
+                }
+                if entry.prev != manifest.tailHash {
+                    return (manifest, damage("prev \(entry.prev.prefix(12))… does not match the hash of line seq \(manifest.tailSeq) (\(manifest.tailHash.prefix(12))…): the hash chain is broken"))
+                }
+                if Manifest.segmentName(forSeq: entry.seq) != name {
+                    return (manifest, damage("seq \(entry.seq) belongs in segment \(Manifest.segmentName(forSeq: entry.seq))"))
+                }
+                manifest.entries.append(entry)
+                manifest.tailHash = hexString(SHA256.hash(data: line))
+                lineStart = lineEnd + 1
+            }
+        }
+        return (manifest, nil)
+    }
+
+    /// Appends one line after `manifest`'s tail and fsyncs it: the commit point.
+    @discardableResult
+    public func append(_ entry: ManifestEntry, to manifest: inout Manifest) throws -> ManifestEntry {
+        var entry = entry
+        entry.seq = manifest.tailSeq + 1
+        entry.prev = manifest.tailHash
+        var line = entry.encodedLine()
+        let hash = hexString(SHA256.hash(data: line))
+        line.append(0x0A)
+        let path = directory + "/" + Manifest.segmentName(forSeq: entry.seq)
+        let isNewSegment = (entry.seq - 1) % Manifest.segmentLines == 0
+        let sizeBefore = try fs.size(path) ?? 0
+        let file = try fs.openForAppend(path, mode: fileMode)
+        do {
+            try line.withUnsafeBytes { try file.write($0) }
+            try file.sync()
+            try file.close()
+        } catch {
+            // A line whose write or fsync failed is in doubt: take it back so no later reader
+            // mistakes it for a commit. If even that fails, recovery treats it as a torn tail.
+            try? file.close()
+            try? fs.truncate(path, to: sizeBefore)
+            throw error
+        }
+        if isNewSegment { try fs.syncDirectory(directory) }
+        manifest.entries.append(entry)
+        manifest.tailHash = hash
+        return entry
+    }
+}

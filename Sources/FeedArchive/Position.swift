@@ -1,0 +1,33 @@
+/// A change's place in its partition: a fixed-width string whose byte order is feed order.
+public struct Position: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// The text form used in envelopes, blob names and manifest lines.
+    public let rawValue: String
+
+    /// Accepts the characters positions are made of (digits, letters, `-`), so a position
+    /// can always be used in a file name.
+    public init?(_ rawValue: String) {
+        guard !rawValue.isEmpty, rawValue.utf8.count <= 64,
+            rawValue.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D })
+        else { return nil }
+        self.rawValue = rawValue
+    }
+
+    /// A sequence number as 20 decimal digits (SQLite).
+    public static func sequence(_ value: Int64) -> Position {
+        Position(unchecked: zeroPadded(UInt64(max(0, value)), width: 20))
+    }
+
+    init(unchecked: String) { self.rawValue = unchecked }
+
+    public static func < (lhs: Position, rhs: Position) -> Bool {
+        lhs.rawValue.utf8.lexicographicallyPrecedes(rhs.rawValue.utf8)
+    }
+
+    public var description: String { rawValue }
+}
+
+/// `value` in decimal, left-padded with zeros to `width` digits.
+public func zeroPadded(_ value: UInt64, width: Int) -> String {
+    let digits = String(value)
+    return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+}
