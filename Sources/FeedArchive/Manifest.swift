@@ -125,6 +125,8 @@ public struct Manifest: Sendable {
     /// Lines per segment file.
     public static let segmentLines: Int64 = 10_000
 
+    public init() {}
+
     public var entries: [ManifestEntry] = []
     /// SHA-256 of the last line (the chain head).
     public var tailHash: String = Manifest.zeroHash

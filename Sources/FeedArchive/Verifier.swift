@@ -1,0 +1,263 @@
+import Crypto
+import Foundation
+
+/// One thing `verify` found wrong (or worth saying).
+public struct VerifyProblem: Codable, Sendable {
+    /// `chain`, `gap`, `missing`, `size`, `hash`, `decode`, `records`, `order`, `range`, `stray`, `checkpoint`.
+    public var kind: String
+    /// The file (relative to the job root) or manifest place it concerns.
+    public var path: String
+    public var message: String
+    /// The command that mends it, when there is one.
+    public var fix: String?
+}
+
+/// The result of `feedarchive verify`.
+public struct VerifyReport: Codable, Sendable {
+    public var job: String
+    public var problems: [VerifyProblem] = []
+    /// Facts that are not errors: a pending roll-forward, acknowledged gaps.
+    public var notes: [String] = []
+    public var blobs = 0
+    public var records: Int64 = 0
+    public var bytes: Int64 = 0
+    /// Changes archived more than once (overlapping blob ranges): allowed, counted.
+    public var duplicateRanges = 0
+    public var deep = false
+    public var isClean: Bool { problems.isEmpty }
+}
+
+/// DESIGN.md "Verify": proves the archive complete from the origin token to the checkpoint.
+/// Read-only: it never changes the archive.
+public struct Verifier {
+    public let job: JobConfig
+    public let fs: any FileSystem
+
+    public init(job: JobConfig, fs: any FileSystem = PosixFileSystem()) {
+        self.job = job
+        self.fs = fs
+    }
+
+    public func verify(deep: Bool, progress: ((Int, Int) -> Void)? = nil) throws -> VerifyReport {
+        var report = VerifyReport(job: job.name)
+        report.deep = deep
+        let archive = JobArchive(job: job, fs: fs)
+        let layout = archive.layout
+        guard fs.isDirectory(layout.metaDirectory) else {
+            throw FeedArchiveError.data(path: layout.jobRoot, message: "no archive here (no _feedarchive folder): has the job run yet?")
+        }
+        var checkpointError: String?
+        let damage: ManifestDamage?
+        do {
+            damage = try archive.load()
+        } catch let error as FeedArchiveError {
+            checkpointError = error.description
+            let (manifest, found) = try archive.store.read()
+            _ = manifest
+            damage = found
+        }
+        let manifest = try archive.store.read().0
+        func problem(_ kind: String, _ path: String, _ message: String, fix: String? = nil) {
+            report.problems.append(VerifyProblem(kind: kind, path: path, message: message, fix: fix))
+        }
+        if let damage {
+            if damage.isTornTail {
+                report.notes.append("\(damage.file):\(damage.line): torn last line (an append that did not finish); the next run cuts it off")
+            } else {
+                problem("chain", "\(damage.file):\(damage.line)", damage.message)
+            }
+        }
+        if manifest.entries.isEmpty { problem("chain", layout.manifestDirectory, "the manifest is empty: no epoch line") }
+
+        // Token continuity per partition over the live lineage.
+        var cursors: [String: String] = [:]
+        var lastPos: [String: Position] = [:]
+        let blobs = manifest.entries.filter { $0.kind == .blob }
+        for entry in manifest.entries {
+            let place = "manifest seq \(entry.seq)"
+            switch entry.kind {
+            case .epoch:
+                guard let to = entry.toToken, let token = try? ContinuationToken.decode(to) else {
+                    problem("chain", place, "epoch line without a readable to_token"); continue
+                }
+                cursors = token.cursors
+                lastPos = [:]
+            case .blob:
+                guard let part = entry.part, let fromText = entry.fromToken, let toText = entry.toToken,
+                    let from = try? ContinuationToken.decode(fromText), let to = try? ContinuationToken.decode(toText),
+                    let first = entry.firstPos.flatMap(Position.init), let last = entry.lastPos.flatMap(Position.init)
+                else { problem("chain", place, "blob line is missing part, tokens or positions"); continue }
+                if let previous = lastPos[part], first <= previous {
+                    report.duplicateRanges += 1
+                    report.notes.append("\(entry.path ?? place): positions \(first)…\(min(last, previous)) overlap an earlier blob (duplicates)")
+                } else if from.cursors[part] != cursors[part] {
+                    let gapFrom = ContinuationToken(kind: from.kind, source: from.source, cursors: cursors, extra: from.extra)
+                    problem(
+                        "gap", entry.path ?? place,
+                        "partition \(part): this blob starts at cursor \(from.cursors[part] ?? "?") but the archive before it ends at \(cursors[part] ?? "?"): changes in between are missing",
+                        fix: "feedarchive backfill \(job.name) --from \(gapFrom.encoded) --until \(fromText)")
+                }
+                cursors[part] = to.cursors[part]
+                lastPos[part] = max(lastPos[part] ?? last, last)
+            default:
+                if let to = entry.toToken, let token = try? ContinuationToken.decode(to), entry.lineage == "live" { cursors = token.cursors }
+            }
+        }
+
+        // Every blob: present, right size and hash, and (deep) right contents.
+        let named = Set(blobs.compactMap(\.path))
+        for (index, entry) in blobs.enumerated() {
+            progress?(index, blobs.count)
+            guard let path = entry.path else { continue }
+            report.blobs += 1
+            report.records += entry.records ?? 0
+            report.bytes += entry.bytes ?? 0
+            checkBlob(entry, path: path, deep: deep, layout: layout, problem: problem)
+        }
+        progress?(blobs.count, blobs.count)
+
+        for file in try archive.dataFiles() where !named.contains(file) {
+            problem("stray", file, file.hasSuffix(".tmp") ? "temp file of an unfinished blob" : "no manifest line names this file", fix: "feedarchive run \(job.name) (recovery moves it to quarantine)")
+        }
+
+        // The checkpoint against the manifest tail.
+        if let checkpointError {
+            problem("checkpoint", layout.checkpointFile, checkpointError)
+        } else if let checkpoint = archive.checkpoint {
+            if checkpoint.manifestSeq > manifest.tailSeq {
+                problem("checkpoint", layout.checkpointFile, "the checkpoint (manifest seq \(checkpoint.manifestSeq)) is ahead of the manifest (last seq \(manifest.tailSeq))")
+            } else if checkpoint.manifestSeq < manifest.tailSeq {
+                report.notes.append("the checkpoint is at manifest seq \(checkpoint.manifestSeq), behind the tail \(manifest.tailSeq): the next run rolls it forward")
+            } else if checkpoint.manifestHash != manifest.tailHash {
+                problem("checkpoint", layout.checkpointFile, "the checkpoint's manifest hash does not match the manifest's last line")
+            } else if checkpoint.token != manifest.liveToken {
+                problem("checkpoint", layout.checkpointFile, "the checkpoint token differs from the manifest's last live to_token")
+            }
+        } else if !manifest.entries.isEmpty {
+            report.notes.append("no checkpoint yet: the next run writes it from the manifest")
+        }
+        return report
+    }
+
+    private func checkBlob(
+        _ entry: ManifestEntry, path: String, deep: Bool, layout: ArchiveLayout, problem: (String, String, String, String?) -> Void
+    ) {
+        let absolute = layout.absolute(path)
+        let rerun = "the changes are still in the source if it holds them: see `feedarchive verify --help`"
+        guard let size = try? fs.size(absolute) else {
+            problem("missing", path, "the blob named by manifest seq \(entry.seq) does not exist", rerun)
+            return
+        }
+        if size != entry.bytes {
+            problem("size", path, "size \(size) bytes, the manifest says \(entry.bytes ?? -1)", nil)
+        }
+        guard let compression = Compression.of(path: path) else {
+            problem("decode", path, "unknown blob suffix", nil)
+            return
+        }
+        var hasher = SHA256()
+        var checker = deep ? BlobContentChecker(entry: entry) : nil
+        do {
+            let decoder = try compression.makeDecoder()
+            let fd = open(absolute, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw FeedArchiveError.io(operation: "open", path: absolute, errno: errno) }
+            defer { close(fd) }
+            var chunk = [UInt8](repeating: 0, count: 1 << 20)
+            while true {
+                let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if count < 0 { throw FeedArchiveError.io(operation: "read", path: absolute, errno: errno) }
+                if count == 0 { break }
+                try chunk.withUnsafeBytes { raw in
+                    let bytes = UnsafeRawBufferPointer(rebasing: raw[0..<count])
+                    hasher.update(bufferPointer: bytes)
+                    if checker != nil { try decoder.write(bytes) { checker!.consume($0) } }
+                }
+            }
+            if checker != nil { try decoder.finish() }
+        } catch {
+            problem("decode", path, "\(error)", nil)
+            return
+        }
+        let digest = hexString(hasher.finalize())
+        if digest != entry.sha256 {
+            problem("hash", path, "SHA-256 \(digest.prefix(16))… differs from the manifest's \((entry.sha256 ?? "").prefix(16))…: the blob was changed after it was committed", nil)
+        }
+        if var checker {
+            checker.finish()
+            for message in checker.problems { problem(message.0, path, message.1, nil) }
+        }
+    }
+}
+
+/// Checks decoded blob bytes line by line: valid JSON envelopes, positions ordered and inside
+/// the blob's range, the record count and raw size the manifest promised.
+struct BlobContentChecker {
+    let entry: ManifestEntry
+    var partial: [UInt8] = []
+    var records: Int64 = 0
+    var rawBytes: Int64 = 0
+    var previous: [UInt8] = []
+    var problems: [(String, String)] = []
+    let first: [UInt8]
+    let last: [UInt8]
+
+    init(entry: ManifestEntry) {
+        self.entry = entry
+        first = Array((entry.firstPos ?? "").utf8)
+        last = Array((entry.lastPos ?? "").utf8)
+    }
+
+    mutating func consume(_ bytes: UnsafeRawBufferPointer) {
+        rawBytes += Int64(bytes.count)
+        var start = 0
+        let buffer = bytes.bindMemory(to: UInt8.self)
+        while let newline = buffer[start...].firstIndex(of: 0x0A) {
+            if partial.isEmpty {
+                line(UnsafeBufferPointer(rebasing: buffer[start..<newline]))
+            } else {
+                partial.append(contentsOf: buffer[start..<newline])
+                let joined = partial
+                partial.removeAll(keepingCapacity: true)
+                joined.withUnsafeBufferPointer { line($0) }
+            }
+            start = newline + 1
+        }
+        partial.append(contentsOf: buffer[start...])
+    }
+
+    private mutating func line(_ text: UnsafeBufferPointer<UInt8>) {
+        records += 1
+        guard problems.count < 5 else { return }
+        guard JSONText.isValid(text) else {
+            problems.append(("records", "line \(records) is not a valid JSON envelope"))
+            return
+        }
+        let prefix = Array(#"{"pos":""#.utf8)
+        guard text.count > prefix.count, Array(text[0..<prefix.count]) == prefix,
+            let end = text[prefix.count...].firstIndex(of: 0x22)
+        else {
+            problems.append(("records", "line \(records) does not start with the envelope's pos"))
+            return
+        }
+        let position = Array(text[prefix.count..<end])
+        if position.lexicographicallyPrecedes(first) || last.lexicographicallyPrecedes(position) {
+            problems.append(("range", "line \(records): position \(String(decoding: position, as: UTF8.self)) is outside [\(entry.firstPos ?? ""), \(entry.lastPos ?? "")]"))
+        }
+        if !previous.isEmpty && !previous.lexicographicallyPrecedes(position) {
+            problems.append(("order", "line \(records): position \(String(decoding: position, as: UTF8.self)) does not follow \(String(decoding: previous, as: UTF8.self))"))
+        }
+        previous = position
+    }
+
+    mutating func finish() {
+        if !partial.isEmpty {
+            problems.append(("records", "the last line has no newline"))
+        }
+        if records != entry.records {
+            problems.append(("records", "holds \(records) records, the manifest says \(entry.records ?? -1)"))
+        }
+        if rawBytes != entry.rawBytes {
+            problems.append(("records", "decodes to \(rawBytes) bytes, the manifest says \(entry.rawBytes ?? -1)"))
+        }
+    }
+}

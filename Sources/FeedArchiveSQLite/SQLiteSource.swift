@@ -1,0 +1,264 @@
+import CSQLite
+import FeedArchive
+import Foundation
+
+/// The embedded default source: any SQLite table with an increasing integer sequence column
+/// (an outbox). Read-only, in short read transactions (`WHERE seq > ? ORDER BY seq LIMIT n`)
+/// so a live writer is never blocked. The token cursor is the last sequence value consumed.
+public final class SQLiteSource: FeedSource {
+    public let kind = "sqlite"
+    public static let partition = "0"
+    let settings: SQLiteSourceSettings
+    private let database: SQLiteDatabase
+    private let tableSQL: String
+    private let isRowidSequence: Bool
+    private var pageStatement: Statement?
+    private var tableLiteral: [UInt8] = []
+
+    public init(settings: SQLiteSourceSettings) throws {
+        self.settings = settings
+        guard FileManager.default.fileExists(atPath: settings.path) else {
+            throw FeedArchiveError.sourceUnavailable("SQLite database \(settings.path) does not exist")
+        }
+        database = try SQLiteDatabase(readOnly: settings.path)
+        let master = try database.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1")
+        sqlite3_bind_text(master.handle, 1, settings.table, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))
+        guard try master.step(), let sql = master.string(0) else {
+            throw settings.error("table", "table '\(settings.table)' does not exist in \(settings.path)")
+        }
+        master.reset()
+        tableSQL = sql
+        // Which columns exist, and whether the sequence is the rowid (or an alias of it).
+        let info = try database.prepare("SELECT name, type, pk FROM pragma_table_info(?1)")
+        sqlite3_bind_text(info.handle, 1, settings.table, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))
+        var columns: [String] = []
+        var rowidAlias: String?
+        var pkCount = 0
+        while try info.step() {
+            let name = info.string(0) ?? ""
+            columns.append(name)
+            if info.int(2) > 0 {
+                pkCount += 1
+                if (info.string(1) ?? "").uppercased() == "INTEGER" { rowidAlias = name }
+            }
+        }
+        info.reset()
+        columnNames = columns
+        let lower = Set(columns.map { $0.lowercased() })
+        for (key, column) in [
+            ("sequence_column", settings.sequenceColumn), ("document_column", settings.documentColumn),
+            ("key_column", settings.keyColumn), ("timestamp_column", settings.timestampColumn),
+            ("op_column", settings.opColumn), ("partition_column", settings.partitionColumn),
+        ] {
+            guard let column, !(key == "sequence_column" && column.lowercased() == "rowid") else { continue }
+            if !lower.contains(column.lowercased()) {
+                throw settings.error(key, "table '\(settings.table)' has no column '\(column)' (columns: \(columns.joined(separator: ", ")))")
+            }
+        }
+        let sequence = settings.sequenceColumn.lowercased()
+        isRowidSequence = sequence == "rowid" || (pkCount == 1 && rowidAlias?.lowercased() == sequence)
+        JSONText.appendString(settings.table, to: &tableLiteral)
+    }
+
+    private var columnNames: [String] = []
+
+    public static func make(job: JobConfig) throws -> SQLiteSource {
+        try SQLiteSource(settings: SQLiteSourceSettings.parse(job.sourceSettings))
+    }
+
+    private func quoted(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+    private var seq: String { quoted(settings.sequenceColumn) }
+    private var table: String { quoted(settings.table) }
+
+    public func identity() async throws -> SourceIdentity {
+        let path = URL(fileURLWithPath: settings.path).resolvingSymlinksInPath().path
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw FeedArchiveError.sourceUnavailable("cannot stat \(path)") }
+        return SourceIdentity(facts: [
+            "file": path, "table": settings.table, "sequence": settings.sequenceColumn,
+            "inode": "\(info.st_dev):\(info.st_ino)",
+        ])
+    }
+
+    public func warnings() async throws -> [String] {
+        if isRowidSequence && !tableSQL.uppercased().contains("AUTOINCREMENT") {
+            return [
+                "\(settings.path): table \(settings.table) uses its rowid as the sequence without AUTOINCREMENT: after its newest rows are deleted SQLite can reuse their rowids, and such changes would be skipped. Declare the key INTEGER PRIMARY KEY AUTOINCREMENT."
+            ]
+        }
+        return []
+    }
+
+    private func token(_ cursor: Int64) async throws -> ContinuationToken {
+        ContinuationToken(kind: kind, source: try await identity().shortFingerprint, cursors: [Self.partition: String(cursor)])
+    }
+
+    public func resolve(_ start: StartSpec) async throws -> ContinuationToken {
+        switch start {
+        case .beginning:
+            let first = try database.scalarInt("SELECT min(\(seq)) FROM \(table)") ?? 1
+            return try await token(min(0, first - 1))
+        case .now:
+            return try await token(try database.scalarInt("SELECT max(\(seq)) FROM \(table)") ?? 0)
+        case .time(let date):
+            guard settings.timestampColumn != nil else {
+                throw FeedArchiveError.usage("a start time needs source.timestamp_column; this job's table has none")
+            }
+            let target = Int64(date.timeIntervalSince1970 * 1_000_000)
+            let statement = try database.prepare("SELECT \(seq), \(quoted(settings.timestampColumn!)) FROM \(table) ORDER BY \(seq)")
+            defer { statement.reset() }
+            var previous: Int64 = 0
+            while try statement.step() {
+                if let ts = timestamp(statement, 1), ts >= target { return try await token(statement.int(0) - 1) }
+                previous = statement.int(0)
+            }
+            return try await token(previous)
+        case .token(let text):
+            if text.hasPrefix("seq=") {
+                guard let value = Int64(text.dropFirst(4)) else { throw FeedArchiveError.usage("'\(text)': seq= needs an integer") }
+                return try await token(value)
+            }
+            let parsed = try ContinuationToken.decode(text)
+            guard parsed.kind == kind, let cursor = parsed.cursors[Self.partition], Int64(cursor) != nil else {
+                throw FeedArchiveError.data(path: nil, message: "\(abbreviated(text)) is not an sqlite token")
+            }
+            let mine = try await identity().shortFingerprint
+            if let source = parsed.source, source != mine {
+                throw FeedArchiveError.data(path: nil, message: "the token belongs to another source (fingerprint \(source), this one is \(mine))")
+            }
+            return parsed
+        }
+    }
+
+    private func abbreviated(_ text: String) -> String { text.count > 60 ? "'\(text.prefix(60))…'" : "'\(text)'" }
+
+    private func cursorValue(_ token: ContinuationToken) throws -> Int64 {
+        guard let text = token.cursors[Self.partition], let value = Int64(text) else {
+            throw FeedArchiveError.data(path: nil, message: "the token has no sqlite cursor for partition 0")
+        }
+        return value
+    }
+
+    public func checkContinuity(from token: ContinuationToken) async throws {
+        let cursor = try cursorValue(token)
+        let highest = try database.scalarInt("SELECT max(\(seq)) FROM \(table)")
+        if let highest, highest >= cursor { return }
+        if highest == nil && cursor <= 0 { return }
+        throw FeedArchiveError.data(
+            path: settings.path,
+            message: "the sequence went backwards: the checkpoint is at \(settings.sequenceColumn) \(cursor), but the highest \(settings.sequenceColumn) in \(settings.table) is \(highest.map(String.init) ?? "none (the table is empty)"); this is not the feed the archive continues",
+            hint: "if the table was rebuilt on purpose, start a new epoch: `feedarchive epoch JOB --from beginning --reason \"table rebuilt\"`")
+    }
+
+    public func head(for token: ContinuationToken) async throws -> [String: String] {
+        let cursor = try cursorValue(token)
+        let highest = try database.scalarInt("SELECT max(\(seq)) FROM \(table)") ?? cursor
+        return [Self.partition: String(max(highest, cursor))]
+    }
+
+    public func lag(from token: ContinuationToken) async throws -> Int64? {
+        try database.scalarInt("SELECT count(*) FROM \(table) WHERE \(seq) > ?1", [try cursorValue(token)])
+    }
+
+    /// The page query, prepared once: sequence, document, then the optional columns.
+    private func pageQuery() throws -> Statement {
+        if let pageStatement { return pageStatement }
+        let document: String
+        if let column = settings.documentColumn {
+            document = quoted(column)
+        } else {
+            let pairs = columnNames.map { name in
+                "'\(name.replacingOccurrences(of: "'", with: "''"))', CASE WHEN typeof(\(quoted(name))) = 'blob' THEN hex(\(quoted(name))) ELSE \(quoted(name)) END"
+            }
+            document = "json_object(\(pairs.joined(separator: ", ")))"
+        }
+        let optional = [settings.keyColumn, settings.timestampColumn, settings.opColumn, settings.partitionColumn]
+            .map { $0.map(quoted) ?? "NULL" }
+        let sql = "SELECT \(seq), \(document), \(optional.joined(separator: ", ")) FROM \(table) WHERE \(seq) > ?1 AND \(seq) <= ?2 ORDER BY \(seq) LIMIT ?3"
+        let statement = try database.prepare(sql)
+        pageStatement = statement
+        return statement
+    }
+
+    public func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws -> FeedPage {
+        guard let after = Int64(cursor), let through = Int64(head) else {
+            throw FeedArchiveError.data(path: nil, message: "sqlite cursor '\(cursor)' or head '\(head)' is not an integer")
+        }
+        let statement = try pageQuery()
+        statement.bind(1, after)
+        statement.bind(2, through)
+        statement.bind(3, Int64(maxRecords))
+        defer { statement.reset() }  // ends the read transaction
+        var records: [FeedRecord] = []
+        records.reserveCapacity(maxRecords)
+        var line: [UInt8] = []
+        while try statement.step() {
+            let sequence = statement.int(0)
+            let position = Position.sequence(sequence)
+            let ts = timestamp(statement, 3)
+            line.removeAll(keepingCapacity: true)
+            encodeEnvelope(statement, sequence: sequence, position: position, timestamp: ts, into: &line)
+            records.append(
+                FeedRecord(
+                    position: position, timestamp: ts, line: line, pathValue: statement.string(5),
+                    cursor: String(sequence)))
+        }
+        return FeedPage(records: records)
+    }
+
+    private func timestamp(_ statement: Statement, _ column: Int32) -> Int64? {
+        switch statement.type(column) {
+        case SQLITE_INTEGER: return statement.int(column).multipliedReportingOverflow(by: settings.timestampUnit).partialValue
+        case SQLITE_FLOAT: return Int64(statement.double(column) * Double(settings.timestampUnit))
+        case SQLITE_TEXT: return parseTimestampMicros(statement.text(column))
+        default: return nil
+        }
+    }
+
+    private static let opCodes: [String: UInt8] = [
+        "c": 0x63, "u": 0x75, "d": 0x64, "r": 0x72, "t": 0x74, "w": 0x77,
+        "insert": 0x63, "update": 0x75, "delete": 0x64, "create": 0x63,
+    ]
+
+    /// `{"pos","part","op","ts","key","after","before","source"}` written as bytes; the
+    /// document is copied as-is when it is valid JSON.
+    private func encodeEnvelope(_ statement: Statement, sequence: Int64, position: Position, timestamp: Int64?, into out: inout [UInt8]) {
+        out.append(contentsOf: #"{"pos":""#.utf8)
+        out.append(contentsOf: position.rawValue.utf8)
+        out.append(contentsOf: #"","part":"0","op":""#.utf8)
+        var op: UInt8 = 0x63
+        if !statement.isNull(4), let text = statement.string(4), let code = Self.opCodes[text.lowercased()] { op = code }
+        out.append(op)
+        out.append(contentsOf: #"","ts":"#.utf8)
+        if let timestamp {
+            out.append(0x22)
+            appendRFC3339(microseconds: timestamp, to: &out)
+            out.append(0x22)
+        } else {
+            out.append(contentsOf: "null".utf8)
+        }
+        out.append(contentsOf: #","key":"#.utf8)
+        switch statement.type(2) {
+        case SQLITE_INTEGER: JSONText.appendInt(statement.int(2), to: &out)
+        case SQLITE_NULL: out.append(contentsOf: "null".utf8)
+        default: JSONText.appendString(utf8: statement.text(2), to: &out)
+        }
+        out.append(contentsOf: #","after":"#.utf8)
+        let document = statement.text(1)
+        var notJSON = false
+        if statement.isNull(1) {
+            out.append(contentsOf: "null".utf8)
+        } else if JSONText.isValid(document) {
+            out.append(contentsOf: document)
+        } else {
+            notJSON = true  // kept, as a JSON string, rather than dropped
+            JSONText.appendString(utf8: document, to: &out)
+        }
+        out.append(contentsOf: #","before":null,"source":{"table":"#.utf8)
+        out.append(contentsOf: tableLiteral)
+        out.append(contentsOf: #","seq":"#.utf8)
+        JSONText.appendInt(sequence, to: &out)
+        if notJSON { out.append(contentsOf: #","document_not_json":true"#.utf8) }
+        out.append(contentsOf: "}}".utf8)
+    }
+}

@@ -1,0 +1,59 @@
+import ArgumentParser
+import FeedArchive
+import Foundation
+
+struct EpochCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "epoch",
+        abstract: "Start a new lineage when continuity with the source cannot be proven.",
+        discussion: """
+            feedarchive refuses to continue when the source is another one than job.json records,
+            or its sequence went backwards. When a person has checked that this is expected (the
+            database was restored, the table rebuilt), this command records the new source identity
+            and an `epoch` manifest line with the reason, and moves the checkpoint to --from.
+            Nothing already archived is changed.
+
+            Examples:
+              feedarchive epoch quickstart --from beginning --reason "restored shop.db from backup"
+              feedarchive epoch quickstart --from now --reason "outbox table recreated"
+            """)
+
+    @Argument(help: "Job name or job file.")
+    var job: String
+
+    @Option(help: "Folder where job names are looked up.")
+    var jobsDir = "jobs"
+
+    @Option(help: "Where the new lineage starts: beginning, now, an RFC 3339 time or a token.")
+    var from: String
+
+    @Option(help: "Why (kept in the manifest).")
+    var reason: String
+
+    func run() async throws {
+        do {
+            let config = try Frontend.loadJob(job, jobsDirectory: jobsDir)
+            let source = try Frontend.makeSource(config)
+            let archive = JobArchive(job: config)
+            let lock = try archive.openForWriting()
+            defer { lock.release() }
+            _ = try archive.recover()
+            let identity = try await source.identity()
+            let token = try await source.resolve(StartSpec.parse(from))
+            if var recorded = archive.identity {
+                recorded.sourceFingerprint = identity.fingerprint
+                recorded.source = identity.facts
+                try archive.replaceIdentity(recorded)
+            } else {
+                try archive.replaceIdentity(
+                    JobIdentity(job: config.name, identity: identity, kind: source.kind, originToken: token.encoded, timeZone: config.archive.timeZone))
+            }
+            try archive.startEpoch(token: token, reason: reason)
+            await source.close()
+            FileHandle.standardError.write(Data("feedarchive: \(config.name): new epoch from \(from) (\(reason)); checkpoint \(token.encoded)\n".utf8))
+        } catch {
+            Frontend.printError(error, job: job)
+            throw ExitCode(Frontend.exitCode(for: error))
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import ArgumentParser
+import FeedArchive
+import Foundation
+
+@main
+struct FeedArchiveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "feedarchive",
+        abstract: "Archive database change feeds into a durable, verifiable data lake.",
+        discussion: """
+            Jobs are YAML files (see jobs/). A job reads its source from the last checkpoint,
+            writes compressed append-only blobs, and moves the checkpoint only after they are durable.
+
+            Exit codes: 0 done, 1 verify found problems, 64 usage, 65 data error, 69 source
+            unavailable, 74 I/O error, 75 locked or temporary failure, 78 bad job file,
+            130/143 interrupted.
+
+            Examples:
+              feedarchive run quickstart
+              feedarchive status quickstart --max-age 2h
+              feedarchive verify quickstart --deep
+            """,
+        subcommands: [RunCommand.self, StatusCommand.self, CatCommand.self, VerifyCommand.self, EpochCommand.self])
+
+    /// ArgumentParser's own usage errors exit 64 (EX_USAGE) as DESIGN.md says, not 2.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
+        } catch {
+            let exitCode = self.exitCode(for: error)
+            if exitCode == .success || exitCode.rawValue == 0 {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(exitCode == .validationFailure ? 64 : exitCode.rawValue)
+        }
+    }
+}

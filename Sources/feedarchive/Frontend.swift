@@ -1,0 +1,70 @@
+import FeedArchive
+import FeedArchiveSQLite
+import Foundation
+
+/// Turns command-line job names into job files and sources; reports errors with exit codes.
+enum Frontend {
+    /// A job argument is a path to a YAML file, or a name looked up as `<jobs-dir>/<name>.yaml`.
+    static func jobPath(_ argument: String, jobsDirectory: String) throws -> String {
+        if argument.hasSuffix(".yaml") || argument.hasSuffix(".yml") || argument.contains("/") {
+            guard FileManager.default.fileExists(atPath: argument) else {
+                throw FeedArchiveError.badJobFile(place: argument, message: "no such job file")
+            }
+            return argument
+        }
+        for suffix in [".yaml", ".yml"] {
+            let candidate = jobsDirectory + "/" + argument + suffix
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+        }
+        throw FeedArchiveError.usage("no job named '\(argument)': looked for \(jobsDirectory)/\(argument).yaml (pass a path to use another file)")
+    }
+
+    /// Every job file in the jobs folder (`run --all`).
+    static func allJobs(jobsDirectory: String) throws -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: jobsDirectory)) ?? []
+        let files = names.filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
+        if files.isEmpty { throw FeedArchiveError.usage("no job files in \(jobsDirectory)") }
+        return files.map { jobsDirectory + "/" + $0 }
+    }
+
+    static func loadJob(_ argument: String, jobsDirectory: String) throws -> JobConfig {
+        try JobConfig.load(path: jobPath(argument, jobsDirectory: jobsDirectory))
+    }
+
+    /// The source module for the job's `source.kind`.
+    static func makeSource(_ job: JobConfig) throws -> any FeedSource {
+        switch job.sourceKind {
+        case "sqlite": return try SQLiteSource.make(job: job)
+        case "postgres", "cosmos":
+            throw FeedArchiveError.badJobFile(place: job.sourceSettings.place, message: "source kind '\(job.sourceKind)' is not built into this feedarchive yet")
+        default:
+            throw FeedArchiveError.badJobFile(place: job.sourceSettings.place, message: "unknown source kind '\(job.sourceKind)' (known: sqlite)")
+        }
+    }
+
+    /// The exit code for any error; unknown errors are I/O-ish failures.
+    static func exitCode(for error: any Error) -> Int32 {
+        if let error = error as? FeedArchiveError { return error.exitCode }
+        if error is CodecError { return 65 }
+        return 74
+    }
+
+    static func printError(_ error: any Error, job: String?) {
+        let prefix = job.map { "feedarchive: \($0): " } ?? "feedarchive: "
+        FileHandle.standardError.write(Data((prefix + "\(error)\n").utf8))
+    }
+
+    static var stderrIsTerminal: Bool { isatty(2) == 1 }
+}
+
+/// Human sizes: `12.3 MB`.
+func humanBytes(_ bytes: Int64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1000 && unit < units.count - 1 {
+        value /= 1000
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+}
