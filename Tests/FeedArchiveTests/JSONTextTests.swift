@@ -1,0 +1,56 @@
+import FeedArchive
+import Foundation
+import Testing
+
+@Suite struct JSONTextTests {
+    @Test(arguments: [
+        #"{}"#, #"[]"#, #"{"a":[1,2.5,-3e10,true,false,null,"x\"\\\/\b\f\n\r\t\u00e9"]}"#, #" "héllo ☃ 𝄞" "#, "0", "-0.5E+3",
+        #"{"nested":{"deep":[[[[]]]]}}"#,
+    ])
+    func acceptsValidJSON(_ text: String) {
+        #expect(JSONText.isValid(Array(text.utf8)))
+    }
+
+    @Test(arguments: [
+        "", "{", "}", #"{"a"}"#, #"{"a":}"#, "[1,]", "01", "1.", "-", "tru", #""\x""#, "\"tab\there\"", #"{"a":1}x"#,
+        #"{'a':1}"#, "[1 2]", "NaN",
+    ])
+    func rejectsInvalidJSON(_ text: String) {
+        #expect(!JSONText.isValid(Array(text.utf8)))
+    }
+
+    @Test func rejectsInvalidUTF8AndDeepNesting() {
+        #expect(!JSONText.isValid([0x22, 0xC3, 0x28, 0x22]))
+        #expect(!JSONText.isValid([0x22, 0xED, 0xA0, 0x80, 0x22]))  // a surrogate
+        #expect(!JSONText.isValid(Array(repeating: 0x5B, count: 100_000)))
+    }
+
+    @Test func escapedStringsDecodeToTheOriginal() throws {
+        let original = "quote \" backslash \\ newline \n tab \t bell \u{07} nul \u{0} ünïcødé"
+        var out: [UInt8] = []
+        JSONText.appendString(original, to: &out)
+        let decoded = try JSONSerialization.jsonObject(with: Data(out), options: .fragmentsAllowed) as? String
+        #expect(decoded == original)
+    }
+
+    @Test func integersMatchSwift() {
+        for value: Int64 in [0, 7, -7, 1_234_567_890, .max, .min] {
+            var out: [UInt8] = []
+            JSONText.appendInt(value, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == String(value))
+        }
+    }
+
+    @Test func timestampsFormatAndParse() {
+        #expect(formatRFC3339(microseconds: 0) == "1970-01-01T00:00:00Z")
+        #expect(formatRFC3339(microseconds: baseTime) == "2026-11-18T11:06:40Z")
+        #expect(formatRFC3339(microseconds: baseTime + 120_500) == "2026-11-18T11:06:40.1205Z")
+        #expect(formatRFC3339(microseconds: -1) == "1969-12-31T23:59:59.999999Z")
+        for text in ["2026-11-18T11:06:40Z", "2026-11-18 11:06:40", "2026-11-18T12:06:40+01:00"] {
+            var copy = text
+            #expect(copy.withUTF8 { parseTimestampMicros($0) } == baseTime)
+        }
+        var bad = "2026-13-01T00:00:00Z"
+        #expect(bad.withUTF8 { parseTimestampMicros($0) } == nil)
+    }
+}
