@@ -1,0 +1,115 @@
+import FeedArchive
+import FeedArchiveTesting
+import Foundation
+import Testing
+
+@Suite struct RecoveryTests {
+    /// An archive of 20 changes in 4 blobs (8 manifest lines with the epoch... see counts below).
+    func archived(_ dir: TempDirectory) async throws -> (JobConfig, InMemorySource, JobArchive) {
+        let job = try memoryJob(in: dir, maxRecords: 5)
+        let source = InMemorySource()
+        for _ in 0..<20 { source.append() }
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        let archive = JobArchive(job: job)
+        _ = try archive.load()
+        return (job, source, archive)
+    }
+
+    func lastSegment(_ archive: JobArchive) throws -> String {
+        archive.layout.manifestDirectory + "/" + (try archive.store.segments().last!)
+    }
+
+    @Test func tornLastManifestLineIsCutOff() async throws {
+        let dir = TempDirectory()
+        let (job, source, archive) = try await archived(dir)
+        let segment = try lastSegment(archive)
+        let handle = try #require(FileHandle(forWritingAtPath: segment))
+        handle.seekToEndOfFile()
+        handle.write(Data(#"{"seq":6,"prev":"abc","kind":"blo"#.utf8))
+        handle.closeFile()
+        for _ in 0..<3 { source.append() }
+        let summary = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        #expect(summary.recovery.contains { $0.contains("torn manifest line") })
+        #expect(try archivedLines(job).count == 23)
+        #expect(try Verifier(job: job).verify(deep: true).isClean)
+    }
+
+    @Test func checkpointBehindTheManifestIsRolledForward() async throws {
+        let dir = TempDirectory()
+        let job = try memoryJob(in: dir, maxRecords: 5)
+        let source = InMemorySource()
+        for _ in 0..<10 { source.append() }
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        let archive = JobArchive(job: job)
+        let saved = try #require(try PosixFileSystem().read(archive.layout.checkpointFile))
+        for _ in 0..<10 { source.append() }
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        // As if the process died between the manifest append and the checkpoint replace.
+        try Data(saved).write(to: URL(fileURLWithPath: archive.layout.checkpointFile))
+        let report = try Verifier(job: job).verify(deep: false)
+        #expect(report.isClean && report.notes.contains { $0.contains("rolls it forward") })
+        let summary = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        #expect(summary.recovery.contains { $0.contains("rolled the checkpoint forward") })
+        #expect(summary.records == 0)  // nothing re-read: no duplicates
+        #expect(try archivedLines(job).count == 20)
+    }
+
+    @Test func checkpointAheadOfTheManifestIsRefused() async throws {
+        let dir = TempDirectory()
+        let (job, source, archive) = try await archived(dir)
+        var checkpoint = try #require(archive.checkpoint)
+        checkpoint.manifestSeq += 3
+        try checkpoint.write(to: archive.layout.checkpointFile, fs: PosixFileSystem(), mode: 0o640)
+        await #expect {
+            try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        } throws: { error in
+            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains("ahead of the manifest") && "\(error)".contains("checkpoint.json")
+        }
+        let report = try Verifier(job: job).verify(deep: false)
+        #expect(report.problems.contains { $0.kind == "checkpoint" })
+    }
+
+    @Test func corruptCheckpointIsADataErrorNamingTheFile() async throws {
+        let dir = TempDirectory()
+        let (job, source, archive) = try await archived(dir)
+        try Data("{\"format\":1,\"tok".utf8).write(to: URL(fileURLWithPath: archive.layout.checkpointFile))
+        await #expect {
+            try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        } throws: { error in
+            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains(archive.layout.checkpointFile) && "\(error)".contains("mv ")
+        }
+        // The hint works: moved aside, the checkpoint is rebuilt from the manifest, nothing lost.
+        try FileManager.default.moveItem(atPath: archive.layout.checkpointFile, toPath: archive.layout.checkpointFile + ".bad")
+        let summary = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        #expect(summary.records == 0)
+        #expect(try Verifier(job: job).verify(deep: true).isClean)
+    }
+
+    @Test func brokenChainBeforeTheTailIsRefused() async throws {
+        let dir = TempDirectory()
+        let (job, source, archive) = try await archived(dir)
+        let segment = try lastSegment(archive)
+        var lines = try String(contentsOfFile: segment, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        lines[2] = Substring(lines[2].replacingOccurrences(of: "\"records\":5", with: "\"records\":6"))
+        try lines.joined(separator: "\n").write(toFile: segment, atomically: false, encoding: .utf8)
+        await #expect {
+            try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        } throws: { error in
+            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains("hash chain is broken") && "\(error)".contains("00000001.jsonl:4")
+        }
+    }
+
+    @Test func strayBlobsAndTempFilesGoToQuarantine() async throws {
+        let dir = TempDirectory()
+        let (job, source, archive) = try await archived(dir)
+        let folder = archive.layout.dataDirectory + "/stray"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: folder + "/0_x_y.jsonl.zst", contents: Data("junk".utf8))
+        _ = FileManager.default.createFile(atPath: folder + "/0_00000000000000000021-00000000.tmp", contents: Data("half".utf8))
+        let summary = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        #expect(summary.recovery.filter { $0.contains("quarantine") }.count == 2)
+        let quarantined = try FileManager.default.subpathsOfDirectory(atPath: archive.layout.quarantineDirectory)
+        #expect(quarantined.contains { $0.hasSuffix("data/stray/0_x_y.jsonl.zst") })
+        #expect(try Verifier(job: job).verify(deep: true).isClean)
+    }
+}
