@@ -1,4 +1,5 @@
 import FeedArchive
+import FeedArchiveTesting
 import Foundation
 import Testing
 

@@ -2,25 +2,6 @@ import FeedArchive
 import FeedArchiveTesting
 import Foundation
 
-/// A fresh folder under the system temp directory, removed when the test's scope ends.
-final class TempDirectory {
-    let path: String
-
-    init(_ name: String = "feedarchive") {
-        let base = FileManager.default.temporaryDirectory.path
-        path = base + "/" + name + "-" + UUID().uuidString.prefix(8).lowercased()
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    func write(_ name: String, _ text: String) -> String {
-        let file = path + "/" + name
-        _ = FileManager.default.createFile(atPath: file, contents: Data(text.utf8))
-        return file
-    }
-}
-
 /// A job over the in-memory source, archived under `dir/lake`.
 func memoryJob(
     in dir: TempDirectory, maxRecords: Int = 10, compression: String = "zstd", partitionPath: String? = nil,
