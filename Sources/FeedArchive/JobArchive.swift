@@ -78,26 +78,22 @@ public final class JobArchive {
         identity = try JobIdentity.load(from: layout.identityFile, fs: fs)
         let (manifest, damage) = try store.read()
         self.manifest = manifest
-        if let damage {
-            guard damage.isTornTail else {
-                throw FeedArchiveError.data(
-                    path: "\(damage.file):\(damage.line)",
-                    message: "the manifest is damaged before its last line: \(damage.message)",
-                    hint: "nothing was changed; run `feedarchive verify \(jobName)` for the full picture and restore the manifest from a copy")
-            }
-            try fs.truncate(damage.file, to: damage.offset)
-            try fs.syncDirectory(layout.manifestDirectory)
-            report.cutTornLine = "\(damage.file):\(damage.line): \(damage.message)"
+        if let damage, !damage.isTornTail {
+            throw FeedArchiveError.data(
+                path: "\(damage.file):\(damage.line)",
+                message: "the manifest is damaged before its last line: \(damage.message)",
+                hint: "nothing was changed; run `feedarchive verify \(jobName)` for the full picture and restore the manifest from a copy")
         }
-
+        // Check everything before changing anything: a refusal must leave the archive as it was.
         checkpoint = try Checkpoint.load(from: layout.checkpointFile, fs: fs)
         let tail = manifest.tailSeq
         if let checkpoint {
             if checkpoint.manifestSeq > tail {
+                let torn = damage.map { " The line after seq \(tail) (\($0.file):\($0.line)) is damaged: \($0.message); it was committed, so it is not an unfinished append." } ?? ""
                 throw FeedArchiveError.data(
                     path: layout.checkpointFile,
-                    message: "the checkpoint (manifest seq \(checkpoint.manifestSeq)) is ahead of the manifest (last seq \(tail)): changes it claims are archived have no manifest line",
-                    hint: "the manifest may have been restored from an older copy; nothing was changed. Compare with `feedarchive verify \(jobName)` before moving the checkpoint aside")
+                    message: "the checkpoint (manifest seq \(checkpoint.manifestSeq)) is ahead of the manifest (last intact seq \(tail)): changes it claims are archived have no manifest line.\(torn)",
+                    hint: "nothing was changed. Restore the manifest from a copy, or compare with `feedarchive verify \(jobName)` before moving the checkpoint aside")
             }
             if checkpoint.manifestSeq > 0 && hashOfLine(checkpoint.manifestSeq) != checkpoint.manifestHash {
                 throw FeedArchiveError.data(
@@ -105,6 +101,11 @@ public final class JobArchive {
                     message: "the checkpoint names manifest seq \(checkpoint.manifestSeq) with hash \(checkpoint.manifestHash.prefix(12))…, but that line hashes differently: the checkpoint belongs to another manifest",
                     hint: "nothing was changed; check that \(layout.jobRoot) is the archive this job writes")
             }
+        }
+        if let damage {
+            try fs.truncate(damage.file, to: damage.offset)
+            try fs.syncDirectory(layout.manifestDirectory)
+            report.cutTornLine = "\(damage.file):\(damage.line): \(damage.message)"
         }
         if tail > 0 && (checkpoint?.manifestSeq ?? 0) < tail {
             guard let token = manifest.liveToken else {

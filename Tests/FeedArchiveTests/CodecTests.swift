@@ -62,13 +62,8 @@ import Testing
 }
 
 func runTool(_ tool: String, _ arguments: [String]) throws -> (status: Int32, stdout: Data) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = [tool] + arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, data)
+    let out = NSTemporaryDirectory() + "/tool-" + UUID().uuidString
+    defer { try? FileManager.default.removeItem(atPath: out) }
+    let status = reap(try spawn(tool, arguments, stdout: out))
+    return (status, try Data(contentsOf: URL(fileURLWithPath: out)))
 }

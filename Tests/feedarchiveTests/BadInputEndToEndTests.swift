@@ -1,0 +1,135 @@
+import FeedArchive
+import FeedArchiveTesting
+import Foundation
+import Testing
+
+/// Each kind of bad input gets its documented exit code and a message naming the file and
+/// place, and loses nothing.
+@Suite struct BadInputEndToEndTests {
+    @Test func badJobFileExits78WithLineAndColumn() throws {
+        let dir = TempDirectory()
+        let file = dir.write("bad.yaml", "name: bad\nsource:\n  kind: sqlite\n  path: x.db\n  table: t\narchive:\n  root: lake\n  compresion: zstd\n")
+        let result = try Binary.run(["run", file])
+        #expect(result.status == 78)
+        #expect(result.stderr.contains("\(file):8:3: unknown key 'compresion' in archive"))
+        let missing = try Binary.run(["run", "no-such-job", "--jobs-dir", dir.path])
+        #expect(missing.status == 64)
+        let usage = try Binary.run(["run"])
+        #expect(usage.status == 64)
+    }
+
+    @Test func missingDatabaseExits69() throws {
+        let shop = ShopJob()
+        let result = try Binary.run(["run", shop.job])
+        #expect(result.status == 69)
+        #expect(result.stderr.contains(shop.db))
+    }
+
+    @Test func corruptCheckpointExits65AndTheHintRepairsIt() throws {
+        let shop = ShopJob()
+        try ShopFeed.create(shop.db, count: 120)
+        #expect(try Binary.run(["run", shop.job]).status == 0)
+        let checkpoint = shop.jobRoot + "/_feedarchive/checkpoint.json"
+        try Data("{\"format\":1,".utf8).write(to: URL(fileURLWithPath: checkpoint))
+        let result = try Binary.run(["run", shop.job])
+        #expect(result.status == 65)
+        #expect(result.stderr.contains(checkpoint) && result.stderr.contains("corrupt checkpoint"))
+        try FileManager.default.moveItem(atPath: checkpoint, toPath: checkpoint + ".bad")
+        #expect(try Binary.run(["run", shop.job]).status == 0)
+        #expect(try shop.archivedSequences() == Array(1...120))
+    }
+
+    @Test func tornManifestAppendIsCutOffAndNothingIsLost() throws {
+        let shop = ShopJob()
+        try ShopFeed.create(shop.db, count: 120)
+        #expect(try Binary.run(["run", shop.job]).status == 0)
+        // A crash in the middle of the next append: half a line, no newline, after the last commit.
+        let segment = shop.jobRoot + "/_feedarchive/manifest/00000001.jsonl"
+        let lines = try String(contentsOfFile: segment, encoding: .utf8).split(separator: "\n")
+        let handle = try #require(FileHandle(forWritingAtPath: segment))
+        handle.seekToEndOfFile()
+        handle.write(Data(lines.last!.prefix(90).replacingOccurrences(of: "\"seq\":\(lines.count)", with: "\"seq\":\(lines.count + 1)").utf8))
+        handle.closeFile()
+        try ShopFeed.create(shop.db, count: 30)
+        let result = try Binary.run(["run", shop.job])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("cut off a torn manifest line"))
+        #expect(try shop.archivedSequences() == Array(1...150))
+        #expect(try Binary.run(["verify", shop.job, "--deep"]).status == 0)
+    }
+
+    @Test func truncatedCommittedManifestLineIsRefusedAndLeftAlone() throws {
+        let shop = ShopJob()
+        try ShopFeed.create(shop.db, count: 120)
+        #expect(try Binary.run(["run", shop.job]).status == 0)
+        let segment = shop.jobRoot + "/_feedarchive/manifest/00000001.jsonl"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: segment))
+        bytes.removeLast(40)  // damage to a line the checkpoint already names
+        try bytes.write(to: URL(fileURLWithPath: segment))
+        let result = try Binary.run(["run", shop.job])
+        #expect(result.status == 65)
+        #expect(result.stderr.contains("ahead of the manifest") && result.stderr.contains("00000001.jsonl:4"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: segment)) == bytes)  // nothing was changed
+        let verify = try Binary.run(["verify", shop.job])
+        #expect(verify.status == 1)
+    }
+
+    @Test func swappedDatabaseIsRefusedWith65() throws {
+        let shop = ShopJob()
+        try ShopFeed.create(shop.db, count: 50)
+        #expect(try Binary.run(["run", shop.job]).status == 0)
+        let other = shop.dir.path + "/other.db"
+        try ShopFeed.create(other, count: 80)
+        try FileManager.default.removeItem(atPath: shop.db)
+        try FileManager.default.moveItem(atPath: other, toPath: shop.db)
+        let result = try Binary.run(["run", shop.job])
+        #expect(result.status == 65)
+        #expect(result.stderr.contains("not the one this archive was made from") && result.stderr.contains("feedarchive epoch"))
+        #expect(try shop.archivedSequences() == Array(1...50))  // nothing lost or mixed in
+    }
+
+    @Test func tokenFromAnotherJobIsRefusedWith65() throws {
+        let first = ShopJob()
+        try ShopFeed.create(first.db, count: 10)
+        #expect(try Binary.run(["run", first.job]).status == 0)
+        let token = try #require(try Binary.run(["status", first.job, "--json"]).stdout
+            .split(separator: "\n").first { $0.contains("\"checkpoint\"") }?
+            .split(separator: "\"").dropFirst(3).first)
+        let second = ShopJob()
+        try ShopFeed.create(second.db, count: 10)
+        let result = try Binary.run(["epoch", second.job, "--from", String(token), "--reason", "test"])
+        #expect(result.status == 65)
+        #expect(result.stderr.contains("belongs to another source"))
+    }
+
+    @Test func statusMaxAgeAndMetricsFile() throws {
+        let shop = ShopJob()
+        try ShopFeed.create(shop.db, count: 75)
+        let metrics = shop.dir.path + "/feedarchive.prom"
+        #expect(try Binary.run(["run", shop.job, "--metrics-file", metrics]).status == 0)
+        let text = try String(contentsOfFile: metrics, encoding: .utf8)
+        #expect(text.contains("# TYPE feedarchive_last_success_timestamp_seconds gauge"))
+        #expect(text.contains("feedarchive_records{job=\"shop\"} 75"))
+        #expect(text.contains("feedarchive_lag_changes{job=\"shop\"} 0"))
+        #expect(text.contains("feedarchive_last_exit_code{job=\"shop\"} 0"))
+        let fresh = try Binary.run(["status", shop.job, "--max-age", "1h"])
+        #expect(fresh.status == 0)
+        #expect(fresh.stdout.contains("75 changes"))
+        usleep(1_100_000)
+        let stale = try Binary.run(["status", shop.job, "--max-age", "1s"])
+        #expect(stale.status == 1)
+        #expect(stale.stdout.contains("STALE"))
+    }
+
+    @Test func jsonLogFormatGivesOneObjectPerLine() throws {
+        let shop = ShopJob()
+        try ShopFeed.create(shop.db, count: 30)
+        let result = try Binary.run(["run", shop.job, "--log-format", "json"])
+        #expect(result.status == 0)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1)
+        let object = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
+        #expect(object?["records"] as? Int == 30)
+        #expect(object?["event"] as? String == "run")
+    }
+}
