@@ -20,15 +20,17 @@ CREATE TABLE IF NOT EXISTS outbox (
 EVENTS = ["order_placed", "payment_captured", "order_packed", "order_shipped", "order_delivered", "refund_issued"]
 SKUS = ["mug-blue", "mug-red", "tee-s", "tee-m", "tee-l", "poster-a2", "sticker-pack", "tote-bag"]
 
+RATE = 1.0
+
 def change(rng, n, start, doc_bytes):
     order = "ord-%06d" % rng.randrange(1, 200000)
     event = EVENTS[n % len(EVENTS)]
-    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + n)) + "Z"
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + int(n / RATE))) + "Z"
     items = [{"sku": rng.choice(SKUS), "qty": rng.randrange(1, 4), "price_cents": rng.randrange(300, 4000)} for _ in range(rng.randrange(1, 3))]
     doc = {"order_id": order, "event": event, "at": ts, "customer": {"id": "cus-%05d" % rng.randrange(1, 50000), "country": rng.choice(["DE", "FR", "NL", "US", "JP"])}, "items": items, "note": ""}
     text = json.dumps(doc, separators=(",", ":"))
     if len(text) < doc_bytes:
-        doc["note"] = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(doc_bytes - len(text)))
+        doc["note"] = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz ", k=doc_bytes - len(text)))
         text = json.dumps(doc, separators=(",", ":"))
     return (order, event, ts, text)
 
@@ -41,8 +43,11 @@ def main():
     p.add_argument("--doc-bytes", type=int, default=350)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--start", type=int, default=1795000000, help="unix time of the first change")
+    p.add_argument("--rate", type=float, default=1.0, help="changes per second of commit time")
     p.add_argument("--wal", action="store_true", help="use WAL journal mode")
     a = p.parse_args()
+    global RATE
+    RATE = a.rate
     db = sqlite3.connect(a.db, timeout=30, isolation_level=None)
     if a.wal:
         db.execute("PRAGMA journal_mode=WAL")

@@ -35,7 +35,7 @@ public final class BlobWriter {
 
     /// Adds one envelope line (the newline is added here).
     @inline(__always)
-    public func append(line: [UInt8]) throws {
+    public func append(line: ArraySlice<UInt8>) throws {
         buffer.append(contentsOf: line)
         buffer.append(0x0A)
         rawBytes += Int64(line.count + 1)

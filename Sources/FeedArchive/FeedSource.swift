@@ -6,15 +6,16 @@ public struct FeedRecord: Sendable {
     public var position: Position
     /// Source commit time in microseconds since the Unix epoch, UTC; nil when the source has none.
     public var timestamp: Int64?
-    /// The envelope as one line of JSON, without the newline.
-    public var line: [UInt8]
+    /// The envelope as one line of JSON, without the newline; usually a slice of one buffer
+    /// shared by the whole page, so a record costs no allocation of its own.
+    public var line: ArraySlice<UInt8>
     /// Value for the job's partition path, when the source provides one.
     public var pathValue: String?
     /// The partition cursor after this change when a batch may end here; nil inside a group
     /// that must not be split (a transaction, items sharing one `_lsn`).
     public var cursor: String?
 
-    public init(position: Position, timestamp: Int64?, line: [UInt8], pathValue: String? = nil, cursor: String?) {
+    public init(position: Position, timestamp: Int64?, line: ArraySlice<UInt8>, pathValue: String? = nil, cursor: String?) {
         self.position = position
         self.timestamp = timestamp
         self.line = line

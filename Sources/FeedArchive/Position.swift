@@ -14,7 +14,16 @@ public struct Position: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     /// A sequence number as 20 decimal digits (SQLite).
     public static func sequence(_ value: Int64) -> Position {
-        Position(unchecked: zeroPadded(UInt64(max(0, value)), width: 20))
+        var digits = (UInt64(0), UInt64(0), UInt64(0))  // 24 bytes: room for 20 digits, no heap
+        var rest = UInt64(max(0, value))
+        let text = withUnsafeMutableBytes(of: &digits) { buffer -> String in
+            for index in stride(from: 19, through: 0, by: -1) {
+                buffer[index] = UInt8(rest % 10) + 0x30
+                rest /= 10
+            }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: buffer[0..<20]), as: UTF8.self)
+        }
+        return Position(unchecked: text)
     }
 
     init(unchecked: String) { self.rawValue = unchecked }

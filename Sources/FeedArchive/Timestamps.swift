@@ -17,13 +17,14 @@ public func appendRFC3339(microseconds: Int64, to out: inout [UInt8]) {
     let (days, secondOfDay) = floorDivide(totalSeconds, 86_400)
     let (year, month, day) = civilFromDays(days)
     func put(_ value: Int64, _ width: Int) {
-        var digits = [UInt8](repeating: 0x30, count: width)
+        var divisor: Int64 = 1
+        for _ in 1..<width { divisor *= 10 }
         var rest = value
-        for index in stride(from: width - 1, through: 0, by: -1) {
-            digits[index] = UInt8(rest % 10) + 0x30
-            rest /= 10
+        while divisor > 0 {
+            out.append(UInt8(truncatingIfNeeded: rest / divisor % 10) + 0x30)
+            rest %= divisor
+            divisor /= 10
         }
-        out.append(contentsOf: digits)
     }
     put(year, 4); out.append(0x2D); put(month, 2); out.append(0x2D); put(day, 2)
     out.append(0x54)

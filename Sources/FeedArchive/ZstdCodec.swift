@@ -1,10 +1,12 @@
 import CZstd
+import Foundation
 
 /// Streaming zstd: one frame, content checksum on, optional worker threads so compression
 /// runs beside the reader.
 final class ZstdEncoder: BlobEncoder {
     private let context: OpaquePointer
     private var output: [UInt8]
+    static let jobSize = Int(ProcessInfo.processInfo.environment["FEEDARCHIVE_ZSTD_JOB_SIZE"] ?? "") ?? (2 << 20)
 
     init(level: Int, workers: Int) throws {
         guard let context = ZSTD_createCCtx() else { throw CodecError("zstd: cannot create a compression context") }
@@ -14,7 +16,11 @@ final class ZstdEncoder: BlobEncoder {
         try check(ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1), "checksum")
         if workers > 0 {
             // A libzstd built without threads refuses nbWorkers; compress on this thread then.
-            _ = ZSTD_CCtx_setParameter(context, ZSTD_c_nbWorkers, Int32(workers))
+            if ZSTD_isError(ZSTD_CCtx_setParameter(context, ZSTD_c_nbWorkers, Int32(workers))) == 0 {
+                // Smaller jobs than the default (4 windows) keep memory low; measured to cost
+                // under 1% of ratio on the benchmark feed.
+                _ = ZSTD_CCtx_setParameter(context, ZSTD_c_jobSize, Int32(Self.jobSize))
+            }
         }
     }
 

@@ -61,6 +61,8 @@ public final class SQLiteSource: FeedSource {
     }
 
     private var columnNames: [String] = []
+    private var lastTimestamp: Int64 = .min
+    private var lastTimestampText: [UInt8] = []
 
     public static func make(job: JobConfig) throws -> SQLiteSource {
         try SQLiteSource(settings: SQLiteSourceSettings.parse(job.sourceSettings))
@@ -189,19 +191,21 @@ public final class SQLiteSource: FeedSource {
         statement.bind(2, through)
         statement.bind(3, Int64(maxRecords))
         defer { statement.reset() }  // ends the read transaction
-        var records: [FeedRecord] = []
-        records.reserveCapacity(maxRecords)
-        var line: [UInt8] = []
+        // One buffer for the whole page; records are slices of it (no allocation per change).
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(maxRecords * 512)
+        var pending: [(Position, Int64?, Range<Int>, String?, String)] = []
+        pending.reserveCapacity(maxRecords)
         while try statement.step() {
             let sequence = statement.int(0)
             let position = Position.sequence(sequence)
             let ts = timestamp(statement, 3)
-            line.removeAll(keepingCapacity: true)
-            encodeEnvelope(statement, sequence: sequence, position: position, timestamp: ts, into: &line)
-            records.append(
-                FeedRecord(
-                    position: position, timestamp: ts, line: line, pathValue: statement.string(5),
-                    cursor: String(sequence)))
+            let start = bytes.count
+            encodeEnvelope(statement, sequence: sequence, position: position, timestamp: ts, into: &bytes)
+            pending.append((position, ts, start..<bytes.count, statement.isNull(5) ? nil : statement.string(5), String(sequence)))
+        }
+        let records = pending.map { position, ts, range, pathValue, cursor in
+            FeedRecord(position: position, timestamp: ts, line: bytes[range], pathValue: pathValue, cursor: cursor)
         }
         return FeedPage(records: records)
     }
@@ -223,42 +227,47 @@ public final class SQLiteSource: FeedSource {
     /// `{"pos","part","op","ts","key","after","before","source"}` written as bytes; the
     /// document is copied as-is when it is valid JSON.
     private func encodeEnvelope(_ statement: Statement, sequence: Int64, position: Position, timestamp: Int64?, into out: inout [UInt8]) {
-        out.append(contentsOf: #"{"pos":""#.utf8)
+        JSONText.appendLiteral(#"{"pos":""#, to: &out)
         out.append(contentsOf: position.rawValue.utf8)
-        out.append(contentsOf: #"","part":"0","op":""#.utf8)
+        JSONText.appendLiteral(#"","part":"0","op":""#, to: &out)
         var op: UInt8 = 0x63
         if !statement.isNull(4), let text = statement.string(4), let code = Self.opCodes[text.lowercased()] { op = code }
         out.append(op)
-        out.append(contentsOf: #"","ts":"#.utf8)
+        JSONText.appendLiteral(#"","ts":"#, to: &out)
         if let timestamp {
             out.append(0x22)
-            appendRFC3339(microseconds: timestamp, to: &out)
+            if timestamp != lastTimestamp {  // feeds come in time order: most changes repeat the last one
+                lastTimestamp = timestamp
+                lastTimestampText.removeAll(keepingCapacity: true)
+                appendRFC3339(microseconds: timestamp, to: &lastTimestampText)
+            }
+            out.append(contentsOf: lastTimestampText)
             out.append(0x22)
         } else {
-            out.append(contentsOf: "null".utf8)
+            JSONText.appendLiteral("null", to: &out)
         }
-        out.append(contentsOf: #","key":"#.utf8)
+        JSONText.appendLiteral(#","key":"#, to: &out)
         switch statement.type(2) {
         case SQLITE_INTEGER: JSONText.appendInt(statement.int(2), to: &out)
-        case SQLITE_NULL: out.append(contentsOf: "null".utf8)
+        case SQLITE_NULL: JSONText.appendLiteral("null", to: &out)
         default: JSONText.appendString(utf8: statement.text(2), to: &out)
         }
-        out.append(contentsOf: #","after":"#.utf8)
+        JSONText.appendLiteral(#","after":"#, to: &out)
         let document = statement.text(1)
         var notJSON = false
         if statement.isNull(1) {
-            out.append(contentsOf: "null".utf8)
+            JSONText.appendLiteral("null", to: &out)
         } else if JSONText.isValid(document) {
             out.append(contentsOf: document)
         } else {
             notJSON = true  // kept, as a JSON string, rather than dropped
             JSONText.appendString(utf8: document, to: &out)
         }
-        out.append(contentsOf: #","before":null,"source":{"table":"#.utf8)
+        JSONText.appendLiteral(#","before":null,"source":{"table":"#, to: &out)
         out.append(contentsOf: tableLiteral)
-        out.append(contentsOf: #","seq":"#.utf8)
+        JSONText.appendLiteral(#","seq":"#, to: &out)
         JSONText.appendInt(sequence, to: &out)
-        if notJSON { out.append(contentsOf: #","document_not_json":true"#.utf8) }
-        out.append(contentsOf: "}}".utf8)
+        if notJSON { JSONText.appendLiteral(#","document_not_json":true"#, to: &out) }
+        JSONText.appendLiteral("}}", to: &out)
     }
 }

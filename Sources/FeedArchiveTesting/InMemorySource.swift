@@ -138,7 +138,7 @@ public final class InMemorySource: FeedSource, Sendable {
                 let position = Self.position(group: change.group, index: change.index)
                 records.append(
                     FeedRecord(
-                        position: position, timestamp: change.timestamp, line: Self.envelope(change, partition: partition, position: position),
+                        position: position, timestamp: change.timestamp, line: Self.envelope(change, partition: partition, position: position)[...],
                         pathValue: change.pathValue, cursor: groupEnd ? String(change.group) : nil))
                 index += 1
                 if groupEnd && records.count >= maxRecords { break }

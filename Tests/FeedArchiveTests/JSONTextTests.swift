@@ -25,6 +25,20 @@ import Testing
         #expect(!JSONText.isValid(Array(repeating: 0x5B, count: 100_000)))
     }
 
+    /// The eight-bytes-at-a-time scan must see a special byte at every offset of a word.
+    @Test func longStringsCatchSpecialBytesAtEveryOffset() {
+        for offset in 0..<24 {
+            let prefix = String(repeating: "a", count: offset)
+            let suffix = String(repeating: "b", count: 17)
+            #expect(JSONText.isValid(Array("\"\(prefix)\\\"\(suffix)\"".utf8)), "escaped quote at \(offset)")
+            #expect(JSONText.isValid(Array("\"\(prefix)é\(suffix)\"".utf8)), "non-ASCII at \(offset)")
+            #expect(!JSONText.isValid(Array("\"\(prefix)\t\(suffix)\"".utf8)), "raw tab at \(offset)")
+            #expect(!JSONText.isValid(Array("\"\(prefix)\u{7F}\u{0}\(suffix)\"".utf8)), "NUL at \(offset)")
+            #expect(!JSONText.isValid(Array("\"\(prefix)\(suffix)".utf8) + [0xFF, 0x22]), "invalid UTF-8 at \(offset)")
+            #expect(!JSONText.isValid(Array("\"\(prefix)\"\(suffix)\"".utf8)), "bare quote at \(offset)")
+        }
+    }
+
     @Test func escapedStringsDecodeToTheOriginal() throws {
         let original = "quote \" backslash \\ newline \n tab \t bell \u{07} nul \u{0} ünïcødé"
         var out: [UInt8] = []
