@@ -105,7 +105,7 @@ public struct ArchiveRunner {
         return summary
     }
 
-    private func readAndCommit(
+    func readAndCommit(
         head: [String: String], deadline: Date?, options: RunOptions, batcher: inout Batcher,
         token: inout ContinuationToken, summary: inout RunSummary
     ) async throws {
@@ -157,6 +157,8 @@ struct Batcher {
     let source: any FeedSource
     let options: RunOptions
     var bucketer: TimeBucketer
+    /// `live`, or `backfill-<id>`: a backfill never moves the live checkpoint.
+    var lineage = "live"
 
     struct Open {
         var writer: BlobWriter
@@ -231,19 +233,21 @@ struct Batcher {
         let next = token.advancing(batch.partition, to: cursor)
         let name = sanitizePathComponent(batch.partition) + "_" + batch.first.rawValue + "_" + batch.last.rawValue + job.archive.compression.fileExtension
         let entry = ManifestEntry(
-            kind: .blob, lineage: "live", part: batch.partition, records: batch.records,
+            kind: .blob, lineage: lineage, part: batch.partition, records: batch.records,
             firstPos: batch.first.rawValue, lastPos: batch.last.rawValue, fromToken: batch.fromToken, toToken: next.encoded,
             minTs: batch.minTs.map { formatRFC3339(microseconds: $0) }, maxTs: batch.maxTs.map { formatRFC3339(microseconds: $0) },
             run: archive.runID)
         let result: BlobWriter.Result
         do {
-            result = try archive.commit(blob: batch.writer, relativePath: batch.directory + "/" + name, entry: entry, newToken: next.encoded)
+            result = try archive.commit(
+                blob: batch.writer, relativePath: batch.directory + "/" + name, entry: entry,
+                newToken: lineage == "live" ? next.encoded : (archive.checkpoint?.token ?? next.encoded))
         } catch {
             batch.writer.abort(fs: archive.fs)
             throw error
         }
         token = next
-        try await source.acknowledge(token)  // 8. only after the checkpoint is durable
+        if lineage == "live" { try await source.acknowledge(token) }  // 8. only after the checkpoint is durable
         summary.blobs += 1
         summary.records += batch.records
         summary.rawBytes += result.rawBytes

@@ -93,6 +93,9 @@ public protocol FeedSource: AnyObject {
     /// Refuses (exit 65) when the source can no longer continue from `token`: the sequence
     /// went backwards, the slot was lost, the retention window passed.
     func checkContinuity(from token: ContinuationToken) async throws
+    /// Refuses (exit 65) when the source no longer holds the changes after `token` (a backfill
+    /// of a range that retention or pruning removed).
+    func checkRetained(from token: ContinuationToken) async throws
     /// The cursors of the feed head now, per partition: the run's stop target.
     func head(for token: ContinuationToken) async throws -> [String: String]
     /// The next page of `partition` after `cursor`, not past `head`; empty when caught up.
@@ -107,6 +110,7 @@ public protocol FeedSource: AnyObject {
 
 extension FeedSource {
     public func warnings() async throws -> [String] { [] }
+    public func checkRetained(from token: ContinuationToken) async throws {}
     public func acknowledge(_ token: ContinuationToken) async throws {}
     public func close() async {}
 }

@@ -201,8 +201,27 @@ public final class JobArchive {
     public func commit(blob writer: BlobWriter, relativePath: String, entry: ManifestEntry, newToken: String?) throws -> BlobWriter.Result {
         let result = try writer.finish()
         let final = layout.absolute(relativePath)
-        try fs.rename(writer.tempPath, to: final)
-        try fs.syncDirectory(parentDirectory(of: final))
+        if let existing = manifest.entries.last(where: { $0.kind == .blob && $0.path == relativePath }) {
+            // A backfill re-reading a range a blob already holds: same bytes are skipped (the
+            // line still records the backfill's progress) or, when the file was lost, put back;
+            // other bytes under the same name are a contradiction nobody should resolve silently.
+            guard existing.sha256 == result.sha256 else {
+                try fs.remove(writer.tempPath)
+                throw FeedArchiveError.data(
+                    path: final,
+                    message: "a blob with this name already exists with SHA-256 \((existing.sha256 ?? "").prefix(16))…, the re-read batch hashes to \(result.sha256.prefix(16))…: the source returned other data for the same positions",
+                    hint: "nothing was written; compare the source with `feedarchive cat` before going on")
+            }
+            if try fs.size(final) == result.bytes && fileHash(final) == result.sha256 {
+                try fs.remove(writer.tempPath)
+            } else {
+                try fs.rename(writer.tempPath, to: final)  // the lost or damaged blob, restored
+                try fs.syncDirectory(parentDirectory(of: final))
+            }
+        } else {
+            try fs.rename(writer.tempPath, to: final)
+            try fs.syncDirectory(parentDirectory(of: final))
+        }
         var entry = entry
         entry.path = relativePath
         entry.sha256 = result.sha256
@@ -213,10 +232,22 @@ public final class JobArchive {
         return result
     }
 
+    /// SHA-256 of a file, or nil when it cannot be read.
+    func fileHash(_ path: String) -> String? {
+        (try? fs.read(path)).flatMap { $0 }.map { sha256Hex($0) }
+    }
+
     /// Appends a line that is not a blob (gap-ack, split, merge), moving the checkpoint when given a token.
     public func append(_ entry: ManifestEntry, newToken: String?) throws {
         try store.append(entry, to: &manifest)
         if let newToken { try writeCheckpoint(token: newToken) }
+    }
+
+    /// Rewrites the checkpoint with the same live token, tied to the manifest's new tail (after
+    /// a line of another lineage, so the checkpoint keeps naming the last line).
+    public func touchCheckpoint() throws {
+        guard let token = checkpoint?.token ?? manifest.liveToken else { return }
+        try writeCheckpoint(token: token)
     }
 
     private func writeCheckpoint(token: String) throws {

@@ -69,52 +69,41 @@ public struct Verifier {
         }
         if manifest.entries.isEmpty { problem("chain", layout.manifestDirectory, "the manifest is empty: no epoch line") }
 
-        // Token continuity per partition over the live lineage.
-        var cursors: [String: String] = [:]
-        var lastPos: [String: Position] = [:]
+        // Every blob file once: present, right size and hash, and (deep) right contents.
         let blobs = manifest.entries.filter { $0.kind == .blob }
-        for entry in manifest.entries {
-            let place = "manifest seq \(entry.seq)"
-            switch entry.kind {
-            case .epoch:
-                guard let to = entry.toToken, let token = try? ContinuationToken.decode(to) else {
-                    problem("chain", place, "epoch line without a readable to_token"); continue
-                }
-                cursors = token.cursors
-                lastPos = [:]
-            case .blob:
-                guard let part = entry.part, let fromText = entry.fromToken, let toText = entry.toToken,
-                    let from = try? ContinuationToken.decode(fromText), let to = try? ContinuationToken.decode(toText),
-                    let first = entry.firstPos.flatMap(Position.init), let last = entry.lastPos.flatMap(Position.init)
-                else { problem("chain", place, "blob line is missing part, tokens or positions"); continue }
-                if let previous = lastPos[part], first <= previous {
-                    report.duplicateRanges += 1
-                    report.notes.append("\(entry.path ?? place): positions \(first)…\(min(last, previous)) overlap an earlier blob (duplicates)")
-                } else if from.cursors[part] != cursors[part] {
-                    let gapFrom = ContinuationToken(kind: from.kind, source: from.source, cursors: cursors, extra: from.extra)
-                    problem(
-                        "gap", entry.path ?? place,
-                        "partition \(part): this blob starts at cursor \(from.cursors[part] ?? "?") but the archive before it ends at \(cursors[part] ?? "?"): changes in between are missing",
-                        fix: "feedarchive backfill \(job.name) --from \(gapFrom.encoded) --until \(fromText)")
-                }
-                cursors[part] = to.cursors[part]
-                lastPos[part] = max(lastPos[part] ?? last, last)
-            default:
-                if let to = entry.toToken, let token = try? ContinuationToken.decode(to), entry.lineage == "live" { cursors = token.cursors }
-            }
-        }
-
-        // Every blob: present, right size and hash, and (deep) right contents.
         let named = Set(blobs.compactMap(\.path))
+        var intact: [String: Bool] = [:]
         for (index, entry) in blobs.enumerated() {
             progress?(index, blobs.count)
             guard let path = entry.path else { continue }
+            if intact[path] != nil { continue }  // a backfill line may name a blob that already existed
             report.blobs += 1
             report.records += entry.records ?? 0
             report.bytes += entry.bytes ?? 0
+            let before = report.problems.count
             checkBlob(entry, path: path, deep: deep, layout: layout, problem: problem)
+            intact[path] = report.problems.count == before
         }
         progress?(blobs.count, blobs.count)
+
+        // Continuity per partition over the union of lineages, from the origin to the checkpoint.
+        let continuity = Continuity(job: job.name, entries: manifest.entries, intact: intact, checkpoint: archive.checkpoint?.token)
+        for gap in continuity.gaps {
+            problem("gap", gap.place, gap.message, fix: gap.fix)
+        }
+        report.notes += continuity.notes
+        report.duplicateRanges = continuity.duplicates
+        // A damaged or missing blob whose range other blobs cover (a backfill repaired it) is
+        // no longer a hole in the archive: say so, but do not fail.
+        for entry in blobs {
+            guard let path = entry.path, intact[path] == false, let part = entry.part,
+                let to = entry.toToken.flatMap({ try? ContinuationToken.decode($0) })?.cursors[part],
+                continuity.reached[part]?.contains(to) == true
+            else { continue }
+            let covered = report.problems.filter { $0.path == path }
+            report.problems.removeAll { $0.path == path }
+            for problem in covered { report.notes.append("\(path): \(problem.message); its changes are covered by other blobs (repaired by a backfill)") }
+        }
 
         for file in try archive.dataFiles() where !named.contains(file) {
             problem("stray", file, file.hasSuffix(".tmp") ? "temp file of an unfinished blob" : "no manifest line names this file", fix: "feedarchive run \(job.name) (recovery moves it to quarantine)")
@@ -143,9 +132,8 @@ public struct Verifier {
         _ entry: ManifestEntry, path: String, deep: Bool, layout: ArchiveLayout, problem: (String, String, String, String?) -> Void
     ) {
         let absolute = layout.absolute(path)
-        let rerun = "the changes are still in the source if it holds them: see `feedarchive verify --help`"
         guard let size = try? fs.size(absolute) else {
-            problem("missing", path, "the blob named by manifest seq \(entry.seq) does not exist", rerun)
+            problem("missing", path, "the blob named by manifest seq \(entry.seq) does not exist (its range is listed as a gap with the backfill that mends it)", nil)
             return
         }
         if size != entry.bytes {

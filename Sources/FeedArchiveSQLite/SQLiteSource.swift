@@ -152,6 +152,17 @@ public final class SQLiteSource: FeedSource {
             hint: "if the table was rebuilt on purpose, start a new epoch: `feedarchive epoch JOB --from beginning --reason \"table rebuilt\"`")
     }
 
+    public func checkRetained(from token: ContinuationToken) async throws {
+        let cursor = try cursorValue(token)
+        guard let oldest = try database.scalarInt("SELECT min(\(seq)) FROM \(table)") else { return }
+        // Rows between the cursor and the oldest row left may have been pruned: unprovable.
+        if oldest > cursor + 1, try database.scalarInt("SELECT count(*) FROM \(table) WHERE \(seq) <= ?1", [cursor]) == 0, cursor > 0 {
+            throw FeedArchiveError.data(
+                path: settings.path,
+                message: "the table no longer holds the range: it starts at \(settings.sequenceColumn) \(oldest), the backfill starts after \(cursor); rows in between were deleted or never existed")
+        }
+    }
+
     public func head(for token: ContinuationToken) async throws -> [String: String] {
         let cursor = try cursorValue(token)
         let highest = try database.scalarInt("SELECT max(\(seq)) FROM \(table)") ?? cursor

@@ -19,8 +19,12 @@ struct FeedArchiveCommand: AsyncParsableCommand {
               feedarchive run quickstart
               feedarchive status quickstart --max-age 2h
               feedarchive verify quickstart --deep
+              feedarchive backfill quickstart --from beginning
             """,
-        subcommands: [RunCommand.self, StatusCommand.self, CatCommand.self, VerifyCommand.self, EpochCommand.self])
+        subcommands: [
+            RunCommand.self, StatusCommand.self, CatCommand.self, VerifyCommand.self, BackfillCommand.self, AckGapCommand.self,
+            EpochCommand.self,
+        ])
 
     /// ArgumentParser's own usage errors exit 64 (EX_USAGE) as DESIGN.md says, not 2.
     static func main() async {

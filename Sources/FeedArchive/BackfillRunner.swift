@@ -1,0 +1,129 @@
+import Foundation
+
+/// `_feedarchive/backfill/<id>.json`: what a backfill covers, written when it starts, so the
+/// same command resumes it (the position reached is its lineage's last manifest line).
+public struct BackfillPlan: Codable, Sendable {
+    public var id: String
+    public var from: String
+    public var until: String
+    public var createdAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, from, until
+        case createdAt = "created_at"
+    }
+
+    public var lineage: String { "backfill-" + id }
+}
+
+/// Re-archives a range of the feed into lineage `backfill-<id>` through the same commit
+/// protocol as `run`, without moving the live checkpoint. Running the same command again
+/// resumes it; `--max-duration` lets cron run it in slices.
+public struct BackfillRunner {
+    public let job: JobConfig
+    public let source: any FeedSource
+    public let fs: any FileSystem
+
+    public init(job: JobConfig, source: any FeedSource, fs: any FileSystem = PosixFileSystem()) {
+        self.job = job
+        self.source = source
+        self.fs = fs
+    }
+
+    /// `from`: `beginning`, a time, a token or a source form; `until`: a token, or nil/`checkpoint`.
+    public func run(from: String, until: String?, options: RunOptions) async throws -> RunSummary {
+        let started = Date()
+        var summary = RunSummary(job: job.name)
+        let archive = JobArchive(job: job, fs: fs)
+        let lock = try archive.openForWriting()
+        defer { lock.release() }
+        summary.recovery = try archive.recover().messages
+        let identity = try await source.identity()
+        guard archive.identity != nil, let checkpoint = archive.checkpoint else {
+            throw FeedArchiveError.usage("job \(job.name) has no archive yet: run it once before backfilling")
+        }
+        _ = try await archive.establishIdentity(source: identity, kind: source.kind) { throw FeedArchiveError.usage("no archive") }
+        let runner = ArchiveRunner(job: job, source: source, fs: fs)
+
+        let untilText = until ?? "checkpoint"
+        let id = String(sha256Hex(Array("\(from)\n\(untilText)".utf8)).prefix(12))
+        let planFile = archive.layout.metaDirectory + "/backfill/" + id + ".json"
+        var plan: BackfillPlan
+        if let bytes = try fs.read(planFile) {
+            do {
+                plan = try JSONDecoder().decode(BackfillPlan.self, from: Data(bytes))
+            } catch {
+                throw FeedArchiveError.data(path: planFile, message: "corrupt backfill plan: \(describeDecodingError(error))")
+            }
+        } else {
+            let fromToken = try await source.resolve(StartSpec.parse(from))
+            try runner.checkTokenBelongs(fromToken, to: identity, place: "--from")
+            let untilToken: ContinuationToken
+            if untilText == "checkpoint" {
+                untilToken = try ContinuationToken.decode(checkpoint.token, what: "the checkpoint token")
+            } else {
+                untilToken = try await source.resolve(.token(untilText))
+                try runner.checkTokenBelongs(untilToken, to: identity, place: "--until")
+            }
+            plan = BackfillPlan(
+                id: id, from: fromToken.encoded, until: untilToken.encoded,
+                createdAt: formatRFC3339(microseconds: Int64(Date().timeIntervalSince1970) * 1_000_000))
+            try archive.createDirectories(parentDirectory(of: planFile))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+            try fs.replaceAtomically(planFile, with: Array(try encoder.encode(plan)) + [0x0A], mode: job.archive.fileMode)
+        }
+        let fromToken = try ContinuationToken.decode(plan.from, what: "the backfill's from token")
+        let untilToken = try ContinuationToken.decode(plan.until, what: "the backfill's until token")
+
+        // Where this lineage got to: its last line, or a new epoch line at its start.
+        var token: ContinuationToken
+        if let last = archive.manifest.entries.last(where: { $0.lineage == plan.lineage }), let text = last.toToken {
+            token = try ContinuationToken.decode(text, what: "the backfill's last to_token")
+        } else {
+            try archive.append(
+                ManifestEntry(
+                    kind: .epoch, lineage: plan.lineage, fromToken: plan.from, toToken: plan.from, run: archive.runID,
+                    reason: "backfill from \(from) until \(untilText)"),
+                newToken: checkpoint.token)
+            token = fromToken
+        }
+        token.cursors = token.cursors.filter { fromToken.cursors[$0.key] != nil }
+        summary.fromToken = token.encoded
+        let head = untilToken.cursors.filter { token.cursors[$0.key] != nil && token.cursors[$0.key] != $0.value }
+        if !head.isEmpty {
+            try await source.checkRetained(from: token)
+            let deadline = (options.maxDuration ?? job.batch.maxDuration).map { started.addingTimeInterval($0) }
+            var batcher = Batcher(job: job, archive: archive, source: source, options: options)
+            batcher.lineage = plan.lineage
+            do {
+                try await runner.readAndCommit(head: head, deadline: deadline, options: options, batcher: &batcher, token: &token, summary: &summary)
+            } catch {
+                batcher.abort()
+                throw error
+            }
+            if options.stop.isSet {
+                batcher.abort()
+                throw FeedArchiveError.interrupted(signal: options.stop.signal)
+            }
+        }
+        let done = untilToken.cursors.allSatisfy { part, cursor in fromToken.cursors[part] == nil || token.cursors[part] == cursor }
+        summary.stoppedBy = done ? "until (backfill complete)" : summary.stoppedBy
+        summary.toToken = token.encoded
+        summary.seconds = Date().timeIntervalSince(started)
+        return summary
+    }
+}
+
+extension JobArchive {
+    /// `ack-gap`: a person signs off a known loss between two tokens; verify then reports that
+    /// gap as acknowledged instead of as an error.
+    public func acknowledgeGap(from: ContinuationToken, until: ContinuationToken, reason: String) throws {
+        guard let checkpoint else { throw FeedArchiveError.usage("the job has no archive yet") }
+        try append(
+            ManifestEntry(
+                kind: .gapAck, lineage: "gap-ack", part: from.cursors.keys.sorted().joined(separator: ","),
+                fromToken: from.encoded, toToken: until.encoded, run: runID, reason: reason),
+            newToken: checkpoint.token)
+    }
+}

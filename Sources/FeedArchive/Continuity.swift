@@ -1,0 +1,118 @@
+/// Proves, per partition, that the blobs of all lineages (live and backfills) chain from the
+/// origin to the checkpoint: each blob's `from_token` cursor must be a cursor the chain has
+/// reached. Missing or damaged blobs do not count, so their ranges show up as gaps unless a
+/// backfill covers them. Gaps come with the `feedarchive backfill` command that mends them;
+/// gaps a person signed off (`gap-ack` lines) are reported as notes.
+struct Continuity {
+    struct Gap {
+        var place: String
+        var message: String
+        var fix: String
+    }
+
+    private(set) var gaps: [Gap] = []
+    private(set) var notes: [String] = []
+    private(set) var duplicates = 0
+    /// Per partition, the cursors the proof reached: everything before them is archived.
+    private(set) var reached: [String: Set<String>] = [:]
+
+    private struct Link {
+        var entry: ManifestEntry
+        var from: String
+        var to: String
+        var first: Position
+        var last: Position
+        var token: ContinuationToken
+    }
+
+    init(job: String, entries: [ManifestEntry], intact: [String: Bool], checkpoint: String?) {
+        // Where each lineage starts; the live one from its (last) epoch line.
+        var liveStart: ContinuationToken?
+        var lineageStarts: [String: ContinuationToken] = [:]
+        var acks: [(part: String, from: String, to: String)] = []
+        var links: [String: [Link]] = [:]
+        var seenPaths: Set<String> = []
+        for entry in entries {
+            guard let toText = entry.toToken, let to = try? ContinuationToken.decode(toText) else { continue }
+            switch entry.kind {
+            case .epoch:
+                if entry.lineage == "live" {
+                    liveStart = to
+                    links = [:]  // a new live epoch restarts the proof
+                    seenPaths = []
+                } else {
+                    lineageStarts[entry.lineage] = to
+                }
+            case .gapAck:
+                guard let fromText = entry.fromToken, let from = try? ContinuationToken.decode(fromText) else { continue }
+                for (part, cursor) in from.cursors { if let end = to.cursors[part] { acks.append((part, cursor, end)) } }
+            case .blob:
+                guard let part = entry.part, let path = entry.path, intact[path] == true, seenPaths.insert(path).inserted,
+                    let fromText = entry.fromToken, let from = try? ContinuationToken.decode(fromText),
+                    let fromCursor = from.cursors[part], let toCursor = to.cursors[part],
+                    let first = entry.firstPos.flatMap(Position.init), let last = entry.lastPos.flatMap(Position.init)
+                else { continue }
+                links[part, default: []].append(Link(entry: entry, from: fromCursor, to: toCursor, first: first, last: last, token: from))
+            default:
+                continue
+            }
+        }
+        guard let liveStart else { return }
+        let target = checkpoint.flatMap { try? ContinuationToken.decode($0) }
+
+        for part in Set(liveStart.cursors.keys).union(links.keys).sorted() {
+            var reached: Set<String> = []
+            if let start = liveStart.cursors[part] { reached.insert(start) }
+            var frontier = liveStart.cursors[part]
+            var frontierPos: Position?
+            let sorted = (links[part] ?? []).sorted { ($0.first, $1.last) < ($1.first, $0.last) }
+            for (index, link) in sorted.enumerated() {
+                // A backfill that starts before everything else (e.g. from the beginning, for a
+                // job that started at `now`) extends the proof backwards.
+                if index == 0, let start = lineageStarts[link.entry.lineage]?.cursors[part], start == link.from {
+                    reached.insert(start)
+                }
+                if let frontierPos, link.last <= frontierPos {
+                    duplicates += 1
+                    reached.insert(link.to)
+                    continue
+                }
+                if let frontierPos, link.first <= frontierPos {
+                    // Starts inside what is covered: contiguous, the overlap is duplicates.
+                    duplicates += 1
+                    notes.append("\(link.entry.path ?? "manifest seq \(link.entry.seq)"): positions \(link.first)…\(frontierPos) were archived before (duplicates)")
+                } else if !reached.contains(link.from) {
+                    let from = frontier ?? "?"
+                    if acks.contains(where: { $0.part == part && $0.from == from && $0.to == link.from }) {
+                        notes.append("partition \(part): changes after cursor \(from) up to \(link.from) are missing; acknowledged by a gap-ack line")
+                    } else {
+                        let gapFrom = ContinuationToken(kind: link.token.kind, source: link.token.source, cursors: [part: from], extra: link.token.extra)
+                        let gapUntil = ContinuationToken(kind: link.token.kind, source: link.token.source, cursors: [part: link.from], extra: link.token.extra)
+                        gaps.append(
+                            Gap(
+                                place: "partition \(part), before \(link.entry.path ?? "manifest seq \(link.entry.seq)")",
+                                message: "changes after cursor \(from) up to cursor \(link.from) are in no intact blob",
+                                fix: "feedarchive backfill \(job) --from \(gapFrom.encoded) --until \(gapUntil.encoded)"))
+                    }
+                }
+                reached.insert(link.to)
+                frontier = link.to
+                frontierPos = link.last
+            }
+            self.reached[part] = reached
+            if let end = target?.cursors[part], !reached.contains(end), let from = frontier, let token = target {
+                if acks.contains(where: { $0.part == part && $0.from == from && $0.to == end }) {
+                    notes.append("partition \(part): changes after cursor \(from) up to the checkpoint are missing; acknowledged by a gap-ack line")
+                } else {
+                    let gapFrom = ContinuationToken(kind: token.kind, source: token.source, cursors: [part: from], extra: token.extra)
+                    let gapUntil = ContinuationToken(kind: token.kind, source: token.source, cursors: [part: end], extra: token.extra)
+                    gaps.append(
+                        Gap(
+                            place: "partition \(part), before the checkpoint",
+                            message: "changes after cursor \(from) up to the checkpoint's cursor \(end) are in no intact blob",
+                            fix: "feedarchive backfill \(job) --from \(gapFrom.encoded) --until \(gapUntil.encoded)"))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import ArgumentParser
+import FeedArchive
+import Foundation
+
+struct BackfillCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "backfill",
+        abstract: "Re-archive a range of the feed into its own lineage, e.g. to mend a gap verify found.",
+        discussion: """
+            Reads from --from up to --until (default: the live checkpoint) through the same commit
+            protocol as `run`, into lineage backfill-<id>. It never moves the live checkpoint.
+            Running the same command again resumes where it stopped; --max-duration lets cron run
+            it in slices. A blob that already exists with the same bytes is skipped; the same name
+            with other bytes is refused (exit 65). A range the source no longer holds is refused.
+
+            Examples:
+              feedarchive backfill quickstart --from beginning
+              feedarchive backfill orders --from sqlite:eyJj... --until sqlite:eyJj...   (printed by verify)
+              feedarchive backfill orders --from 2026-11-01T00:00:00Z --max-duration 10m
+            """)
+
+    @Argument(help: "Job name or job file.")
+    var job: String
+
+    @Option(help: "Folder where job names are looked up.")
+    var jobsDir = "jobs"
+
+    @Option(help: "Start after this token, or at beginning / an RFC 3339 time / a source form such as seq=42.")
+    var from: String
+
+    @Option(help: "Stop at this token (default: checkpoint, the live checkpoint when the backfill started).")
+    var until: String?
+
+    @Option(help: "Stop reading after this long and commit what is batched; run again to resume.")
+    var maxDuration: String?
+
+    @Option(help: "Log format on stderr: text or json.")
+    var logFormat: LogFormat = .text
+
+    func run() async throws {
+        let stop = StopSignal()
+        stop.install()
+        let log = RunLog(format: logFormat)
+        do {
+            let config = try Frontend.loadJob(job, jobsDirectory: jobsDir)
+            let source = try Frontend.makeSource(config)
+            let options = RunOptions(maxDuration: maxDuration.flatMap(parseDuration), stop: stop)
+            do {
+                let summary = try await BackfillRunner(job: config, source: source).run(from: from, until: until, options: options)
+                await source.close()
+                log.summary(summary)
+            } catch {
+                await source.close()
+                throw error
+            }
+        } catch {
+            log.failure(job: job, error: error)
+            throw ExitCode(Frontend.exitCode(for: error))
+        }
+    }
+}
+
+struct AckGapCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ack-gap",
+        abstract: "Sign off a known loss: verify then reports that gap as acknowledged, not as an error.",
+        discussion: """
+            For changes that cannot be recovered (the source no longer holds them). The manifest
+            keeps the line with your reason; nothing is deleted.
+
+            Example:
+              feedarchive ack-gap orders --from sqlite:eyJj... --until sqlite:eyJj... --reason "outbox pruned before backfill, INC-1234"
+            """)
+
+    @Argument(help: "Job name or job file.")
+    var job: String
+
+    @Option(help: "Folder where job names are looked up.")
+    var jobsDir = "jobs"
+
+    @Option(help: "The token where the gap starts (as printed by verify).")
+    var from: String
+
+    @Option(help: "The token where the gap ends (as printed by verify).")
+    var until: String
+
+    @Option(help: "Why the loss is accepted (kept in the manifest).")
+    var reason: String
+
+    func run() async throws {
+        do {
+            let config = try Frontend.loadJob(job, jobsDirectory: jobsDir)
+            let fromToken = try ContinuationToken.decode(from, what: "--from")
+            let untilToken = try ContinuationToken.decode(until, what: "--until")
+            guard fromToken.kind == untilToken.kind, fromToken.source == untilToken.source else {
+                throw FeedArchiveError.usage("--from and --until are tokens of different sources")
+            }
+            let archive = JobArchive(job: config)
+            let lock = try archive.openForWriting()
+            defer { lock.release() }
+            _ = try archive.recover()
+            if let identity = archive.identity, let source = fromToken.source, !identity.sourceFingerprint.hasPrefix(source) {
+                throw FeedArchiveError.data(path: archive.layout.identityFile, message: "the tokens belong to another source than this archive's")
+            }
+            try archive.acknowledgeGap(from: fromToken, until: untilToken, reason: reason)
+            FileHandle.standardError.write(Data("feedarchive: \(config.name): gap acknowledged (\(reason))\n".utf8))
+        } catch {
+            Frontend.printError(error, job: job)
+            throw ExitCode(Frontend.exitCode(for: error))
+        }
+    }
+}
