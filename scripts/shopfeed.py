@@ -6,7 +6,7 @@ the tests and the benchmarks.
   shopfeed.py DB --follow --log FILE   keep appending small transactions until killed,
                                        appending each committed seq to FILE
 """
-import argparse, json, random, sqlite3, sys, time
+import argparse, json, random, signal, sqlite3, sys, time
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -60,9 +60,13 @@ def main():
             db.execute("INSERT INTO outbox(order_id,event,created_at,payload) VALUES (?,?,?,?)", change(rng, n0 + i, a.start, a.doc_bytes))
         db.execute("COMMIT")
     if a.follow:
+        # SIGTERM ends the loop between transactions, as a well-behaved application would; a
+        # kill in the middle of one would leave a hot journal that only a writer can roll back.
+        stopping = []
+        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
         log = open(a.log, "a") if a.log else None
         n = n0 + a.count
-        while True:
+        while not stopping:
             k = rng.randrange(1, 20)
             db.execute("BEGIN IMMEDIATE")
             seqs = []

@@ -1,4 +1,5 @@
 import CSQLite
+import FeedArchive
 import FeedArchiveTesting
 import Foundation
 import Testing
@@ -113,7 +114,7 @@ final class ShopJob {
     var job: String { dir.path + "/shop.yaml" }
     var jobRoot: String { dir.path + "/lake/shop" }
 
-    init(compression: String = "zstd", maxRecords: Int = 50, pageSize: Int = 20, extraSource: String = "") {
+    init(compression: String = "zstd", maxRecords: Int = 50, pageSize: Int = 20, extraSource: String = "", start: String = "beginning") {
         dir.write(
             "shop.yaml",
             """
@@ -132,6 +133,7 @@ final class ShopJob {
             batch:
               max_records: \(maxRecords)
               page_size: \(pageSize)
+            start: \(start)
 
             """)
     }
@@ -144,6 +146,20 @@ final class ShopJob {
             let start = line.range(of: #""pos":""#)!.upperBound
             return Int64(line[start...].prefix(20))!
         }
+    }
+
+    /// The seq of every change in every blob of every lineage (live and backfills).
+    func archivedSequencesAllLineages() throws -> [Int64] {
+        var result: [Int64] = []
+        for file in files(under: jobRoot + "/data") where file.hasSuffix(".zst") {
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: jobRoot + "/data/" + file))
+            let text = String(decoding: try Compression.zstd.makeDecoder().decodeAll(Array(bytes)), as: UTF8.self)
+            for line in text.split(separator: "\n") {
+                let start = line.range(of: #""pos":""#)!.upperBound
+                result.append(Int64(line[start...].prefix(20))!)
+            }
+        }
+        return result
     }
 
     func files(under path: String) -> [String] {

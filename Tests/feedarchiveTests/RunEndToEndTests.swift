@@ -35,7 +35,7 @@ import Testing
         while killed < 55 && runs < 400 {
             runs += 1
             let run = try Binary.start(["run", shop.job])
-            usleep(UInt32.random(in: 1_000...45_000, using: &generator))
+            usleep(UInt32.random(in: 1_000...120_000, using: &generator))
             run.signal(SIGKILL)
             let result = try run.finish()
             if result.status == 128 + SIGKILL { killed += 1 } else { #expect(result.status == 0, "\(result.stderr)") }
@@ -76,6 +76,31 @@ import Testing
         let again = try Binary.run(["run", shop.job])
         #expect(again.status == 0)
         #expect(try shop.archivedSequences().count == 40_000)
+    }
+
+    /// A job started at `now`, backfilled from the beginning with kill -9 in the middle of the
+    /// backfill: the same command resumes, and verify proves the archive complete from the start.
+    @Test func backfillKilledHalfwayResumesAndTheArchiveIsComplete() throws {
+        let shop = ShopJob(maxRecords: 500, pageSize: 250, start: "now")
+        try ShopFeed.create(shop.db, count: 20_000)
+        #expect(try Binary.run(["run", shop.job]).status == 0)
+        try ShopFeed.create(shop.db, count: 300)
+        #expect(try Binary.run(["run", shop.job]).status == 0)
+        #expect(try shop.archivedSequences() == Array(20_001...20_300))
+        var killed = 0
+        for delay in [250_000, 400_000, 600_000] as [UInt32] {
+            let backfill = try Binary.start(["backfill", shop.job, "--from", "beginning"])
+            usleep(delay)
+            backfill.signal(SIGKILL)
+            if try backfill.finish().status == 128 + SIGKILL { killed += 1 }
+        }
+        #expect(killed >= 1)
+        let finished = try Binary.run(["backfill", shop.job, "--from", "beginning"])
+        #expect(finished.status == 0, "\(finished.stderr)")
+        #expect(finished.stderr.contains("backfill complete"))
+        let verify = try Binary.run(["verify", shop.job, "--deep"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+        #expect(Set(try shop.archivedSequencesAllLineages()) == Set(1...20_300))
     }
 
     @Test func secondRunWhileOneHoldsTheLockExits75() throws {
