@@ -81,8 +81,17 @@ public func base64URLEncode(_ data: Data) -> String {
 }
 
 public func base64URLDecode(_ text: String) -> Data? {
-    guard text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else { return nil }
-    var base = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-    while base.count % 4 != 0 { base += "=" }
-    return Data(base64Encoded: base)
+    // Byte-level mapping to standard base64: tokens are decoded once per manifest line by verify.
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(text.utf8.count + 3)
+    for byte in text.utf8 {
+        switch byte {
+        case 0x41...0x5A, 0x61...0x7A, 0x30...0x39: bytes.append(byte)
+        case 0x2D: bytes.append(0x2B)  // - → +
+        case 0x5F: bytes.append(0x2F)  // _ → /
+        default: return nil
+        }
+    }
+    while bytes.count % 4 != 0 { bytes.append(0x3D) }
+    return Data(base64Encoded: Data(bytes))
 }

@@ -32,8 +32,17 @@ struct Continuity {
         var acks: [(part: String, from: String, to: String)] = []
         var links: [String: [Link]] = [:]
         var seenPaths: Set<String> = []
+        // Each blob's from_token is the previous one's to_token: decode each text once.
+        var decoded: [String: ContinuationToken] = [:]
+        func token(_ text: String?) -> ContinuationToken? {
+            guard let text else { return nil }
+            if let known = decoded[text] { return known }
+            let value = try? ContinuationToken.decode(text)
+            decoded[text] = value
+            return value
+        }
         for entry in entries {
-            guard let toText = entry.toToken, let to = try? ContinuationToken.decode(toText) else { continue }
+            guard let to = token(entry.toToken) else { continue }
             switch entry.kind {
             case .epoch:
                 if entry.lineage == "live" {
@@ -44,11 +53,11 @@ struct Continuity {
                     lineageStarts[entry.lineage] = to
                 }
             case .gapAck:
-                guard let fromText = entry.fromToken, let from = try? ContinuationToken.decode(fromText) else { continue }
+                guard let from = token(entry.fromToken) else { continue }
                 for (part, cursor) in from.cursors { if let end = to.cursors[part] { acks.append((part, cursor, end)) } }
             case .blob:
                 guard let part = entry.part, let path = entry.path, intact[path] == true, seenPaths.insert(path).inserted,
-                    let fromText = entry.fromToken, let from = try? ContinuationToken.decode(fromText),
+                    let from = token(entry.fromToken),
                     let fromCursor = from.cursors[part], let toCursor = to.cursors[part],
                     let first = entry.firstPos.flatMap(Position.init), let last = entry.lastPos.flatMap(Position.init)
                 else { continue }

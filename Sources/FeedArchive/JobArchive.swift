@@ -201,7 +201,7 @@ public final class JobArchive {
     public func commit(blob writer: BlobWriter, relativePath: String, entry: ManifestEntry, newToken: String?) throws -> BlobWriter.Result {
         let result = try writer.finish()
         let final = layout.absolute(relativePath)
-        if let existing = manifest.entries.last(where: { $0.kind == .blob && $0.path == relativePath }) {
+        if let existing = manifest.blob(named: relativePath) {
             // A backfill re-reading a range a blob already holds: same bytes are skipped (the
             // line still records the backfill's progress) or, when the file was lost, put back;
             // other bytes under the same name are a contradiction nobody should resolve silently.

@@ -127,7 +127,28 @@ public struct Manifest: Sendable {
 
     public init() {}
 
-    public var entries: [ManifestEntry] = []
+    /// Lines in order; appended only through `appended(_:)` so the path index stays true.
+    public internal(set) var entries: [ManifestEntry] = []
+    /// Blob path to the index of its last line, built on first use and kept up to date by
+    /// `ManifestStore.append`: a commit must not scan the whole manifest.
+    private var pathIndex: [String: Int]?
+
+    /// The last blob line naming `path`.
+    public mutating func blob(named path: String) -> ManifestEntry? {
+        if pathIndex == nil {
+            var index: [String: Int] = [:]
+            for (position, entry) in entries.enumerated() where entry.kind == .blob {
+                if let path = entry.path { index[path] = position }
+            }
+            pathIndex = index
+        }
+        return pathIndex![path].map { entries[$0] }
+    }
+
+    mutating func appended(_ entry: ManifestEntry) {
+        entries.append(entry)
+        if entry.kind == .blob, let path = entry.path { pathIndex?[path] = entries.count - 1 }
+    }
     /// SHA-256 of the last line (the chain head).
     public var tailHash: String = Manifest.zeroHash
     public var tailSeq: Int64 { entries.last?.seq ?? 0 }
@@ -207,7 +228,7 @@ public struct ManifestStore: Sendable {
                 if Manifest.segmentName(forSeq: entry.seq) != name {
                     return (manifest, damage("seq \(entry.seq) belongs in segment \(Manifest.segmentName(forSeq: entry.seq))"))
                 }
-                manifest.entries.append(entry)
+                manifest.appended(entry)
                 manifest.tailHash = hexString(SHA256.hash(data: line))
                 lineStart = lineEnd + 1
             }
@@ -240,7 +261,7 @@ public struct ManifestStore: Sendable {
             throw error
         }
         if isNewSegment { try fs.syncDirectory(directory) }
-        manifest.entries.append(entry)
+        manifest.appended(entry)
         manifest.tailHash = hash
         return entry
     }

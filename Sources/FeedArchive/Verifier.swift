@@ -1,5 +1,7 @@
 import Crypto
+import Dispatch
 import Foundation
+import Synchronization
 
 /// One thing `verify` found wrong (or worth saying).
 public struct VerifyProblem: Codable, Sendable {
@@ -29,7 +31,7 @@ public struct VerifyReport: Codable, Sendable {
 
 /// DESIGN.md "Verify": proves the archive complete from the origin token to the checkpoint.
 /// Read-only: it never changes the archive.
-public struct Verifier {
+public struct Verifier: Sendable {
     public let job: JobConfig
     public let fs: any FileSystem
 
@@ -38,7 +40,7 @@ public struct Verifier {
         self.fs = fs
     }
 
-    public func verify(deep: Bool, progress: ((Int, Int) -> Void)? = nil) throws -> VerifyReport {
+    public func verify(deep: Bool, progress: (@Sendable (Int, Int) -> Void)? = nil) throws -> VerifyReport {
         var report = VerifyReport(job: job.name)
         report.deep = deep
         let archive = JobArchive(job: job, fs: fs)
@@ -48,15 +50,14 @@ public struct Verifier {
         }
         var checkpointError: String?
         let damage: ManifestDamage?
+        let manifest: Manifest
         do {
             damage = try archive.load()
+            manifest = archive.manifest
         } catch let error as FeedArchiveError {
             checkpointError = error.description
-            let (manifest, found) = try archive.store.read()
-            _ = manifest
-            damage = found
+            (manifest, damage) = try archive.store.read()
         }
-        let manifest = try archive.store.read().0
         func problem(_ kind: String, _ path: String, _ message: String, fix: String? = nil) {
             report.problems.append(VerifyProblem(kind: kind, path: path, message: message, fix: fix))
         }
@@ -73,16 +74,35 @@ public struct Verifier {
         let blobs = manifest.entries.filter { $0.kind == .blob }
         let named = Set(blobs.compactMap(\.path))
         var intact: [String: Bool] = [:]
-        for (index, entry) in blobs.enumerated() {
-            progress?(index, blobs.count)
-            guard let path = entry.path else { continue }
-            if intact[path] != nil { continue }  // a backfill line may name a blob that already existed
+        var unique: [ManifestEntry] = []
+        var seen: Set<String> = []
+        for entry in blobs {
+            guard let path = entry.path, seen.insert(path).inserted else { continue }  // a backfill may name an existing blob
+            unique.append(entry)
             report.blobs += 1
             report.records += entry.records ?? 0
             report.bytes += entry.bytes ?? 0
-            let before = report.problems.count
-            checkBlob(entry, path: path, deep: deep, layout: layout, problem: problem)
-            intact[path] = report.problems.count == before
+        }
+        // Blobs are independent: check them on every core, collect the findings in order.
+        let found = Mutex([[VerifyProblem]](repeating: [], count: unique.count))
+        let done = Atomic<Int>(0)
+        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, unique.count))
+        let layoutCopy = layout
+        let checks = unique
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            for index in stride(from: worker, to: checks.count, by: workers) {
+                var problems: [VerifyProblem] = []
+                checkBlob(checks[index], path: checks[index].path!, deep: deep, layout: layoutCopy) { kind, path, message, fix in
+                    problems.append(VerifyProblem(kind: kind, path: path, message: message, fix: fix))
+                }
+                found.withLock { $0[index] = problems }
+                let count = done.add(1, ordering: .relaxed).newValue
+                if worker == 0 { progress?(count, checks.count) }
+            }
+        }
+        for (index, problems) in found.withLock({ $0 }).enumerated() {
+            report.problems += problems
+            intact[unique[index].path!] = problems.isEmpty
         }
         progress?(blobs.count, blobs.count)
 
@@ -145,12 +165,12 @@ public struct Verifier {
         }
         var hasher = SHA256()
         var checker = deep ? BlobContentChecker(entry: entry) : nil
+        var chunk = [UInt8](repeating: 0, count: Int(min(max(size, 1), 1 << 20)))
         do {
             let decoder = try compression.makeDecoder()
             let fd = open(absolute, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { throw FeedArchiveError.io(operation: "open", path: absolute, errno: errno) }
             defer { close(fd) }
-            var chunk = [UInt8](repeating: 0, count: 1 << 20)
             while true {
                 let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
                 if count < 0 { throw FeedArchiveError.io(operation: "read", path: absolute, errno: errno) }

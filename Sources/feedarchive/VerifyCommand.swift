@@ -32,12 +32,13 @@ struct VerifyCommand: AsyncParsableCommand {
         let report: VerifyReport
         do {
             let config = try Frontend.loadJob(job, jobsDirectory: jobsDir)
-            let progress: ((Int, Int) -> Void)? =
-                Frontend.stderrIsTerminal && !json
-                ? { done, total in
+            var progress: (@Sendable (Int, Int) -> Void)?
+            if Frontend.stderrIsTerminal && !json {
+                progress = { @Sendable done, total in
                     FileHandle.standardError.write(Data("\r\u{1B}[Kverify: \(done)/\(total) blobs".utf8))
                     if done == total { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-                } : nil
+                }
+            }
             report = try Verifier(job: config).verify(deep: deep, progress: progress)
         } catch {
             Frontend.printError(error, job: job)
