@@ -19,11 +19,8 @@ struct BackfillCommand: AsyncParsableCommand {
               feedarchive backfill orders --from 2026-11-01T00:00:00Z --max-duration 10m
             """)
 
-    @Argument(help: "Job name or job file.")
-    var job: String
-
-    @Option(help: "Folder where job names are looked up.")
-    var jobsDir = "jobs"
+    @OptionGroup var selection: JobSelection
+    var job: String { selection.job }
 
     @Option(help: "Start after this token, or at beginning / an RFC 3339 time / a source form such as seq=42.")
     var from: String
@@ -42,7 +39,7 @@ struct BackfillCommand: AsyncParsableCommand {
         stop.install()
         let log = RunLog(format: logFormat)
         do {
-            let config = try Frontend.loadJob(job, jobsDirectory: jobsDir)
+            let config = try selection.load()
             let source = try Frontend.makeSource(config)
             let options = RunOptions(maxDuration: maxDuration.flatMap(parseDuration), stop: stop)
             do {
@@ -72,11 +69,8 @@ struct AckGapCommand: AsyncParsableCommand {
               feedarchive ack-gap orders --from sqlite:eyJj... --until sqlite:eyJj... --reason "outbox pruned before backfill, INC-1234"
             """)
 
-    @Argument(help: "Job name or job file.")
-    var job: String
-
-    @Option(help: "Folder where job names are looked up.")
-    var jobsDir = "jobs"
+    @OptionGroup var selection: JobSelection
+    var job: String { selection.job }
 
     @Option(help: "The token where the gap starts (as printed by verify).")
     var from: String
@@ -89,7 +83,7 @@ struct AckGapCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let config = try Frontend.loadJob(job, jobsDirectory: jobsDir)
+            let config = try selection.load()
             let fromToken = try ContinuationToken.decode(from, what: "--from")
             let untilToken = try ContinuationToken.decode(until, what: "--until")
             guard fromToken.kind == untilToken.kind, fromToken.source == untilToken.source else {

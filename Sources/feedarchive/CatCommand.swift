@@ -15,11 +15,8 @@ struct CatCommand: AsyncParsableCommand {
               feedarchive cat quickstart --from 2026-11-23T00:00:00Z --until 2026-11-23T06:00:00Z
             """)
 
-    @Argument(help: "Job name or job file.")
-    var job: String
-
-    @Option(help: "Folder where job names are looked up.")
-    var jobsDir = "jobs"
+    @OptionGroup var selection: JobSelection
+    var job: String { selection.job }
 
     @Option(help: "Start after this token, or at this time.")
     var from: String?
@@ -37,7 +34,7 @@ struct CatCommand: AsyncParsableCommand {
     }
 
     private func emit() throws {
-        let config = try Frontend.loadJob(job, jobsDirectory: jobsDir)
+        let config = try selection.load()
         let archive = JobArchive(job: config)
         if let damage = try archive.load(), !damage.isTornTail {
             throw FeedArchiveError.data(path: "\(damage.file):\(damage.line)", message: damage.message)

@@ -18,11 +18,8 @@ struct EpochCommand: AsyncParsableCommand {
               feedarchive epoch quickstart --from now --reason "outbox table recreated"
             """)
 
-    @Argument(help: "Job name or job file.")
-    var job: String
-
-    @Option(help: "Folder where job names are looked up.")
-    var jobsDir = "jobs"
+    @OptionGroup var selection: JobSelection
+    var job: String { selection.job }
 
     @Option(help: "Where the new lineage starts: beginning, now, an RFC 3339 time or a token.")
     var from: String
@@ -32,7 +29,7 @@ struct EpochCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let config = try Frontend.loadJob(job, jobsDirectory: jobsDir)
+            let config = try selection.load()
             let source = try Frontend.makeSource(config)
             let archive = JobArchive(job: config)
             let lock = try archive.openForWriting()

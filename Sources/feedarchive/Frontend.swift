@@ -1,3 +1,4 @@
+import ArgumentParser
 import FeedArchive
 import FeedArchiveSQLite
 import Foundation
@@ -67,4 +68,17 @@ func humanBytes(_ bytes: Int64) -> String {
         unit += 1
     }
     return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+}
+
+
+
+/// The job a single-job command works on: a name looked up in `--jobs-dir`, or a job file.
+struct JobSelection: ParsableArguments {
+    @Argument(help: "Job name (looked up in --jobs-dir) or path to a job file.")
+    var job: String
+
+    @Option(help: "Folder where job names are looked up.")
+    var jobsDir = "jobs"
+
+    func load() throws -> JobConfig { try Frontend.loadJob(job, jobsDirectory: jobsDir) }
 }

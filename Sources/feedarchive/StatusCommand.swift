@@ -16,11 +16,8 @@ struct StatusCommand: AsyncParsableCommand {
               feedarchive status quickstart --json
             """)
 
-    @Argument(help: "Job name or job file.")
-    var job: String
-
-    @Option(help: "Folder where job names are looked up.")
-    var jobsDir = "jobs"
+    @OptionGroup var selection: JobSelection
+    var job: String { selection.job }
 
     @Option(help: "Exit 1 when the last successful run is older than this (e.g. 2h).")
     var maxAge: String?
@@ -40,7 +37,7 @@ struct StatusCommand: AsyncParsableCommand {
     }
 
     private func show() async throws {
-        let config = try Frontend.loadJob(job, jobsDirectory: jobsDir)
+        let config = try selection.load()
         let archive = JobArchive(job: config)
         let damage = try archive.load()
         let totals = ArchiveTotals(archive.manifest)

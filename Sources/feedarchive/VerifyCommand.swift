@@ -16,11 +16,8 @@ struct VerifyCommand: AsyncParsableCommand {
               feedarchive verify quickstart --deep --json
             """)
 
-    @Argument(help: "Job name or job file.")
-    var job: String
-
-    @Option(help: "Folder where job names are looked up.")
-    var jobsDir = "jobs"
+    @OptionGroup var selection: JobSelection
+    var job: String { selection.job }
 
     @Flag(help: "Also decompress every blob and check its records.")
     var deep = false
@@ -31,7 +28,7 @@ struct VerifyCommand: AsyncParsableCommand {
     func run() async throws {
         let report: VerifyReport
         do {
-            let config = try Frontend.loadJob(job, jobsDirectory: jobsDir)
+            let config = try selection.load()
             var progress: (@Sendable (Int, Int) -> Void)?
             if Frontend.stderrIsTerminal && !json {
                 progress = { @Sendable done, total in
