@@ -9,6 +9,8 @@ public struct RunOptions: Sendable {
     /// Stop after about this many uncompressed bytes (whole pages).
     public var maxBytes: Int64?
     public var stop: StopSignal
+    /// Backoff for transient read errors.
+    public var retry = RetryPolicy()
     /// Called after each committed blob.
     public var onCommit: (@Sendable (RunProgress) -> Void)?
 
@@ -118,7 +120,12 @@ public struct ArchiveRunner {
                 if let limit = options.maxBytes, summary.rawBytes + batcher.pendingBytes >= limit { summary.stoppedBy = "max-bytes"; break partitions }
                 var want = min(job.batch.pageSize, job.batch.maxRecords - batcher.openRecords)
                 if let limit = options.maxRecords { want = min(want, Int(max(1, limit - summary.records - batcher.pendingRecords))) }
-                let page = try await source.readPage(partition: partition, after: cursor, through: headCursor, maxRecords: max(1, want))
+                let readCursor = cursor
+                let page = try await options.retry.run(deadline: deadline, stop: options.stop, onRetry: { attempt, error, delay in
+                    summary.warnings.append("read of partition \(partition) failed (attempt \(attempt)): \(error); retrying in \(String(format: "%.1f", delay)) s")
+                }) {
+                    try await source.readPage(partition: partition, after: readCursor, through: headCursor, maxRecords: max(1, want))
+                }
                 if page.records.isEmpty { break }
                 for record in page.records {
                     if options.stop.isSet { break partitions }

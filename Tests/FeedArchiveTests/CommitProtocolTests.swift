@@ -128,19 +128,35 @@ import Testing
         #expect(try archivedLines(job).count == 30)
     }
 
-    @Test func sourceFailureCommitsNothingPastIt() async throws {
+    @Test func transientReadFailuresAreRetriedWithBackoff() async throws {
+        let dir = TempDirectory()
+        let job = try memoryJob(in: dir, maxRecords: 4)
+        let source = InMemorySource()
+        for _ in 0..<10 { source.append() }
+        source.failNextReads(2)
+        var options = RunOptions()
+        options.retry = RetryPolicy(attempts: 4, initialDelay: 0.01, maxDelay: 0.05)
+        let summary = try await ArchiveRunner(job: job, source: source).run(options)
+        #expect(summary.records == 10)
+        #expect(summary.warnings.filter { $0.contains("retrying") }.count == 2)
+    }
+
+    @Test func persistentSourceFailureCommitsNothingPastIt() async throws {
         let dir = TempDirectory()
         let job = try memoryJob(in: dir, maxRecords: 4)
         let source = InMemorySource()
         for _ in 0..<10 { source.append() }
         _ = try await ArchiveRunner(job: job, source: source).run(RunOptions(maxRecords: 4))
         for _ in 0..<10 { source.append() }
-        source.failNextReads(1)
+        source.failNextReads(3)
+        var options = RunOptions()
+        options.retry = RetryPolicy(attempts: 3, initialDelay: 0.01, maxDelay: 0.05)
         await #expect {
-            try await ArchiveRunner(job: job, source: source).run(RunOptions())
+            try await ArchiveRunner(job: job, source: source).run(options)
         } throws: { error in
             (error as? FeedArchiveError)?.exitCode == 69
         }
+        #expect(try archivedLines(job).count == 4)  // the checkpoint did not pass the failure
         _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
         #expect(try archivedLines(job).count == 20)
         #expect(try Verifier(job: job).verify(deep: true).isClean)
