@@ -46,16 +46,28 @@ public struct BackfillRunner {
         let runner = ArchiveRunner(job: job, source: source, fs: fs)
 
         let untilText = until ?? "checkpoint"
-        let id = String(sha256Hex(Array("\(from)\n\(untilText)".utf8)).prefix(12))
-        let planFile = archive.layout.metaDirectory + "/backfill/" + id + ".json"
-        var plan: BackfillPlan
-        if let bytes = try fs.read(planFile) {
-            do {
-                plan = try JSONDecoder().decode(BackfillPlan.self, from: Data(bytes))
-            } catch {
-                throw FeedArchiveError.data(path: planFile, message: "corrupt backfill plan: \(describeDecodingError(error))")
+        // The same command resumes an unfinished backfill; once one has finished, running it
+        // again (the blobs were lost again) starts a fresh attempt instead of doing nothing.
+        var found: BackfillPlan?
+        var attempt = 0
+        while found == nil {
+            let key = "\(from)\n\(untilText)" + (attempt == 0 ? "" : "\n#\(attempt)")
+            let id = String(sha256Hex(Array(key.utf8)).prefix(12))
+            let planFile = archive.layout.metaDirectory + "/backfill/" + id + ".json"
+            if let bytes = try fs.read(planFile) {
+                let existing: BackfillPlan
+                do {
+                    existing = try JSONDecoder().decode(BackfillPlan.self, from: Data(bytes))
+                } catch {
+                    throw FeedArchiveError.data(path: planFile, message: "corrupt backfill plan: \(describeDecodingError(error))")
+                }
+                if try isComplete(existing, in: archive.manifest) {
+                    attempt += 1
+                } else {
+                    found = existing
+                }
+                continue
             }
-        } else {
             let fromToken = try await source.resolve(StartSpec.parse(from))
             try runner.checkTokenBelongs(fromToken, to: identity, place: "--from")
             let untilToken: ContinuationToken
@@ -65,14 +77,16 @@ public struct BackfillRunner {
                 untilToken = try await source.resolve(.token(untilText))
                 try runner.checkTokenBelongs(untilToken, to: identity, place: "--until")
             }
-            plan = BackfillPlan(
+            let created = BackfillPlan(
                 id: id, from: fromToken.encoded, until: untilToken.encoded,
                 createdAt: formatRFC3339(microseconds: Int64(Date().timeIntervalSince1970) * 1_000_000))
             try archive.createDirectories(parentDirectory(of: planFile))
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-            try fs.replaceAtomically(planFile, with: Array(try encoder.encode(plan)) + [0x0A], mode: job.archive.fileMode)
+            try fs.replaceAtomically(planFile, with: Array(try encoder.encode(created)) + [0x0A], mode: job.archive.fileMode)
+            found = created
         }
+        let plan = found!
         let fromToken = try ContinuationToken.decode(plan.from, what: "the backfill's from token")
         let untilToken = try ContinuationToken.decode(plan.until, what: "the backfill's until token")
 
@@ -112,6 +126,17 @@ public struct BackfillRunner {
         summary.toToken = token.encoded
         summary.seconds = Date().timeIntervalSince(started)
         return summary
+    }
+}
+
+extension BackfillRunner {
+    /// True when the plan's lineage reached its `until` cursors.
+    func isComplete(_ plan: BackfillPlan, in manifest: Manifest) throws -> Bool {
+        guard let last = manifest.entries.last(where: { $0.lineage == plan.lineage }), let text = last.toToken else { return false }
+        let reached = try ContinuationToken.decode(text, what: "the backfill's last to_token")
+        let from = try ContinuationToken.decode(plan.from, what: "the backfill's from token")
+        let until = try ContinuationToken.decode(plan.until, what: "the backfill's until token")
+        return from.cursors.keys.allSatisfy { until.cursors[$0] == nil || reached.cursors[$0] == until.cursors[$0] }
     }
 }
 

@@ -35,8 +35,7 @@ struct BackfillCommand: AsyncParsableCommand {
     var logFormat: LogFormat = .text
 
     func run() async throws {
-        let stop = StopSignal()
-        stop.install()
+        let stop = stopSignal
         let log = RunLog(format: logFormat)
         do {
             let config = try selection.load()

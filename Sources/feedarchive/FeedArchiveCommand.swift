@@ -2,6 +2,9 @@ import ArgumentParser
 import FeedArchive
 import Foundation
 
+/// The process-wide stop flag that SIGINT/SIGTERM set.
+let stopSignal = StopSignal()
+
 @main
 struct FeedArchiveCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,6 +31,9 @@ struct FeedArchiveCommand: AsyncParsableCommand {
 
     /// ArgumentParser's own usage errors exit 64 (EX_USAGE) as DESIGN.md says, not 2.
     static func main() async {
+        // Take SIGINT/SIGTERM at once, before parsing: a signal during start-up must not kill
+        // a run that is about to touch the archive.
+        stopSignal.install()
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {

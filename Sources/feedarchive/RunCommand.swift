@@ -48,8 +48,7 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let stop = StopSignal()
-        stop.install()
+        let stop = stopSignal
         let log = RunLog(format: logFormat)
         var paths: [String] = []
         do {

@@ -178,6 +178,20 @@ import Testing
         #expect(try archivedLines(fixture.job).count >= 40)
     }
 
+    /// Found by scripts/torture: the same blob lost twice. The second run of the same backfill
+    /// command must repair again, not resume a finished backfill and do nothing.
+    @Test func sameBackfillCommandRepairsASecondLoss() async throws {
+        let fixture = try await Fixture()
+        for round in 1...2 {
+            try FileManager.default.removeItem(atPath: fixture.path(2))
+            let fix = try #require(try fixture.verify().problems.first { $0.kind == "gap" }?.fix)
+            let words = fix.split(separator: " ").map(String.init)
+            _ = try await BackfillRunner(job: fixture.job, source: fixture.source).run(from: words[4], until: words[6], options: RunOptions())
+            let report = try fixture.verify()
+            #expect(report.isClean, "round \(round): \(report.problems)")
+        }
+    }
+
     @Test func jobStartedAtNowThenBackfilledFromBeginningIsComplete() async throws {
         let dir = TempDirectory()
         let job = try memoryJob(in: dir, maxRecords: 8, extra: "").withStart(.now)

@@ -1,4 +1,5 @@
 import FeedArchive
+import Glibc
 import FeedArchiveTesting
 import Foundation
 import Testing
@@ -131,5 +132,39 @@ import Testing
         let object = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
         #expect(object?["records"] as? Int == 30)
         #expect(object?["event"] as? String == "run")
+    }
+}
+
+/// A real full disk: the archive lives on a small tmpfs that fills up mid-run. The run stops
+/// with 74 naming the file, the checkpoint is not ahead of what is durable, and once there is
+/// room again the next run completes and verify is clean. Needs permission to mount (root).
+@Suite(.serialized) struct RealDiskFullTests {
+    static var canMount: Bool {
+        let probe = TempDirectory("mount-probe")
+        defer { _ = reap((try? spawn("umount", [probe.path])) ?? 0) }
+        return (try? reap(spawn("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", probe.path]))) == 0
+    }
+
+    @Test(.enabled(if: canMount, "mounting a tmpfs needs root"))
+    func diskFullStopsWith74AndTheNextRunCompletes() throws {
+        let shop = ShopJob(compression: "none", maxRecords: 2000, pageSize: 500)
+        try ShopFeed.create(shop.db, count: 20_000)  // about 10 MB of envelopes
+        let lake = shop.dir.path + "/lake"
+        try FileManager.default.createDirectory(atPath: lake, withIntermediateDirectories: true)
+        #expect(reap(try spawn("mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", lake])) == 0)
+        defer { _ = reap((try? spawn("umount", [lake])) ?? 0) }
+
+        let full = try Binary.run(["run", shop.job])
+        #expect(full.status == 74, "\(full.stderr)")
+        #expect(full.stderr.contains("No space left on device") && full.stderr.contains(lake))
+        let report = try Binary.run(["verify", shop.job, "--json"])
+        #expect(!report.stdout.contains("\"kind\" : \"checkpoint\""))
+        #expect(!report.stdout.contains("\"kind\" : \"hash\"") && !report.stdout.contains("\"kind\" : \"missing\""))
+
+        #expect(reap(try spawn("mount", ["-o", "remount,size=64m", lake])) == 0)
+        let again = try Binary.run(["run", shop.job])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(try shop.archivedSequences() == Array(1...20_000))
+        #expect(try Binary.run(["verify", shop.job, "--deep"]).status == 0)
     }
 }
