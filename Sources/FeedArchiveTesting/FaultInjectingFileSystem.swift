@@ -30,10 +30,14 @@ public final class FaultInjectingFileSystem: FileSystem, Sendable {
 
     private let real = PosixFileSystem()
     private let faults: Mutex<[Fault]>
+    /// Called before every operation with its path: lets a test change the world at an exact
+    /// step (delete a directory under a running job, fill the disk).
+    public let beforeOperation: (@Sendable (Operation, String) -> Void)?
     private let fired: Mutex<[String]> = Mutex([])
 
-    public init(_ faults: [Fault] = []) {
+    public init(_ faults: [Fault] = [], beforeOperation: (@Sendable (Operation, String) -> Void)? = nil) {
         self.faults = Mutex(faults)
+        self.beforeOperation = beforeOperation
     }
 
     /// Removes every fault (the disk was cleaned up).
@@ -43,6 +47,7 @@ public final class FaultInjectingFileSystem: FileSystem, Sendable {
     public var firedFaults: [String] { fired.withLock { $0 } }
 
     func check(_ operation: Operation, _ path: String) throws {
+        beforeOperation?(operation, path)
         let failure: Int32? = faults.withLock { faults in
             for index in faults.indices where faults[index].operation == operation && (faults[index].pathContains.isEmpty || path.contains(faults[index].pathContains)) {
                 if faults[index].skip > 0 {

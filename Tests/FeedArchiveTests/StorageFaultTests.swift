@@ -1,6 +1,7 @@
 import FeedArchive
 import FeedArchiveTesting
 import Foundation
+import Synchronization
 import Testing
 
 /// Disk full, failing fsync, failing rename, at each step of the commit protocol: the run
@@ -49,5 +50,37 @@ import Testing
         #expect(positions == source.changes().map { InMemorySource.position(group: $0.group, index: $0.index).rawValue }, "\(name)")
         let after = try Verifier(job: job).verify(deep: true)
         #expect(after.isClean, "\(name): \(after.problems)")
+    }
+
+    /// The blob's directory is deleted (for real) between writing the blob and renaming it.
+    @Test func blobDirectoryDeletedUnderARunningJob() async throws {
+        let dir = TempDirectory()
+        let job = try memoryJob(in: dir, maxRecords: 5)
+        let source = InMemorySource()
+        for index in 0..<30 { source.append(timestamp: baseTime + Int64(index / 5) * hour) }  // one hour folder per blob
+        let deleted = Mutex(0)
+        let fs = FaultInjectingFileSystem { operation, path in
+            guard operation == .sync, path.hasSuffix(".tmp"), path.contains("/data/") else { return }
+            if deleted.withLock({ $0 += 1; return $0 }) == 3 {
+                try? FileManager.default.removeItem(atPath: parentDirectory(of: path))
+            }
+        }
+        await #expect {
+            try await ArchiveRunner(job: job, source: source, fs: fs).run(RunOptions())
+        } throws: { error in
+            (error as? FeedArchiveError)?.exitCode == 74 && "\(error)".contains(".tmp") && "\(error)".contains("No such file")
+        }
+        let checkpoint = try #require(try JobArchive(job: job).checkpointAfterLoad())
+        #expect(checkpoint.manifestSeq <= 3)  // the epoch and at most the two blobs before the deletion
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        #expect(try archivedLines(job).count == 30)
+        #expect(try Verifier(job: job).verify(deep: true).isClean)
+    }
+}
+
+extension JobArchive {
+    func checkpointAfterLoad() throws -> Checkpoint? {
+        _ = try load()
+        return checkpoint
     }
 }
