@@ -155,8 +155,9 @@ public final class SQLiteSource: FeedSource {
     public func checkRetained(from token: ContinuationToken) async throws {
         let cursor = try cursorValue(token)
         guard let oldest = try database.scalarInt("SELECT min(\(seq)) FROM \(table)") else { return }
-        // Rows between the cursor and the oldest row left may have been pruned: unprovable.
-        if oldest > cursor + 1, try database.scalarInt("SELECT count(*) FROM \(table) WHERE \(seq) <= ?1", [cursor]) == 0, cursor > 0 {
+        // Rows between the cursor and the oldest row left were pruned (or never existed): the
+        // source cannot prove the range any more.
+        if oldest > cursor + 1 {
             throw FeedArchiveError.data(
                 path: settings.path,
                 message: "the table no longer holds the range: it starts at \(settings.sequenceColumn) \(oldest), the backfill starts after \(cursor); rows in between were deleted or never existed")

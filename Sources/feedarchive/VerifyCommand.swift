@@ -9,11 +9,13 @@ struct VerifyCommand: AsyncParsableCommand {
         discussion: """
             Checks the manifest's hash chain, token continuity per partition, every blob's size and
             SHA-256, stray files, and the checkpoint against the manifest tail. --deep also
-            decompresses every blob and checks its records. Read-only. Exit 0 clean, 1 problems.
+            decompresses every blob and checks its records; --against-source re-reads the source
+            where it still holds the range and compares counts and hashes. Read-only. Exit 0 clean, 1 problems.
 
             Examples:
               feedarchive verify quickstart
               feedarchive verify quickstart --deep --json
+              feedarchive verify quickstart --against-source
             """)
 
     @OptionGroup var selection: JobSelection
@@ -22,11 +24,14 @@ struct VerifyCommand: AsyncParsableCommand {
     @Flag(help: "Also decompress every blob and check its records.")
     var deep = false
 
+    @Flag(help: "Also re-read each blob's range from the source, where it still holds it, and compare counts and hashes.")
+    var againstSource = false
+
     @Flag(help: "Print a JSON report.")
     var json = false
 
     func run() async throws {
-        let report: VerifyReport
+        var report: VerifyReport
         do {
             let config = try selection.load()
             var progress: (@Sendable (Int, Int) -> Void)?
@@ -37,6 +42,16 @@ struct VerifyCommand: AsyncParsableCommand {
                 }
             }
             report = try Verifier(job: config).verify(deep: deep, progress: progress)
+            if againstSource {
+                let source = try Frontend.makeSource(config)
+                do {
+                    try await Verifier(job: config).compareWithSource(source, report: &report)
+                } catch {
+                    await source.close()
+                    throw error
+                }
+                await source.close()
+            }
         } catch {
             Frontend.printError(error, job: job)
             throw ExitCode(Frontend.exitCode(for: error))

@@ -122,6 +122,30 @@ import Testing
         #expect(stale.stdout.contains("STALE"))
     }
 
+    @Test func verifyAgainstSourceFindsRowsChangedAfterArchiving() throws {
+        let shop = ShopJob(maxRecords: 100)
+        try ShopFeed.create(shop.db, count: 450)
+        #expect(try Binary.run(["run", shop.job]).status == 0)
+        let clean = try Binary.run(["verify", shop.job, "--against-source"])
+        #expect(clean.status == 0, "\(clean.stdout)")
+        #expect(clean.stdout.contains("against the source: 5 blobs compared"))
+        try sqlite(shop.db, "UPDATE outbox SET payload = '{\"edited\":true}' WHERE seq = 250")
+        let edited = try Binary.run(["verify", shop.job, "--against-source"])
+        #expect(edited.status == 1)
+        #expect(edited.stdout.contains("PROBLEM source: data/") && edited.stdout.contains("0_00000000000000000201_00000000000000000300"))
+        try sqlite(shop.db, "DELETE FROM outbox WHERE seq <= 300")  // the outbox was pruned
+        let pruned = try Binary.run(["verify", shop.job, "--against-source"])
+        #expect(pruned.status == 0, "\(pruned.stdout)")
+        #expect(pruned.stdout.contains("2 blobs compared, 3 no longer held by the source"))
+        let backfill = try Binary.run(["backfill", shop.job, "--from", "seq=100", "--until", "seq=200"])
+        #expect(backfill.status == 65)
+        #expect(backfill.stderr.contains("no longer holds the range"))
+    }
+
+    func sqlite(_ db: String, _ sql: String) throws {
+        #expect(reap(try spawn("sqlite3", [db, sql])) == 0)
+    }
+
     @Test func jsonLogFormatGivesOneObjectPerLine() throws {
         let shop = ShopJob()
         try ShopFeed.create(shop.db, count: 30)
