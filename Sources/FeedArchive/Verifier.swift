@@ -219,7 +219,12 @@ struct BlobContentChecker {
         rawBytes += Int64(bytes.count)
         var start = 0
         let buffer = bytes.bindMemory(to: UInt8.self)
-        while let newline = buffer[start...].firstIndex(of: 0x0A) {
+        guard let base = buffer.baseAddress else { return }
+        func nextNewline(_ from: Int) -> Int? {
+            guard from < buffer.count, let found = memchr(base + from, 0x0A, buffer.count - from) else { return nil }
+            return base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+        }
+        while let newline = nextNewline(start) {
             if partial.isEmpty {
                 line(UnsafeBufferPointer(rebasing: buffer[start..<newline]))
             } else {
@@ -240,21 +245,23 @@ struct BlobContentChecker {
             problems.append(("records", "line \(records) is not a valid JSON envelope"))
             return
         }
-        let prefix = Array(#"{"pos":""#.utf8)
-        guard text.count > prefix.count, Array(text[0..<prefix.count]) == prefix,
-            let end = text[prefix.count...].firstIndex(of: 0x22)
+        let prefix: StaticString = #"{"pos":""#
+        let prefixCount = prefix.utf8CodeUnitCount
+        guard text.count > prefixCount, memcmp(text.baseAddress!, prefix.utf8Start, prefixCount) == 0,
+            let end = text[prefixCount...].firstIndex(of: 0x22)
         else {
             problems.append(("records", "line \(records) does not start with the envelope's pos"))
             return
         }
-        let position = Array(text[prefix.count..<end])
+        let position = UnsafeBufferPointer(rebasing: text[prefixCount..<end])
         if position.lexicographicallyPrecedes(first) || last.lexicographicallyPrecedes(position) {
             problems.append(("range", "line \(records): position \(String(decoding: position, as: UTF8.self)) is outside [\(entry.firstPos ?? ""), \(entry.lastPos ?? "")]"))
         }
         if !previous.isEmpty && !previous.lexicographicallyPrecedes(position) {
             problems.append(("order", "line \(records): position \(String(decoding: position, as: UTF8.self)) does not follow \(String(decoding: previous, as: UTF8.self))"))
         }
-        previous = position
+        previous.removeAll(keepingCapacity: true)  // no allocation per record
+        previous.append(contentsOf: position)
     }
 
     mutating func finish() {
