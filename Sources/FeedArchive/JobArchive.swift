@@ -34,6 +34,8 @@ public final class JobArchive {
     public private(set) var manifest = Manifest()
     public private(set) var checkpoint: Checkpoint?
     public private(set) var identity: JobIdentity?
+    /// Folders whose entry in their parent this command has fsynced.
+    private var durableDirectories: Set<String> = []
 
     public init(job: JobConfig, fs: any FileSystem = PosixFileSystem()) {
         self.layout = ArchiveLayout(root: job.archive.root, job: job.name)
@@ -53,7 +55,12 @@ public final class JobArchive {
         try createDirectories(layout.metaDirectory)
         try createDirectories(layout.manifestDirectory)
         try createDirectories(layout.dataDirectory)
-        return try JobLock(path: layout.lockFile, mode: settings.fileMode)
+        let lock = try JobLock(path: layout.lockFile, mode: settings.fileMode)
+        // Folders an earlier, killed run created may not be in their parents on disk yet.
+        try fs.syncDirectory(parentDirectory(of: layout.jobRoot))
+        try makeDirectoryChainDurable(layout.manifestDirectory)
+        try makeDirectoryChainDurable(layout.dataDirectory)
+        return lock
     }
 
     /// Creates a directory and makes each directory it created durable in its parent.
@@ -104,9 +111,9 @@ public final class JobArchive {
         }
         if let damage {
             try fs.truncate(damage.file, to: damage.offset)
-            try fs.syncDirectory(layout.manifestDirectory)
             report.cutTornLine = "\(damage.file):\(damage.line): \(damage.message)"
         }
+        try store.syncTail()  // what we now trust as committed must be on disk
         if tail > 0 && (checkpoint?.manifestSeq ?? 0) < tail {
             guard let token = manifest.liveToken else {
                 throw FeedArchiveError.data(path: layout.manifestDirectory, message: "the manifest has no live line to start from")
@@ -222,6 +229,7 @@ public final class JobArchive {
             try fs.rename(writer.tempPath, to: final)
             try fs.syncDirectory(parentDirectory(of: final))
         }
+        try makeDirectoryChainDurable(parentDirectory(of: final))
         var entry = entry
         entry.path = relativePath
         entry.sha256 = result.sha256
@@ -230,6 +238,18 @@ public final class JobArchive {
         try store.append(entry, to: &manifest)
         if let newToken { try writeCheckpoint(token: newToken) }
         return result
+    }
+
+    /// fsyncs the parent of every folder from `directory` up to the job root, once per folder
+    /// per command: a folder a killed run created (and never synced into its parent) becomes
+    /// durable before a manifest line names a blob inside it.
+    func makeDirectoryChainDurable(_ directory: String) throws {
+        var current = directory
+        while current.count > layout.jobRoot.count, !durableDirectories.contains(current) {
+            try fs.syncDirectory(parentDirectory(of: current))
+            durableDirectories.insert(current)
+            current = parentDirectory(of: current)
+        }
     }
 
     /// SHA-256 of a file, or nil when it cannot be read.

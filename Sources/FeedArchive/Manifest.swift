@@ -236,6 +236,24 @@ public struct ManifestStore: Sendable {
         return (manifest, nil)
     }
 
+    /// Makes what `read()` saw durable before anyone acts on it: a line a killed run wrote but
+    /// never fsynced is complete in the page cache and would otherwise be trusted, then lost
+    /// with the machine. fsyncs the last segment and the manifest folder (its entry for a
+    /// segment created by a run that died before syncing the folder).
+    public func syncTail() throws {
+        if let last = try segments().last {
+            let file = try fs.openForAppend(directory + "/" + last, mode: fileMode)
+            do {
+                try file.sync()
+                try file.close()
+            } catch {
+                try? file.close()
+                throw error
+            }
+        }
+        try fs.syncDirectory(directory)
+    }
+
     /// Appends one line after `manifest`'s tail and fsyncs it: the commit point.
     @discardableResult
     public func append(_ entry: ManifestEntry, to manifest: inout Manifest) throws -> ManifestEntry {

@@ -1,6 +1,7 @@
 import FeedArchive
 import FeedArchiveTesting
 import Foundation
+import Synchronization
 import Testing
 
 @Suite struct RecoveryTests {
@@ -111,5 +112,31 @@ import Testing
         let quarantined = try FileManager.default.subpathsOfDirectory(atPath: archive.layout.quarantineDirectory)
         #expect(quarantined.contains { $0.hasSuffix("data/stray/0_x_y.jsonl.zst") })
         #expect(try Verifier(job: job).verify(deep: true).isClean)
+    }
+
+    /// Found in review: a line a killed run wrote but never fsynced sits complete in the page
+    /// cache. Recovery must make it durable before rolling the checkpoint forward over it.
+    @Test func rollForwardFsyncsTheManifestBeforeTheCheckpoint() async throws {
+        let dir = TempDirectory()
+        let job = try memoryJob(in: dir, maxRecords: 5)
+        let source = InMemorySource()
+        for _ in 0..<10 { source.append() }
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        let archive = JobArchive(job: job)
+        let saved = try #require(try PosixFileSystem().read(archive.layout.checkpointFile))
+        for _ in 0..<5 { source.append() }
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        try Data(saved).write(to: URL(fileURLWithPath: archive.layout.checkpointFile))
+        let log = Mutex<[String]>([])
+        let fs = FaultInjectingFileSystem { operation, path in
+            log.withLock { $0.append("\(operation.rawValue) \(lastComponent(of: path))") }
+        }
+        let report = try JobArchive(job: job, fs: fs).recover()
+        #expect(report.rolledForward != nil)
+        let ops = log.withLock { $0 }
+        let manifestSync = try #require(ops.firstIndex(of: "sync 00000001.jsonl"))
+        let manifestFolderSync = try #require(ops.firstIndex(of: "syncDirectory manifest"))
+        let checkpointWrite = try #require(ops.firstIndex(of: "create checkpoint.json.tmp"))
+        #expect(manifestSync < checkpointWrite && manifestFolderSync < checkpointWrite)
     }
 }
