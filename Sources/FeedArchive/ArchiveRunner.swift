@@ -150,7 +150,8 @@ public struct ArchiveRunner {
         if let fingerprint = token.source, fingerprint != identity.shortFingerprint {
             throw FeedArchiveError.data(
                 path: place,
-                message: "the token belongs to another source (fingerprint \(fingerprint), this source is \(identity.shortFingerprint)): it comes from another job")
+                message: "the token belongs to another source (fingerprint \(fingerprint), this source is \(identity.shortFingerprint)): it comes from another job",
+                hint: "if a `feedarchive epoch` for this job was interrupted, run the same epoch command again")
         }
     }
 }
