@@ -1,11 +1,15 @@
 import CSQLite
+import Dispatch
 import FeedArchive
 import Foundation
+import Synchronization
 
 /// The embedded default source: any SQLite table with an increasing integer sequence column
 /// (an outbox). Read-only, in short read transactions (`WHERE seq > ? ORDER BY seq LIMIT n`)
 /// so a live writer is never blocked. The token cursor is the last sequence value consumed.
-public final class SQLiteSource: FeedSource {
+public final class SQLiteSource: FeedSource, @unchecked Sendable {
+    // @unchecked: the connection, its statements and caches are touched only under `dbLock`
+    // (through `db`), and the prefetch slot only under `lock`; the prefetch thread follows both.
     public let kind = "sqlite"
     public static let partition = "0"
     let settings: SQLiteSourceSettings
@@ -61,6 +65,32 @@ public final class SQLiteSource: FeedSource {
     }
 
     private var columnNames: [String] = []
+    private let lock = NSLock()
+    private let dbLock = NSLock()
+    private var prefetch: Prefetch?
+
+    struct PageKey: Equatable {
+        var after: Int64
+        var through: Int64
+        var maxRecords: Int
+    }
+
+    /// A page being built ahead of the caller, and its result once done.
+    final class Prefetch: @unchecked Sendable {
+        // @unchecked: `result` is written once by the builder before `done` is signalled, and
+        // read only after waiting on `done`.
+        let key: PageKey
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<FeedPage, any Error>?>(nil)
+        init(key: PageKey) { self.key = key }
+    }
+
+    /// Runs `body` with the connection, one thread at a time.
+    private func db<T>(_ body: (SQLiteDatabase) throws -> T) rethrows -> T {
+        dbLock.lock()
+        defer { dbLock.unlock() }
+        return try body(database)
+    }
     private var lastTimestamp: Int64 = .min
     private var lastTimestampText: [UInt8] = []
 
@@ -98,23 +128,26 @@ public final class SQLiteSource: FeedSource {
     public func resolve(_ start: StartSpec) async throws -> ContinuationToken {
         switch start {
         case .beginning:
-            let first = try database.scalarInt("SELECT min(\(seq)) FROM \(table)") ?? 1
+            let first = try db { try $0.scalarInt("SELECT min(\(seq)) FROM \(table)") } ?? 1
             return try await token(min(0, first - 1))
         case .now:
-            return try await token(try database.scalarInt("SELECT max(\(seq)) FROM \(table)") ?? 0)
+            return try await token(try db { try $0.scalarInt("SELECT max(\(seq)) FROM \(table)") } ?? 0)
         case .time(let date):
             guard settings.timestampColumn != nil else {
                 throw FeedArchiveError.usage("a start time needs source.timestamp_column; this job's table has none")
             }
             let target = Int64(date.timeIntervalSince1970 * 1_000_000)
-            let statement = try database.prepare("SELECT \(seq), \(quoted(settings.timestampColumn!)) FROM \(table) ORDER BY \(seq)")
-            defer { statement.reset() }
-            var previous: Int64 = 0
-            while try statement.step() {
-                if let ts = timestamp(statement, 1), ts >= target { return try await token(statement.int(0) - 1) }
-                previous = statement.int(0)
+            let cursor: Int64 = try db { database in
+                let statement = try database.prepare("SELECT \(seq), \(quoted(settings.timestampColumn!)) FROM \(table) ORDER BY \(seq)")
+                defer { statement.reset() }
+                var previous: Int64 = 0
+                while try statement.step() {
+                    if let ts = timestamp(statement, 1), ts >= target { return statement.int(0) - 1 }
+                    previous = statement.int(0)
+                }
+                return previous
             }
-            return try await token(previous)
+            return try await token(cursor)
         case .token(let text):
             if text.hasPrefix("seq=") {
                 guard let value = Int64(text.dropFirst(4)) else { throw FeedArchiveError.usage("'\(text)': seq= needs an integer") }
@@ -143,7 +176,7 @@ public final class SQLiteSource: FeedSource {
 
     public func checkContinuity(from token: ContinuationToken) async throws {
         let cursor = try cursorValue(token)
-        let highest = try database.scalarInt("SELECT max(\(seq)) FROM \(table)")
+        let highest = try db { try $0.scalarInt("SELECT max(\(seq)) FROM \(table)") }
         if let highest, highest >= cursor { return }
         if highest == nil && cursor <= 0 { return }
         throw FeedArchiveError.data(
@@ -154,7 +187,7 @@ public final class SQLiteSource: FeedSource {
 
     public func checkRetained(from token: ContinuationToken) async throws {
         let cursor = try cursorValue(token)
-        guard let oldest = try database.scalarInt("SELECT min(\(seq)) FROM \(table)") else { return }
+        guard let oldest = try db({ try $0.scalarInt("SELECT min(\(seq)) FROM \(table)") }) else { return }
         // Rows between the cursor and the oldest row left were pruned (or never existed): the
         // source cannot prove the range any more.
         if oldest > cursor + 1 {
@@ -166,12 +199,13 @@ public final class SQLiteSource: FeedSource {
 
     public func head(for token: ContinuationToken) async throws -> [String: String] {
         let cursor = try cursorValue(token)
-        let highest = try database.scalarInt("SELECT max(\(seq)) FROM \(table)") ?? cursor
+        let highest = try db { try $0.scalarInt("SELECT max(\(seq)) FROM \(table)") } ?? cursor
         return [Self.partition: String(max(highest, cursor))]
     }
 
     public func lag(from token: ContinuationToken) async throws -> Int64? {
-        try database.scalarInt("SELECT count(*) FROM \(table) WHERE \(seq) > ?1", [try cursorValue(token)])
+        let cursor = try cursorValue(token)
+        return try db { try $0.scalarInt("SELECT count(*) FROM \(table) WHERE \(seq) > ?1", [cursor]) }
     }
 
     /// The page query, prepared once: sequence, document, then the optional columns.
@@ -198,6 +232,34 @@ public final class SQLiteSource: FeedSource {
         guard let after = Int64(cursor), let through = Int64(head) else {
             throw FeedArchiveError.data(path: nil, message: "sqlite cursor '\(cursor)' or head '\(head)' is not an integer")
         }
+        let key = PageKey(after: after, through: through, maxRecords: maxRecords)
+        // A page built ahead on another thread while the caller compressed the previous one.
+        let ahead: Prefetch? = lock.withLock {
+            defer { prefetch = nil }
+            return prefetch
+        }
+        var page: FeedPage
+        if let ahead, ahead.key == key {
+            ahead.done.wait()
+            page = try ahead.result.withLock { $0! }.get()
+        } else {
+            ahead?.done.wait()  // a guess that missed: let it finish before touching the database
+            page = try db { _ in try buildPage(key) }
+        }
+        if let last = page.records.last?.cursor.flatMap({ Int64($0) }), last < through, page.records.count == maxRecords {
+            let next = Prefetch(key: PageKey(after: last, through: through, maxRecords: maxRecords))
+            lock.withLock { prefetch = next }
+            DispatchQueue.global().async { [self] in
+                let result = Result { try db { _ in try buildPage(next.key) } }
+                next.result.withLock { $0 = result }
+                next.done.signal()
+            }
+        }
+        return page
+    }
+
+    private func buildPage(_ key: PageKey) throws -> FeedPage {
+        let (after, through, maxRecords) = (key.after, key.through, key.maxRecords)
         let statement = try pageQuery()
         statement.bind(1, after)
         statement.bind(2, through)
