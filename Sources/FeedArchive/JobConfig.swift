@@ -116,7 +116,7 @@ public struct BatchLimits: Sendable {
     /// A run stops reading after this many seconds and commits what it has.
     public var maxDuration: Double?
     /// Records per source read.
-    public var pageSize: Int = 5000
+    public var pageSize: Int = 2000
 
     public init() {}
 
