@@ -39,16 +39,11 @@ struct BackfillCommand: AsyncParsableCommand {
         let log = RunLog(format: logFormat)
         do {
             let config = try selection.load()
-            let source = try Frontend.makeSource(config)
             let options = RunOptions(maxDuration: maxDuration.flatMap(parseDuration), stop: stop)
-            do {
-                let summary = try await BackfillRunner(job: config, source: source).run(from: from, until: until, options: options)
-                await source.close()
-                log.summary(summary)
-            } catch {
-                await source.close()
-                throw error
+            let summary = try await Frontend.withSource(config) { source in
+                try await BackfillRunner(job: config, source: source).run(from: from, until: until, options: options)
             }
+            log.summary(summary)
         } catch {
             log.failure(job: job, error: error)
             throw ExitCode(Frontend.exitCode(for: error))

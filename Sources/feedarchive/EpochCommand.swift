@@ -30,23 +30,22 @@ struct EpochCommand: AsyncParsableCommand {
     func run() async throws {
         do {
             let config = try selection.load()
-            let source = try Frontend.makeSource(config)
             let archive = JobArchive(job: config)
             let lock = try archive.openForWriting()
             defer { lock.release() }
             _ = try archive.recover()
-            let identity = try await source.identity()
-            let token = try await source.resolve(StartSpec.parse(from))
+            let (identity, token, kind) = try await Frontend.withSource(config) { source in
+                (try await source.identity(), try await source.resolve(StartSpec.parse(from)), source.kind)
+            }
             if var recorded = archive.identity {
                 recorded.sourceFingerprint = identity.fingerprint
                 recorded.source = identity.facts
                 try archive.replaceIdentity(recorded)
             } else {
                 try archive.replaceIdentity(
-                    JobIdentity(job: config.name, identity: identity, kind: source.kind, originToken: token.encoded, timeZone: config.archive.timeZone))
+                    JobIdentity(job: config.name, identity: identity, kind: kind, originToken: token.encoded, timeZone: config.archive.timeZone))
             }
             try archive.startEpoch(token: token, reason: reason)
-            await source.close()
             FileHandle.standardError.write(Data("feedarchive: \(config.name): new epoch from \(from) (\(reason)); checkpoint \(token.encoded)\n".utf8))
         } catch {
             Frontend.printError(error, job: job)

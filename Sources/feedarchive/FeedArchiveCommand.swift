@@ -31,9 +31,12 @@ struct FeedArchiveCommand: AsyncParsableCommand {
 
     /// ArgumentParser's own usage errors exit 64 (EX_USAGE) as DESIGN.md says, not 2.
     static func main() async {
-        // Take SIGINT/SIGTERM at once, before parsing: a signal during start-up must not kill
-        // a run that is about to touch the archive.
-        stopSignal.install()
+        // Take SIGINT/SIGTERM at once, before parsing, for the commands that poll the flag (a
+        // signal during start-up must not kill a run about to touch the archive). The read-only
+        // commands keep the default, so Ctrl-C stops a long verify or cat at once.
+        if let command = CommandLine.arguments.dropFirst().first, ["run", "backfill"].contains(command) {
+            stopSignal.install()
+        }
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {

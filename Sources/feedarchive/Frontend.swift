@@ -43,6 +43,19 @@ enum Frontend {
         }
     }
 
+    /// Opens the job's source, runs `body` with it, and closes it on every path.
+    static func withSource<T>(_ job: JobConfig, _ body: (any FeedSource) async throws -> T) async throws -> T {
+        let source = try makeSource(job)
+        do {
+            let result = try await body(source)
+            await source.close()
+            return result
+        } catch {
+            await source.close()
+            throw error
+        }
+    }
+
     /// The exit code for any error; unknown errors are I/O-ish failures.
     static func exitCode(for error: any Error) -> Int32 {
         if let error = error as? FeedArchiveError { return error.exitCode }

@@ -92,14 +92,9 @@ struct RunCommand: AsyncParsableCommand {
         var message: String?
         var locked = false
         do {
-            let source = try Frontend.makeSource(job)
-            do {
-                summary = try await ArchiveRunner(job: job, source: source).run(options)
-            } catch {
-                await source.close()
-                throw error
+            summary = try await Frontend.withSource(job) { source in
+                try await ArchiveRunner(job: job, source: source).run(options)
             }
-            await source.close()
         } catch {
             code = Frontend.exitCode(for: error)
             message = "\(error)"

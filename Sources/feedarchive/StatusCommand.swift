@@ -46,9 +46,7 @@ struct StatusCommand: AsyncParsableCommand {
         var lagError: String?
         if let token = archive.checkpoint.flatMap({ try? ContinuationToken.decode($0.token) }) {
             do {
-                let source = try Frontend.makeSource(config)
-                lag = try await source.lag(from: token)
-                await source.close()
+                lag = try await Frontend.withSource(config) { try await $0.lag(from: token) }
             } catch {
                 lagError = "\(error)"
             }

@@ -43,14 +43,11 @@ struct VerifyCommand: AsyncParsableCommand {
             }
             report = try Verifier(job: config).verify(deep: deep, progress: progress)
             if againstSource {
-                let source = try Frontend.makeSource(config)
-                do {
-                    try await Verifier(job: config).compareWithSource(source, report: &report)
-                } catch {
-                    await source.close()
-                    throw error
+                var compared = report
+                try await Frontend.withSource(config) { source in
+                    try await Verifier(job: config).compareWithSource(source, report: &compared)
                 }
-                await source.close()
+                report = compared
             }
         } catch {
             Frontend.printError(error, job: job)

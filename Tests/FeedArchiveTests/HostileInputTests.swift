@@ -148,12 +148,7 @@ struct SplitMix64: RandomNumberGenerator {
         var rng = SplitMix64(state: Self.seed &+ 5)
         for round in 0..<25 {
             let dir = TempDirectory()
-            let job = try memoryJob(in: dir, maxRecords: 5)
-            let source = InMemorySource()
-            for _ in 0..<20 { source.append() }
-            _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
-            let archive = JobArchive(job: job)
-            _ = try archive.load()
+            let (job, source, archive) = try await archivedMemoryFeed(in: dir)
             var victims = [archive.layout.manifestDirectory + "/00000001.jsonl", archive.layout.checkpointFile]
             victims += archive.manifest.entries.compactMap(\.path).map(archive.layout.absolute)
             let victim = victims.randomElement(using: &rng)!

@@ -5,15 +5,9 @@ import Synchronization
 import Testing
 
 @Suite struct RecoveryTests {
-    /// An archive of 20 changes in 4 blobs (8 manifest lines with the epoch... see counts below).
+    /// An archive of 20 changes in 4 blobs (an epoch line and 4 blob lines).
     func archived(_ dir: TempDirectory) async throws -> (JobConfig, InMemorySource, JobArchive) {
-        let job = try memoryJob(in: dir, maxRecords: 5)
-        let source = InMemorySource()
-        for _ in 0..<20 { source.append() }
-        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
-        let archive = JobArchive(job: job)
-        _ = try archive.load()
-        return (job, source, archive)
+        try await archivedMemoryFeed(in: dir)
     }
 
     func lastSegment(_ archive: JobArchive) throws -> String {
@@ -37,16 +31,7 @@ import Testing
 
     @Test func checkpointBehindTheManifestIsRolledForward() async throws {
         let dir = TempDirectory()
-        let job = try memoryJob(in: dir, maxRecords: 5)
-        let source = InMemorySource()
-        for _ in 0..<10 { source.append() }
-        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
-        let archive = JobArchive(job: job)
-        let saved = try #require(try PosixFileSystem().read(archive.layout.checkpointFile))
-        for _ in 0..<10 { source.append() }
-        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
-        // As if the process died between the manifest append and the checkpoint replace.
-        try Data(saved).write(to: URL(fileURLWithPath: archive.layout.checkpointFile))
+        let (job, source, _) = try await archiveWithCheckpointBehind(in: dir)
         let report = try Verifier(job: job).verify(deep: false)
         #expect(report.isClean && report.notes.contains { $0.contains("rolls it forward") })
         let summary = try await ArchiveRunner(job: job, source: source).run(RunOptions())
@@ -118,15 +103,7 @@ import Testing
     /// cache. Recovery must make it durable before rolling the checkpoint forward over it.
     @Test func rollForwardFsyncsTheManifestBeforeTheCheckpoint() async throws {
         let dir = TempDirectory()
-        let job = try memoryJob(in: dir, maxRecords: 5)
-        let source = InMemorySource()
-        for _ in 0..<10 { source.append() }
-        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
-        let archive = JobArchive(job: job)
-        let saved = try #require(try PosixFileSystem().read(archive.layout.checkpointFile))
-        for _ in 0..<5 { source.append() }
-        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
-        try Data(saved).write(to: URL(fileURLWithPath: archive.layout.checkpointFile))
+        let (job, _, _) = try await archiveWithCheckpointBehind(in: dir, more: 5)
         let log = Mutex<[String]>([])
         let fs = FaultInjectingFileSystem { operation, path in
             log.withLock { $0.append("\(operation.rawValue) \(lastComponent(of: path))") }

@@ -27,6 +27,29 @@ func memoryJob(
     return try JobConfig.parse(yaml: yaml, file: dir.path + "/mem.yaml")
 }
 
+/// A fresh in-memory feed of `changes` single-change groups, archived by one run; the archive
+/// is returned loaded.
+func archivedMemoryFeed(in dir: TempDirectory, changes: Int = 20, maxRecords: Int = 5) async throws -> (JobConfig, InMemorySource, JobArchive) {
+    let job = try memoryJob(in: dir, maxRecords: maxRecords)
+    let source = InMemorySource()
+    for _ in 0..<changes { source.append() }
+    _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+    let archive = JobArchive(job: job)
+    _ = try archive.load()
+    return (job, source, archive)
+}
+
+/// An archive whose checkpoint was left behind its manifest, as when a run dies between the
+/// manifest append and the checkpoint replace: `first` changes checkpointed, `more` only in the manifest.
+func archiveWithCheckpointBehind(in dir: TempDirectory, first: Int = 10, more: Int = 10) async throws -> (JobConfig, InMemorySource, JobArchive) {
+    let (job, source, archive) = try await archivedMemoryFeed(in: dir, changes: first)
+    let saved = try #require(try PosixFileSystem().read(archive.layout.checkpointFile))
+    for _ in 0..<more { source.append() }
+    _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+    try Data(saved).write(to: URL(fileURLWithPath: archive.layout.checkpointFile))
+    return (job, source, archive)
+}
+
 /// Every envelope line of the live blobs, in manifest order.
 func archivedLines(_ job: JobConfig) throws -> [String] {
     let archive = JobArchive(job: job)
