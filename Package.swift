@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "feedarchive", targets: ["feedarchive"]),
         .library(name: "FeedArchive", targets: ["FeedArchive"]),
         .library(name: "FeedArchiveSQLite", targets: ["FeedArchiveSQLite"]),
+        .library(name: "FeedArchivePostgres", targets: ["FeedArchivePostgres"]),
         .library(name: "FeedArchiveTesting", targets: ["FeedArchiveTesting"]),
     ],
     dependencies: [
@@ -17,6 +18,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // PostgreSQL wire protocol, only for FeedArchivePostgres.
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
     ],
     targets: [
         .systemLibrary(
@@ -42,13 +47,23 @@ let package = Package(
             dependencies: ["FeedArchive", "CSQLite"],
             swiftSettings: strict),
         .target(
+            name: "FeedArchivePostgres",
+            dependencies: [
+                "FeedArchive",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .target(
             name: "FeedArchiveTesting",
             dependencies: ["FeedArchive"],
             swiftSettings: strict),
         .executableTarget(
             name: "feedarchive",
             dependencies: [
-                "FeedArchive", "FeedArchiveSQLite",
+                "FeedArchive", "FeedArchiveSQLite", "FeedArchivePostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -60,6 +75,10 @@ let package = Package(
         .testTarget(
             name: "FeedArchiveSQLiteTests",
             dependencies: ["FeedArchiveSQLite", "FeedArchiveTesting", "CSQLite"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "FeedArchivePostgresTests",
+            dependencies: ["FeedArchivePostgres", "FeedArchiveTesting"],
             swiftSettings: strict),
         .testTarget(
             name: "feedarchiveTests",
