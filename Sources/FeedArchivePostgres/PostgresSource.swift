@@ -356,10 +356,18 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
 
     // MARK: Reading
 
-    /// One peek of an LSN window, being streamed.
+    /// One peek of an LSN window, read through a cursor in small fetches.
+    ///
+    /// Why a cursor rather than streaming the peek's rows: postgres-nio 1.33 traps
+    /// (`RowStreamStateMachine` precondition) when the server dies while a result larger than
+    /// one socket read is in flight with back-pressure applied — exactly the server crash a
+    /// run must survive. Small fetches keep each result within a read or two, and a server
+    /// crash between fetches is an ordinary lost connection, retried.
     struct ReadStream {
         var connection: PostgresConnection
-        var rows: PostgresRowSequence.AsyncIterator?
+        var cursorOpen = false
+        var buffered: [ByteBuffer] = []
+        var next = 0
         var decoder = PGOutputDecoder()
         /// The window being read ends here; the read as a whole stops at `head`.
         var windowEnd: LSN
@@ -369,6 +377,9 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         /// A message read but not yet used (it belongs to the next page).
         var pending: ByteBuffer?
     }
+
+    /// Rows per FETCH: small enough that a result rarely spans socket reads (see ReadStream).
+    static let fetchSize = 128
 
     /// `X/Y@N`: inside the transaction that commits at X/Y, changes 0…N were returned.
     static func resumeCursor(_ commit: LSN, index: Int) -> String { "\(commit)@\(index)" }
@@ -407,19 +418,24 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
             decoder.skipBefore = lsn
         }
         let connection = try await connect()
-        stream = ReadStream(connection: connection, rows: nil, decoder: decoder, windowEnd: decoder.skipBefore, head: head, expect: cursor)
+        stream = ReadStream(connection: connection, decoder: decoder, windowEnd: decoder.skipBefore, head: head, expect: cursor)
     }
 
     /// Opens the next window's peek; false when the head is reached.
     private func openWindow() async throws -> Bool {
         guard var current = stream, current.windowEnd < current.head else { return false }
         let end = LSN(min(current.head.value, current.windowEnd.value + UInt64(settings.readWindow)))
-        let rows = try await current.connection.query(
-            """
-            SELECT data FROM pg_logical_slot_peek_binary_changes(\(settings.slot)::name, \(end.description)::pg_lsn, NULL,
-                'proto_version', '1', 'publication_names', \(settings.publication))
-            """, logger: logger)
-        current.rows = rows.makeAsyncIterator()
+        // The names are checked identifiers and the LSN is ours: safe to write inline.
+        _ = try await current.connection.query("BEGIN", logger: logger).collect()
+        _ = try await current.connection.query(
+            PostgresQuery(
+                unsafeSQL: """
+                    DECLARE feedarchive_peek NO SCROLL CURSOR FOR
+                    SELECT data FROM pg_logical_slot_peek_binary_changes('\(settings.slot)'::name, '\(end)'::pg_lsn, NULL,
+                        'proto_version', '1', 'publication_names', '\(settings.publication)')
+                    """), logger: logger
+        ).collect()
+        current.cursorOpen = true
         current.windowEnd = end
         stream = current
         return true
@@ -431,13 +447,21 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
             return pending
         }
         while true {
-            if stream?.rows == nil {
+            if stream!.next < stream!.buffered.count {
+                defer { stream!.next += 1 }
+                return stream!.buffered[stream!.next]
+            }
+            if !stream!.cursorOpen {
                 guard try await openWindow() else { return nil }
             }
-            if let row = try await stream!.rows!.next() {
-                return try row.decode(ByteBuffer.self)
+            let rows = try await stream!.connection.query(PostgresQuery(unsafeSQL: "FETCH \(Self.fetchSize) FROM feedarchive_peek"), logger: logger).collect()
+            stream!.buffered = try rows.map { try $0.decode(ByteBuffer.self) }
+            stream!.next = 0
+            if rows.isEmpty {
+                // This window is done; the next one starts where it ended.
+                _ = try await stream!.connection.query("COMMIT", logger: logger).collect()
+                stream!.cursorOpen = false
             }
-            stream!.rows = nil  // this window is done; the next one starts where it ended
         }
     }
 

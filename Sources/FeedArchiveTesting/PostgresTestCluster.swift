@@ -16,10 +16,8 @@ public final class PostgresTestCluster: Sendable {
     public static func shared() throws -> PostgresTestCluster {
         try startLock.withLock { cluster in
             if let cluster { return cluster }
-            let started = try PostgresTestCluster(packageRoot: packageRoot)
+            let started = try PostgresTestCluster(name: "shared")
             cluster = started
-            clusterToStop = (started.script, started.directory)
-            atexit(stopClusterAtExit)
             return started
         }
     }
@@ -32,10 +30,15 @@ public final class PostgresTestCluster: Sendable {
         return url.path
     }()
 
-    init(packageRoot: String) throws {
-        script = packageRoot + "/scripts/pg-cluster"
-        directory = NSTemporaryDirectory() + "feedarchive-pg-\(getpid())"
-        port = 20000 + Int(getpid() % 30000)
+    /// A cluster of its own (a test that restarts the server must not disturb the others);
+    /// stopped when the test process exits.
+    public init(name: String) throws {
+        script = Self.packageRoot + "/scripts/pg-cluster"
+        directory = NSTemporaryDirectory() + "feedarchive-pg-\(getpid())-\(name)"
+        port = 20000 + Int((getpid() * 7 + Int32(name.utf8.reduce(0) { ($0 &* 31 &+ Int($1)) % 1000 })) % 30000)
+        let entry = (script, directory)
+        clustersToStop.withLock { $0.append(entry) }
+        if !atExitRegistered.exchange(true, ordering: .relaxed) { atexit(stopClustersAtExit) }
         try? FileManager.default.removeItem(atPath: directory)
         let log = directory + ".log"
         let status = reap(try spawn(script, ["start", directory, String(port)], stdout: log, stderr: log))
@@ -96,11 +99,13 @@ public final class PostgresTestCluster: Sendable {
     }
 }
 
-/// The cluster `atexit` stops (written once, before `atexit` is registered).
-nonisolated(unsafe) private var clusterToStop: (String, String)?
+/// The clusters `atexit` stops.
+private let clustersToStop = Mutex<[(String, String)]>([])
+private let atExitRegistered = Atomic<Bool>(false)
 
-private func stopClusterAtExit() {
-    guard let (script, directory) = clusterToStop else { return }
-    if let pid = try? spawn(script, ["stop", directory, "immediate"]) { _ = reap(pid) }
-    try? FileManager.default.removeItem(atPath: directory)
+private func stopClustersAtExit() {
+    for (script, directory) in clustersToStop.withLock({ $0 }) {
+        if let pid = try? spawn(script, ["stop", directory, "immediate"]) { _ = reap(pid) }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
 }
