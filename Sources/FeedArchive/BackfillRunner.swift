@@ -68,10 +68,12 @@ public struct BackfillRunner {
                 }
                 continue
             }
-            let fromToken = try await source.resolve(StartSpec.parse(from))
+            var fromToken = try await source.resolve(StartSpec.parse(from))
             try runner.checkTokenBelongs(fromToken, to: identity, place: "--from")
-            let untilToken: ContinuationToken
-            if untilText == "checkpoint" {
+            var untilToken: ContinuationToken
+            if StartSpec.parse(from) == .beginning, untilText == "checkpoint", let snapshot = try await source.snapshotRange() {
+                (fromToken, untilToken) = snapshot  // the feed does not reach back: a snapshot of the rows
+            } else if untilText == "checkpoint" {
                 untilToken = try ContinuationToken.decode(checkpoint.token, what: "the checkpoint token")
             } else {
                 untilToken = try await source.resolve(.token(untilText))

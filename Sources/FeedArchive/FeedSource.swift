@@ -122,6 +122,10 @@ public protocol FeedSource: AnyObject {
     func statusFacts() async throws -> [(String, String)]
     /// Source-specific gauges for the metrics file, e.g. `slot_lag_bytes`.
     func metrics() async throws -> [String: Double]
+    /// For a source whose feed does not reach back to the beginning (a PostgreSQL slot keeps
+    /// only what it has not confirmed): the range `backfill --from beginning` reads instead,
+    /// a consistent snapshot of the current rows (op `r`). Nil: the feed itself is read.
+    func snapshotRange() async throws -> (from: ContinuationToken, until: ContinuationToken)?
 }
 
 extension FeedSource {
@@ -131,4 +135,5 @@ extension FeedSource {
     public func close() async {}
     public func statusFacts() async throws -> [(String, String)] { [] }
     public func metrics() async throws -> [String: Double] { [:] }
+    public func snapshotRange() async throws -> (from: ContinuationToken, until: ContinuationToken)? { nil }
 }

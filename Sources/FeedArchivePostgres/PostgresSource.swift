@@ -27,6 +27,8 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     private var control: PostgresConnection?
     /// The peek being streamed.
     private var stream: ReadStream?
+    /// The snapshot being read by a backfill.
+    private var snapshot: SnapshotReader?
     private var cachedIdentity: SourceIdentity?
     private var connectionCount = 0
 
@@ -40,7 +42,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     deinit {
         // A source dropped without `close()` still closes its connections (postgres-nio
         // requires it); the task keeps them alive until they are closed.
-        let open = [control, stream?.connection].compactMap { $0 }
+        let open = [control, stream?.connection, snapshot?.connection].compactMap { $0 }
         if !open.isEmpty {
             Task { for connection in open { try? await connection.close() } }
         }
@@ -142,6 +144,8 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     public func close() async {
         if let stream { try? await stream.connection.close() }
         stream = nil
+        if let snapshot { try? await snapshot.connection.close() }
+        snapshot = nil
         if let control { try? await control.close() }
         control = nil
     }
@@ -242,8 +246,15 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         return ["slot \(settings.slot) retains \(retained >> 20) MiB of WAL (more than source.wal_warning): run the job more often, or check that it succeeds"]
     }
 
-    private func token(_ cursor: LSN) async throws -> ContinuationToken {
-        ContinuationToken(kind: kind, source: try await identity().shortFingerprint, cursors: [Self.partition: cursor.description])
+    private func token(_ cursor: LSN) async throws -> ContinuationToken { try await token(cursor.description) }
+
+    private func token(_ cursor: String) async throws -> ContinuationToken {
+        ContinuationToken(kind: kind, source: try await identity().shortFingerprint, cursors: [Self.partition: cursor])
+    }
+
+    /// History before the slot is read as a snapshot of the published tables (see `SnapshotReader`).
+    public func snapshotRange() async throws -> (from: ContinuationToken, until: ContinuationToken)? {
+        (try await token(SnapshotReader.start), try await token(SnapshotReader.end))
     }
 
     func cursorLSN(_ token: ContinuationToken) throws -> LSN {
@@ -293,6 +304,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     }
 
     public func checkRetained(from token: ContinuationToken) async throws {
+        if let text = token.cursors[Self.partition], SnapshotReader.isSnapshot(text) { return }  // a snapshot is always there
         let cursor = try cursorLSN(token)
         let slot = try await requireSlot()
         if cursor < slot.confirmed {
@@ -385,6 +397,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     static func resumeCursor(_ commit: LSN, index: Int) -> String { "\(commit)@\(index)" }
 
     public func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws -> FeedPage {
+        if SnapshotReader.isSnapshot(cursor) { return try await readSnapshot(after: cursor, maxRecords: maxRecords) }
         guard partition == Self.partition, let headLSN = LSN(head) else {
             throw FeedArchiveError.data(path: nil, message: "postgres partition '\(partition)' or head '\(head)' is not valid")
         }
@@ -400,6 +413,28 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
                 throw FeedArchiveError.data(path: nil, message: "\(error) (slot \(settings.slot))")
             }
             throw classify(error, doing: "read slot \(settings.slot)")
+        }
+    }
+
+    private func readSnapshot(after cursor: String, maxRecords: Int) async throws -> FeedPage {
+        if cursor == SnapshotReader.end { return FeedPage(records: []) }
+        do {
+            if snapshot == nil || snapshot!.expect != cursor {
+                if let snapshot { try? await snapshot.connection.close() }
+                snapshot = nil
+                let connection = try await connect()
+                do {
+                    snapshot = try await SnapshotReader.begin(control: try await controlConnection(), connection: connection, settings: settings, logger: logger, cursor: cursor)
+                } catch {
+                    try? await connection.close()
+                    throw error
+                }
+            }
+            return try await snapshot!.nextPage(maxRecords: max(1, maxRecords), logger: logger)
+        } catch {
+            if let snapshot { try? await snapshot.connection.close() }
+            snapshot = nil
+            throw classify(error, doing: "read a snapshot of publication \(settings.publication)")
         }
     }
 

@@ -185,6 +185,43 @@ struct SeededRandom {
         #expect(verify.status == 0, "\(verify.stdout)")
     }
 
+    /// `backfill --from beginning` for a job that started at `now`: a snapshot of the table,
+    /// killed with -9 twice and resumed; then verify is clean and every row is archived.
+    @Test func snapshotBackfillKilledAndResumedCoversEveryRow() throws {
+        let pg = try PostgresJob(maxRecords: 500, pageSize: 200, start: "now")
+        try pg.cluster.psql("INSERT INTO items (name, qty) SELECT 'old', g FROM generate_series(1, 6000) g", database: pg.database)
+        #expect(try Binary.run(["setup", pg.job]).status == 0)
+        #expect(try Binary.run(["run", pg.job]).status == 0)
+        try pg.cluster.psql("INSERT INTO items (name, qty) VALUES ('new', 1); UPDATE items SET qty = -1 WHERE id <= 3", database: pg.database)
+        #expect(try Binary.run(["run", pg.job]).status == 0)
+        #expect(try pg.archived() == ["c:6001", "u:1", "u:2", "u:3"])
+        var killed = 0
+        for delay in [150_000, 300_000] as [UInt32] {
+            let backfill = try Binary.start(["backfill", pg.job, "--from", "beginning"])
+            usleep(delay)
+            backfill.signal(SIGKILL)
+            if try backfill.finish().status == 128 + SIGKILL { killed += 1 }
+        }
+        let finished = try Binary.run(["backfill", pg.job, "--from", "beginning"])
+        #expect(finished.status == 0, "\(finished.stderr)")
+        #expect(finished.stderr.contains("backfill complete"), "\(finished.stderr)")
+        let verify = try Binary.run(["verify", pg.job, "--deep"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+        // Every row of the table is in the snapshot, as op r with the row's columns.
+        var snapshotIDs: Set<Int> = []
+        for file in (FileManager.default.enumerator(atPath: pg.jobRoot + "/data")?.allObjects as? [String] ?? []) where file.hasSuffix(".zst") {
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: pg.jobRoot + "/data/" + file))
+            for line in String(decoding: try Compression.zstd.makeDecoder().decodeAll(Array(bytes)), as: UTF8.self).split(separator: "\n") {
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                guard object?["op"] as? String == "r" else { continue }
+                let after = object?["after"] as? [String: Any]
+                #expect(after?["name"] is String && after?["qty"] is Int)
+                if let id = (object?["key"] as? [String: Any])?["id"] as? Int { snapshotIDs.insert(id) }
+            }
+        }
+        #expect(snapshotIDs == Set(1...6001), "snapshot holds \(snapshotIDs.count) rows (killed \(killed) times), missing \(Set(1...6001).subtracting(snapshotIDs).sorted().prefix(20)), extra \(snapshotIDs.subtracting(Set(1...6001)).sorted().prefix(5))")
+    }
+
     /// A dropped slot, and a job pointed at another server: refused with 65 and the way out.
     @Test func aDroppedSlotAndAnotherServerAreRefused() throws {
         let pg = try PostgresJob()
