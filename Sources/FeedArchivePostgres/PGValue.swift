@@ -39,19 +39,18 @@ enum PGValue {
     static func appendScalar(text: UnsafeRawBufferPointer, kind: Kind, to out: inout [UInt8]) {
         let bytes = text.bindMemory(to: UInt8.self)
         switch kind {
-        case .number:
-            out.append(contentsOf: bytes)
-        case .float:
-            // NaN and the infinities have no JSON number: they stay strings.
-            if let first = bytes.first, first == UInt8(ascii: "N") || first == UInt8(ascii: "I") || (first == UInt8(ascii: "-") && bytes.count > 1 && bytes[1] == UInt8(ascii: "I")) {
-                JSONText.appendString(utf8: bytes, to: &out)
-            } else {
+        case .number, .float:
+            // NaN and the infinities have no JSON number: they (and anything else that is not
+            // a JSON number) stay strings.
+            if let first = bytes.first, first == UInt8(ascii: "-") || (first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9")), JSONText.isValid(bytes) {
                 out.append(contentsOf: bytes)
+            } else {
+                appendString(bytes, to: &out)
             }
         case .bool:
             JSONText.appendLiteral(bytes.first == UInt8(ascii: "t") ? "true" : "false", to: &out)
         case .json:
-            if JSONText.isValid(bytes) { out.append(contentsOf: bytes) } else { JSONText.appendString(utf8: bytes, to: &out) }
+            if JSONText.isValid(bytes) { out.append(contentsOf: bytes) } else { appendString(bytes, to: &out) }
         case .bytea:
             appendBase64(hexBytea: bytes, to: &out)
         case .timestamp:
@@ -59,15 +58,26 @@ enum PGValue {
         case .timestamptz:
             appendTimestamp(bytes, zoned: true, to: &out)
         case .string:
+            appendString(bytes, to: &out)
+        }
+    }
+
+    /// A JSON string; text that is not valid UTF-8 (an SQL_ASCII database can hold any bytes)
+    /// gets U+FFFD for the bad sequences rather than breaking the line.
+    static func appendString(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        if bytes.allSatisfy({ $0 < 0x80 }) || String(validating: bytes, as: UTF8.self) != nil {
             JSONText.appendString(utf8: bytes, to: &out)
+        } else {
+            JSONText.appendString(String(decoding: bytes, as: UTF8.self), to: &out)
         }
     }
 
     /// `2024-01-02 03:04:05.5+00` → `"2024-01-02T03:04:05.5Z"`; `timestamp` (no zone) keeps no
     /// offset. `infinity` and BC dates stay as PostgreSQL prints them.
     static func appendTimestamp(_ bytes: UnsafeBufferPointer<UInt8>, zoned: Bool, to out: inout [UInt8]) {
-        guard bytes.count >= 19, bytes[10] == UInt8(ascii: " "), bytes[4] == UInt8(ascii: "-"), !bytes.contains(UInt8(ascii: "B")) else {
-            JSONText.appendString(utf8: bytes, to: &out)
+        let plain = bytes.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: " ") }
+        guard plain, bytes.count >= 19, bytes[10] == UInt8(ascii: " "), bytes[4] == UInt8(ascii: "-") else {
+            appendString(bytes, to: &out)
             return
         }
         out.append(0x22)
@@ -87,7 +97,7 @@ enum PGValue {
     /// bytea in hex output (`\x0a0b`) as a base64 JSON string.
     static func appendBase64(hexBytea bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         guard bytes.count >= 2, bytes[0] == UInt8(ascii: "\\"), bytes[1] == UInt8(ascii: "x"), bytes.count % 2 == 0 else {
-            JSONText.appendString(utf8: bytes, to: &out)  // not hex output: keep the text
+            appendString(bytes, to: &out)  // not hex output: keep the text
             return
         }
         var raw = [UInt8]()
@@ -95,7 +105,7 @@ enum PGValue {
         var index = 2
         while index < bytes.count {
             guard let high = hexValue(bytes[index]), let low = hexValue(bytes[index + 1]) else {
-                JSONText.appendString(utf8: bytes, to: &out)
+                appendString(bytes, to: &out)
                 return
             }
             raw.append(high << 4 | low)
@@ -125,7 +135,7 @@ enum PGValue {
         let mark = out.count
         if parser.array(to: &out), parser.offset == bytes.count { return }
         out.removeSubrange(mark...)
-        JSONText.appendString(utf8: bytes, to: &out)
+        appendString(bytes, to: &out)
     }
 }
 
