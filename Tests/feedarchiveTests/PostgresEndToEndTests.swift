@@ -222,6 +222,36 @@ struct SeededRandom {
         #expect(snapshotIDs == Set(1...6001), "snapshot holds \(snapshotIDs.count) rows (killed \(killed) times), missing \(Set(1...6001).subtracting(snapshotIDs).sorted().prefix(20)), extra \(snapshotIDs.subtracting(Set(1...6001)).sorted().prefix(5))")
     }
 
+    /// A password from `${ENV}` over TCP (scram-sha-256): it works, and it reaches no output,
+    /// log, job.json, manifest or metrics file; a wrong one is exit 69 naming the user, not the secret.
+    @Test func aPasswordNeverLeaves() throws {
+        let pg = try PostgresJob()
+        let secret = "s3cret-\(UUID().uuidString.prefix(8))"
+        try pg.cluster.psql("DO $$ BEGIN CREATE ROLE archiver LOGIN REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$; ALTER ROLE archiver PASSWORD '\(secret)'; GRANT SELECT ON items TO archiver;", database: pg.database)
+        #expect(try Binary.run(["setup", pg.job]).status == 0)  // as the superuser
+        let job = try String(contentsOfFile: pg.job, encoding: .utf8)
+            .replacingOccurrences(of: "create: true", with: "create: false")
+            .replacingOccurrences(of: "host: \(pg.cluster.socketDirectory)", with: "host: 127.0.0.1\n  password: ${FA_TEST_SECRET}\n  sslmode: disable")
+            .replacingOccurrences(of: "user: postgres", with: "user: archiver")
+        let path = pg.dir.write("tcp.yaml", job)
+        try pg.cluster.psql("INSERT INTO items (name) VALUES ('a'), ('b')", database: pg.database)
+        setenv("FA_TEST_SECRET", secret, 1)
+        defer { unsetenv("FA_TEST_SECRET") }
+        let metrics = pg.dir.path + "/metrics.prom"
+        let ok = try Binary.run(["run", path, "--metrics-file", metrics])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        setenv("FA_TEST_SECRET", "wrong-\(secret)", 1)
+        let refused = try Binary.run(["run", path, "--log-format", "json"])
+        #expect(refused.status == 69, "\(refused.stderr)")
+        #expect(refused.stderr.contains("archiver"), "\(refused.stderr)")
+        var everything = ok.stdout + ok.stderr + refused.stdout + refused.stderr + (try String(contentsOfFile: metrics, encoding: .utf8))
+        for file in (FileManager.default.enumerator(atPath: pg.jobRoot + "/_feedarchive")?.allObjects as? [String] ?? []) {
+            everything += (try? String(contentsOfFile: pg.jobRoot + "/_feedarchive/" + file, encoding: .utf8)) ?? ""
+        }
+        #expect(everything.contains("slot_lag_bytes"))
+        #expect(!everything.contains(secret))
+    }
+
     /// A dropped slot, and a job pointed at another server: refused with 65 and the way out.
     @Test func aDroppedSlotAndAnotherServerAreRefused() throws {
         let pg = try PostgresJob()
