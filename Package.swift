@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "feedarchive", targets: ["feedarchive"]),
         .library(name: "FeedArchive", targets: ["FeedArchive"]),
         .library(name: "FeedArchiveSQLite", targets: ["FeedArchiveSQLite"]),
+        .library(name: "FeedArchiveCosmos", targets: ["FeedArchiveCosmos"]),
         .library(name: "FeedArchiveTesting", targets: ["FeedArchiveTesting"]),
     ],
     dependencies: [
@@ -42,13 +43,20 @@ let package = Package(
             dependencies: ["FeedArchive", "CSQLite"],
             swiftSettings: strict),
         .target(
+            name: "FeedArchiveCosmos",
+            dependencies: [
+                "FeedArchive",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict),
+        .target(
             name: "FeedArchiveTesting",
             dependencies: ["FeedArchive"],
             swiftSettings: strict),
         .executableTarget(
             name: "feedarchive",
             dependencies: [
-                "FeedArchive", "FeedArchiveSQLite",
+                "FeedArchive", "FeedArchiveSQLite", "FeedArchiveCosmos",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -60,6 +68,10 @@ let package = Package(
         .testTarget(
             name: "FeedArchiveSQLiteTests",
             dependencies: ["FeedArchiveSQLite", "FeedArchiveTesting", "CSQLite"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "FeedArchiveCosmosTests",
+            dependencies: ["FeedArchiveCosmos", "FeedArchiveTesting"],
             swiftSettings: strict),
         .testTarget(
             name: "feedarchiveTests",

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FeedArchive
+import FeedArchiveCosmos
 import FeedArchiveSQLite
 import Foundation
 
@@ -36,10 +37,11 @@ enum Frontend {
     static func makeSource(_ job: JobConfig) throws -> any FeedSource {
         switch job.sourceKind {
         case "sqlite": return try SQLiteSource.make(job: job)
-        case "postgres", "cosmos":
+        case "cosmos": return try CosmosSource.make(job: job)
+        case "postgres":
             throw FeedArchiveError.badJobFile(place: job.sourceSettings.place, message: "source kind '\(job.sourceKind)' is not built into this feedarchive yet")
         default:
-            throw FeedArchiveError.badJobFile(place: job.sourceSettings.place, message: "unknown source kind '\(job.sourceKind)' (known: sqlite)")
+            throw FeedArchiveError.badJobFile(place: job.sourceSettings.place, message: "unknown source kind '\(job.sourceKind)' (known: sqlite, cosmos)")
         }
     }
 
