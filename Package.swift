@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "feedarchive", targets: ["feedarchive"]),
         .library(name: "FeedArchive", targets: ["FeedArchive"]),
         .library(name: "FeedArchiveSQLite", targets: ["FeedArchiveSQLite"]),
+        .library(name: "FeedArchivePostgres", targets: ["FeedArchivePostgres"]),
         .library(name: "FeedArchiveCosmos", targets: ["FeedArchiveCosmos"]),
         .library(name: "FeedArchiveTesting", targets: ["FeedArchiveTesting"]),
     ],
@@ -18,6 +19,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // PostgreSQL wire protocol, only for FeedArchivePostgres.
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
     ],
     targets: [
         .systemLibrary(
@@ -50,13 +55,23 @@ let package = Package(
             ],
             swiftSettings: strict),
         .target(
+            name: "FeedArchivePostgres",
+            dependencies: [
+                "FeedArchive",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .target(
             name: "FeedArchiveTesting",
             dependencies: ["FeedArchive"],
             swiftSettings: strict),
         .executableTarget(
             name: "feedarchive",
             dependencies: [
-                "FeedArchive", "FeedArchiveSQLite", "FeedArchiveCosmos",
+                "FeedArchive", "FeedArchiveSQLite", "FeedArchivePostgres", "FeedArchiveCosmos",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -72,6 +87,10 @@ let package = Package(
         .testTarget(
             name: "FeedArchiveCosmosTests",
             dependencies: ["FeedArchiveCosmos", "FeedArchiveTesting"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "FeedArchivePostgresTests",
+            dependencies: ["FeedArchivePostgres", "FeedArchiveTesting"],
             swiftSettings: strict),
         .testTarget(
             name: "feedarchiveTests",

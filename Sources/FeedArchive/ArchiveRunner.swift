@@ -45,6 +45,8 @@ public struct RunSummary: Sendable {
     public var stoppedBy = "head"
     public var warnings: [String] = []
     public var recovery: [String] = []
+    /// Source gauges after the run (`FeedSource.metrics`), for the metrics file.
+    public var sourceMetrics: [String: Double] = [:]
 
     public init(job: String) { self.job = job }
 }
@@ -103,6 +105,7 @@ public struct ArchiveRunner {
         }
         summary.toToken = token.encoded
         summary.lag = try? await source.lag(from: token)
+        summary.sourceMetrics = (try? await source.metrics()) ?? [:]
         summary.seconds = Date().timeIntervalSince(started)
         return summary
     }
@@ -117,17 +120,20 @@ public struct ArchiveRunner {
         // A partition whose reads keep failing is set aside so it does not hold back the others;
         // the run still ends with its error (the checkpoint never passes a failure).
         var failed: (partition: String, error: any Error)?
-        var next = 0
-        partitions: while next < queue.count {
-            let partition = queue[next]
-            next += 1
+        var queued = 0
+        partitions: while queued < queue.count {
+            let partition = queue[queued]
+            queued += 1
             guard let headCursor = heads[partition], var cursor = token.cursors[partition] else { continue }
             while true {
                 if options.stop.isSet { break partitions }
-                if let deadline, Date() >= deadline { summary.stoppedBy = "max-duration"; break partitions }
-                if let limit = options.maxRecords, summary.records + batcher.pendingRecords >= limit { summary.stoppedBy = "max-records"; break partitions }
-                if let limit = options.maxBytes, summary.rawBytes + batcher.pendingBytes >= limit { summary.stoppedBy = "max-bytes"; break partitions }
-                var want = min(job.batch.pageSize, job.batch.maxRecords - batcher.openRecords)
+                // Limits end a run only where a batch may end, never inside a group.
+                if batcher.atBoundary {
+                    if let deadline, Date() >= deadline { summary.stoppedBy = "max-duration"; break partitions }
+                    if let limit = options.maxRecords, summary.records + batcher.pendingRecords >= limit { summary.stoppedBy = "max-records"; break partitions }
+                    if let limit = options.maxBytes, summary.rawBytes + batcher.pendingBytes >= limit { summary.stoppedBy = "max-bytes"; break partitions }
+                }
+                var want = batcher.atBoundary ? min(job.batch.pageSize, job.batch.maxRecords - batcher.openRecords) : job.batch.pageSize
                 if let limit = options.maxRecords { want = min(want, Int(max(1, limit - summary.records - batcher.pendingRecords))) }
                 let readCursor = cursor
                 let page: FeedPage
@@ -147,7 +153,7 @@ public struct ArchiveRunner {
                     try await batcher.close(partition: partition, token: &token, summary: &summary)
                     try await batcher.record(change, in: partition, token: &token)
                     summary.warnings.append("partition \(partition): \(change.reason)")
-                    for child in change.cursors.keys.sorted() where !queue[next...].contains(child) && child != partition {
+                    for child in change.cursors.keys.sorted() where !queue[queued...].contains(child) && child != partition {
                         queue.append(child)
                         heads[child] = change.heads[child] ?? headCursor
                     }
@@ -160,7 +166,10 @@ public struct ArchiveRunner {
                     if options.stop.isSet { break partitions }
                     try await batcher.add(record, partition: partition, token: &token, summary: &summary)
                 }
-                cursor = page.records.last!.cursor ?? cursor
+                guard let next = page.next else {
+                    throw FeedArchiveError.data(path: nil, message: "the \(source.kind) source ended a page inside a group without saying where to resume (position \(page.records.last!.position)): a source bug, nothing was committed")
+                }
+                cursor = next
             }
             try await batcher.close(partition: partition, token: &token, summary: &summary)
         }
@@ -223,6 +232,8 @@ struct Batcher {
     }
 
     var openRecords: Int { Int(open?.records ?? 0) }
+    /// No batch is open, or the open one may end here (its last record carries a cursor).
+    var atBoundary: Bool { open == nil || open?.lastCursor != nil }
     var pendingRecords: Int64 { open?.records ?? 0 }
     var pendingBytes: Int64 { open?.writer.rawBytes ?? 0 }
 

@@ -64,6 +64,12 @@ public struct ConfigNode: @unchecked Sendable {
     }
 
     /// A scalar string with `${ENV_VAR}` expanded.
+    /// The items of a YAML list.
+    public func sequence(_ what: String) throws -> [ConfigNode] {
+        guard case .sequence(let items) = node else { throw error("\(what) must be a list") }
+        return items.map { ConfigNode(node: $0, file: file) }
+    }
+
     public func string(_ what: String) throws -> String {
         guard case .scalar(let scalar) = node else { throw error("\(what) must be a string") }
         return try expandEnvironment(scalar.string, what: what)

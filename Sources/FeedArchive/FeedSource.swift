@@ -24,21 +24,33 @@ public struct FeedRecord: Sendable {
     }
 }
 
-/// What one source read returns. The last record always carries a cursor.
+/// What one source read returns. The last record carries a cursor, unless the page ends
+/// inside a group too large for one page (a PostgreSQL transaction of a million rows): then
+/// `resume` says where the next read of the partition continues. A `resume` cursor is only
+/// meaningful to the same source object within one run; it never goes into a token, and a
+/// batch never ends on it.
 public struct FeedPage: Sendable {
     public var records: [FeedRecord]
+    /// Where the next read continues when the last record has no cursor.
+    public var resume: String?
     /// Set instead of records when the partition read was split or merged (Cosmos feed ranges):
     /// the runner commits what it has, records the change as a `split`/`merge` manifest line
     /// and goes on with the partitions the change names.
     public var topology: TopologyChange?
 
-    public init(records: [FeedRecord]) { self.records = records }
+    public init(records: [FeedRecord], resume: String? = nil) {
+        self.records = records
+        self.resume = resume
+    }
 
     /// A page that reports a topology change and holds no records.
     public init(topology: TopologyChange) {
         self.records = []
         self.topology = topology
     }
+
+    /// The cursor the next read of this partition starts after.
+    public var next: String? { records.last?.cursor ?? resume }
 }
 
 /// A change in how a source cuts its feed into partitions, found while reading one of them
@@ -145,6 +157,10 @@ public protocol FeedSource: AnyObject {
     func acknowledge(_ token: ContinuationToken) async throws
     /// Releases connections and handles.
     func close() async
+    /// Source-specific lines for `status` (PostgreSQL: slot lag, retained WAL), as label and value.
+    func statusFacts() async throws -> [(String, String)]
+    /// Source-specific gauges for the metrics file, e.g. `slot_lag_bytes`.
+    func metrics() async throws -> [String: Double]
 }
 
 extension FeedSource {
@@ -152,4 +168,6 @@ extension FeedSource {
     public func checkRetained(from token: ContinuationToken) async throws {}
     public func acknowledge(_ token: ContinuationToken) async throws {}
     public func close() async {}
+    public func statusFacts() async throws -> [(String, String)] { [] }
+    public func metrics() async throws -> [String: Double] { [:] }
 }

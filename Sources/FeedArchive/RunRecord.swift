@@ -73,10 +73,13 @@ public enum MetricsFile {
         public var job: String
         public var record: RunRecord
         public var totals: ArchiveTotals
-        public init(job: String, record: RunRecord, totals: ArchiveTotals) {
+        /// Source gauges (`feedarchive_source_<name>`).
+        public var source: [String: Double]
+        public init(job: String, record: RunRecord, totals: ArchiveTotals, source: [String: Double] = [:]) {
             self.job = job
             self.record = record
             self.totals = totals
+            self.source = source
         }
     }
 
@@ -100,6 +103,9 @@ public enum MetricsFile {
         metric("records", "Changes in the archive.") { Double($0.totals.records) }
         metric("bytes", "Compressed bytes in the archive.") { Double($0.totals.bytes) }
         metric("raw_bytes", "Uncompressed bytes in the archive.") { Double($0.totals.rawBytes) }
+        for name in Set(jobs.flatMap(\.source.keys)).sorted() {
+            metric("source_\(name)", "Source gauge \(name), read after the last run.") { $0.source[name] }
+        }
         return text
     }
 

@@ -26,7 +26,7 @@ struct FeedArchiveCommand: AsyncParsableCommand {
             """,
         subcommands: [
             RunCommand.self, StatusCommand.self, CatCommand.self, VerifyCommand.self, BackfillCommand.self, AckGapCommand.self,
-            EpochCommand.self,
+            EpochCommand.self, SetupCommand.self,
         ])
 
     /// ArgumentParser's own usage errors exit 64 (EX_USAGE) as DESIGN.md says, not 2.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FeedArchive
 import FeedArchiveCosmos
+import FeedArchivePostgres
 import FeedArchiveSQLite
 import Foundation
 
@@ -37,11 +38,10 @@ enum Frontend {
     static func makeSource(_ job: JobConfig) throws -> any FeedSource {
         switch job.sourceKind {
         case "sqlite": return try SQLiteSource.make(job: job)
+        case "postgres": return try PostgresSource.make(job: job)
         case "cosmos": return try CosmosSource.make(job: job)
-        case "postgres":
-            throw FeedArchiveError.badJobFile(place: job.sourceSettings.place, message: "source kind '\(job.sourceKind)' is not built into this feedarchive yet")
         default:
-            throw FeedArchiveError.badJobFile(place: job.sourceSettings.place, message: "unknown source kind '\(job.sourceKind)' (known: sqlite, cosmos)")
+            throw FeedArchiveError.badJobFile(place: job.sourceSettings.place, message: "unknown source kind '\(job.sourceKind)' (known: sqlite, postgres, cosmos)")
         }
     }
 

@@ -108,7 +108,7 @@ struct RunCommand: AsyncParsableCommand {
         if !locked {  // the run holding the lock owns last_run.json
             if let record = try? RunRecord.record(layout, exitCode: code, summary: summary, message: message, mode: job.archive.fileMode) {
                 let manifest = (try? ManifestStore(directory: layout.manifestDirectory, fs: PosixFileSystem(), fileMode: 0o640).read().0) ?? Manifest()
-                metrics.append(MetricsFile.JobMetrics(job: job.name, record: record, totals: ArchiveTotals(manifest)))
+                metrics.append(MetricsFile.JobMetrics(job: job.name, record: record, totals: ArchiveTotals(manifest), source: summary?.sourceMetrics ?? [:]))
             }
         }
         return code

@@ -44,9 +44,10 @@ struct StatusCommand: AsyncParsableCommand {
         let record = RunRecord.load(archive.layout)
         var lag: Int64?
         var lagError: String?
+        var facts: [(String, String)] = []
         if let token = archive.checkpoint.flatMap({ try? ContinuationToken.decode($0.token) }) {
             do {
-                lag = try await Frontend.withSource(config) { try await $0.lag(from: token) }
+                (lag, facts) = try await Frontend.withSource(config) { (try await $0.lag(from: token), try await $0.statusFacts()) }
             } catch {
                 lagError = "\(error)"
             }
@@ -68,6 +69,7 @@ struct StatusCommand: AsyncParsableCommand {
             object["checkpoint"] = archive.checkpoint?.token
             object["cursors"] = cursors
             object["lag"] = lag
+            if !facts.isEmpty { object["source"] = Dictionary(facts, uniquingKeysWith: { $1 }) }
             object["last_run_at"] = record?.lastRunAt
             object["last_exit_code"] = record?.lastExitCode
             object["last_success_at"] = record?.lastSuccessAt
@@ -87,7 +89,10 @@ struct StatusCommand: AsyncParsableCommand {
             } else {
                 print("checkpoint  none (the job has not run)")
             }
-            print("lag         \(lag.map { "\($0) changes" } ?? "unknown\(lagError.map { " (\($0))" } ?? "")")")
+            if lag != nil || facts.isEmpty {
+                print("lag         \(lag.map { "\($0) changes" } ?? "unknown\(lagError.map { " (\($0))" } ?? "")")")
+            }
+            for (label, value) in facts { print(label.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + value) }
             if let record {
                 print("last run    \(time(record.lastRunAt)), exit \(record.lastExitCode), \(record.lastRecords) changes in \(record.lastBlobs) blobs, \(String(format: "%.2f", record.lastSeconds)) s")
                 print("last ok     \(time(record.lastSuccessAt))")

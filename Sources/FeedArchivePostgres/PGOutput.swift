@@ -1,0 +1,425 @@
+import FeedArchive
+import Foundation
+
+/// A PostgreSQL LSN: 64 bits, printed `X/Y` in hex.
+public struct LSN: Comparable, Hashable, Sendable, CustomStringConvertible {
+    public var value: UInt64
+    public init(_ value: UInt64) { self.value = value }
+
+    /// Parses `16/B374D848`.
+    public init?(_ text: some StringProtocol) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, (1...8).contains(parts[0].count), (1...8).contains(parts[1].count),
+            let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16)
+        else { return nil }
+        value = high << 32 | low
+    }
+
+    public var description: String { String(value >> 32, radix: 16, uppercase: true) + "/" + String(value & 0xFFFF_FFFF, radix: 16, uppercase: true) }
+    /// 16 hex digits: the fixed-width form positions use, whose byte order is LSN order.
+    public var fixedWidth: String {
+        let hex = String(value, radix: 16, uppercase: true)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+    public static func < (lhs: LSN, rhs: LSN) -> Bool { lhs.value < rhs.value }
+}
+
+/// A malformed pgoutput message: the server and this decoder disagree about the protocol.
+struct PGOutputError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { "pgoutput: \(message)" }
+}
+
+/// Reads the big-endian fields of one pgoutput message.
+struct MessageReader {
+    let bytes: UnsafeRawBufferPointer
+    var offset = 0
+
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    var atEnd: Bool { offset >= bytes.count }
+
+    mutating func need(_ count: Int, _ what: @autoclosure () -> String) throws {
+        guard count >= 0, bytes.count - offset >= count else {
+            throw PGOutputError(message: "message ends inside \(what()) (offset \(offset) of \(bytes.count))")
+        }
+    }
+    mutating func byte(_ what: @autoclosure () -> String) throws -> UInt8 {
+        try need(1, what())
+        defer { offset += 1 }
+        return bytes[offset]
+    }
+    mutating func uint16(_ what: @autoclosure () -> String) throws -> UInt16 {
+        try need(2, what())
+        defer { offset += 2 }
+        return UInt16(bytes[offset]) << 8 | UInt16(bytes[offset + 1])
+    }
+    mutating func uint32(_ what: @autoclosure () -> String) throws -> UInt32 {
+        try need(4, what())
+        var value: UInt32 = 0
+        for index in 0..<4 { value = value << 8 | UInt32(bytes[offset + index]) }
+        offset += 4
+        return value
+    }
+    mutating func uint64(_ what: @autoclosure () -> String) throws -> UInt64 {
+        try need(8, what())
+        var value: UInt64 = 0
+        for index in 0..<8 { value = value << 8 | UInt64(bytes[offset + index]) }
+        offset += 8
+        return value
+    }
+    mutating func cString(_ what: @autoclosure () -> String) throws -> String {
+        guard let end = bytes[offset...].firstIndex(of: 0) else {
+            throw PGOutputError(message: "\(what()) is not terminated")
+        }
+        defer { offset = end + 1 }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[offset..<end]), as: UTF8.self)
+    }
+    mutating func slice(_ count: Int, _ what: @autoclosure () -> String) throws -> UnsafeRawBufferPointer {
+        try need(count, what())
+        defer { offset += count }
+        return UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + count])
+    }
+}
+
+/// A table as a Relation message describes it.
+struct Relation: Sendable {
+    struct Column: Sendable {
+        var name: String
+        var nameLiteral: [UInt8]
+        var typeOID: UInt32
+        var isKey: Bool
+    }
+    var oid: UInt32
+    var schema: String
+    var name: String
+    /// `d` default, `n` nothing, `f` full, `i` index.
+    var replicaIdentity: UInt8
+    var columns: [Column]
+    /// `"schema.table"` as a JSON string, ready to copy.
+    var qualifiedLiteral: [UInt8]
+}
+
+/// One column value of a TupleData.
+enum TupleValue {
+    case null
+    case unchangedToast
+    case text(UnsafeRawBufferPointer)
+}
+
+/// Turns pgoutput (protocol version 1) messages into envelope lines.
+///
+/// Positions are the transaction's commit LSN (from Begin, known before its first change, so
+/// a transaction of any size streams) and an index inside it; the record that ends a
+/// transaction carries the commit's end LSN as its cursor, which is what the slot is
+/// advanced to. Changes of transactions that commit before `skipBefore` were archived
+/// already (the server lost an advance in a crash, or a page is re-read) and are skipped.
+struct PGOutputDecoder {
+    struct Transaction {
+        var commitLSN: LSN
+        /// Microseconds since the Unix epoch.
+        var timestamp: Int64
+        var xid: UInt32
+        var index = 0
+        var skip: Bool
+        var origin: String?
+        /// Records of this transaction emitted so far.
+        var emitted = 0
+    }
+
+    var relations: [UInt32: Relation] = [:]
+    var types: [UInt32: String] = [:]
+    var transaction: Transaction?
+    /// Transactions whose commit LSN is below this were archived already.
+    var skipBefore = LSN(0)
+    /// Inside the transaction at `skipBefore`, changes up to this index were returned already (a page resumed mid-transaction).
+    var skipThroughIndex = -1
+
+    /// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
+    static let postgresEpoch: Int64 = 946_684_800_000_000
+
+    enum Outcome {
+        /// Nothing for the archive (Begin, Relation, Type, Origin, Message, skipped change).
+        case none
+        /// One or more envelope lines were appended to the page.
+        case records
+        /// The transaction ended: the last record (if the transaction had any) gets this cursor.
+        case commit(end: LSN, hadRecords: Bool)
+    }
+
+    /// Decodes one message; change messages append envelopes to `page`.
+    mutating func decode(_ message: UnsafeRawBufferPointer, into page: inout PageBuilder) throws -> Outcome {
+        var reader = MessageReader(message)
+        let type = try reader.byte("the message type")
+        switch type {
+        case UInt8(ascii: "B"):
+            let final = LSN(try reader.uint64("Begin's final LSN"))
+            let timestamp = Int64(bitPattern: try reader.uint64("Begin's commit time")) + Self.postgresEpoch
+            let xid = try reader.uint32("Begin's xid")
+            transaction = Transaction(commitLSN: final, timestamp: timestamp, xid: xid, skip: final < skipBefore)
+            return .none
+        case UInt8(ascii: "C"):
+            _ = try reader.byte("Commit's flags")
+            let commit = LSN(try reader.uint64("Commit's LSN"))
+            let end = LSN(try reader.uint64("Commit's end LSN"))
+            guard let current = transaction else { throw PGOutputError(message: "Commit at \(commit) without Begin") }
+            transaction = nil
+            // A later peek (the next window) starts again at the slot: what ended here is done.
+            if end > skipBefore {
+                skipBefore = end
+                skipThroughIndex = -1
+            }
+            return .commit(end: end, hadRecords: !current.skip && current.emitted > 0)
+        case UInt8(ascii: "O"):
+            _ = try reader.uint64("Origin's LSN")
+            transaction?.origin = try reader.cString("the origin name")
+            return .none
+        case UInt8(ascii: "R"):
+            let oid = try reader.uint32("Relation's OID")
+            let schema = try reader.cString("the relation's schema")
+            let name = try reader.cString("the relation's name")
+            let identity = try reader.byte("the replica identity")
+            let count = Int(try reader.uint16("the column count"))
+            var columns: [Relation.Column] = []
+            columns.reserveCapacity(count)
+            for _ in 0..<count {
+                let flags = try reader.byte("a column's flags")
+                let column = try reader.cString("a column name")
+                let typeOID = try reader.uint32("a column's type")
+                _ = try reader.uint32("a column's type modifier")
+                var literal: [UInt8] = []
+                JSONText.appendString(column, to: &literal)
+                columns.append(Relation.Column(name: column, nameLiteral: literal, typeOID: typeOID, isKey: flags & 1 == 1))
+            }
+            var qualified: [UInt8] = []
+            JSONText.appendString(schema + "." + name, to: &qualified)
+            relations[oid] = Relation(oid: oid, schema: schema, name: name, replicaIdentity: identity, columns: columns, qualifiedLiteral: qualified)
+            return .none
+        case UInt8(ascii: "Y"):
+            let oid = try reader.uint32("Type's OID")
+            let schema = try reader.cString("the type's schema")
+            types[oid] = schema + "." + (try reader.cString("the type's name"))
+            return .none
+        case UInt8(ascii: "M"):
+            let flags = try reader.byte("Message's flags")
+            _ = try reader.uint64("Message's LSN")
+            _ = try reader.cString("the message prefix")
+            let length = Int(try reader.uint32("the message length"))
+            _ = try reader.slice(length, "the message content")
+            // Logical messages are not table changes; transactional ones count as nothing
+            // inside their transaction (heartbeats are non-transactional).
+            _ = flags
+            return .none
+        case UInt8(ascii: "I"), UInt8(ascii: "U"), UInt8(ascii: "D"):
+            guard var current = transaction else { throw PGOutputError(message: "a change outside a transaction") }
+            let oid = try reader.uint32("the relation OID")
+            guard let relation = relations[oid] else { throw PGOutputError(message: "a change of relation \(oid) before its Relation message") }
+            var old: (kind: UInt8, start: Int)?
+            var new: Int?
+            if type == UInt8(ascii: "I") {
+                guard try reader.byte("the tuple kind") == UInt8(ascii: "N") else { throw PGOutputError(message: "Insert without a new tuple") }
+                new = reader.offset
+            } else {
+                let kind = try reader.byte("the tuple kind")
+                if kind == UInt8(ascii: "K") || kind == UInt8(ascii: "O") {
+                    old = (kind, reader.offset)
+                    try Self.skipTuple(&reader)
+                    if type == UInt8(ascii: "U") {
+                        guard try reader.byte("the new tuple kind") == UInt8(ascii: "N") else { throw PGOutputError(message: "Update without a new tuple") }
+                        new = reader.offset
+                    }
+                } else if kind == UInt8(ascii: "N"), type == UInt8(ascii: "U") {
+                    new = reader.offset
+                } else {
+                    throw PGOutputError(message: "unexpected tuple kind \(kind) in \(Character(UnicodeScalar(type)))")
+                }
+            }
+            defer { transaction = current }
+            let index = current.index
+            current.index += 1
+            if current.skip || (current.commitLSN == skipBefore && index <= skipThroughIndex) { return .none }
+            current.emitted += 1
+            let op: UInt8 = type == UInt8(ascii: "I") ? 0x63 : type == UInt8(ascii: "U") ? 0x75 : 0x64
+            try page.record(transaction: current, index: index) { out in
+                Self.appendHead(op: op, transaction: current, index: index, to: &out)
+                // key: the replica identity columns of the new row, or of the old one for a delete.
+                JSONText.appendLiteral(#","key":"#, to: &out)
+                var unchanged: [[UInt8]] = []
+                if let new {
+                    var tuple = MessageReader(message)
+                    tuple.offset = new
+                    try Self.appendTuple(&tuple, relation: relation, keysOnly: true, unchanged: nil, to: &out)
+                } else if let old {
+                    var tuple = MessageReader(message)
+                    tuple.offset = old.start
+                    try Self.appendTuple(&tuple, relation: relation, keysOnly: true, unchanged: nil, to: &out)
+                }
+                JSONText.appendLiteral(#","after":"#, to: &out)
+                if let new {
+                    var tuple = MessageReader(message)
+                    tuple.offset = new
+                    try Self.appendTuple(&tuple, relation: relation, keysOnly: false, unchanged: &unchanged, to: &out)
+                } else {
+                    JSONText.appendLiteral("null", to: &out)
+                }
+                JSONText.appendLiteral(#","before":"#, to: &out)
+                if let old, old.kind == UInt8(ascii: "O") {
+                    var tuple = MessageReader(message)
+                    tuple.offset = old.start
+                    try Self.appendTuple(&tuple, relation: relation, keysOnly: false, unchanged: nil, to: &out)
+                } else {
+                    JSONText.appendLiteral("null", to: &out)
+                }
+                Self.appendSource(relation: relation, transaction: current, unchanged: unchanged, to: &out)
+            }
+            return .records
+        case UInt8(ascii: "T"):
+            guard var current = transaction else { throw PGOutputError(message: "Truncate outside a transaction") }
+            let count = Int(try reader.uint32("the truncated relation count"))
+            let options = try reader.byte("Truncate's options")
+            var oids: [UInt32] = []
+            for _ in 0..<count { oids.append(try reader.uint32("a truncated relation")) }
+            defer { transaction = current }
+            var emitted = false
+            for oid in oids {
+                guard let relation = relations[oid] else { throw PGOutputError(message: "Truncate of relation \(oid) before its Relation message") }
+                let index = current.index
+                current.index += 1
+                if current.skip || (current.commitLSN == skipBefore && index <= skipThroughIndex) { continue }
+                current.emitted += 1
+                emitted = true
+                try page.record(transaction: current, index: index) { out in
+                    Self.appendHead(op: 0x74, transaction: current, index: index, to: &out)
+                    JSONText.appendLiteral(#","key":null,"after":null,"before":null"#, to: &out)
+                    var extra: [UInt8] = []
+                    if options & 1 != 0 { JSONText.appendLiteral(#","cascade":true"#, to: &extra) }
+                    if options & 2 != 0 { JSONText.appendLiteral(#","restart_identity":true"#, to: &extra) }
+                    Self.appendSource(relation: relation, transaction: current, unchanged: [], extra: extra, to: &out)
+                }
+            }
+            return emitted ? .records : .none
+        default:
+            throw PGOutputError(message: "unknown message type \(type) ('\(Character(UnicodeScalar(type)))')")
+        }
+    }
+
+    /// `{"pos":…,"part":"0","op":…,"ts":…`
+    static func appendHead(op: UInt8, transaction: Transaction, index: Int, to out: inout [UInt8]) {
+        JSONText.appendLiteral(#"{"pos":""#, to: &out)
+        out.append(contentsOf: transaction.commitLSN.fixedWidth.utf8)
+        out.append(0x2D)
+        out.append(contentsOf: zeroPadded(UInt64(index), width: 8).utf8)
+        JSONText.appendLiteral(#"","part":"0","op":""#, to: &out)
+        out.append(op)
+        JSONText.appendLiteral(#"","ts":""#, to: &out)
+        appendRFC3339(microseconds: transaction.timestamp, to: &out)
+        out.append(0x22)
+    }
+
+    /// `,"source":{…}}` — closes the envelope.
+    static func appendSource(relation: Relation, transaction: Transaction, unchanged: [[UInt8]], extra: [UInt8] = [], to out: inout [UInt8]) {
+        JSONText.appendLiteral(#","source":{"table":"#, to: &out)
+        out.append(contentsOf: relation.qualifiedLiteral)
+        JSONText.appendLiteral(#","xid":"#, to: &out)
+        JSONText.appendInt(Int64(transaction.xid), to: &out)
+        JSONText.appendLiteral(#","lsn":""#, to: &out)
+        out.append(contentsOf: transaction.commitLSN.description.utf8)
+        out.append(0x22)
+        if let origin = transaction.origin {
+            JSONText.appendLiteral(#","origin":"#, to: &out)
+            JSONText.appendString(origin, to: &out)
+        }
+        if !unchanged.isEmpty {
+            JSONText.appendLiteral(#","unchanged_toast":["#, to: &out)
+            for (index, name) in unchanged.enumerated() {
+                if index > 0 { out.append(0x2C) }
+                out.append(contentsOf: name)
+            }
+            out.append(0x5D)
+        }
+        out.append(contentsOf: extra)
+        JSONText.appendLiteral("}}", to: &out)
+    }
+
+    static func skipTuple(_ reader: inout MessageReader) throws {
+        let count = Int(try reader.uint16("the tuple's column count"))
+        for _ in 0..<count {
+            switch try reader.byte("a column kind") {
+            case UInt8(ascii: "n"), UInt8(ascii: "u"): continue
+            case UInt8(ascii: "t"), UInt8(ascii: "b"):
+                _ = try reader.slice(Int(try reader.uint32("a value length")), "a column value")
+            case let other: throw PGOutputError(message: "unknown column kind \(other)")
+            }
+        }
+    }
+
+    /// A TupleData as a JSON object; `keysOnly` keeps the replica identity columns. An
+    /// unchanged TOAST value is left out of the object and its column named in `unchanged`.
+    static func appendTuple(
+        _ reader: inout MessageReader, relation: Relation, keysOnly: Bool, unchanged: UnsafeMutablePointer<[[UInt8]]>?,
+        to out: inout [UInt8]
+    ) throws {
+        let count = Int(try reader.uint16("the tuple's column count"))
+        guard count <= relation.columns.count else {
+            throw PGOutputError(message: "a tuple of \(count) columns for \(relation.schema).\(relation.name), which has \(relation.columns.count)")
+        }
+        out.append(0x7B)
+        var first = true
+        for position in 0..<count {
+            let column = relation.columns[position]
+            let value: TupleValue
+            switch try reader.byte("a column kind") {
+            case UInt8(ascii: "n"): value = .null
+            case UInt8(ascii: "u"): value = .unchangedToast
+            case UInt8(ascii: "t"): value = .text(try reader.slice(Int(try reader.uint32("a value length")), "a column value"))
+            case UInt8(ascii: "b"): throw PGOutputError(message: "binary column values are not requested and not decoded")
+            case let other: throw PGOutputError(message: "unknown column kind \(other)")
+            }
+            if keysOnly && !column.isKey { continue }
+            if case .unchangedToast = value {
+                unchanged?.pointee.append(column.nameLiteral)
+                if unchanged != nil { continue }
+            }
+            if !first { out.append(0x2C) }
+            first = false
+            out.append(contentsOf: column.nameLiteral)
+            out.append(0x3A)
+            switch value {
+            case .null: JSONText.appendLiteral("null", to: &out)
+            case .unchangedToast: JSONText.appendLiteral(#"{"unchanged_toast":true}"#, to: &out)
+            case .text(let text): PGValue.appendJSON(text: text, typeOID: column.typeOID, to: &out)
+            }
+        }
+        out.append(0x7D)
+    }
+}
+
+/// Envelope lines of one page, in one shared buffer.
+struct PageBuilder {
+    var bytes: [UInt8] = []
+    var pending: [(position: Position, timestamp: Int64, range: Range<Int>, cursor: String?)] = []
+
+    init(capacity: Int) {
+        bytes.reserveCapacity(capacity)
+    }
+
+    var count: Int { pending.count }
+
+    mutating func record(transaction: PGOutputDecoder.Transaction, index: Int, _ write: (inout [UInt8]) throws -> Void) throws {
+        let start = bytes.count
+        try write(&bytes)
+        let position = Position(transaction.commitLSN.fixedWidth + "-" + zeroPadded(UInt64(index), width: 8))!
+        pending.append((position, transaction.timestamp, start..<bytes.count, nil))
+    }
+
+    /// The transaction ended: its last record may end a batch.
+    mutating func endTransaction(cursor: String) {
+        if !pending.isEmpty { pending[pending.count - 1].cursor = cursor }
+    }
+
+    func page(resume: String?) -> FeedPage {
+        FeedPage(
+            records: pending.map { FeedRecord(position: $0.position, timestamp: $0.timestamp, line: bytes[$0.range], cursor: $0.cursor) },
+            resume: resume)
+    }
+}

@@ -1,0 +1,188 @@
+import FeedArchive
+import Foundation
+
+/// Column values, as pgoutput sends them (PostgreSQL's text output, with the reading session
+/// set to `TimeZone=UTC`, `DateStyle=ISO`, `bytea_output=hex`), turned into JSON by type OID.
+enum PGValue {
+    enum Kind {
+        case number, float, bool, json, bytea, timestamp, timestamptz, string
+    }
+
+    /// The element type of the array types this encoder knows.
+    static let arrayElements: [UInt32: UInt32] = [
+        1000: 16, 1005: 21, 1007: 23, 1016: 20, 1028: 26, 1021: 700, 1022: 701, 1231: 1700,
+        1009: 25, 1015: 1043, 1014: 1042, 199: 114, 3807: 3802, 1001: 17, 1182: 1082,
+        1115: 1114, 1185: 1184, 1183: 1083, 2951: 2950, 1187: 1186, 1041: 869,
+    ]
+
+    static func kind(of oid: UInt32) -> Kind {
+        switch oid {
+        case 20, 21, 23, 26: .number  // int8, int2, int4, oid
+        case 700, 701: .float
+        case 16: .bool
+        case 114, 3802: .json
+        case 17: .bytea
+        case 1114: .timestamp
+        case 1184: .timestamptz
+        default: .string  // numeric (exact, as a string), text, dates, uuid, enums, …
+        }
+    }
+
+    static func appendJSON(text: UnsafeRawBufferPointer, typeOID: UInt32, to out: inout [UInt8]) {
+        if let element = arrayElements[typeOID] {
+            appendArray(text: text, elementOID: element, to: &out)
+        } else {
+            appendScalar(text: text, kind: kind(of: typeOID), to: &out)
+        }
+    }
+
+    static func appendScalar(text: UnsafeRawBufferPointer, kind: Kind, to out: inout [UInt8]) {
+        let bytes = text.bindMemory(to: UInt8.self)
+        switch kind {
+        case .number:
+            out.append(contentsOf: bytes)
+        case .float:
+            // NaN and the infinities have no JSON number: they stay strings.
+            if let first = bytes.first, first == UInt8(ascii: "N") || first == UInt8(ascii: "I") || (first == UInt8(ascii: "-") && bytes.count > 1 && bytes[1] == UInt8(ascii: "I")) {
+                JSONText.appendString(utf8: bytes, to: &out)
+            } else {
+                out.append(contentsOf: bytes)
+            }
+        case .bool:
+            JSONText.appendLiteral(bytes.first == UInt8(ascii: "t") ? "true" : "false", to: &out)
+        case .json:
+            if JSONText.isValid(bytes) { out.append(contentsOf: bytes) } else { JSONText.appendString(utf8: bytes, to: &out) }
+        case .bytea:
+            appendBase64(hexBytea: bytes, to: &out)
+        case .timestamp:
+            appendTimestamp(bytes, zoned: false, to: &out)
+        case .timestamptz:
+            appendTimestamp(bytes, zoned: true, to: &out)
+        case .string:
+            JSONText.appendString(utf8: bytes, to: &out)
+        }
+    }
+
+    /// `2024-01-02 03:04:05.5+00` → `"2024-01-02T03:04:05.5Z"`; `timestamp` (no zone) keeps no
+    /// offset. `infinity` and BC dates stay as PostgreSQL prints them.
+    static func appendTimestamp(_ bytes: UnsafeBufferPointer<UInt8>, zoned: Bool, to out: inout [UInt8]) {
+        guard bytes.count >= 19, bytes[10] == UInt8(ascii: " "), bytes[4] == UInt8(ascii: "-"), !bytes.contains(UInt8(ascii: "B")) else {
+            JSONText.appendString(utf8: bytes, to: &out)
+            return
+        }
+        out.append(0x22)
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[0..<10]))
+        out.append(UInt8(ascii: "T"))
+        var end = bytes.count
+        if zoned, end >= 3, bytes[end - 3] == UInt8(ascii: "+"), bytes[end - 2] == UInt8(ascii: "0"), bytes[end - 1] == UInt8(ascii: "0") {
+            end -= 3
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[11..<end]))
+            out.append(UInt8(ascii: "Z"))
+        } else {
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[11..<end]))
+        }
+        out.append(0x22)
+    }
+
+    /// bytea in hex output (`\x0a0b`) as a base64 JSON string.
+    static func appendBase64(hexBytea bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        guard bytes.count >= 2, bytes[0] == UInt8(ascii: "\\"), bytes[1] == UInt8(ascii: "x"), bytes.count % 2 == 0 else {
+            JSONText.appendString(utf8: bytes, to: &out)  // not hex output: keep the text
+            return
+        }
+        var raw = [UInt8]()
+        raw.reserveCapacity((bytes.count - 2) / 2)
+        var index = 2
+        while index < bytes.count {
+            guard let high = hexValue(bytes[index]), let low = hexValue(bytes[index + 1]) else {
+                JSONText.appendString(utf8: bytes, to: &out)
+                return
+            }
+            raw.append(high << 4 | low)
+            index += 2
+        }
+        out.append(0x22)
+        out.append(contentsOf: Data(raw).base64EncodedData())
+        out.append(0x22)
+    }
+
+    static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    /// An array literal (`{1,2,NULL}`, `{{"a b","c\"d"},{e,f}}`, `[0:1]={1,2}`) as nested JSON
+    /// arrays of converted elements. Text that is not a well-formed literal stays a string.
+    static func appendArray(text: UnsafeRawBufferPointer, elementOID: UInt32, to out: inout [UInt8]) {
+        let bytes = text.bindMemory(to: UInt8.self)
+        var start = 0
+        if bytes.first == UInt8(ascii: "["), let equals = bytes.firstIndex(of: UInt8(ascii: "=")) { start = equals + 1 }
+        var parser = ArrayLiteralParser(bytes: bytes, offset: start, kind: kind(of: elementOID))
+        let mark = out.count
+        if parser.array(to: &out), parser.offset == bytes.count { return }
+        out.removeSubrange(mark...)
+        JSONText.appendString(utf8: bytes, to: &out)
+    }
+}
+
+struct ArrayLiteralParser {
+    let bytes: UnsafeBufferPointer<UInt8>
+    var offset: Int
+    let kind: PGValue.Kind
+
+    mutating func array(to out: inout [UInt8]) -> Bool {
+        guard offset < bytes.count, bytes[offset] == UInt8(ascii: "{") else { return false }
+        offset += 1
+        out.append(UInt8(ascii: "["))
+        if offset < bytes.count, bytes[offset] == UInt8(ascii: "}") {
+            offset += 1
+            out.append(UInt8(ascii: "]"))
+            return true
+        }
+        var first = true
+        while offset < bytes.count {
+            if !first { out.append(0x2C) }
+            first = false
+            if bytes[offset] == UInt8(ascii: "{") {
+                guard array(to: &out) else { return false }
+            } else if bytes[offset] == UInt8(ascii: "\"") {
+                offset += 1
+                var element: [UInt8] = []
+                while offset < bytes.count, bytes[offset] != UInt8(ascii: "\"") {
+                    if bytes[offset] == UInt8(ascii: "\\") { offset += 1 }
+                    guard offset < bytes.count else { return false }
+                    element.append(bytes[offset])
+                    offset += 1
+                }
+                guard offset < bytes.count else { return false }
+                offset += 1
+                element.withUnsafeBytes { PGValue.appendScalar(text: $0, kind: kind, to: &out) }
+            } else {
+                let begin = offset
+                while offset < bytes.count, bytes[offset] != UInt8(ascii: ","), bytes[offset] != UInt8(ascii: "}") { offset += 1 }
+                let element = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes[begin..<offset]))
+                if element.count == 4, String(decoding: element, as: UTF8.self).uppercased() == "NULL" {
+                    JSONText.appendLiteral("null", to: &out)
+                } else {
+                    PGValue.appendScalar(text: element, kind: kind, to: &out)
+                }
+            }
+            guard offset < bytes.count else { return false }
+            if bytes[offset] == UInt8(ascii: ",") {
+                offset += 1
+                continue
+            }
+            if bytes[offset] == UInt8(ascii: "}") {
+                offset += 1
+                out.append(UInt8(ascii: "]"))
+                return true
+            }
+            return false
+        }
+        return false
+    }
+}

@@ -1,0 +1,476 @@
+import FeedArchive
+import Foundation
+import Logging
+import NIOCore
+import NIOSSL
+import PostgresNIO
+
+/// PostgreSQL logical decoding through a replication slot with the `pgoutput` plugin, read
+/// with plain SQL (`pg_logical_slot_peek_binary_changes`), never the consuming `get_changes`:
+/// the slot only moves when `acknowledge` advances it, after the checkpoint is durable.
+///
+/// One partition, `"0"`. A cursor is the end LSN of the last archived transaction's commit
+/// (what the slot is advanced to); a position is the commit LSN and the change's index in
+/// its transaction. Reading happens in LSN windows: each peek decodes whole transactions that
+/// commit before the window's end, and its rows are streamed, so memory stays bounded for a
+/// transaction of any size (pages then end inside it and carry a `resume` cursor).
+///
+/// Used from one task at a time (the core's contract); `@unchecked Sendable` so the CLI can
+/// hand it to a task.
+public final class PostgresSource: FeedSource, @unchecked Sendable {
+    public let kind = "postgres"
+    public static let partition = "0"
+    public let settings: PostgresSourceSettings
+    let logger: Logger
+
+    /// Queries and acknowledgements.
+    private var control: PostgresConnection?
+    /// The peek being streamed.
+    private var stream: ReadStream?
+    private var cachedIdentity: SourceIdentity?
+    private var connectionCount = 0
+
+    public init(settings: PostgresSourceSettings) {
+        self.settings = settings
+        var logger = Logger(label: "feedarchive.postgres")
+        logger.logLevel = .critical  // postgres-nio logs every query at debug; errors reach us as throws
+        self.logger = logger
+    }
+
+    deinit {
+        // A source dropped without `close()` still closes its connections (postgres-nio
+        // requires it); the task keeps them alive until they are closed.
+        let open = [control, stream?.connection].compactMap { $0 }
+        if !open.isEmpty {
+            Task { for connection in open { try? await connection.close() } }
+        }
+    }
+
+    public static func make(job: JobConfig) throws -> PostgresSource {
+        PostgresSource(settings: try PostgresSourceSettings.parse(job.sourceSettings))
+    }
+
+    // MARK: Connections
+
+    func connect() async throws -> PostgresConnection {
+        let configuration: PostgresConnection.Configuration
+        if let socket = settings.socketPath {
+            configuration = .init(unixSocketPath: socket, username: settings.user, password: settings.password, database: settings.database)
+        } else {
+            let tls: PostgresConnection.Configuration.TLS
+            switch settings.sslMode {
+            case "disable":
+                tls = .disable
+            case "verify-full":
+                tls = .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+            default:
+                var client = TLSConfiguration.makeClientConfiguration()
+                client.certificateVerification = .none  // libpq's prefer/require: encrypted, not verified
+                let context = try NIOSSLContext(configuration: client)
+                tls = settings.sslMode == "require" ? .require(context) : .prefer(context)
+            }
+            configuration = .init(host: settings.host, port: settings.port, username: settings.user, password: settings.password, database: settings.database, tls: tls)
+        }
+        connectionCount += 1
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(configuration: configuration, id: connectionCount, logger: logger)
+        } catch {
+            throw classify(error, doing: "connect to \(settings.endpoint)")
+        }
+        do {
+            // Values are decoded as text: fix the session settings their text depends on.
+            _ = try await connection.query(
+                "SELECT set_config('TimeZone', 'UTC', false), set_config('DateStyle', 'ISO, YMD', false), set_config('bytea_output', 'hex', false), set_config('extra_float_digits', '1', false), set_config('application_name', 'feedarchive', false)",
+                logger: logger
+            ).collect()
+        } catch {
+            try? await connection.close()
+            throw classify(error, doing: "set up the session on \(settings.endpoint)")
+        }
+        return connection
+    }
+
+    func controlConnection() async throws -> PostgresConnection {
+        if let control, !control.isClosed { return control }
+        control = try await connect()
+        return control!
+    }
+
+    /// Runs a query on the control connection and collects its rows; a lost connection is
+    /// dropped so the next call reconnects.
+    func rows(_ query: PostgresQuery, doing what: String) async throws -> [PostgresRow] {
+        let connection = try await controlConnection()
+        do {
+            return try await connection.query(query, logger: logger).collect()
+        } catch {
+            let classified = classify(error, doing: what)
+            if case .sourceUnavailable = classified {
+                try? await connection.close()
+                control = nil
+            }
+            throw classified
+        }
+    }
+
+    /// Connection trouble is transient (retried); what the server refuses is not.
+    func classify(_ error: any Error, doing what: String) -> FeedArchiveError {
+        if let error = error as? FeedArchiveError { return error }
+        if let error = error as? PSQLError {
+            if let info = error.serverInfo {
+                let state = info[.sqlState] ?? ""
+                var message = info[.message] ?? "server error"
+                if let detail = info[.detail] { message += " (\(detail))" }
+                if let hint = info[.hint] { message += "; hint: \(hint)" }
+                switch state {
+                case "57P01", "57P02", "57P03", "53300", "08006", "08003", "08001":  // shutdown, starting up, too many connections
+                    return .sourceUnavailable("\(what): \(message) [\(state)]")
+                case "55006":  // object in use: the slot is read by another process
+                    return .temporary("\(what): \(message) [\(state)]: another process is reading slot \(settings.slot)")
+                case "28P01", "28000":
+                    return .sourceUnavailable("\(what): \(message) [\(state)] (check source.user and source.password)")
+                default:
+                    return .data(path: nil, message: "\(what): \(message) [\(state)]")
+                }
+            }
+            let underlying = error.underlying.map { ": \($0)" } ?? ""
+            return .sourceUnavailable("\(what): \(error.code)\(underlying)")
+        }
+        return .sourceUnavailable("\(what): \(error)")
+    }
+
+    public func close() async {
+        if let stream { try? await stream.connection.close() }
+        stream = nil
+        if let control { try? await control.close() }
+        control = nil
+    }
+
+    // MARK: Identity, setup, continuity
+
+    public func identity() async throws -> SourceIdentity {
+        if let cachedIdentity { return cachedIdentity }
+        let row = try await rows("SELECT system_identifier::text, current_database()::text FROM pg_control_system()", doing: "read the system identifier").first
+        guard let (system, database) = try row?.decode((String, String).self) else {
+            throw FeedArchiveError.sourceUnavailable("pg_control_system() returned nothing")
+        }
+        let identity = SourceIdentity(facts: ["system_identifier": system, "database": database, "slot": settings.slot])
+        cachedIdentity = identity
+        return identity
+    }
+
+    struct SlotState {
+        var plugin: String
+        var database: String
+        var confirmed: LSN
+        var restart: LSN?
+        var walStatus: String?
+        var activePID: Int?
+        var retainedBytes: Int64?
+    }
+
+    func slotState() async throws -> SlotState? {
+        let rows = try await rows(
+            """
+            SELECT plugin::text, database::text, confirmed_flush_lsn::text, restart_lsn::text, wal_status, active_pid,
+                   pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8
+            FROM pg_replication_slots WHERE slot_name = \(settings.slot)
+            """, doing: "read slot \(settings.slot)")
+        guard let row = rows.first else { return nil }
+        let (plugin, database, confirmed, restart, status, pid, retained) = try row.decode((String?, String?, String?, String?, String?, Int?, Int64?).self)
+        return SlotState(
+            plugin: plugin ?? "", database: database ?? "", confirmed: confirmed.flatMap { LSN($0) } ?? LSN(0),
+            restart: restart.flatMap { LSN($0) }, walStatus: status, activePID: pid, retainedBytes: retained)
+    }
+
+    /// The slot, or a refusal that says how to get one.
+    func requireSlot() async throws -> SlotState {
+        if settings.create { try await setup() }
+        guard let slot = try await slotState() else {
+            throw FeedArchiveError.data(
+                path: nil,
+                message: "replication slot '\(settings.slot)' does not exist on \(settings.endpoint): changes since the checkpoint cannot be proven complete",
+                hint: "if it was dropped, create it with `feedarchive setup JOB`, then start a new lineage with `feedarchive epoch JOB --from now --reason \"slot re-created\"` and backfill what is missing with `feedarchive backfill JOB --from beginning`")
+        }
+        guard slot.plugin == "pgoutput" else {
+            throw FeedArchiveError.data(path: nil, message: "replication slot '\(settings.slot)' uses the plugin '\(slot.plugin)'; feedarchive reads pgoutput slots")
+        }
+        if slot.walStatus == "lost" {
+            throw FeedArchiveError.data(
+                path: nil,
+                message: "replication slot '\(settings.slot)' has wal_status = lost: the server removed WAL it still needed (max_slot_wal_keep_size), so changes were lost",
+                hint: "drop and re-create the slot (`SELECT pg_drop_replication_slot('\(settings.slot)')`, then `feedarchive setup JOB`), start a new lineage with `feedarchive epoch JOB --from now --reason \"slot lost\"`, and backfill with `feedarchive backfill JOB --from beginning`")
+        }
+        return slot
+    }
+
+    /// Creates the publication (for `tables`) and the slot when they are missing; adds
+    /// listed tables the publication lacks. Safe to run again.
+    public func setup() async throws {
+        let level = try await rows("SELECT current_setting('wal_level')", doing: "read wal_level").first?.decode(String.self)
+        guard level == "logical" else {
+            throw FeedArchiveError.sourceUnavailable("\(settings.endpoint) has wal_level = \(level ?? "?"); logical decoding needs wal_level = logical (set it in postgresql.conf and restart the server)")
+        }
+        let existing = try await rows("SELECT count(*)::int FROM pg_publication WHERE pubname = \(settings.publication)", doing: "look up the publication").first?.decode(Int.self) ?? 0
+        if existing == 0 {
+            guard !settings.tables.isEmpty else {
+                throw FeedArchiveError.data(path: nil, message: "publication '\(settings.publication)' does not exist and the job lists no source.tables to create it for")
+            }
+            _ = try await rows(PostgresQuery(unsafeSQL: "CREATE PUBLICATION \(settings.publication) FOR TABLE \(settings.tables.joined(separator: ", "))"), doing: "create publication \(settings.publication)")
+        } else if !settings.tables.isEmpty {
+            let published = try await rows(
+                "SELECT schemaname::text || '.' || tablename::text FROM pg_publication_tables WHERE pubname = \(settings.publication)", doing: "list the publication's tables"
+            ).map { try $0.decode(String.self) }
+            for table in settings.tables {
+                let qualified = table.contains(".") ? table : "public." + table
+                if !published.contains(qualified) {
+                    _ = try await rows(PostgresQuery(unsafeSQL: "ALTER PUBLICATION \(settings.publication) ADD TABLE \(table)"), doing: "add \(table) to publication \(settings.publication)")
+                }
+            }
+        }
+        if try await slotState() == nil {
+            do {
+                _ = try await rows("SELECT lsn::text FROM pg_create_logical_replication_slot(\(settings.slot)::name, 'pgoutput')", doing: "create slot \(settings.slot)")
+            } catch let error as FeedArchiveError {
+                if try await slotState() == nil { throw error }  // created meanwhile by another run: fine
+            }
+        }
+    }
+
+    public func warnings() async throws -> [String] {
+        guard let slot = try await slotState(), let retained = slot.retainedBytes, retained > settings.walWarning else { return [] }
+        return ["slot \(settings.slot) retains \(retained >> 20) MiB of WAL (more than source.wal_warning): run the job more often, or check that it succeeds"]
+    }
+
+    private func token(_ cursor: LSN) async throws -> ContinuationToken {
+        ContinuationToken(kind: kind, source: try await identity().shortFingerprint, cursors: [Self.partition: cursor.description])
+    }
+
+    func cursorLSN(_ token: ContinuationToken) throws -> LSN {
+        guard let text = token.cursors[Self.partition], let lsn = LSN(text) else {
+            throw FeedArchiveError.data(path: nil, message: "the token has no PostgreSQL LSN for partition 0")
+        }
+        return lsn
+    }
+
+    public func resolve(_ start: StartSpec) async throws -> ContinuationToken {
+        switch start {
+        case .beginning:
+            // A slot holds changes from the point it confirmed; older history needs a snapshot backfill.
+            return try await token(try await requireSlot().confirmed)
+        case .now:
+            _ = try await requireSlot()
+            let now = try await rows("SELECT pg_current_wal_lsn()::text", doing: "read the current WAL position").first?.decode(String.self)
+            return try await token(now.flatMap { LSN($0) } ?? LSN(0))
+        case .time:
+            throw FeedArchiveError.usage("a PostgreSQL slot cannot start at a time: use beginning, now, lsn=X/Y or a token")
+        case .token(let text):
+            if text.hasPrefix("lsn=") {
+                guard let lsn = LSN(text.dropFirst(4)) else { throw FeedArchiveError.usage("'\(text)': lsn= needs an LSN such as 0/15293F8") }
+                return try await token(lsn)
+            }
+            let parsed = try ContinuationToken.decode(text)
+            guard parsed.kind == kind, let cursor = parsed.cursors[Self.partition], LSN(cursor) != nil else {
+                throw FeedArchiveError.data(path: nil, message: "'\(text.prefix(60))' is not a postgres token")
+            }
+            let mine = try await identity().shortFingerprint
+            if let source = parsed.source, source != mine {
+                throw FeedArchiveError.data(path: nil, message: "the token belongs to another source (fingerprint \(source), this one is \(mine): another server, database or slot)")
+            }
+            return parsed
+        }
+    }
+
+    public func checkContinuity(from token: ContinuationToken) async throws {
+        let cursor = try cursorLSN(token)
+        let slot = try await requireSlot()
+        if slot.confirmed > cursor {
+            throw FeedArchiveError.data(
+                path: nil,
+                message: "replication slot '\(settings.slot)' confirmed \(slot.confirmed), past the checkpoint at \(cursor): something else consumed or advanced the slot, so changes in between may be missing",
+                hint: "find out what advanced the slot; to continue from the slot, run `feedarchive epoch JOB --from beginning --reason \"slot advanced elsewhere\"` and backfill with `feedarchive backfill JOB --from beginning`")
+        }
+    }
+
+    public func checkRetained(from token: ContinuationToken) async throws {
+        let cursor = try cursorLSN(token)
+        let slot = try await requireSlot()
+        if cursor < slot.confirmed {
+            throw FeedArchiveError.data(
+                path: nil,
+                message: "slot '\(settings.slot)' no longer holds changes before \(slot.confirmed) (the range starts at \(cursor)): a slot keeps only what it has not confirmed",
+                hint: "`feedarchive backfill JOB --from beginning` takes a snapshot of the published tables instead")
+        }
+    }
+
+    public func head(for token: ContinuationToken) async throws -> [String: String] {
+        let now = try await rows("SELECT pg_current_wal_lsn()::text", doing: "read the current WAL position").first?.decode(String.self)
+        let head = max(now.flatMap { LSN($0) } ?? LSN(0), try cursorLSN(token))
+        return [Self.partition: head.description]
+    }
+
+    /// Changes cannot be counted without decoding them; `status` shows the slot's lag in bytes.
+    public func lag(from token: ContinuationToken) async throws -> Int64? { nil }
+
+    public func statusFacts() async throws -> [(String, String)] {
+        guard let slot = try await slotState() else { return [("slot", "\(settings.slot) MISSING")] }
+        let lag = try await rows(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 FROM pg_replication_slots WHERE slot_name = \(settings.slot)",
+            doing: "read the slot lag"
+        ).first?.decode(Int64?.self)
+        var facts: [(String, String)] = [
+            ("slot", "\(settings.slot) confirmed \(slot.confirmed), wal_status \(slot.walStatus ?? "?")\(slot.activePID.map { ", active pid \($0)" } ?? "")"),
+            ("slot lag", "\(lag ?? 0) bytes of WAL not yet acknowledged"),
+        ]
+        if let retained = slot.retainedBytes {
+            facts.append(("wal held", "\(retained) bytes" + (retained > settings.walWarning ? " — WARNING: above source.wal_warning (\(settings.walWarning))" : "")))
+        }
+        return facts
+    }
+
+    public func metrics() async throws -> [String: Double] {
+        guard let slot = try await slotState() else { return ["slot_missing": 1] }
+        let lag = try await rows(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 FROM pg_replication_slots WHERE slot_name = \(settings.slot)",
+            doing: "read the slot lag"
+        ).first?.decode(Int64?.self)
+        return ["slot_lag_bytes": Double(lag ?? 0), "slot_retained_wal_bytes": Double(slot.retainedBytes ?? 0), "slot_missing": 0]
+    }
+
+    /// Advances the slot to the checkpoint (DESIGN.md step 8). A lost connection is not an
+    /// error here: the checkpoint is durable, and the next run acknowledges again.
+    public func acknowledge(_ token: ContinuationToken) async throws {
+        let cursor = try cursorLSN(token)
+        do {
+            _ = try await rows(
+                """
+                SELECT pg_replication_slot_advance(slot_name, \(cursor.description)::pg_lsn)
+                FROM pg_replication_slots WHERE slot_name = \(settings.slot) AND confirmed_flush_lsn < \(cursor.description)::pg_lsn
+                """, doing: "advance slot \(settings.slot)")
+        } catch let error as FeedArchiveError {
+            if case .sourceUnavailable = error { return }
+            if case .temporary = error { return }
+            throw error
+        }
+    }
+
+    // MARK: Reading
+
+    /// One peek of an LSN window, being streamed.
+    struct ReadStream {
+        var connection: PostgresConnection
+        var rows: PostgresRowSequence.AsyncIterator?
+        var decoder = PGOutputDecoder()
+        /// The window being read ends here; the read as a whole stops at `head`.
+        var windowEnd: LSN
+        var head: LSN
+        /// The cursor (or resume cursor) this stream continues from.
+        var expect: String
+        /// A message read but not yet used (it belongs to the next page).
+        var pending: ByteBuffer?
+    }
+
+    /// `X/Y@N`: inside the transaction that commits at X/Y, changes 0…N were returned.
+    static func resumeCursor(_ commit: LSN, index: Int) -> String { "\(commit)@\(index)" }
+
+    public func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws -> FeedPage {
+        guard partition == Self.partition, let headLSN = LSN(head) else {
+            throw FeedArchiveError.data(path: nil, message: "postgres partition '\(partition)' or head '\(head)' is not valid")
+        }
+        if stream == nil || stream!.expect != cursor || stream!.head != headLSN {
+            try await startStream(after: cursor, head: headLSN)
+        }
+        do {
+            return try await nextPage(maxRecords: max(1, maxRecords))
+        } catch {
+            if let stream { try? await stream.connection.close() }
+            stream = nil
+            if let error = error as? PGOutputError {
+                throw FeedArchiveError.data(path: nil, message: "\(error) (slot \(settings.slot))")
+            }
+            throw classify(error, doing: "read slot \(settings.slot)")
+        }
+    }
+
+    private func startStream(after cursor: String, head: LSN) async throws {
+        if let stream { try? await stream.connection.close() }
+        stream = nil
+        var decoder = PGOutputDecoder()
+        if let at = cursor.firstIndex(of: "@") {
+            guard let commit = LSN(cursor[..<at]), let index = Int(cursor[cursor.index(after: at)...]) else {
+                throw FeedArchiveError.data(path: nil, message: "postgres resume cursor '\(cursor)' is not valid")
+            }
+            decoder.skipBefore = commit
+            decoder.skipThroughIndex = index
+        } else {
+            guard let lsn = LSN(cursor) else { throw FeedArchiveError.data(path: nil, message: "postgres cursor '\(cursor)' is not an LSN") }
+            decoder.skipBefore = lsn
+        }
+        let connection = try await connect()
+        stream = ReadStream(connection: connection, rows: nil, decoder: decoder, windowEnd: decoder.skipBefore, head: head, expect: cursor)
+    }
+
+    /// Opens the next window's peek; false when the head is reached.
+    private func openWindow() async throws -> Bool {
+        guard var current = stream, current.windowEnd < current.head else { return false }
+        let end = LSN(min(current.head.value, current.windowEnd.value + UInt64(settings.readWindow)))
+        let rows = try await current.connection.query(
+            """
+            SELECT data FROM pg_logical_slot_peek_binary_changes(\(settings.slot)::name, \(end.description)::pg_lsn, NULL,
+                'proto_version', '1', 'publication_names', \(settings.publication))
+            """, logger: logger)
+        current.rows = rows.makeAsyncIterator()
+        current.windowEnd = end
+        stream = current
+        return true
+    }
+
+    private func nextMessage() async throws -> ByteBuffer? {
+        if let pending = stream?.pending {
+            stream!.pending = nil
+            return pending
+        }
+        while true {
+            if stream?.rows == nil {
+                guard try await openWindow() else { return nil }
+            }
+            if let row = try await stream!.rows!.next() {
+                return try row.decode(ByteBuffer.self)
+            }
+            stream!.rows = nil  // this window is done; the next one starts where it ended
+        }
+    }
+
+    private func nextPage(maxRecords: Int) async throws -> FeedPage {
+        var page = PageBuilder(capacity: maxRecords * 256)
+        while let message = try await nextMessage() {
+            let type = message.readableBytesView.first ?? 0
+            let isChange = type == UInt8(ascii: "I") || type == UInt8(ascii: "U") || type == UInt8(ascii: "D") || type == UInt8(ascii: "T")
+            if isChange, page.count >= maxRecords, let transaction = stream!.decoder.transaction, !transaction.skip {
+                // A transaction larger than a page: end the page inside it.
+                stream!.pending = message
+                let resume = Self.resumeCursor(transaction.commitLSN, index: transaction.index - 1)
+                stream!.expect = resume
+                return page.page(resume: resume)
+            }
+            let outcome = try message.withUnsafeReadableBytes { bytes in
+                try stream!.decoder.decode(bytes, into: &page)
+            }
+            if case .commit(let end, let hadRecords) = outcome, hadRecords, page.count > 0 {
+                page.endTransaction(cursor: end.description)
+                if page.count >= maxRecords {
+                    stream!.expect = end.description
+                    return page.page(resume: nil)
+                }
+            }
+        }
+        // Caught up with the head.
+        if let last = page.pending.last {
+            guard last.cursor != nil else {
+                throw PGOutputError(message: "the peek ended inside a transaction (at \(last.position))")
+            }
+            stream!.expect = last.cursor!
+        }
+        return page.page(resume: nil)
+    }
+}

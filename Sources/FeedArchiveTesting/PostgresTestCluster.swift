@@ -1,0 +1,106 @@
+import FeedArchive
+import Foundation
+import Synchronization
+
+/// A throwaway PostgreSQL 15 cluster (`scripts/pg-cluster`: initdb into a temp folder,
+/// `wal_level=logical`, a Unix socket and a loopback port), started once per test process
+/// and stopped when it exits. Tests talk to it with the real `psql`.
+public final class PostgresTestCluster: Sendable {
+    public let directory: String
+    /// The Unix socket folder (a job's `source.host`).
+    public let socketDirectory: String
+    public let port: Int
+    let script: String
+
+    /// The cluster of this test process, started on first use.
+    public static func shared() throws -> PostgresTestCluster {
+        try startLock.withLock { cluster in
+            if let cluster { return cluster }
+            let started = try PostgresTestCluster(packageRoot: packageRoot)
+            cluster = started
+            clusterToStop = (started.script, started.directory)
+            atexit(stopClusterAtExit)
+            return started
+        }
+    }
+
+    static let startLock = Mutex<PostgresTestCluster?>(nil)
+
+    static let packageRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    init(packageRoot: String) throws {
+        script = packageRoot + "/scripts/pg-cluster"
+        directory = NSTemporaryDirectory() + "feedarchive-pg-\(getpid())"
+        port = 20000 + Int(getpid() % 30000)
+        try? FileManager.default.removeItem(atPath: directory)
+        let log = directory + ".log"
+        let status = reap(try spawn(script, ["start", directory, String(port)], stdout: log, stderr: log))
+        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        guard status == 0 else { throw FeedArchiveError.sourceUnavailable("scripts/pg-cluster start failed (\(status)): \(output)") }
+        socketDirectory = directory + "/socket"
+        try? FileManager.default.removeItem(atPath: log)
+    }
+
+    /// Runs SQL with `psql -v ON_ERROR_STOP=1 -tA` as the superuser; returns what it printed.
+    @discardableResult
+    public func psql(_ sql: String, database: String = "postgres") throws -> String {
+        let base = NSTemporaryDirectory() + "feedarchive-psql-\(getpid())-\(UUID().uuidString.prefix(8))"
+        let input = base + ".sql"
+        try Data(sql.utf8).write(to: URL(fileURLWithPath: input))
+        defer {
+            for file in [input, base + ".out", base + ".err"] { try? FileManager.default.removeItem(atPath: file) }
+        }
+        let status = reap(
+            try spawn(
+                "psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-tA", "-h", socketDirectory, "-p", String(port), "-U", "postgres", "-d", database, "-f", input],
+                stdout: base + ".out", stderr: base + ".err"))
+        let output = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
+        guard status == 0 else {
+            let error = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+            throw FeedArchiveError.sourceUnavailable("psql failed (\(status)): \(error)")
+        }
+        return output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A new, empty database with a unique name.
+    public func makeDatabase(_ prefix: String = "t") throws -> String {
+        let name = "\(prefix)_\(UUID().uuidString.prefix(8).lowercased())"
+        try psql("CREATE DATABASE \(name)")
+        return name
+    }
+
+    /// Stops the server in `mode` (`immediate` is a crash) and starts it again.
+    public func restart(mode: String = "immediate") throws {
+        let status = reap(try spawn(script, ["restart", directory, mode]))
+        guard status == 0 else { throw FeedArchiveError.sourceUnavailable("scripts/pg-cluster restart failed (\(status))") }
+    }
+
+    /// A job file's `source:` block for `database`, connecting over the Unix socket.
+    public func sourceBlock(database: String, slot: String, tables: [String], create: Bool = true) -> String {
+        """
+        source:
+          kind: postgres
+          host: \(socketDirectory)
+          port: \(port)
+          database: \(database)
+          user: postgres
+          slot: \(slot)
+          publication: \(slot)
+          tables: [\(tables.joined(separator: ", "))]
+          create: \(create)
+        """
+    }
+}
+
+/// The cluster `atexit` stops (written once, before `atexit` is registered).
+nonisolated(unsafe) private var clusterToStop: (String, String)?
+
+private func stopClusterAtExit() {
+    guard let (script, directory) = clusterToStop else { return }
+    if let pid = try? spawn(script, ["stop", directory, "immediate"]) { _ = reap(pid) }
+    try? FileManager.default.removeItem(atPath: directory)
+}

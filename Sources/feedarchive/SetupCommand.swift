@@ -1,0 +1,40 @@
+import ArgumentParser
+import FeedArchive
+import FeedArchivePostgres
+import Foundation
+
+struct SetupCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "setup",
+        abstract: "Create what a job's source needs (PostgreSQL: the publication and the replication slot).",
+        discussion: """
+            Idempotent: what exists is kept, listed tables missing from the publication are added.
+            For a PostgreSQL job, the publication is created FOR TABLE source.tables and the slot
+            with the pgoutput plugin; the server needs wal_level = logical. A job with
+            `create: true` does the same on its first run. SQLite jobs need no setup.
+
+            Examples:
+              feedarchive setup orders
+              feedarchive setup jobs/orders.yaml
+            """)
+
+    @OptionGroup var selection: JobSelection
+
+    func run() async throws {
+        do {
+            let config = try selection.load()
+            try await Frontend.withSource(config) { source in
+                guard let postgres = source as? PostgresSource else {
+                    print("\(config.name): a \(source.kind) source needs no setup")
+                    return
+                }
+                try await postgres.setup()
+                let settings = postgres.settings
+                print("\(config.name): publication \(settings.publication) and slot \(settings.slot) are ready on \(settings.endpoint)")
+            }
+        } catch {
+            Frontend.printError(error, job: selection.job)
+            throw ExitCode(Frontend.exitCode(for: error))
+        }
+    }
+}
