@@ -274,7 +274,10 @@ public final class CosmosSource: FeedSource, Sendable {
         guard let cursor = FeedRangeCursor(cursorText) else {
             throw FeedArchiveError.data(path: nil, message: "the cursor of feed range \(partition) ('\(cursorText.prefix(60))') is not a cosmos cursor")
         }
-        let stop = Int64(head)
+        // The head is an LSN (a run's stop target) or a cursor of this feed range (a backfill's
+        // `until`, a blob's end for `verify --against-source`): then pages end exactly on it.
+        let stopCursor = FeedRangeCursor(head).flatMap { $0.min == cursor.min && $0.max == cursor.max ? $0 : nil }
+        let stop = Int64(head) ?? stopCursor?.etagNumber
         if let at = cursor.etagNumber, let stop, at >= stop { return FeedPage(records: []) }
         let key = PageKey(partition: partition, cursor: cursorText, count: Swift.min(maxRecords, settings.maxItemCount), head: head)
         let ahead = state.withLock { state -> Task<Fetched, any Error>? in
@@ -292,7 +295,12 @@ public final class CosmosSource: FeedSource, Sendable {
         switch fetched {
         case .topology(let change):
             return FeedPage(topology: change)
-        case .page(let page, let next, let full):
+        case .page(var page, let next, let full):
+            if let stopCursor, let stop, let last = page.records.last, lsn(of: last) > stop {
+                page.records.removeAll { lsn(of: $0) > stop }
+                if !page.records.isEmpty { page.records[page.records.count - 1].cursor = stopCursor.description }
+                return page
+            }
             // Read the next page of this range while the caller compresses this one.
             if full, let nextCursor = FeedRangeCursor(next), stop.map({ (nextCursor.etagNumber ?? 0) < $0 }) ?? true {
                 let nextKey = PageKey(partition: partition, cursor: next, count: key.count, head: head)
@@ -300,6 +308,21 @@ public final class CosmosSource: FeedSource, Sendable {
                 state.withLock { $0.ahead[partition] = (nextKey, task) }
             }
             return page
+        }
+    }
+
+    /// The `_lsn` part of a record's position.
+    private func lsn(of record: FeedRecord) -> Int64 { Int64(record.position.rawValue.prefix(20)) ?? 0 }
+
+    /// The latest-version feed keeps only each document's current version: a past range cannot be
+    /// read again as it was archived (backfill, `verify --against-source`).
+    public func checkRetained(from token: ContinuationToken) async throws {
+        try checkMode(token)
+        if settings.mode == .latestVersion {
+            throw FeedArchiveError.data(
+                path: nil,
+                message: "the latest_version change feed holds only the current version of each document: a past range cannot be re-read as it was archived",
+                hint: "archive with mode: all_versions_and_deletes to be able to re-read ranges within the retention window")
         }
     }
 
