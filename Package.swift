@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "FeedArchive", targets: ["FeedArchive"]),
         .library(name: "FeedArchiveSQLite", targets: ["FeedArchiveSQLite"]),
         .library(name: "FeedArchivePostgres", targets: ["FeedArchivePostgres"]),
+        .library(name: "FeedArchiveCosmos", targets: ["FeedArchiveCosmos"]),
         .library(name: "FeedArchiveTesting", targets: ["FeedArchiveTesting"]),
     ],
     dependencies: [
@@ -47,6 +48,13 @@ let package = Package(
             dependencies: ["FeedArchive", "CSQLite"],
             swiftSettings: strict),
         .target(
+            name: "FeedArchiveCosmos",
+            dependencies: [
+                "FeedArchive",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict),
+        .target(
             name: "FeedArchivePostgres",
             dependencies: [
                 "FeedArchive",
@@ -63,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "feedarchive",
             dependencies: [
-                "FeedArchive", "FeedArchiveSQLite", "FeedArchivePostgres",
+                "FeedArchive", "FeedArchiveSQLite", "FeedArchivePostgres", "FeedArchiveCosmos",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -75,6 +83,10 @@ let package = Package(
         .testTarget(
             name: "FeedArchiveSQLiteTests",
             dependencies: ["FeedArchiveSQLite", "FeedArchiveTesting", "CSQLite"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "FeedArchiveCosmosTests",
+            dependencies: ["FeedArchiveCosmos", "FeedArchiveTesting"],
             swiftSettings: strict),
         .testTarget(
             name: "FeedArchivePostgresTests",

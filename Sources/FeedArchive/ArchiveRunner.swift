@@ -114,8 +114,17 @@ public struct ArchiveRunner {
         head: [String: String], deadline: Date?, options: RunOptions, batcher: inout Batcher,
         token: inout ContinuationToken, summary: inout RunSummary
     ) async throws {
-        partitions: for partition in token.cursors.keys.sorted() {
-            guard let headCursor = head[partition], var cursor = token.cursors[partition] else { continue }
+        // Partitions to read; a split appends its children, which read up to the parent's head.
+        var queue = token.cursors.keys.sorted()
+        var heads = head
+        // A partition whose reads keep failing is set aside so it does not hold back the others;
+        // the run still ends with its error (the checkpoint never passes a failure).
+        var failed: (partition: String, error: any Error)?
+        var queued = 0
+        partitions: while queued < queue.count {
+            let partition = queue[queued]
+            queued += 1
+            guard let headCursor = heads[partition], var cursor = token.cursors[partition] else { continue }
             while true {
                 if options.stop.isSet { break partitions }
                 // Limits end a run only where a batch may end, never inside a group.
@@ -127,10 +136,30 @@ public struct ArchiveRunner {
                 var want = batcher.atBoundary ? min(job.batch.pageSize, job.batch.maxRecords - batcher.openRecords) : job.batch.pageSize
                 if let limit = options.maxRecords { want = min(want, Int(max(1, limit - summary.records - batcher.pendingRecords))) }
                 let readCursor = cursor
-                let page = try await options.retry.run(deadline: deadline, stop: options.stop, onRetry: { attempt, error, delay in
-                    summary.warnings.append("read of partition \(partition) failed (attempt \(attempt)): \(error); retrying in \(String(format: "%.1f", delay)) s")
-                }) {
-                    try await source.readPage(partition: partition, after: readCursor, through: headCursor, maxRecords: max(1, want))
+                let page: FeedPage
+                do {
+                    page = try await options.retry.run(deadline: deadline, stop: options.stop, onRetry: { attempt, error, delay in
+                        summary.warnings.append("read of partition \(partition) failed (attempt \(attempt)): \(error); retrying in \(String(format: "%.1f", delay)) s")
+                    }) {
+                        try await source.readPage(partition: partition, after: readCursor, through: headCursor, maxRecords: max(1, want))
+                    }
+                } catch where RetryPolicy.isTransient(error) && queue.count > 1 && !options.stop.isSet {
+                    summary.warnings.append("partition \(partition) set aside for this run after \(options.retry.attempts) failed reads: \(error)")
+                    if failed == nil { failed = (partition, error) }
+                    break
+                }
+                if let change = page.topology {
+                    // Whole pages only: the open batch ends on a cursor, so it is committed first.
+                    try await batcher.close(partition: partition, token: &token, summary: &summary)
+                    try await batcher.record(change, in: partition, token: &token)
+                    summary.warnings.append("partition \(partition): \(change.reason)")
+                    for child in change.cursors.keys.sorted() where !queue[queued...].contains(child) && child != partition {
+                        queue.append(child)
+                        heads[child] = change.heads[child] ?? headCursor
+                    }
+                    guard let continued = token.cursors[partition] else { break }
+                    cursor = continued
+                    continue
                 }
                 if page.records.isEmpty { break }
                 for record in page.records {
@@ -148,6 +177,7 @@ public struct ArchiveRunner {
             for partition in token.cursors.keys.sorted() where batcher.open?.partition == partition {
                 try await batcher.close(partition: partition, token: &token, summary: &summary)
             }
+            if let failed { throw failed.error }
         }
     }
 
@@ -272,6 +302,21 @@ struct Batcher {
         summary.rawBytes += result.rawBytes
         summary.bytes += result.bytes
         options.onCommit?(RunProgress(blobs: summary.blobs, records: summary.records, rawBytes: summary.rawBytes))
+    }
+
+    /// Writes a `split`/`merge` manifest line whose `from_token` is the state before the change
+    /// and `to_token` the state after it (ended partitions gone, new cursors set), and moves the
+    /// checkpoint there: verify follows a partition's chain into the partitions that replace it.
+    mutating func record(_ change: TopologyChange, in partition: String, token: inout ContinuationToken) async throws {
+        var next = token
+        for ended in change.ended { next.cursors[ended] = nil }
+        for (part, cursor) in change.cursors { next.cursors[part] = cursor }
+        let entry = ManifestEntry(
+            kind: change.kind == .split ? .split : .merge, lineage: lineage, part: partition,
+            fromToken: token.encoded, toToken: next.encoded, run: archive.runID, reason: change.reason)
+        try archive.append(entry, newToken: lineage == "live" ? next.encoded : (archive.checkpoint?.token ?? next.encoded))
+        token = next
+        if lineage == "live" { try await source.acknowledge(token) }
     }
 
     /// Drops the blob in progress (signal): its temp file is deleted, nothing is committed.

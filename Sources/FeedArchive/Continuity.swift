@@ -3,6 +3,10 @@
 /// reached. Missing or damaged blobs do not count, so their ranges show up as gaps unless a
 /// backfill covers them. Gaps come with the `feedarchive backfill` command that mends them;
 /// gaps a person signed off (`gap-ack` lines) are reported as notes.
+///
+/// `split`/`merge` lines (Cosmos feed ranges) join chains: a partition that ended must have
+/// reached the cursor it ended at; a partition that began starts at its cursor; a partition that
+/// continues under a new cursor (read through a merged range) carries what it reached over.
 struct Continuity {
     struct Gap {
         var place: String
@@ -32,6 +36,11 @@ struct Continuity {
         var acks: [(part: String, from: String, to: String)] = []
         var links: [String: [Link]] = [:]
         var seenPaths: Set<String> = []
+        // From split/merge lines, per partition: cursors it ended at (with the line), cursors it
+        // began at, and cursors that continue as others.
+        var ends: [String: [(cursor: String, entry: ManifestEntry, token: ContinuationToken)]] = [:]
+        var starts: [String: [String]] = [:]
+        var continues: [String: [String: [String]]] = [:]
         // Each blob's from_token is the previous one's to_token: decode each text once.
         var decoded: [String: ContinuationToken] = [:]
         func token(_ text: String?) -> ContinuationToken? {
@@ -49,6 +58,7 @@ struct Continuity {
                     liveStart = to
                     links = [:]  // a new live epoch restarts the proof
                     seenPaths = []
+                    (ends, starts, continues) = ([:], [:], [:])
                 } else {
                     lineageStarts[entry.lineage] = to
                 }
@@ -62,6 +72,18 @@ struct Continuity {
                     let first = entry.firstPos.flatMap(Position.init), let last = entry.lastPos.flatMap(Position.init)
                 else { continue }
                 links[part, default: []].append(Link(entry: entry, from: fromCursor, to: toCursor, first: first, last: last, token: from))
+            case .split, .merge:
+                guard let from = token(entry.fromToken) else { continue }
+                for (part, cursor) in from.cursors where to.cursors[part] == nil {
+                    ends[part, default: []].append((cursor, entry, from))
+                }
+                for (part, cursor) in to.cursors {
+                    if let old = from.cursors[part] {
+                        if old != cursor { continues[part, default: [:]][old, default: []].append(cursor) }
+                    } else {
+                        starts[part, default: []].append(cursor)
+                    }
+                }
             default:
                 continue
             }
@@ -69,21 +91,30 @@ struct Continuity {
         guard let liveStart else { return }
         let target = checkpoint.flatMap { try? ContinuationToken.decode($0) }
 
-        for part in Set(liveStart.cursors.keys).union(links.keys).sorted() {
+        for part in Set(liveStart.cursors.keys).union(links.keys).union(starts.keys).union(ends.keys).sorted() {
             var reached: Set<String> = []
-            if let start = liveStart.cursors[part] { reached.insert(start) }
-            var frontier = liveStart.cursors[part]
+            let forward = continues[part] ?? [:]
+            // Marks a cursor reached, and every cursor a merge line continued it as.
+            func reach(_ cursor: String) {
+                var pending = [cursor]
+                while let next = pending.popLast() {
+                    if reached.insert(next).inserted { pending += forward[next] ?? [] }
+                }
+            }
+            if let start = liveStart.cursors[part] { reach(start) }
+            for start in starts[part] ?? [] { reach(start) }
+            var frontier = liveStart.cursors[part] ?? starts[part]?.first
             var frontierPos: Position?
             let sorted = (links[part] ?? []).sorted { ($0.first, $1.last) < ($1.first, $0.last) }
             for (index, link) in sorted.enumerated() {
                 // A backfill that starts before everything else (e.g. from the beginning, for a
                 // job that started at `now`) extends the proof backwards.
                 if index == 0, let start = lineageStarts[link.entry.lineage]?.cursors[part], start == link.from {
-                    reached.insert(start)
+                    reach(start)
                 }
                 if let frontierPos, link.last <= frontierPos {
                     duplicates += 1
-                    reached.insert(link.to)
+                    reach(link.to)
                     continue
                 }
                 if let frontierPos, link.first <= frontierPos {
@@ -104,9 +135,24 @@ struct Continuity {
                                 fix: "feedarchive backfill \(job) --from \(gapFrom.encoded) --until \(gapUntil.encoded)"))
                     }
                 }
-                reached.insert(link.to)
+                reach(link.to)
                 frontier = link.to
                 frontierPos = link.last
+            }
+            // A partition that a split or merge ended must have been archived up to that point.
+            for end in ends[part] ?? [] where !reached.contains(end.cursor) {
+                let from = frontier ?? "?"
+                if acks.contains(where: { $0.part == part && $0.from == from && $0.to == end.cursor }) {
+                    notes.append("partition \(part): changes after cursor \(from) up to its \(end.entry.kind.rawValue) are missing; acknowledged by a gap-ack line")
+                    continue
+                }
+                let gapFrom = ContinuationToken(kind: end.token.kind, source: end.token.source, cursors: [part: from], extra: end.token.extra)
+                let gapUntil = ContinuationToken(kind: end.token.kind, source: end.token.source, cursors: [part: end.cursor], extra: end.token.extra)
+                gaps.append(
+                    Gap(
+                        place: "partition \(part), before its \(end.entry.kind.rawValue) (manifest seq \(end.entry.seq))",
+                        message: "changes after cursor \(from) up to cursor \(end.cursor), where the partition ended, are in no intact blob",
+                        fix: "feedarchive backfill \(job) --from \(gapFrom.encoded) --until \(gapUntil.encoded)"))
             }
             self.reached[part] = reached
             if let end = target?.cursors[part], !reached.contains(end), let from = frontier, let token = target {

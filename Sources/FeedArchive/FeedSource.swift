@@ -33,13 +33,51 @@ public struct FeedPage: Sendable {
     public var records: [FeedRecord]
     /// Where the next read continues when the last record has no cursor.
     public var resume: String?
+    /// Set instead of records when the partition read was split or merged (Cosmos feed ranges):
+    /// the runner commits what it has, records the change as a `split`/`merge` manifest line
+    /// and goes on with the partitions the change names.
+    public var topology: TopologyChange?
+
     public init(records: [FeedRecord], resume: String? = nil) {
         self.records = records
         self.resume = resume
     }
 
+    /// A page that reports a topology change and holds no records.
+    public init(topology: TopologyChange) {
+        self.records = []
+        self.topology = topology
+    }
+
     /// The cursor the next read of this partition starts after.
     public var next: String? { records.last?.cursor ?? resume }
+}
+
+/// A change in how a source cuts its feed into partitions, found while reading one of them
+/// (an Azure Cosmos DB feed range split into children, or merged into a larger physical range).
+/// Generic on purpose: partitions end, and partitions begin or continue from given cursors.
+public struct TopologyChange: Sendable, Equatable {
+    /// `split` or `merge`: the manifest line's kind.
+    public enum Kind: String, Sendable { case split, merge }
+
+    public var kind: Kind
+    /// Partitions that no longer exist: their chains end at their current cursors.
+    public var ended: [String]
+    /// Partitions that begin (children of a split) or continue under a new cursor (a feed range
+    /// now read through a merged range), with the cursor each goes on after.
+    public var cursors: [String: String]
+    /// Stop targets for partitions that begin; those without one take the ended partition's.
+    public var heads: [String: String]
+    /// What happened, for the manifest line's `reason` and the log.
+    public var reason: String
+
+    public init(kind: Kind, ended: [String], cursors: [String: String], heads: [String: String] = [:], reason: String) {
+        self.kind = kind
+        self.ended = ended
+        self.cursors = cursors
+        self.heads = heads
+        self.reason = reason
+    }
 }
 
 /// Facts that identify a source; stored in job.json and compared on every run.
@@ -110,7 +148,8 @@ public protocol FeedSource: AnyObject {
     func checkRetained(from token: ContinuationToken) async throws
     /// The cursors of the feed head now, per partition: the run's stop target.
     func head(for token: ContinuationToken) async throws -> [String: String]
-    /// The next page of `partition` after `cursor`, not past `head`; empty when caught up.
+    /// The next page of `partition` after `cursor`, not past `head`; empty when caught up, or
+    /// a page with only `topology` set when the partition was split or merged.
     func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws -> FeedPage
     /// Changes between `token` and the head, when the source can count them.
     func lag(from token: ContinuationToken) async throws -> Int64?

@@ -22,6 +22,8 @@ public final class InMemorySource: FeedSource, Sendable {
         var reads = 0
         var acknowledged: ContinuationToken?
         var identityFacts: [String: String]
+        /// Split partitions and their children: a read past the parent's last change reports the split.
+        var splits: [String: [String]] = [:]
     }
 
     public let kind = "memory"
@@ -58,6 +60,15 @@ public final class InMemorySource: FeedSource, Sendable {
 
     /// Pretends the feed now comes from another place (identity check).
     public func changeIdentity(_ name: String) { state.withLock { $0.identityFacts = ["name": name] } }
+
+    /// Splits a partition the way a Cosmos feed range splits: once a reader has everything the
+    /// parent holds, its next read reports the split, and new changes go to the children.
+    public func split(_ partition: String, into children: [String]) {
+        state.withLock { state in
+            state.splits[partition] = children
+            for child in children { state.partitions[child] = state.partitions[child] ?? [] }
+        }
+    }
 
     /// Drops the newest changes (a sequence going backwards).
     public func truncate(partition: String = "0", keeping count: Int) {
@@ -130,6 +141,13 @@ public final class InMemorySource: FeedSource, Sendable {
                 throw FeedArchiveError.sourceUnavailable("memory feed: injected read failure")
             }
             let changes = state.partitions[partition] ?? []
+            if let children = state.splits[partition], after >= changes.last?.group ?? 0 {
+                let heads = Dictionary(uniqueKeysWithValues: children.map { ($0, String(state.partitions[$0]?.last?.group ?? 0)) })
+                return FeedPage(
+                    topology: TopologyChange(
+                        kind: .split, ended: [partition], cursors: Dictionary(uniqueKeysWithValues: children.map { ($0, "0") }), heads: heads,
+                        reason: "partition \(partition) split into \(children.joined(separator: ", "))"))
+            }
             var records: [FeedRecord] = []
             var index = changes.firstIndex { $0.group > after } ?? changes.count
             while index < changes.count, changes[index].group <= through {

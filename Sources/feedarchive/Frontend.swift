@@ -1,5 +1,6 @@
 import ArgumentParser
 import FeedArchive
+import FeedArchiveCosmos
 import FeedArchivePostgres
 import FeedArchiveSQLite
 import Foundation
@@ -38,10 +39,9 @@ enum Frontend {
         switch job.sourceKind {
         case "sqlite": return try SQLiteSource.make(job: job)
         case "postgres": return try PostgresSource.make(job: job)
-        case "cosmos":
-            throw FeedArchiveError.badJobFile(place: job.sourceSettings.place, message: "source kind '\(job.sourceKind)' is not built into this feedarchive yet")
+        case "cosmos": return try CosmosSource.make(job: job)
         default:
-            throw FeedArchiveError.badJobFile(place: job.sourceSettings.place, message: "unknown source kind '\(job.sourceKind)' (known: sqlite, postgres)")
+            throw FeedArchiveError.badJobFile(place: job.sourceSettings.place, message: "unknown source kind '\(job.sourceKind)' (known: sqlite, postgres, cosmos)")
         }
     }
 

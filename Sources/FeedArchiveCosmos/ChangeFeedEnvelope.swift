@@ -1,0 +1,167 @@
+import FeedArchive
+
+/// Turns the items of one change feed page into envelope lines (DESIGN.md "Record envelope"),
+/// one buffer per page with each record a slice of it.
+///
+/// Latest-version items: op `w`, `after` the document's own bytes, `key` `{"id","pk"}`,
+/// `source` `_rid`/`_etag`/`_lsn`/`_ts`. All-versions items: op from `metadata.operationType`,
+/// `after` from `current`, `before` from `previous`, times from `metadata.crts`.
+/// Positions are `_lsn` (20 digits) + `-` + the index among the page's items of that `_lsn`.
+struct ChangeFeedEnvelope {
+    let partition: String
+    let mode: CosmosFeedMode
+    /// The partition key path split into its segments (`/a/b` → `a`, `b`).
+    let keyPath: [String]
+
+    func records(body: [UInt8], cursorAfter: String) throws -> [FeedRecord] {
+        let scanner = JSONScanner(bytes: body)
+        let items = try ChangeFeedBody(bytes: body).items()
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count + items.count * 200)
+        var partLiteral: [UInt8] = []
+        JSONText.appendString(partition, to: &partLiteral)
+        var pending: [(Position, Int64?, Range<Int>)] = []
+        pending.reserveCapacity(items.count)
+        var lastLSN: Int64 = -1
+        var index: UInt64 = 0
+        for item in items {
+            let start = out.count
+            let (lsn, ts) = try append(item, scanner: scanner, partLiteral: partLiteral, into: &out, index: { lsn in
+                if lsn == lastLSN { index += 1 } else { index = 0 }
+                lastLSN = lsn
+                return index
+            })
+            guard lsn > 0 else { throw scanner.failure("an item has no _lsn") }
+            let position = Position(zeroPadded(UInt64(lsn), width: 20) + "-" + zeroPadded(index, width: 8))!
+            if let previous = pending.last?.0, !(previous < position) {
+                throw scanner.failure("item positions go backwards within a page (\(position) after \(previous))")
+            }
+            pending.append((position, ts, start..<out.count))
+        }
+        return pending.enumerated().map { offset, entry in
+            // Batches end only at page boundaries: only the page's last item carries the cursor.
+            FeedRecord(position: entry.0, timestamp: entry.1, line: out[entry.2], cursor: offset == pending.count - 1 ? cursorAfter : nil)
+        }
+    }
+
+    /// Writes one envelope; returns the item's `_lsn` and time (microseconds).
+    private func append(
+        _ item: Range<Int>, scanner: JSONScanner, partLiteral: [UInt8], into out: inout [UInt8], index: (Int64) -> UInt64
+    ) throws -> (Int64, Int64?) {
+        let bytes = scanner.bytes
+        guard let members = try scanner.members(of: item) else { throw scanner.failure("an item of Documents is not an object") }
+        var document: Range<Int>?
+        var documentMembers: [JSONScanner.Member] = []
+        var previous: Range<Int>?
+        var op: UInt8 = 0x77  // w
+        var lsn: Int64?
+        var seconds: Int64?
+        var metadataMembers: [JSONScanner.Member] = []
+        var operation: Range<Int>?
+        switch mode {
+        case .latestVersion:
+            document = item
+            documentMembers = members
+            lsn = scanner.integer(scanner.member(members, "_lsn"))
+            seconds = scanner.integer(scanner.member(members, "_ts"))
+        case .allVersionsAndDeletes:
+            guard let metadata = scanner.member(members, "metadata"), let meta = try scanner.members(of: metadata) else {
+                throw scanner.failure("an all-versions item has no metadata object")
+            }
+            metadataMembers = meta
+            if let current = scanner.member(members, "current"), let fields = try scanner.members(of: current), !fields.isEmpty {
+                document = current
+                documentMembers = fields
+            }
+            if let before = scanner.member(members, "previous"), !scanner.isNull(before) { previous = before }
+            lsn = scanner.integer(scanner.member(meta, "lsn"))
+            seconds = scanner.integer(scanner.member(meta, "crts")) ?? scanner.integer(scanner.member(documentMembers, "_ts"))
+            operation = scanner.member(meta, "operationType")
+            switch scanner.decodeString(operation) {
+            case "create": op = 0x63
+            case "replace", "upsert": op = 0x75
+            case "delete": op = 0x64
+            default: op = 0x77
+            }
+            if op == 0x64 { document = nil }
+        }
+        guard let lsn else { throw scanner.failure("an item has no _lsn (lsn in metadata for all-versions items)") }
+        if let document, !JSONText.isValid(bytes[document]) {
+            throw scanner.failure("the document at _lsn \(lsn) is not valid JSON")
+        }
+        let micros = seconds.map { $0 * 1_000_000 }
+
+        JSONText.appendLiteral(#"{"pos":""#, to: &out)
+        out.append(contentsOf: zeroPadded(UInt64(max(0, lsn)), width: 20).utf8)
+        out.append(0x2D)
+        out.append(contentsOf: zeroPadded(index(lsn), width: 8).utf8)
+        JSONText.appendLiteral(#"","part":"#, to: &out)
+        out.append(contentsOf: partLiteral)
+        JSONText.appendLiteral(#","op":""#, to: &out)
+        out.append(op)
+        JSONText.appendLiteral(#"","ts":"#, to: &out)
+        if let micros {
+            out.append(0x22)
+            appendRFC3339(microseconds: micros, to: &out)
+            out.append(0x22)
+        } else {
+            JSONText.appendLiteral("null", to: &out)
+        }
+        // key: the id and the partition key value, from the document or (deletes) the metadata.
+        JSONText.appendLiteral(#","key":{"id":"#, to: &out)
+        let id = scanner.member(documentMembers, "id") ?? scanner.member(metadataMembers, "id")
+        appendRaw(id, bytes: bytes, to: &out)
+        JSONText.appendLiteral(#","pk":"#, to: &out)
+        var keyValue = try partitionKeyValue(documentMembers, scanner: scanner)
+        if keyValue == nil, let metaKey = scanner.member(metadataMembers, "partitionKey") {
+            if let fields = try scanner.members(of: metaKey) {
+                keyValue = fields.first { scanner.keyEquals($0.key, "pk") || String(decoding: bytes[$0.key], as: UTF8.self) == keyPath.last }?.value ?? fields.first?.value
+            } else {
+                keyValue = metaKey
+            }
+        }
+        appendRaw(keyValue, bytes: bytes, to: &out)
+        JSONText.appendLiteral(#"},"after":"#, to: &out)
+        appendRaw(document, bytes: bytes, to: &out)
+        JSONText.appendLiteral(#","before":"#, to: &out)
+        appendRaw(previous, bytes: bytes, to: &out)
+        JSONText.appendLiteral(#","source":{"_rid":"#, to: &out)
+        appendRaw(scanner.member(documentMembers, "_rid"), bytes: bytes, to: &out)
+        JSONText.appendLiteral(#","_etag":"#, to: &out)
+        appendRaw(scanner.member(documentMembers, "_etag"), bytes: bytes, to: &out)
+        JSONText.appendLiteral(#","_lsn":"#, to: &out)
+        JSONText.appendInt(lsn, to: &out)
+        JSONText.appendLiteral(#","_ts":"#, to: &out)
+        if let ts = scanner.integer(scanner.member(documentMembers, "_ts")) ?? seconds {
+            JSONText.appendInt(ts, to: &out)
+        } else {
+            JSONText.appendLiteral("null", to: &out)
+        }
+        if mode == .allVersionsAndDeletes {
+            JSONText.appendLiteral(#","operationType":"#, to: &out)
+            appendRaw(operation, bytes: bytes, to: &out)
+            if let previousLSN = scanner.integer(scanner.member(metadataMembers, "previousImageLSN")) {
+                JSONText.appendLiteral(#","previousImageLSN":"#, to: &out)
+                JSONText.appendInt(previousLSN, to: &out)
+            }
+        }
+        JSONText.appendLiteral("}}", to: &out)
+        return (lsn, micros)
+    }
+
+    /// The value at the partition key path inside the document, as raw JSON.
+    private func partitionKeyValue(_ members: [JSONScanner.Member], scanner: JSONScanner) throws -> Range<Int>? {
+        var current = members
+        for (offset, segment) in keyPath.enumerated() {
+            guard let value = scanner.member(current, named: segment) else { return nil }
+            if offset == keyPath.count - 1 { return value }
+            guard let next = try scanner.members(of: value) else { return nil }
+            current = next
+        }
+        return nil
+    }
+
+    private func appendRaw(_ range: Range<Int>?, bytes: [UInt8], to out: inout [UInt8]) {
+        if let range { out.append(contentsOf: bytes[range]) } else { JSONText.appendLiteral("null", to: &out) }
+    }
+}

@@ -1,0 +1,433 @@
+import FeedArchive
+import Foundation
+import Synchronization
+
+/// Azure Cosmos DB's change feed over the REST API (no Swift SDK exists). Partitions are feed
+/// ranges: one per partition key range when the job starts; a split gives the children their
+/// own partitions, a merge keeps the feed range and reads it through the merged range by EPK.
+/// Each partition's cursor is a `FeedRangeCursor`; the token records the feed mode.
+public final class CosmosSource: FeedSource, Sendable {
+    public let kind = "cosmos"
+    public let settings: CosmosSourceSettings
+    let client: CosmosRESTClient
+
+    /// A live partition key range from `/pkranges`.
+    struct PhysicalRange: Equatable, Sendable {
+        var id: String
+        var min: String
+        var max: String
+    }
+
+    struct ContainerInfo: Sendable {
+        var account: String
+        var rid: String
+        var keyPath: [String]
+    }
+
+    struct PageKey: Hashable {
+        var partition: String
+        var cursor: String
+        var count: Int
+        var head: String
+    }
+
+    /// What one read found: a page (its records and the cursor after it) or a topology change.
+    enum Fetched: Sendable {
+        case page(FeedPage, next: String, full: Bool)
+        case topology(TopologyChange)
+    }
+
+    private struct State {
+        var info: ContainerInfo?
+        var ranges: [PhysicalRange]?
+        /// Pages read ahead, one per partition, while the caller compresses the current one.
+        var ahead: [String: (key: PageKey, task: Task<Fetched, any Error>)] = [:]
+    }
+    private let state = Mutex(State())
+
+    public init(settings: CosmosSourceSettings) {
+        self.settings = settings
+        self.client = CosmosRESTClient(settings: settings)
+    }
+
+    /// The source for a job file; refuses start positions the feed mode cannot serve.
+    public static func make(job: JobConfig) throws -> CosmosSource {
+        let settings = try CosmosSourceSettings.parse(job.sourceSettings)
+        if settings.mode == .allVersionsAndDeletes {
+            switch job.start {
+            case .beginning, .time:
+                throw FeedArchiveError.badJobFile(
+                    place: job.file,
+                    message: "start: \(job.start) is not possible in all_versions_and_deletes mode: that feed starts from now or from a token (set start: now)")
+            default: break
+            }
+        }
+        return CosmosSource(settings: settings)
+    }
+
+    var containerPath: String { "dbs/\(settings.database)/colls/\(settings.container)" }
+
+    // MARK: - Container and ranges
+
+    func containerInfo() async throws -> ContainerInfo {
+        if let info = state.withLock({ $0.info }) { return info }
+        let account = try await client.get(path: "", resourceType: "", resourceLink: "")
+        try check(account, what: "the database account")
+        let collection = try await client.get(path: containerPath, resourceType: "colls", resourceLink: containerPath)
+        try check(collection, what: "container \(settings.container) of database \(settings.database)")
+        guard let accountObject = try? JSONSerialization.jsonObject(with: account.body) as? [String: Any],
+            let collectionObject = try? JSONSerialization.jsonObject(with: collection.body) as? [String: Any],
+            let rid = collectionObject["_rid"] as? String
+        else { throw FeedArchiveError.sourceUnavailable("\(settings.endpoint.absoluteString): the account or container answer is not JSON") }
+        var path = settings.partitionKeyPath
+        if path == nil, let key = collectionObject["partitionKey"] as? [String: Any], let paths = key["paths"] as? [String] {
+            path = paths.first
+        }
+        let info = ContainerInfo(
+            account: (accountObject["id"] as? String) ?? settings.endpoint.host ?? "?", rid: rid,
+            keyPath: (path ?? "/id").split(separator: "/").map(String.init))
+        state.withLock { $0.info = info }
+        return info
+    }
+
+    /// Turns an unexpected answer into the error a user can act on.
+    func check(_ response: CosmosResponse, what: String) throws {
+        switch response.status {
+        case 200..<300, 304: return
+        case 401, 403:
+            throw settings.error(
+                "key", "the account refused the key for \(what) (HTTP \(response.status)): \(response.message.prefix(160)); check the key (and the clock: x-ms-date must be within 15 minutes)")
+        case 404:
+            throw settings.error("container", "\(what) does not exist at \(settings.endpoint.absoluteString) (HTTP 404)")
+        case 429, 408, 449, 500..<600:
+            throw FeedArchiveError.sourceUnavailable("\(what): HTTP \(response.status) substatus \(response.substatus): \(response.message)")
+        default:
+            throw FeedArchiveError.data(path: nil, message: "\(what): HTTP \(response.status) substatus \(response.substatus): \(response.message)")
+        }
+    }
+
+    /// The live partition key ranges, from the cache or `/pkranges` (gone parents dropped).
+    func ranges(reload: Bool = false) async throws -> [PhysicalRange] {
+        if !reload, let ranges = state.withLock({ $0.ranges }) { return ranges }
+        var all: [[String: Any]] = []
+        var continuation: String?
+        repeat {
+            var headers: [String: String] = [:]
+            if let continuation { headers["x-ms-continuation"] = continuation }
+            let response = try await client.get(path: containerPath + "/pkranges", resourceType: "pkranges", resourceLink: containerPath, headers: headers)
+            try check(response, what: "the partition key ranges of \(containerPath)")
+            guard let object = try? JSONSerialization.jsonObject(with: response.body) as? [String: Any],
+                let list = object["PartitionKeyRanges"] as? [[String: Any]]
+            else { throw FeedArchiveError.sourceUnavailable("\(containerPath)/pkranges: the answer has no PartitionKeyRanges") }
+            all += list
+            continuation = response.headers["x-ms-continuation"]
+        } while continuation != nil
+        let gone = Set(all.flatMap { ($0["parents"] as? [String]) ?? [] })
+        let live = all.compactMap { entry -> PhysicalRange? in
+            guard let id = entry["id"] as? String, !gone.contains(id), let min = entry["minInclusive"] as? String,
+                let max = entry["maxExclusive"] as? String
+            else { return nil }
+            return PhysicalRange(id: id, min: min, max: max)
+        }.sorted { EPK.less($0.min, $1.min) }
+        // The ranges must tile the key space; a snapshot taken mid-split may not: try again later.
+        var expected = ""
+        for range in live {
+            guard range.min == expected else {
+                throw FeedArchiveError.temporary("\(containerPath)/pkranges: the ranges do not tile the key space at \(expected.isEmpty ? "\"\"" : expected) (a split in progress?)")
+            }
+            expected = range.max
+        }
+        guard expected == EPK.end, !live.isEmpty else {
+            throw FeedArchiveError.temporary("\(containerPath)/pkranges: the ranges end at \(expected), not FF")
+        }
+        state.withLock { $0.ranges = live }
+        return live
+    }
+
+    // MARK: - FeedSource
+
+    public func identity() async throws -> SourceIdentity {
+        let info = try await containerInfo()
+        return SourceIdentity(facts: [
+            "account": info.account, "database": settings.database, "container": settings.container, "container_rid": info.rid,
+        ])
+    }
+
+    private func makeToken(_ cursors: [String: String]) async throws -> ContinuationToken {
+        ContinuationToken(kind: kind, source: try await identity().shortFingerprint, cursors: cursors, extra: ["mode": settings.mode.rawValue])
+    }
+
+    public func resolve(_ start: StartSpec) async throws -> ContinuationToken {
+        switch start {
+        case .beginning, .time:
+            if settings.mode == .allVersionsAndDeletes {
+                throw FeedArchiveError.usage(
+                    "the all_versions_and_deletes change feed starts from now or from a token, not from \(start): the service keeps no history before a continuation")
+            }
+            let state: FeedRangeCursor.Start
+            if case .time(let date) = start { state = .time(Int64(date.timeIntervalSince1970)) } else { state = .beginning }
+            let live = try await ranges(reload: true)
+            return try await makeToken(
+                Dictionary(uniqueKeysWithValues: live.map { ($0.id, FeedRangeCursor(min: $0.min, max: $0.max, via: $0.id, start: state).description) }))
+        case .now:
+            let live = try await ranges(reload: true)
+            var cursors: [String: String] = [:]
+            for range in live {
+                let etag = try await nowEtag(range, partition: range.id)
+                cursors[range.id] = FeedRangeCursor(min: range.min, max: range.max, via: range.id, start: .etag(etag)).description
+            }
+            return try await makeToken(cursors)
+        case .token(let text):
+            let token = try ContinuationToken.decode(text)
+            guard token.kind == kind else {
+                throw FeedArchiveError.data(path: nil, message: "the token is a \(token.kind) token; this job reads a cosmos change feed")
+            }
+            let mine = try await identity().shortFingerprint
+            if let source = token.source, source != mine {
+                throw FeedArchiveError.data(path: nil, message: "the token belongs to another container (fingerprint \(source), this one is \(mine))")
+            }
+            try checkMode(token)
+            return token
+        }
+    }
+
+    /// A token of the other feed mode would be misread: refuse it.
+    func checkMode(_ token: ContinuationToken) throws {
+        let mode = token.extra["mode"] ?? "?"
+        guard mode == settings.mode.rawValue else {
+            throw FeedArchiveError.data(
+                path: nil,
+                message: "the token was made for the \(mode) change feed; this job reads \(settings.mode.rawValue)",
+                hint: "a change of mode is a new feed: start a new epoch with `feedarchive epoch JOB --from now --reason \"mode changed\"`")
+        }
+        for (partition, cursor) in token.cursors where FeedRangeCursor(cursor) == nil {
+            throw FeedArchiveError.data(path: nil, message: "the token's cursor for feed range \(partition) ('\(cursor.prefix(60))') is not a cosmos feed range cursor")
+        }
+    }
+
+    public func checkContinuity(from token: ContinuationToken) async throws {
+        try checkMode(token)
+    }
+
+    /// The etag the service gives for "now" on one range (`If-None-Match: *`).
+    func nowEtag(_ range: PhysicalRange, partition: String) async throws -> String {
+        var headers = modeHeaders()
+        headers["x-ms-documentdb-partitionkeyrangeid"] = range.id
+        headers["If-None-Match"] = "*"
+        headers["x-ms-max-item-count"] = "1"
+        let response = try await client.get(path: containerPath + "/docs", resourceType: "docs", resourceLink: containerPath, headers: headers)
+        if response.status == 410 { throw FeedArchiveError.temporary("range \(range.id) is gone (410 substatus \(response.substatus)) while reading its head") }
+        try check(response, what: "the change feed head of range \(range.id)")
+        guard let etag = response.headers["etag"] else {
+            throw FeedArchiveError.sourceUnavailable("the change feed of range \(range.id) answered without an etag")
+        }
+        return etag
+    }
+
+    public func head(for token: ContinuationToken) async throws -> [String: String] {
+        var heads: [String: String] = [:]
+        var live = try await ranges()
+        for (partition, text) in token.cursors.sorted(by: { $0.key < $1.key }) {
+            guard let cursor = FeedRangeCursor(text) else { continue }
+            var best: Int64?
+            for range in live where EPK.less(range.min, cursor.max) && EPK.less(cursor.min, range.max) {
+                // A range that keeps failing gets no head (it is read until 304, or set aside by
+                // the run when its reads fail too): it must not stop the other ranges' run.
+                for attempt in 0..<4 {
+                    do {
+                        if let value = FeedRangeCursor.number(try await nowEtag(range, partition: partition)) { best = Swift.max(best ?? value, value) }
+                        break
+                    } catch let error as FeedArchiveError where RetryPolicy.isTransient(error) {
+                        if error.description.contains("is gone") { live = try await ranges(reload: true) }
+                        try? await Task.sleep(nanoseconds: UInt64(50_000_000 << attempt))
+                    }
+                }
+            }
+            // Without numeric etags there is no head to compare with: read until the service says 304.
+            heads[partition] = best.map(String.init) ?? ""
+        }
+        return heads
+    }
+
+    public func lag(from token: ContinuationToken) async throws -> Int64? { nil }
+
+    public func close() async {
+        let tasks = state.withLock { state in
+            defer { state.ahead = [:] }
+            return state.ahead.values.map(\.task)
+        }
+        for task in tasks { task.cancel() }
+        client.close()
+    }
+
+    // MARK: - Reading
+
+    func modeHeaders() -> [String: String] {
+        switch settings.mode {
+        case .latestVersion: return ["A-IM": "Incremental Feed"]
+        case .allVersionsAndDeletes:
+            return ["A-IM": "Full-Fidelity Feed", "x-ms-cosmos-changefeed-wire-format-version": "2021-09-15"]
+        }
+    }
+
+    public func readPage(partition: String, after cursorText: String, through head: String, maxRecords: Int) async throws -> FeedPage {
+        guard let cursor = FeedRangeCursor(cursorText) else {
+            throw FeedArchiveError.data(path: nil, message: "the cursor of feed range \(partition) ('\(cursorText.prefix(60))') is not a cosmos cursor")
+        }
+        // The head is an LSN (a run's stop target) or a cursor of this feed range (a backfill's
+        // `until`, a blob's end for `verify --against-source`): then pages end exactly on it.
+        let stopCursor = FeedRangeCursor(head).flatMap { $0.min == cursor.min && $0.max == cursor.max ? $0 : nil }
+        let stop = Int64(head) ?? stopCursor?.etagNumber
+        if let at = cursor.etagNumber, let stop, at >= stop { return FeedPage(records: []) }
+        let key = PageKey(partition: partition, cursor: cursorText, count: Swift.min(maxRecords, settings.maxItemCount), head: head)
+        let ahead = state.withLock { state -> Task<Fetched, any Error>? in
+            guard let entry = state.ahead.removeValue(forKey: partition) else { return nil }
+            if entry.key == key { return entry.task }
+            entry.task.cancel()
+            return nil
+        }
+        let fetched: Fetched
+        if let ahead {
+            fetched = try await ahead.value
+        } else {
+            fetched = try await fetch(partition: partition, cursor: cursor, count: key.count)
+        }
+        switch fetched {
+        case .topology(let change):
+            return FeedPage(topology: change)
+        case .page(var page, let next, let full):
+            if let stopCursor, let stop, let last = page.records.last, lsn(of: last) > stop {
+                page.records.removeAll { lsn(of: $0) > stop }
+                if !page.records.isEmpty { page.records[page.records.count - 1].cursor = stopCursor.description }
+                return page
+            }
+            // Read the next page of this range while the caller compresses this one.
+            if full, let nextCursor = FeedRangeCursor(next), stop.map({ (nextCursor.etagNumber ?? 0) < $0 }) ?? true {
+                let nextKey = PageKey(partition: partition, cursor: next, count: key.count, head: head)
+                let task = Task { try await self.fetch(partition: partition, cursor: nextCursor, count: key.count) }
+                state.withLock { $0.ahead[partition] = (nextKey, task) }
+            }
+            return page
+        }
+    }
+
+    /// The `_lsn` part of a record's position.
+    private func lsn(of record: FeedRecord) -> Int64 { Int64(record.position.rawValue.prefix(20)) ?? 0 }
+
+    /// The latest-version feed keeps only each document's current version: a past range cannot be
+    /// read again as it was archived (backfill, `verify --against-source`).
+    public func checkRetained(from token: ContinuationToken) async throws {
+        try checkMode(token)
+        if settings.mode == .latestVersion {
+            throw FeedArchiveError.data(
+                path: nil,
+                message: "the latest_version change feed holds only the current version of each document: a past range cannot be re-read as it was archived",
+                hint: "archive with mode: all_versions_and_deletes to be able to re-read ranges within the retention window")
+        }
+    }
+
+    /// What a feed range is read through now.
+    enum Route {
+        /// Read from this range; `byEPK` when the feed range is only part of it (after a merge).
+        case read(PhysicalRange, byEPK: Bool)
+        case change(TopologyChange)
+    }
+
+    func route(_ partition: String, _ cursor: FeedRangeCursor, _ live: [PhysicalRange]) throws -> Route {
+        let overlapping = live.filter { EPK.less($0.min, cursor.max) && EPK.less(cursor.min, $0.max) }
+        guard !overlapping.isEmpty else {
+            throw FeedArchiveError.temporary("no partition key range covers feed range \(partition) [\(cursor.min), \(cursor.max))")
+        }
+        let describe = { (range: PhysicalRange) in "\(range.id) [\(range.min.isEmpty ? "\"\"" : range.min), \(range.max))" }
+        let feedRange = "feed range \(partition) [\(cursor.min.isEmpty ? "\"\"" : cursor.min), \(cursor.max))"
+        if overlapping.count == 1, cursor.isInside(overlapping[0].min, overlapping[0].max) {
+            let range = overlapping[0]
+            let exact = range.min == cursor.min && range.max == cursor.max
+            if range.id == cursor.via { return .read(range, byEPK: !exact) }
+            var next = cursor
+            next.via = range.id
+            if exact {
+                return .change(
+                    TopologyChange(
+                        kind: .split, ended: [], cursors: [partition: next.description],
+                        reason: "\(feedRange), read through range \(cursor.via), is now exactly range \(describe(range)) after a split"))
+            }
+            return .change(
+                TopologyChange(
+                    kind: .merge, ended: [], cursors: [partition: next.description],
+                    reason: "\(feedRange), read through range \(cursor.via), was merged into range \(describe(range)); it is read through it by EPK range"))
+        }
+        var cursors: [String: String] = [:]
+        var names: [String] = []
+        for range in overlapping {
+            let lower = EPK.maximum(range.min, cursor.min)
+            let upper = EPK.minimum(range.max, cursor.max)
+            let name = lower == range.min && upper == range.max ? range.id : "\(partition)-\(range.id)"
+            cursors[name] = FeedRangeCursor(min: lower, max: upper, via: range.id, start: cursor.start).description
+            names.append(name)
+        }
+        return .change(
+            TopologyChange(
+                kind: .split, ended: [partition], cursors: cursors,
+                reason: "\(feedRange) split into \(overlapping.map(describe).joined(separator: ", ")); the children start from its continuation"))
+    }
+
+    /// One change feed request for a feed range, with everything the protocol asks for.
+    func fetch(partition: String, cursor: FeedRangeCursor, count: Int) async throws -> Fetched {
+        let info = try await containerInfo()
+        var live = try await ranges()
+        var reloaded = false
+        while true {
+            let range: PhysicalRange
+            let byEPK: Bool
+            switch try route(partition, cursor, live) {
+            case .change(let change): return .topology(change)
+            case .read(let target, let epk): (range, byEPK) = (target, epk)
+            }
+            var headers = modeHeaders()
+            headers["x-ms-documentdb-partitionkeyrangeid"] = range.id
+            headers["x-ms-max-item-count"] = String(count)
+            if byEPK {
+                headers["x-ms-read-key-type"] = "EffectivePartitionKeyRange"
+                headers["x-ms-start-epk"] = cursor.min
+                headers["x-ms-end-epk"] = cursor.max
+            }
+            switch cursor.start {
+            case .beginning: break
+            case .time(let seconds): headers["If-Modified-Since"] = MasterKeyAuthorization.httpDate(Date(timeIntervalSince1970: Double(seconds)))
+            case .etag(let etag): headers["If-None-Match"] = etag
+            }
+            let response = try await client.get(path: containerPath + "/docs", resourceType: "docs", resourceLink: containerPath, headers: headers)
+            switch response.status {
+            case 200:
+                guard let etag = response.headers["etag"] else {
+                    throw FeedArchiveError.sourceUnavailable("the change feed of range \(range.id) answered 200 without an etag")
+                }
+                var next = cursor
+                next.start = .etag(etag)
+                let envelope = ChangeFeedEnvelope(partition: partition, mode: settings.mode, keyPath: info.keyPath)
+                let records = try envelope.records(body: Array(response.body), cursorAfter: next.description)
+                if records.isEmpty { return .page(FeedPage(records: []), next: cursor.description, full: false) }
+                return .page(FeedPage(records: records), next: next.description, full: records.count >= count)
+            case 304:
+                return .page(FeedPage(records: []), next: cursor.description, full: false)
+            case 410:
+                // Split (1002, or 1007 while it completes) or merge: reload the ranges and route again.
+                guard !reloaded else {
+                    throw FeedArchiveError.temporary(
+                        "range \(range.id) answered 410 substatus \(response.substatus) but is still listed in /pkranges (a split completing); will retry")
+                }
+                live = try await ranges(reload: true)
+                reloaded = true
+            case 400 where settings.mode == .allVersionsAndDeletes:
+                throw FeedArchiveError.data(
+                    path: nil,
+                    message: "the all_versions_and_deletes change feed refused to continue feed range \(partition) from its checkpoint (HTTP 400: \(response.message)): the continuation is outside the retention window (continuous backup), so the changes in between can no longer be read",
+                    hint: "archive what is left from now on with `feedarchive epoch JOB --from now --reason \"all-versions retention window passed\"`; the lost span stays a known gap")
+            default:
+                try check(response, what: "the change feed of range \(range.id)")
+                throw FeedArchiveError.data(path: nil, message: "the change feed of range \(range.id): unexpected HTTP \(response.status)")
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+import FeedArchive
+import FeedArchiveTesting
+import Foundation
+import Testing
+
+/// The built binary against the Cosmos DB test server, run as cron would: feed ranges split and
+/// merge in the middle of the feed, the service throttles, and runs die by kill -9 at random
+/// moments. The archive must equal the server's change history and verify must be clean.
+@Suite(.serialized) struct CosmosEndToEndTests {
+    final class CosmosJob {
+        let dir = TempDirectory("feedarchive-cosmos-e2e")
+        var job: String { dir.path + "/orders.yaml" }
+
+        init(server: CosmosTestServer, mode: String, start: String, maxItemCount: Int = 20, maxRecords: Int = 30) {
+            dir.write("account.key", CosmosTestServer.key + "\n")
+            dir.write(
+                "orders.yaml",
+                """
+                name: orders
+                source:
+                  kind: cosmos
+                  endpoint: \(server.endpoint)
+                  key_file: account.key
+                  database: \(CosmosTestServer.database)
+                  container: \(CosmosTestServer.container)
+                  mode: \(mode)
+                  max_item_count: \(maxItemCount)
+                  timeout: 5s
+                  throttle_retries: 4
+                archive:
+                  root: lake
+                batch:
+                  max_records: \(maxRecords)
+                start: \(start)
+
+                """)
+        }
+
+        /// `id@_lsn:operation` of every archived change, read back with `feedarchive cat`.
+        func archived() throws -> [String] {
+            let result = try Binary.run(["cat", job])
+            guard result.status == 0 else { throw TestFailure("cat failed: \(result.stderr)") }
+            return try result.stdout.split(separator: "\n").map { line in
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                let key = object["key"] as! [String: Any]
+                let source = object["source"] as! [String: Any]
+                return "\(key["id"]!)@\(source["_lsn"]!):\(source["operationType"] ?? "w")"
+            }
+        }
+    }
+
+    /// Merges the first two adjacent live ranges.
+    func mergeTwo(_ server: CosmosTestServer) throws {
+        let live = ((try server.control(["action": "ranges"])["live"] as? [[String: Any]]) ?? [])
+            .sorted { ($0["minInclusive"] as! String) < ($1["minInclusive"] as! String) }
+        guard live.count >= 2 else { return }
+        try server.control(["action": "merge", "ranges": [live[0]["id"]!, live[1]["id"]!]])
+    }
+
+    @Test func killNineSplitsMergesAndStormsLoseNothing() throws {
+        let server = try CosmosTestServer(ranges: 4)
+        let job = CosmosJob(server: server, mode: "all_versions_and_deletes", start: "now")
+        try server.control(["action": "generate", "count": 50, "seed": 100])  // before the origin: not archived
+        let first = try Binary.run(["run", job.job])
+        #expect(first.status == 0, "\(first.stderr)")
+        let origin = try #require(try server.control(["action": "stats"])["lsn"] as? Int)
+
+        var generator = SystemRandomNumberGenerator()
+        var killed = 0
+        var runs = 0
+        var splits = 0
+        var merges = 0
+        while (killed < 32 || runs < 45) && runs < 300 {
+            runs += 1
+            try server.control([
+                "action": "generate", "count": Int.random(in: 5...60, using: &generator), "transaction": Int.random(in: 1...3, using: &generator),
+                "updates": 0.3, "deletes": 0.1, "seed": runs,
+            ])
+            if runs % 7 == 3, let victim = try server.liveRanges().randomElement(using: &generator) {
+                try server.control(["action": "split", "range": victim, "completing": runs % 2])
+                splits += 1
+            }
+            if runs % 11 == 5 {
+                try mergeTwo(server)
+                merges += 1
+            }
+            if runs % 5 == 0 {
+                try server.control(["action": "storm", "status": 429, "count": Int.random(in: 2...8, using: &generator), "retry_after_ms": 15])
+            }
+            if runs % 13 == 0 { try server.control(["action": "storm", "status": 503, "count": 2]) }
+            let run = try Binary.start(["run", job.job])
+            usleep(UInt32.random(in: 5_000...250_000, using: &generator))
+            run.signal(SIGKILL)
+            let result = try run.finish()
+            if result.status == 128 + SIGKILL { killed += 1 } else { #expect(result.status == 0, "\(result.stderr)") }
+        }
+        #expect(killed >= 30, "only \(killed) of \(runs) runs were killed mid-way")
+        #expect(splits >= 5 && merges >= 3)
+        try server.control(["action": "calm"])
+        let final = try Binary.run(["run", job.job])
+        #expect(final.status == 0, "\(final.stderr)")
+
+        // Every change after the origin, once, and nothing else.
+        let expected = try server.history().filter { ($0["lsn"] as! Int) > origin }.map { "\($0["id"]!)@\($0["lsn"]!):\($0["op"]!)" }
+        let archived = try job.archived()
+        #expect(archived.count == expected.count, "archived \(archived.count), the server holds \(expected.count)")
+        #expect(archived.sorted() == expected.sorted())
+        let verify = try Binary.run(["verify", job.job, "--deep", "--json"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+        #expect(verify.stdout.contains(#""clean" : true"#))
+        let manifest = try String(contentsOfFile: job.dir.path + "/lake/orders/_feedarchive/manifest/00000001.jsonl", encoding: .utf8)
+        #expect(manifest.contains(#""kind":"split""#) && manifest.contains(#""kind":"merge""#))
+    }
+
+    @Test func latestVersionRunsWithASplitArchiveEveryCurrentDocument() throws {
+        let server = try CosmosTestServer(ranges: 3)
+        let job = CosmosJob(server: server, mode: "latest_version", start: "beginning", maxItemCount: 50, maxRecords: 200)
+        try server.control(["action": "generate", "count": 500, "transaction": 2, "seed": 200])
+        for round in 0..<4 {
+            let result = try Binary.run(["run", job.job])
+            #expect(result.status == 0, "\(result.stderr)")
+            try server.control(["action": "generate", "count": 200, "updates": 0.4, "deletes": 0.05, "seed": 201 + round])
+            if round == 1 { try server.control(["action": "split", "range": "0"]) }
+        }
+        #expect(try Binary.run(["run", job.job]).status == 0)
+        var current: [String: String] = [:]
+        for change in try server.history() {
+            let id = change["id"] as! String
+            current[id] = change["op"] as! String == "delete" ? nil : "\(id)@\(change["lsn"]!):w"
+        }
+        let archived = try job.archived()
+        #expect(Set(current.values).isSubset(of: Set(archived)))
+        #expect(Set(archived).count == archived.count)  // no change archived twice
+        let verify = try Binary.run(["verify", job.job, "--deep"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+    }
+}
