@@ -32,6 +32,20 @@ public enum JSONText {
         out.append(0x22)
     }
 
+    /// Appends JSON text that passed `isValid`, turning raw line breaks into spaces: in valid
+    /// JSON they can only be whitespace between tokens, and a pretty-printed document must not
+    /// break its envelope across lines.
+    public static func appendValue(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        let start = out.count
+        out.append(contentsOf: bytes)
+        guard bytes.contains(where: { $0 == 0x0A || $0 == 0x0D }) else { return }
+        for index in start..<out.count where out[index] == 0x0A || out[index] == 0x0D { out[index] = 0x20 }
+    }
+
+    public static func appendValue(_ bytes: ArraySlice<UInt8>, to out: inout [UInt8]) {
+        bytes.withUnsafeBufferPointer { appendValue($0, to: &out) }
+    }
+
     /// Appends a decimal integer.
     public static func appendInt(_ value: Int64, to out: inout [UInt8]) {
         if value == 0 { out.append(0x30); return }

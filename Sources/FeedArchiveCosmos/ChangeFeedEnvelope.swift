@@ -162,6 +162,6 @@ struct ChangeFeedEnvelope {
     }
 
     private func appendRaw(_ range: Range<Int>?, bytes: [UInt8], to out: inout [UInt8]) {
-        if let range { out.append(contentsOf: bytes[range]) } else { JSONText.appendLiteral("null", to: &out) }
+        if let range { JSONText.appendValue(bytes[range], to: &out) } else { JSONText.appendLiteral("null", to: &out) }
     }
 }

@@ -134,6 +134,9 @@ struct PGOutputDecoder {
     var skipBefore = LSN(0)
     /// Inside the transaction at `skipBefore`, changes up to this index were returned already (a page resumed mid-transaction).
     var skipThroughIndex = -1
+    /// A read resumed inside this transaction: the first transaction not skipped must be it,
+    /// or its remaining changes are gone (something else advanced the slot past it).
+    var mustResumeAt: LSN?
 
     /// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
     static let postgresEpoch: Int64 = 946_684_800_000_000
@@ -157,6 +160,12 @@ struct PGOutputDecoder {
             let timestamp = Int64(bitPattern: try reader.uint64("Begin's commit time")) + Self.postgresEpoch
             let xid = try reader.uint32("Begin's xid")
             transaction = Transaction(commitLSN: final, timestamp: timestamp, xid: xid, skip: final < skipBefore)
+            if let expected = mustResumeAt, final >= skipBefore {
+                guard final == expected else {
+                    throw PGOutputError(message: "the transaction committed at \(expected), read in part, was not returned again (the next one commits at \(final)): something advanced the slot past it")
+                }
+                mustResumeAt = nil
+            }
             return .none
         case UInt8(ascii: "C"):
             _ = try reader.byte("Commit's flags")
@@ -270,7 +279,15 @@ struct PGOutputDecoder {
                 } else {
                     JSONText.appendLiteral("null", to: &out)
                 }
-                Self.appendSource(relation: relation, transaction: current, unchanged: unchanged, to: &out)
+                var extra: [UInt8] = []
+                if type == UInt8(ascii: "U"), let old, old.kind == UInt8(ascii: "K") {
+                    // The key changed: keep the old one, or the old row would linger as a ghost.
+                    JSONText.appendLiteral(#","old_key":"#, to: &extra)
+                    var tuple = MessageReader(message)
+                    tuple.offset = old.start
+                    try Self.appendTuple(&tuple, relation: relation, keysOnly: true, unchanged: nil, to: &extra)
+                }
+                Self.appendSource(relation: relation, transaction: current, unchanged: unchanged, extra: extra, to: &out)
             }
             return .records
         case UInt8(ascii: "T"):

@@ -9,10 +9,10 @@ import PostgresNIO
 /// few milliseconds): every transaction that touched them committed before the LSN read
 /// then, none after, so `source.snapshot_lsn` is exactly where the snapshot meets the slot's
 /// stream. The snapshot is exported to a repeatable-read transaction that pages through each
-/// table by primary key. Cursors are `snapshot`, `snapshot:<table>:<index>:<key>` and
+/// table by primary key. Cursors are `snapshot`, `snapshot:<base64url {table, index, key}>` and
 /// `snapshot-end`; a resumed backfill (after kill -9) takes a new snapshot and continues after
 /// the last archived key, which together with the live stream (that began before it) still
-/// holds every row's state. Positions are `0000000000000000-<index>`: before every streamed
+/// holds every row's state. Positions are `0000000000000000-<12-digit index>`: before every streamed
 /// change, so verify chains the snapshot in front of the live lineage.
 struct SnapshotReader {
     struct Table {
@@ -22,6 +22,8 @@ struct SnapshotReader {
         /// Indexes into `columns` of the primary key, and their SQL types.
         var key: [Int]
         var keyTypes: [String]
+        /// The publication's row filter (PostgreSQL 15), applied to the snapshot as to the stream.
+        var rowFilter: String?
     }
 
     var connection: PostgresConnection
@@ -37,19 +39,27 @@ struct SnapshotReader {
 
     static func isSnapshot(_ cursor: String) -> Bool { cursor.hasPrefix("snapshot") }
 
-    /// Parses `snapshot:<table>:<index>:<base64url JSON of key texts>`.
-    static func parse(_ cursor: String) throws -> (table: Int, index: Int, key: [String]?) {
-        if cursor == start { return (0, 0, nil) }
-        let parts = cursor.split(separator: ":", maxSplits: 3, omittingEmptySubsequences: false)
-        guard parts.count == 4, let table = Int(parts[1]), let index = Int(parts[2]), let data = base64URLDecode(String(parts[3])),
-            let key = try? JSONDecoder().decode([String].self, from: data)
-        else { throw FeedArchiveError.data(path: nil, message: "postgres snapshot cursor '\(cursor)' is not valid") }
-        return (table, index, key)
+    /// Where a snapshot read got to: the table (by name, so a publication that changed
+    /// between a kill and the resume cannot shift it), the next row's index, the last key.
+    struct Place: Codable {
+        var t: String
+        var i: Int
+        var k: [String]
     }
 
-    static func cursor(table: Int, index: Int, key: [String]) -> String {
-        let data = (try? JSONEncoder().encode(key)) ?? Data()
-        return "snapshot:\(table):\(index):" + base64URLEncode(data)
+    /// Parses `snapshot:<base64url JSON Place>`.
+    static func parse(_ cursor: String) throws -> Place? {
+        if cursor == start { return nil }
+        guard cursor.hasPrefix("snapshot:"), let data = base64URLDecode(String(cursor.dropFirst(9))),
+            let place = try? JSONDecoder().decode(Place.self, from: data)
+        else { throw FeedArchiveError.data(path: nil, message: "postgres snapshot cursor '\(cursor)' is not valid") }
+        return place
+    }
+
+    static func cursor(table: String, index: Int, key: [String]) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return "snapshot:" + base64URLEncode((try? encoder.encode(Place(t: table, i: index, k: key))) ?? Data())
     }
 
     static func quote(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
@@ -57,14 +67,16 @@ struct SnapshotReader {
 
     /// Takes the snapshot: lock, read the LSN, export; import it on `connection`; unlock.
     static func begin(control: PostgresConnection, connection: PostgresConnection, settings: PostgresSourceSettings, logger: Logger, cursor: String) async throws -> SnapshotReader {
+        // Column lists and row filters (PostgreSQL 15) limit the snapshot as they limit the stream.
         let names = try await control.query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = \(settings.publication) ORDER BY 1, 2", logger: logger
-        ).collect().map { try $0.decode((String, String).self) }
+            "SELECT schemaname::text, tablename::text, attnames::text[], rowfilter FROM pg_publication_tables WHERE pubname = \(settings.publication) ORDER BY 1, 2",
+            logger: logger
+        ).collect().map { try $0.decode((String, String, [String]?, String?).self) }
         guard !names.isEmpty else {
             throw FeedArchiveError.data(path: nil, message: "publication '\(settings.publication)' has no tables: nothing to snapshot")
         }
         var tables: [Table] = []
-        for (schema, name) in names {
+        for (schema, name, published, rowFilter) in names {
             let qualified = quote(schema) + "." + quote(name)
             let columns = try await control.query(
                 """
@@ -72,13 +84,14 @@ struct SnapshotReader {
                        coalesce(array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1) + 1, 0)::int8
                 FROM pg_attribute a
                 LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-                WHERE a.attrelid = \(qualified)::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                WHERE a.attrelid = \(qualified)::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
                 ORDER BY a.attnum
                 """, logger: logger
             ).collect().map { try $0.decode((String, Int64, String, Int64).self) }
-            var table = Table(name: schema + "." + name, quoted: qualified, columns: [], key: [], keyTypes: [])
+            var table = Table(name: schema + "." + name, quoted: qualified, columns: [], key: [], keyTypes: [], rowFilter: rowFilter)
             var keyOrder: [(Int64, Int, String)] = []
-            for (position, column) in columns.enumerated() {
+            for column in columns where published == nil || published!.contains(column.0) || column.3 > 0 {
+                let position = table.columns.count
                 var literal: [UInt8] = []
                 JSONText.appendString(column.0, to: &literal)
                 table.columns.append((column.0, quote(column.0), literal, UInt32(truncatingIfNeeded: column.1)))
@@ -95,8 +108,10 @@ struct SnapshotReader {
         _ = try await control.query("BEGIN ISOLATION LEVEL REPEATABLE READ", logger: logger).collect()
         let lsn: LSN
         do {
+            // Writers queue behind the lock: give up after a moment rather than stall them (retried).
+            _ = try await control.query("SET LOCAL lock_timeout = '3s'", logger: logger).collect()
             _ = try await control.query(PostgresQuery(unsafeSQL: "LOCK TABLE \(tables.map(\.quoted).joined(separator: ", ")) IN SHARE MODE"), logger: logger).collect()
-            let row = try await control.query("SELECT pg_current_wal_lsn()::text, pg_export_snapshot()", logger: logger).collect().first
+            let row = try await control.query("SELECT pg_current_wal_insert_lsn()::text, pg_export_snapshot()", logger: logger).collect().first
             guard let (lsnText, snapshot) = try row?.decode((String, String).self), let value = LSN(lsnText) else {
                 throw FeedArchiveError.sourceUnavailable("could not export a snapshot")
             }
@@ -108,7 +123,15 @@ struct SnapshotReader {
             _ = try? await control.query("ROLLBACK", logger: logger).collect()
             throw error
         }
-        let (table, index, key) = try parse(cursor)
+        var table = 0
+        var index = 0
+        var key: [String]?
+        if let place = try parse(cursor) {
+            guard let found = tables.firstIndex(where: { $0.name == place.t }) else {
+                throw FeedArchiveError.data(path: nil, message: "the snapshot being resumed was reading table \(place.t), which publication '\(settings.publication)' no longer has")
+            }
+            (table, index, key) = (found, place.i, place.k)
+        }
         return SnapshotReader(connection: connection, lsn: lsn, tables: tables, table: table, index: index, lastKey: key, expect: cursor)
     }
 
@@ -122,19 +145,22 @@ struct SnapshotReader {
             // Columns are qualified by the alias: the text casts in the select list carry the
             // same names, and ORDER BY would otherwise sort by the text.
             var sql = "SELECT " + current.columns.map { "t." + $0.quoted + "::text" }.joined(separator: ", ") + " FROM " + current.quoted + " AS t"
-            let keyList = "(" + current.key.map { "t." + current.columns[$0].quoted }.joined(separator: ", ") + ")"
+            let keyColumns = current.key.map { "t." + current.columns[$0].quoted }.joined(separator: ", ")
+            var conditions: [String] = []
+            if let filter = current.rowFilter { conditions.append("(\(filter))") }
             if let lastKey {
                 let values = zip(lastKey, current.keyTypes).map { literal($0) + "::" + $1 }.joined(separator: ", ")
-                sql += " WHERE \(keyList) > (\(values))"
+                conditions.append("(\(keyColumns)) > (\(values))")
             }
-            sql += " ORDER BY \(keyList) LIMIT \(want + 1)"
+            if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
+            sql += " ORDER BY \(keyColumns) LIMIT \(want + 1)"  // a column list, not a row: the key index serves it
             let rows = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
             for row in rows.prefix(want) {
                 var texts: [String?] = []
                 texts.reserveCapacity(current.columns.count)
                 for cell in row { texts.append(try cell.decode(String?.self)) }
                 let start = bytes.count
-                let position = Position("0000000000000000-" + zeroPadded(UInt64(index), width: 8))!
+                let position = Position("0000000000000000-" + zeroPadded(UInt64(index), width: 12))!
                 JSONText.appendLiteral(#"{"pos":""#, to: &bytes)
                 bytes.append(contentsOf: position.rawValue.utf8)
                 JSONText.appendLiteral(#"","part":"0","op":"r","ts":null,"key":"#, to: &bytes)
@@ -148,7 +174,7 @@ struct SnapshotReader {
                 JSONText.appendLiteral("\"}}", to: &bytes)
                 index += 1
                 lastKey = current.key.map { texts[$0] ?? "" }
-                pending.append((position, start..<bytes.count, Self.cursor(table: table, index: index, key: lastKey!)))
+                pending.append((position, start..<bytes.count, Self.cursor(table: current.name, index: index, key: lastKey!)))
             }
             if rows.count <= want {  // this table is done
                 table += 1
@@ -167,11 +193,14 @@ struct SnapshotReader {
     mutating func laterTablesAreEmpty(logger: Logger) async throws -> Bool {
         while table < tables.count {
             let current = tables[table]
-            var sql = "SELECT 1 FROM " + current.quoted
+            var sql = "SELECT 1 FROM " + current.quoted + " AS t"
+            var conditions: [String] = []
+            if let filter = current.rowFilter { conditions.append("(\(filter))") }
             if let lastKey {
-                let keyList = "(" + current.key.map { current.columns[$0].quoted }.joined(separator: ", ") + ")"
-                sql += " WHERE \(keyList) > (" + zip(lastKey, current.keyTypes).map { Self.literal($0) + "::" + $1 }.joined(separator: ", ") + ")"
+                let keyList = "(" + current.key.map { "t." + current.columns[$0].quoted }.joined(separator: ", ") + ")"
+                conditions.append("\(keyList) > (" + zip(lastKey, current.keyTypes).map { Self.literal($0) + "::" + $1 }.joined(separator: ", ") + ")")
             }
+            if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
             if try await !connection.query(PostgresQuery(unsafeSQL: sql + " LIMIT 1"), logger: logger).collect().isEmpty { return false }
             table += 1
             lastKey = nil

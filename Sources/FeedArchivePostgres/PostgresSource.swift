@@ -75,17 +75,19 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         }
         connectionCount += 1
         let connection: PostgresConnection
+        let (id, logger) = (connectionCount, logger)
         do {
-            connection = try await PostgresConnection.connect(configuration: configuration, id: connectionCount, logger: logger)
+            connection = try await withDeadline(settings.queryTimeout, "connect to \(settings.endpoint)") {
+                try await PostgresConnection.connect(configuration: configuration, id: id, logger: logger)
+            }
         } catch {
             throw classify(error, doing: "connect to \(settings.endpoint)")
         }
         do {
             // Values are decoded as text: fix the session settings their text depends on.
-            _ = try await connection.query(
-                "SELECT set_config('TimeZone', 'UTC', false), set_config('DateStyle', 'ISO, YMD', false), set_config('bytea_output', 'hex', false), set_config('extra_float_digits', '1', false), set_config('application_name', 'feedarchive', false)",
-                logger: logger
-            ).collect()
+            _ = try await run(on: connection, 
+                "SELECT set_config('TimeZone', 'UTC', false), set_config('DateStyle', 'ISO, YMD', false), set_config('bytea_output', 'hex', false), set_config('extra_float_digits', '1', false), set_config('application_name', 'feedarchive', false), set_config('standard_conforming_strings', 'on', false), set_config('statement_timeout', '0', false)",
+                doing: "set up the session")
         } catch {
             try? await connection.close()
             throw classify(error, doing: "set up the session on \(settings.endpoint)")
@@ -99,12 +101,24 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         return control!
     }
 
+    /// Runs a query and collects its rows, within `source.query_timeout`; on a timeout the
+    /// connection is closed (whatever hangs on it fails) and the error is transient.
+    func run(on connection: PostgresConnection, _ query: PostgresQuery, doing what: String) async throws -> [PostgresRow] {
+        let logger = logger
+        do {
+            return try await withDeadline(settings.queryTimeout, what) { try await connection.query(query, logger: logger).collect() }
+        } catch let error as FeedArchiveError {
+            if case .sourceUnavailable = error { try? await connection.close() }
+            throw error
+        }
+    }
+
     /// Runs a query on the control connection and collects its rows; a lost connection is
     /// dropped so the next call reconnects.
     func rows(_ query: PostgresQuery, doing what: String) async throws -> [PostgresRow] {
         let connection = try await controlConnection()
         do {
-            return try await connection.query(query, logger: logger).collect()
+            return try await run(on: connection, query, doing: what)
         } catch {
             let classified = classify(error, doing: what)
             if case .sourceUnavailable = classified {
@@ -125,10 +139,14 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
                 if let detail = info[.detail] { message += " (\(detail))" }
                 if let hint = info[.hint] { message += "; hint: \(hint)" }
                 switch state {
-                case "57P01", "57P02", "57P03", "53300", "08006", "08003", "08001":  // shutdown, starting up, too many connections
-                    return .sourceUnavailable("\(what): \(message) [\(state)]")
                 case "55006":  // object in use: the slot is read by another process
                     return .temporary("\(what): \(message) [\(state)]: another process is reading slot \(settings.slot)")
+                case "55P03":  // lock not available (the snapshot's lock_timeout)
+                    return .temporary("\(what): \(message) [\(state)]")
+                case _ where ["08", "40", "53", "57", "58"].contains(String(state.prefix(2))):
+                    // connection, transaction rollback (serialization, deadlock), resources,
+                    // operator intervention (shutdown, cancel, timeout), system errors: transient
+                    return .sourceUnavailable("\(what): \(message) [\(state)]")
                 case "28P01", "28000":
                     return .sourceUnavailable("\(what): \(message) [\(state)] (check source.user and source.password)")
                 default:
@@ -448,6 +466,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
             }
             decoder.skipBefore = commit
             decoder.skipThroughIndex = index
+            decoder.mustResumeAt = commit
         } else {
             guard let lsn = LSN(cursor) else { throw FeedArchiveError.data(path: nil, message: "postgres cursor '\(cursor)' is not an LSN") }
             decoder.skipBefore = lsn
@@ -461,15 +480,14 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         guard var current = stream, current.windowEnd < current.head else { return false }
         let end = LSN(min(current.head.value, current.windowEnd.value + UInt64(settings.readWindow)))
         // The names are checked identifiers and the LSN is ours: safe to write inline.
-        _ = try await current.connection.query("BEGIN", logger: logger).collect()
-        _ = try await current.connection.query(
+        _ = try await run(on: current.connection, "BEGIN", doing: "start reading slot \(settings.slot)")
+        _ = try await run(on: current.connection, 
             PostgresQuery(
                 unsafeSQL: """
                     DECLARE feedarchive_peek NO SCROLL CURSOR FOR
                     SELECT data FROM pg_logical_slot_peek_binary_changes('\(settings.slot)'::name, '\(end)'::pg_lsn, NULL,
                         'proto_version', '1', 'publication_names', '\(settings.publication)')
-                    """), logger: logger
-        ).collect()
+                    """), doing: "peek slot \(settings.slot)")
         current.cursorOpen = true
         current.windowEnd = end
         stream = current
@@ -489,12 +507,12 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
             if !stream!.cursorOpen {
                 guard try await openWindow() else { return nil }
             }
-            let rows = try await stream!.connection.query(PostgresQuery(unsafeSQL: "FETCH \(Self.fetchSize) FROM feedarchive_peek"), logger: logger).collect()
+            let rows = try await run(on: stream!.connection, PostgresQuery(unsafeSQL: "FETCH \(Self.fetchSize) FROM feedarchive_peek"), doing: "read slot \(settings.slot)")
             stream!.buffered = try rows.map { try $0.decode(ByteBuffer.self) }
             stream!.next = 0
             if rows.isEmpty {
                 // This window is done; the next one starts where it ended.
-                _ = try await stream!.connection.query("COMMIT", logger: logger).collect()
+                _ = try await run(on: stream!.connection, "COMMIT", doing: "read slot \(settings.slot)")
                 stream!.cursorOpen = false
             }
         }

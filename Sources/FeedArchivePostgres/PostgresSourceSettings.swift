@@ -21,6 +21,8 @@ public struct PostgresSourceSettings: Sendable {
     public var readWindow: Int64
     /// `status` warns when the slot retains more WAL than this.
     public var walWarning: Int64
+    /// The longest any one connect or query may take before it counts as a lost connection.
+    public var queryTimeout: Double
 
     /// The socket file for a Unix-socket host: PostgreSQL's `<folder>/.s.PGSQL.<port>`.
     public var socketPath: String? { host.hasPrefix("/") ? host + "/.s.PGSQL.\(port)" : nil }
@@ -76,7 +78,8 @@ public struct PostgresSourceSettings: Sendable {
             sslMode: host.hasPrefix("/") ? "disable" : sslMode, slot: slot, publication: publication, tables: tables,
             create: try map.optional("create")?.bool("source.create") ?? false,
             readWindow: try map.optional("read_window")?.byteSize("source.read_window") ?? 256 << 20,
-            walWarning: try map.optional("wal_warning")?.byteSize("source.wal_warning") ?? 1 << 30)
+            walWarning: try map.optional("wal_warning")?.byteSize("source.wal_warning") ?? 1 << 30,
+            queryTimeout: try map.optional("query_timeout")?.duration("source.query_timeout") ?? 300)
         try map.finish()
         return settings
     }

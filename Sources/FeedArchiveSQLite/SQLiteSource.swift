@@ -332,7 +332,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         if statement.isNull(1) {
             JSONText.appendLiteral("null", to: &out)
         } else if JSONText.isValid(document) {
-            out.append(contentsOf: document)
+            JSONText.appendValue(document, to: &out)
         } else {
             notJSON = true  // kept, as a JSON string, rather than dropped
             JSONText.appendString(utf8: document, to: &out)

@@ -95,6 +95,7 @@ public final class PostgresTestCluster: Sendable {
           publication: \(slot)
           tables: [\(tables.joined(separator: ", "))]
           create: \(create)
+          query_timeout: 15s
         """
     }
 }

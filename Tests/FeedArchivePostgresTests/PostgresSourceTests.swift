@@ -107,8 +107,9 @@ final class PostgresConformanceFeed: ConformanceFeed {
         #expect(envelopes[0]["key"] as? [String: Int] == ["id": 1])
         #expect(envelopes[0]["after"] as? NSDictionary == ["id": 1, "name": "one", "qty": 10])
         #expect(envelopes[2]["after"] as? NSDictionary == ["id": 1, "name": "one", "qty": 11])
-        // A key change: the new key, the old key in `before` is not known without FULL.
+        // A key change: the new key, and the old one in source.old_key (the row is not known without FULL).
         #expect(envelopes[3]["key"] as? [String: Int] == ["id": 3])
+        #expect((envelopes[3]["source"] as? [String: Any])?["old_key"] as? [String: Int] == ["id": 2])
         #expect(envelopes[4]["key"] as? [String: Int] == ["id": 1])
         #expect(envelopes[4]["after"] is NSNull)
         // REPLICA IDENTITY FULL: the whole old row.
@@ -147,13 +148,15 @@ final class PostgresConformanceFeed: ConformanceFeed {
             """
             SET TimeZone = 'Europe/Berlin';
             INSERT INTO types VALUES (1, -7, 9007199254740993, 1.5, 2.25e300, 'NaN', 'Infinity', '-Infinity',
-              123456789012345678901234567890.123, true, E'quote " back \\\\ nl \n', 'v', '{"a": [1, 2]}', '{"b": null}', '\\x00ff10',
+              123456789012345678901234567890.123, true, E'quote " back \\\\ nl \n', 'v', E'{"a":\n [1, 2]\r\n}', '{"b": null}', '\\x00ff10',
               '2024-02-29', '2024-02-29 13:14:15.123456', '2024-02-29 13:14:15+01', '13:14:15', '1 day 2 hours', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
               'happy', '{1,NULL,3}', '{"a b","c\\"d",NULL,e}', '{{1,2},{3,4}}', ARRAY['{"x":1}'::jsonb], NULL, repeat('z', 10000));
             UPDATE types SET i2 = 8 WHERE id = 1;
             """)
         let (records, _) = try await fixture.readAll(source, from: start)
         #expect(records.count == 2)
+        // A json value typed on several lines stays on the envelope's one line.
+        #expect(!records[0].line.contains(0x0A) && !records[0].line.contains(0x0D))
         let after = try #require(try envelope(records[0])["after"] as? [String: Any])
         #expect(after["i2"] as? Int == -7)
         #expect(after["i8"] as? Int64 == 9007199254740993)

@@ -89,6 +89,20 @@ final class SQLiteConformanceFeed: ConformanceFeed {
         #expect(JSONText.isValid(page.records[0].line))
     }
 
+    /// A pretty-printed document stays on its envelope's one line (line breaks in valid JSON are
+    /// whitespace; a raw one would split the record in two for every reader of the blob).
+    @Test func aPrettyPrintedDocumentStaysOnOneLine() async throws {
+        let dir = TempDirectory()
+        let writer = try OutboxWriter(path: dir.path + "/shop.db")
+        try writer.exec("INSERT INTO outbox(order_id, created_at, payload) VALUES ('o', '2026-01-01T00:00:00Z', '{\n  \"a\": [1,\r\n 2],\n  \"s\": \"x\"\n}')")
+        let source = try SQLiteSource(settings: try settings(dir, "document_column: payload\n"))
+        let page = try await source.readPage(partition: "0", after: "0", through: "10", maxRecords: 10)
+        let line = try #require(page.records.first).line
+        #expect(!line.contains(0x0A) && !line.contains(0x0D))
+        #expect(String(decoding: line, as: UTF8.self).contains(#""after":{   "a": [1,   2],   "s": "x" }"#))
+        #expect(JSONText.isValid(line))
+    }
+
     @Test func documentThatIsNotJSONIsKeptAsAString() async throws {
         let dir = TempDirectory()
         let writer = try OutboxWriter(path: dir.path + "/shop.db")
