@@ -39,18 +39,6 @@ func cosmosJob(
     return try JobConfig.parse(yaml: yaml, file: dir.path + "/cosmos.yaml")
 }
 
-/// Every envelope line of the live blobs of a job, in manifest order.
-func archivedLines(_ job: JobConfig) throws -> [String] {
-    let archive = JobArchive(job: job)
-    _ = try archive.load()
-    var lines: [String] = []
-    for entry in archive.manifest.entries where entry.kind == .blob {
-        let bytes = try #require(try PosixFileSystem().read(archive.layout.absolute(entry.path!)))
-        let decoded = try Compression.of(path: entry.path!)!.makeDecoder().decodeAll(bytes)
-        lines += String(decoding: decoded, as: UTF8.self).split(separator: "\n").map(String.init)
-    }
-    return lines
-}
 
 /// (id, _lsn) of each archived change, and what the server's history says the latest-version
 /// feed holds: each live document at the LSN of its current version.

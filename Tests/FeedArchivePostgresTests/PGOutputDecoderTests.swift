@@ -1,4 +1,5 @@
 import FeedArchive
+import FeedArchiveTesting
 @testable import FeedArchivePostgres
 import Foundation
 import Testing
@@ -67,13 +68,8 @@ struct PGOutputDecoderTests {
     /// Truncations, flipped bytes, random lengths: every message decodes or throws.
     @Test func mutatedMessagesNeverCrash() throws {
         let iterations = Int(ProcessInfo.processInfo.environment["FEEDARCHIVE_FUZZ_ITERATIONS"] ?? "") ?? 3000
-        var state: UInt64 = 0x5EED
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            return z ^ (z >> 27)
-        }
+        var random = SplitMix64(state: 0x5EED)
+        func next() -> UInt64 { random.next() }
         let seeds = Self.captured.map(Self.bytes)
         var decoded = 0
         var rejected = 0

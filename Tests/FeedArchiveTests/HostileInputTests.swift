@@ -3,17 +3,6 @@ import FeedArchiveTesting
 import Foundation
 import Testing
 
-/// Deterministic PRNG so a failing input can be reproduced (FEEDARCHIVE_FUZZ_SEED overrides).
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Mutation fuzzing of every parser that reads what others can write: job files, tokens,
 /// checkpoint.json, manifest lines, blobs. Seeds come from Tests/Corpus (kept in the repo).

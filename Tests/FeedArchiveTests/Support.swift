@@ -50,18 +50,6 @@ func archiveWithCheckpointBehind(in dir: TempDirectory, first: Int = 10, more: I
     return (job, source, archive)
 }
 
-/// Every envelope line of the live blobs, in manifest order.
-func archivedLines(_ job: JobConfig) throws -> [String] {
-    let archive = JobArchive(job: job)
-    _ = try archive.load()
-    var lines: [String] = []
-    for entry in archive.manifest.entries where entry.kind == .blob {
-        let bytes = try #require(try PosixFileSystem().read(archive.layout.absolute(entry.path!)))
-        let decoded = try Compression.of(path: entry.path!)!.makeDecoder().decodeAll(bytes)
-        lines += String(decoding: decoded, as: UTF8.self).split(separator: "\n").map(String.init)
-    }
-    return lines
-}
 
 /// The `pos` of an envelope line.
 func position(of line: String) -> String {

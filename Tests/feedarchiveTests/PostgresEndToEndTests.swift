@@ -44,7 +44,7 @@ final class PostgresJob {
     /// `transactions` transactions of varied sizes (inserts, updates, deletes; one of 3,000
     /// rows), written by `psql` in the background, with short pauses so runs overlap them.
     func startWriter(transactions: Int, seed: UInt64, pause: Double = 0.004) throws -> pid_t {
-        var random = SeededRandom(seed: seed)
+        var random = SplitMix64(state: seed)
         var sql = "SET synchronous_commit = on;\n"
         for index in 0..<transactions {
             sql += "BEGIN;\n"
@@ -79,18 +79,6 @@ final class PostgresJob {
     }
 }
 
-/// Deterministic randomness for the writer's script (SplitMix64).
-struct SeededRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite(.serialized) struct PostgresEndToEndTests {
     /// Cron-like runs while a writer commits transactions of varied sizes; then the archive
