@@ -103,6 +103,7 @@ public struct ArchiveRunner {
             batcher.abort()
             throw FeedArchiveError.interrupted(signal: options.stop.signal)
         }
+        if summary.stoppedBy == "head" { try await recordHeartbeats(archive: archive, token: &token, summary: &summary) }
         summary.toToken = token.encoded
         summary.lag = try? await source.lag(from: token)
         summary.sourceMetrics = (try? await source.metrics()) ?? [:]
@@ -178,6 +179,20 @@ public struct ArchiveRunner {
                 try await batcher.close(partition: partition, token: &token, summary: &summary)
             }
             if let failed { throw failed.error }
+        }
+    }
+
+    /// Caught up: where the source can move on without data (`FeedSource.heartbeat`), a
+    /// `heartbeat` line records it, the checkpoint follows, then the source is acknowledged.
+    func recordHeartbeats(archive: JobArchive, token: inout ContinuationToken, summary: inout RunSummary) async throws {
+        for partition in token.cursors.keys.sorted() {
+            guard let cursor = token.cursors[partition], let later = try await source.heartbeat(partition: partition, after: cursor), later != cursor else { continue }
+            let next = token.advancing(partition, to: later)
+            try archive.append(
+                ManifestEntry(kind: .heartbeat, lineage: "live", part: partition, fromToken: token.encoded, toToken: next.encoded, run: archive.runID),
+                newToken: next.encoded)
+            token = next
+            try await source.acknowledge(token)
         }
     }
 

@@ -72,7 +72,8 @@ struct Continuity {
                     let first = entry.firstPos.flatMap(Position.init), let last = entry.lastPos.flatMap(Position.init)
                 else { continue }
                 links[part, default: []].append(Link(entry: entry, from: fromCursor, to: toCursor, first: first, last: last, token: from))
-            case .split, .merge:
+            case .split, .merge, .heartbeat:
+                // A heartbeat continues a cursor as a later one with nothing in between.
                 guard let from = token(entry.fromToken) else { continue }
                 for (part, cursor) in from.cursors where to.cursors[part] == nil {
                     ends[part, default: []].append((cursor, entry, from))

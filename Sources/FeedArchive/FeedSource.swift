@@ -165,6 +165,11 @@ public protocol FeedSource: AnyObject {
     /// only what it has not confirmed): the range `backfill --from beginning` reads instead,
     /// a consistent snapshot of the current rows (op `r`). Nil: the feed itself is read.
     func snapshotRange() async throws -> (from: ContinuationToken, until: ContinuationToken)?
+    /// Called when a run is caught up at `cursor`: a later cursor with no changes in between,
+    /// when the source holds resources for the old one (a PostgreSQL slot retaining the WAL of
+    /// unpublished tables). The run records it with a `heartbeat` manifest line, moves the
+    /// checkpoint and acknowledges it. Nil: nothing to do.
+    func heartbeat(partition: String, after cursor: String) async throws -> String?
 }
 
 extension FeedSource {
@@ -175,4 +180,5 @@ extension FeedSource {
     public func statusFacts() async throws -> [(String, String)] { [] }
     public func metrics() async throws -> [String: Double] { [:] }
     public func snapshotRange() async throws -> (from: ContinuationToken, until: ContinuationToken)? { nil }
+    public func heartbeat(partition: String, after cursor: String) async throws -> String? { nil }
 }

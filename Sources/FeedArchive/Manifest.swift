@@ -7,6 +7,9 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
     public enum Kind: String, Codable, Sendable {
         case blob, epoch, split, merge
         case gapAck = "gap-ack"
+        /// No changes between `from_token` and `to_token` (a source moved on without data:
+        /// a PostgreSQL slot advanced past WAL of unpublished tables).
+        case heartbeat
         case compact
     }
 
@@ -159,7 +162,7 @@ public struct Manifest: Sendable {
 
     /// The live checkpoint state after the last live line (blob or epoch of lineage `live`).
     public var liveToken: String? {
-        entries.last(where: { $0.lineage == "live" && ($0.kind == .blob || $0.kind == .epoch || $0.kind == .split || $0.kind == .merge) })?.toToken
+        entries.last(where: { $0.lineage == "live" && ($0.kind == .blob || $0.kind == .epoch || $0.kind == .split || $0.kind == .merge || $0.kind == .heartbeat) })?.toToken
     }
 }
 

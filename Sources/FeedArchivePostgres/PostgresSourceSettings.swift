@@ -23,6 +23,8 @@ public struct PostgresSourceSettings: Sendable {
     public var walWarning: Int64
     /// The longest any one connect or query may take before it counts as a lost connection.
     public var queryTimeout: Double
+    /// A caught-up run whose slot holds more WAL than this writes a heartbeat (0: never).
+    public var heartbeatAfter: Int64
 
     /// The socket file for a Unix-socket host: PostgreSQL's `<folder>/.s.PGSQL.<port>`.
     public var socketPath: String? { host.hasPrefix("/") ? host + "/.s.PGSQL.\(port)" : nil }
@@ -79,7 +81,8 @@ public struct PostgresSourceSettings: Sendable {
             create: try map.optional("create")?.bool("source.create") ?? false,
             readWindow: try map.optional("read_window")?.byteSize("source.read_window") ?? 256 << 20,
             walWarning: try map.optional("wal_warning")?.byteSize("source.wal_warning") ?? 1 << 30,
-            queryTimeout: try map.optional("query_timeout")?.duration("source.query_timeout") ?? 300)
+            queryTimeout: try map.optional("query_timeout")?.duration("source.query_timeout") ?? 300,
+            heartbeatAfter: try map.optional("heartbeat_after")?.byteSize("source.heartbeat_after") ?? 64 << 20)
         try map.finish()
         return settings
     }

@@ -240,6 +240,32 @@ final class PostgresJob {
         #expect(!everything.contains(secret))
     }
 
+    /// Only an unpublished table changes: a caught-up run writes a heartbeat line, the slot
+    /// moves past that WAL, and the changes that come later are still all archived.
+    @Test func aHeartbeatMovesTheSlotPastUnpublishedWAL() throws {
+        let pg = try PostgresJob()
+        let job = try String(contentsOfFile: pg.job, encoding: .utf8).replacingOccurrences(of: "create: true", with: "create: true\n  heartbeat_after: 1MiB")
+        _ = pg.dir.write("items.yaml", job)
+        #expect(try Binary.run(["setup", pg.job]).status == 0)
+        try pg.cluster.psql("INSERT INTO items (name) SELECT 'a' FROM generate_series(1, 10)", database: pg.database)
+        #expect(try Binary.run(["run", pg.job]).status == 0)
+        let slot = "s_\(pg.database)"
+        let before = try pg.cluster.psql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
+        try pg.cluster.psql("CREATE TABLE other (id bigserial PRIMARY KEY, pad text); INSERT INTO other (pad) SELECT repeat('p', 100) FROM generate_series(1, 30000)", database: pg.database)
+        let run = try Binary.run(["run", pg.job])
+        #expect(run.status == 0, "\(run.stderr)")
+        let manifest = try String(contentsOfFile: pg.jobRoot + "/_feedarchive/manifest/00000001.jsonl", encoding: .utf8)
+        #expect(manifest.contains(#""kind":"heartbeat""#))
+        let after = try pg.cluster.psql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
+        let held = try pg.cluster.psql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) < 1048576 FROM pg_replication_slots WHERE slot_name = '\(slot)'")
+        #expect(after != before && held == "t", "slot at \(after), was \(before)")
+        try pg.cluster.psql("INSERT INTO items (name) SELECT 'b' FROM generate_series(1, 5); DELETE FROM items WHERE id = 1", database: pg.database)
+        #expect(try Binary.run(["run", pg.job]).status == 0)
+        #expect(try pg.archived() == (try pg.history()))
+        let verify = try Binary.run(["verify", pg.job, "--deep"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+    }
+
     /// A dropped slot, and a job pointed at another server: refused with 65 and the way out.
     @Test func aDroppedSlotAndAnotherServerAreRefused() throws {
         let pg = try PostgresJob()
