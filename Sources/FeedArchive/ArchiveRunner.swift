@@ -172,7 +172,11 @@ public struct ArchiveRunner {
                 }
                 cursor = next
             }
-            try await batcher.close(partition: partition, token: &token, summary: &summary)
+            if batcher.atBoundary {
+                try await batcher.close(partition: partition, token: &token, summary: &summary)
+            } else {
+                batcher.abort()  // set aside inside a group: its changes are read again next run
+            }
         }
         if !options.stop.isSet {
             for partition in token.cursors.keys.sorted() where batcher.open?.partition == partition {

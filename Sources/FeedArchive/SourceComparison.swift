@@ -26,15 +26,24 @@ extension Verifier {
             var sourceHash = SHA256()
             var sourceCount: Int64 = 0
             var cursor = start
+            var moved = false
             while cursor != end {
                 let page = try await source.readPage(partition: part, after: cursor, through: end, maxRecords: job.batch.pageSize)
+                if page.topology != nil {
+                    moved = true  // the range was split or merged since: it cannot be re-read as archived
+                    break
+                }
                 if page.records.isEmpty { break }
                 for record in page.records {
                     record.line.withUnsafeBytes { sourceHash.update(bufferPointer: $0) }
                     sourceHash.update(data: [0x0A])
                     sourceCount += 1
                 }
-                cursor = page.records.last!.cursor ?? end
+                cursor = page.next ?? end
+            }
+            if moved {
+                unavailable += 1
+                continue
             }
             // The archive's view of it.
             guard let bytes = try? fs.read(archive.layout.absolute(path)), let compression = Compression.of(path: path),

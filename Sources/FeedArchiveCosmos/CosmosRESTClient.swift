@@ -60,7 +60,13 @@ final class CosmosRESTClient: Sendable {
     }
 
     private func send(path: String, resourceType: String, resourceLink: String, headers: [String: String]) async throws -> CosmosResponse {
-        guard let url = URL(string: settings.endpoint.absoluteString + path) else {
+        // Ids may hold spaces and other characters a URL path cannot: encode each segment (the
+        // signature uses the link as is).
+        var unreserved = CharacterSet.urlPathAllowed
+        unreserved.remove(charactersIn: "/")
+        let encoded = path.split(separator: "/", omittingEmptySubsequences: false)
+            .map { $0.addingPercentEncoding(withAllowedCharacters: unreserved) ?? String($0) }.joined(separator: "/")
+        guard let url = URL(string: settings.endpoint.absoluteString + encoded) else {
             throw FeedArchiveError.data(path: nil, message: "cannot form a URL from \(settings.endpoint.absoluteString) and \(path)")
         }
         var request = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalAndRemoteCacheData, timeoutInterval: settings.timeout)

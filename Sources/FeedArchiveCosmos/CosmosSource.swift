@@ -419,7 +419,7 @@ public final class CosmosSource: FeedSource, Sendable {
                 }
                 live = try await ranges(reload: true)
                 reloaded = true
-            case 400 where settings.mode == .allVersionsAndDeletes:
+            case 400 where settings.mode == .allVersionsAndDeletes && response.message.lowercased().contains("retention"):
                 throw FeedArchiveError.data(
                     path: nil,
                     message: "the all_versions_and_deletes change feed refused to continue feed range \(partition) from its checkpoint (HTTP 400: \(response.message)): the continuation is outside the retention window (continuous backup), so the changes in between can no longer be read",
