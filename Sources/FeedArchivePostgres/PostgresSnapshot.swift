@@ -14,7 +14,7 @@ import PostgresNIO
 /// the last archived key, which together with the live stream (that began before it) still
 /// holds every row's state. Positions are `0000000000000000-<12-digit index>`: before every streamed
 /// change, so verify chains the snapshot in front of the live lineage.
-struct SnapshotReader {
+struct SnapshotReader: Sendable {
     struct Table {
         var name: String
         var quoted: String

@@ -466,14 +466,27 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
                 if let snapshot { try? await snapshot.connection.close() }
                 snapshot = nil
                 let connection = try await connect()
+                let control = try await controlConnection()
+                let (settings, logger) = (settings, logger)
                 do {
-                    snapshot = try await SnapshotReader.begin(control: try await controlConnection(), connection: connection, settings: settings, logger: logger, cursor: cursor)
+                    snapshot = try await withDeadline(settings.queryTimeout, "take a snapshot of publication \(settings.publication)") {
+                        try await SnapshotReader.begin(control: control, connection: connection, settings: settings, logger: logger, cursor: cursor)
+                    }
                 } catch {
                     try? await connection.close()
+                    try? await control.close()
+                    self.control = nil
                     throw error
                 }
             }
-            return try await snapshot!.nextPage(maxRecords: max(1, maxRecords), logger: logger)
+            let (reader, logger, limit) = (snapshot!, logger, max(1, maxRecords))
+            let (page, advanced) = try await withDeadline(settings.queryTimeout, "read a snapshot page") {
+                var reader = reader
+                let page = try await reader.nextPage(maxRecords: limit, logger: logger)
+                return (page, reader)
+            }
+            snapshot = advanced
+            return page
         } catch {
             if let snapshot { try? await snapshot.connection.close() }
             snapshot = nil
