@@ -61,6 +61,14 @@ public struct ContinuationToken: Hashable, Sendable, CustomStringConvertible {
         return ContinuationToken(kind: kind, source: payload.src, cursors: payload.c, extra: payload.x ?? [:])
     }
 
+    /// Refuses (65) a token that carries another source's fingerprint; `other` says what
+    /// "another source" means for this kind (another server, another container, …).
+    public func requireSource(_ fingerprint: String, other: String = "another source") throws {
+        if let source, source != fingerprint {
+            throw FeedArchiveError.data(path: nil, message: "the token belongs to \(other) (fingerprint \(source), this one is \(fingerprint))")
+        }
+    }
+
     /// This token with one partition's cursor moved.
     public func advancing(_ partition: String, to cursor: String) -> ContinuationToken {
         var copy = self

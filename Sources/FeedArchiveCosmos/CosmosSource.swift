@@ -182,10 +182,7 @@ public final class CosmosSource: FeedSource, Sendable {
             guard token.kind == kind else {
                 throw FeedArchiveError.data(path: nil, message: "the token is a \(token.kind) token; this job reads a cosmos change feed")
             }
-            let mine = try await identity().shortFingerprint
-            if let source = token.source, source != mine {
-                throw FeedArchiveError.data(path: nil, message: "the token belongs to another container (fingerprint \(source), this one is \(mine))")
-            }
+            try token.requireSource(try await identity().shortFingerprint, other: "another container")
             try checkMode(token)
             return token
         }

@@ -125,6 +125,19 @@ struct PGOutputDecoder {
         var origin: String?
         /// Records of this transaction emitted so far.
         var emitted = 0
+        /// `<16 hex digits>-`: the start of every position in this transaction, and the commit
+        /// LSN as text; made once per transaction, not per change.
+        var positionPrefix: [UInt8] = []
+        var lsnText: [UInt8] = []
+
+        init(commitLSN: LSN, timestamp: Int64, xid: UInt32, skip: Bool) {
+            self.commitLSN = commitLSN
+            self.timestamp = timestamp
+            self.xid = xid
+            self.skip = skip
+            positionPrefix = Array((commitLSN.fixedWidth + "-").utf8)
+            lsnText = Array(commitLSN.description.utf8)
+        }
     }
 
     var relations: [UInt32: Relation] = [:]
@@ -323,9 +336,16 @@ struct PGOutputDecoder {
     /// `{"pos":…,"part":"0","op":…,"ts":…`
     static func appendHead(op: UInt8, transaction: Transaction, index: Int, to out: inout [UInt8]) {
         JSONText.appendLiteral(#"{"pos":""#, to: &out)
-        out.append(contentsOf: transaction.commitLSN.fixedWidth.utf8)
-        out.append(0x2D)
-        out.append(contentsOf: zeroPadded(UInt64(index), width: 8).utf8)
+        out.append(contentsOf: transaction.positionPrefix)
+        var digits = (UInt64(0), UInt64(0))  // 8 digits, no heap
+        var rest = index
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            for place in stride(from: 7, through: 0, by: -1) {
+                buffer[place] = UInt8(rest % 10) + 0x30
+                rest /= 10
+            }
+            out.append(contentsOf: buffer[0..<8])
+        }
         JSONText.appendLiteral(#"","part":"0","op":""#, to: &out)
         out.append(op)
         JSONText.appendLiteral(#"","ts":""#, to: &out)
@@ -340,7 +360,7 @@ struct PGOutputDecoder {
         JSONText.appendLiteral(#","xid":"#, to: &out)
         JSONText.appendInt(Int64(transaction.xid), to: &out)
         JSONText.appendLiteral(#","lsn":""#, to: &out)
-        out.append(contentsOf: transaction.commitLSN.description.utf8)
+        out.append(contentsOf: transaction.lsnText)
         out.append(0x22)
         if let origin = transaction.origin {
             JSONText.appendLiteral(#","origin":"#, to: &out)
@@ -425,7 +445,8 @@ struct PageBuilder {
     mutating func record(transaction: PGOutputDecoder.Transaction, index: Int, _ write: (inout [UInt8]) throws -> Void) throws {
         let start = bytes.count
         try write(&bytes)
-        let position = Position(transaction.commitLSN.fixedWidth + "-" + zeroPadded(UInt64(index), width: 8))!
+        // The envelope starts `{"pos":"` and the 25-byte position written by appendHead.
+        let position = Position(String(decoding: bytes[(start + 8)..<(start + 33)], as: UTF8.self))!
         pending.append((position, transaction.timestamp, start..<bytes.count, nil))
     }
 

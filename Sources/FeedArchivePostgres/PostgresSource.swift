@@ -302,10 +302,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
             guard parsed.kind == kind, let cursor = parsed.cursors[Self.partition], LSN(cursor) != nil else {
                 throw FeedArchiveError.data(path: nil, message: "'\(text.prefix(60))' is not a postgres token")
             }
-            let mine = try await identity().shortFingerprint
-            if let source = parsed.source, source != mine {
-                throw FeedArchiveError.data(path: nil, message: "the token belongs to another source (fingerprint \(source), this one is \(mine): another server, database or slot)")
-            }
+            try parsed.requireSource(try await identity().shortFingerprint, other: "another server, database or slot")
             return parsed
         }
     }

@@ -157,10 +157,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
             guard parsed.kind == kind, let cursor = parsed.cursors[Self.partition], Int64(cursor) != nil else {
                 throw FeedArchiveError.data(path: nil, message: "\(abbreviated(text)) is not an sqlite token")
             }
-            let mine = try await identity().shortFingerprint
-            if let source = parsed.source, source != mine {
-                throw FeedArchiveError.data(path: nil, message: "the token belongs to another source (fingerprint \(source), this one is \(mine))")
-            }
+            try parsed.requireSource(try await identity().shortFingerprint)
             return parsed
         }
     }
