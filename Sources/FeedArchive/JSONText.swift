@@ -66,10 +66,25 @@ public enum JSONText {
     /// True when `bytes` is exactly one JSON value (surrounding whitespace allowed) in valid UTF-8.
     public static func isValid(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         var scanner = JSONScanner(bytes: bytes)
-        scanner.skipSpace()
-        guard scanner.value(depth: 0) else { return false }
-        scanner.skipSpace()
-        return scanner.index == bytes.count
+        return scanner.document()
+    }
+
+    /// Checks `bytes` and, when it is exactly one JSON value, appends it (raw line breaks
+    /// turned into spaces, as `appendValue`) and returns true; otherwise appends nothing.
+    /// One pass of checking, then a plain copy: the hot path of every source.
+    public static func appendIfValid(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) -> Bool {
+        var scanner = JSONScanner(bytes: bytes)
+        guard scanner.document() else { return false }
+        if scanner.sawLineBreak {
+            appendValue(bytes, to: &out)
+        } else {
+            out.append(contentsOf: bytes)
+        }
+        return true
+    }
+
+    public static func appendIfValid(_ bytes: ArraySlice<UInt8>, to out: inout [UInt8]) -> Bool {
+        bytes.withUnsafeBufferPointer { appendIfValid($0, to: &out) }
     }
 
     public static func isValid(_ bytes: [UInt8]) -> Bool {
@@ -98,10 +113,28 @@ struct JSONScanner {
 
     @inline(__always) var current: UInt8? { index < bytes.count ? bytes[index] : nil }
 
-    mutating func skipSpace() {
+    /// A raw line break was skipped as whitespace (the only place valid JSON can hold one).
+    var sawLineBreak = false
+
+    /// Exactly one value, surrounding whitespace allowed.
+    mutating func document() -> Bool {
+        skipSpace()
+        guard value(depth: 0) else { return false }
+        skipSpace()
+        return index == bytes.count
+    }
+
+    @inline(__always) mutating func skipSpace() {
         while index < bytes.count {
             let byte = bytes[index]
-            if byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 { index += 1 } else { return }
+            if byte == 0x20 || byte == 0x09 {
+                index += 1
+            } else if byte == 0x0A || byte == 0x0D {
+                sawLineBreak = true
+                index += 1
+            } else {
+                return
+            }
         }
     }
 
@@ -178,7 +211,14 @@ struct JSONScanner {
                 let backslash = word ^ (0x5C &* ones)
                 let special = (word | ((word &- 0x20 &* ones) & ~word)
                     | ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash)) & high
-                if special != 0 { break }
+                if special != 0 {
+                    // Straight to the first byte that needs a look (little-endian: the lowest
+                    // flagged byte; the borrow in the subtractions only runs upwards).
+                    #if _endian(little)
+                    index += special.trailingZeroBitCount >> 3
+                    #endif
+                    break
+                }
                 index += 8
             }
             guard index < count else { break }

@@ -50,7 +50,7 @@ enum PGValue {
         case .bool:
             JSONText.appendLiteral(bytes.first == UInt8(ascii: "t") ? "true" : "false", to: &out)
         case .json:
-            if JSONText.isValid(bytes) { JSONText.appendValue(bytes, to: &out) } else { appendString(bytes, to: &out) }
+            if !JSONText.appendIfValid(bytes, to: &out) { appendString(bytes, to: &out) }
         case .bytea:
             appendBase64(hexBytea: bytes, to: &out)
         case .timestamp:

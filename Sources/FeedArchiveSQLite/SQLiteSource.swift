@@ -1,15 +1,13 @@
 import CSQLite
-import Dispatch
 import FeedArchive
 import Foundation
-import Synchronization
 
 /// The embedded default source: any SQLite table with an increasing integer sequence column
 /// (an outbox). Read-only, in short read transactions (`WHERE seq > ? ORDER BY seq LIMIT n`)
 /// so a live writer is never blocked. The token cursor is the last sequence value consumed.
 public final class SQLiteSource: FeedSource, @unchecked Sendable {
     // @unchecked: the connection, its statements and caches are touched only under `dbLock`
-    // (through `db`), and the prefetch slot only under `lock`; the prefetch thread follows both.
+    // (through `db`), by the caller or the read-ahead thread.
     public let kind = "sqlite"
     public static let partition = "0"
     let settings: SQLiteSourceSettings
@@ -65,24 +63,23 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     }
 
     private var columnNames: [String] = []
-    private let lock = NSLock()
     private let dbLock = NSLock()
-    private var prefetch: Prefetch?
+    /// Pages built ahead on another thread while the caller compresses the previous ones.
+    private lazy var readAhead = ReadAhead<PageKey, FeedPage>(
+        depth: 3,
+        build: { [weak self] key in
+            guard let self else { throw CancellationError() }
+            return try db { _ in try buildPage(key) }
+        },
+        following: { key, page in
+            guard page.records.count == key.maxRecords, let last = page.records.last?.cursor.flatMap({ Int64($0) }), last < key.through else { return nil }
+            return PageKey(after: last, through: key.through, maxRecords: key.maxRecords)
+        })
 
-    struct PageKey: Equatable {
+    struct PageKey: Equatable, Sendable {
         var after: Int64
         var through: Int64
         var maxRecords: Int
-    }
-
-    /// A page being built ahead of the caller, and its result once done.
-    final class Prefetch: @unchecked Sendable {
-        // @unchecked: `result` is written once by the builder before `done` is signalled, and
-        // read only after waiting on `done`.
-        let key: PageKey
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<Result<FeedPage, any Error>?>(nil)
-        init(key: PageKey) { self.key = key }
     }
 
     /// Runs `body` with the connection, one thread at a time.
@@ -229,30 +226,11 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         guard let after = Int64(cursor), let through = Int64(head) else {
             throw FeedArchiveError.data(path: nil, message: "sqlite cursor '\(cursor)' or head '\(head)' is not an integer")
         }
-        let key = PageKey(after: after, through: through, maxRecords: maxRecords)
-        // A page built ahead on another thread while the caller compressed the previous one.
-        let ahead: Prefetch? = lock.withLock {
-            defer { prefetch = nil }
-            return prefetch
-        }
-        var page: FeedPage
-        if let ahead, ahead.key == key {
-            ahead.done.wait()
-            page = try ahead.result.withLock { $0! }.get()
-        } else {
-            ahead?.done.wait()  // a guess that missed: let it finish before touching the database
-            page = try db { _ in try buildPage(key) }
-        }
-        if let last = page.records.last?.cursor.flatMap({ Int64($0) }), last < through, page.records.count == maxRecords {
-            let next = Prefetch(key: PageKey(after: last, through: through, maxRecords: maxRecords))
-            lock.withLock { prefetch = next }
-            DispatchQueue.global().async { [self] in
-                let result = Result { try db { _ in try buildPage(next.key) } }
-                next.result.withLock { $0 = result }
-                next.done.signal()
-            }
-        }
-        return page
+        return try readAhead.page(PageKey(after: after, through: through, maxRecords: maxRecords))
+    }
+
+    public func close() async {
+        readAhead.close()
     }
 
     private func buildPage(_ key: PageKey) throws -> FeedPage {
@@ -328,9 +306,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         var notJSON = false
         if statement.isNull(1) {
             JSONText.appendLiteral("null", to: &out)
-        } else if JSONText.isValid(document) {
-            JSONText.appendValue(document, to: &out)
-        } else {
+        } else if !JSONText.appendIfValid(document, to: &out) {
             notJSON = true  // kept, as a JSON string, rather than dropped
             JSONText.appendString(utf8: document, to: &out)
         }

@@ -39,6 +39,26 @@ import Testing
         }
     }
 
+    /// The one-pass check-and-copy of the sources' hot path: a valid document is appended as
+    /// `appendValue` would (raw line breaks become spaces), an invalid one appends nothing.
+    @Test func appendIfValidCopiesValidDocumentsOnly() throws {
+        var out = Array("prefix:".utf8)
+        let pretty = "{\n  \"a\": [1,\r\n 2],\n  \"b\": \"x\"\n}"
+        #expect(JSONText.appendIfValid(Array(pretty.utf8)[...], to: &out))
+        #expect(String(decoding: out, as: UTF8.self) == "prefix:{   \"a\": [1,   2],   \"b\": \"x\" }")
+        let parsed = try JSONSerialization.jsonObject(with: Data(out.dropFirst(7))) as? [String: Any]
+        #expect(parsed?["b"] as? String == "x")
+        let compact = Array(#"{"k":"v","n":[1,2,{"z":null}]}"#.utf8)
+        out.removeAll()
+        #expect(JSONText.appendIfValid(compact[...], to: &out))
+        #expect(out == compact)
+        for invalid in ["{\"a\":1", "[1,]", "\"line\nbreak\"", ""] {
+            out = [0x41]
+            #expect(!JSONText.appendIfValid(Array(invalid.utf8)[...], to: &out), "\(invalid)")
+            #expect(out == [0x41], "nothing appended for \(invalid)")
+        }
+    }
+
     @Test func escapedStringsDecodeToTheOriginal() throws {
         let original = "quote \" backslash \\ newline \n tab \t bell \u{07} nul \u{0} ünïcødé"
         var out: [UInt8] = []
