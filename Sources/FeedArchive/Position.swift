@@ -26,6 +26,18 @@ public struct Position: Hashable, Comparable, Sendable, CustomStringConvertible 
         return Position(unchecked: text)
     }
 
+    /// `major` and `minor` in fixed-width decimal joined by `-` (Cosmos: `_lsn` in 20 digits
+    /// and the index among its items in 8), built in one go for the hot path.
+    public static func pair(_ major: UInt64, width majorWidth: Int, _ minor: UInt64, width minorWidth: Int) -> Position {
+        precondition(majorWidth + minorWidth < 63)
+        var text: [UInt8] = []
+        text.reserveCapacity(majorWidth + minorWidth + 1)
+        appendZeroPadded(major, width: majorWidth, to: &text)
+        text.append(0x2D)
+        appendZeroPadded(minor, width: minorWidth, to: &text)
+        return Position(unchecked: String(decoding: text, as: UTF8.self))
+    }
+
     init(unchecked: String) { self.rawValue = unchecked }
 
     public static func < (lhs: Position, rhs: Position) -> Bool {
@@ -39,4 +51,24 @@ public struct Position: Hashable, Comparable, Sendable, CustomStringConvertible 
 public func zeroPadded(_ value: UInt64, width: Int) -> String {
     let digits = String(value)
     return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+}
+
+/// Appends `value` in decimal, left-padded with zeros to `width` digits (more when it needs more).
+public func appendZeroPadded(_ value: UInt64, width: Int, to out: inout [UInt8]) {
+    var digits = 1
+    var limit: UInt64 = 10
+    while digits < 20 && value >= limit {
+        digits += 1
+        limit = limit.multipliedReportingOverflow(by: 10).partialValue
+    }
+    let count = max(width, digits)
+    let start = out.count
+    out.append(contentsOf: repeatElement(0x30, count: count))
+    var rest = value
+    var index = start + count - 1
+    while rest > 0 {
+        out[index] = UInt8(rest % 10) + 0x30
+        rest /= 10
+        index -= 1
+    }
 }

@@ -3,26 +3,75 @@ import Foundation
 
 /// A byte-level reader of one change feed response body (`{"_rid":…,"Documents":[…],"_count":n}`):
 /// finds each item's bytes and the few fields feedarchive needs, without decoding the documents,
-/// so `after` can be the document's own bytes.
+/// so `after` can be the document's own bytes. One pass over the items: each is handed over
+/// with its members as soon as its closing brace is found.
 struct ChangeFeedBody {
-    let bytes: [UInt8]
+    let scanner: JSONScanner
 
-    /// Byte ranges of the items of the `Documents` array.
-    func items() throws -> [Range<Int>] {
-        let scanner = JSONScanner(bytes: bytes)
-        guard let members = try scanner.members(of: 0..<bytes.count) else { throw scanner.failure("the body is not a JSON object") }
-        guard let documents = members.first(where: { scanner.keyEquals($0.key, "Documents") })?.value else {
-            throw scanner.failure("the body has no Documents array")
+    /// Calls `body` with each item of the `Documents` array, in order: its byte range and its
+    /// members (a scratch array reused from item to item).
+    func forEachItem(_ body: (Range<Int>, [JSONScanner.Member]) throws -> Void) throws {
+        let bytes = scanner.bytes
+        let end = bytes.count
+        var index = 0
+        scanner.skipSpace(&index, end)
+        guard index < end, bytes[index] == 0x7B else { throw scanner.failure("the body is not a JSON object") }
+        index += 1
+        var sawDocuments = false
+        var members: [JSONScanner.Member] = []
+        members.reserveCapacity(16)
+        while true {
+            scanner.skipSpace(&index, end)
+            guard index < end else { throw scanner.failure("the body is not closed") }
+            if bytes[index] == 0x7D { break }
+            guard bytes[index] == 0x22 else { throw scanner.failure("an object key is missing at byte \(index)") }
+            let keyStart = index + 1
+            try scanner.string(&index, end)
+            let isDocuments = scanner.keyEquals(keyStart..<(index - 1), "Documents")
+            scanner.skipSpace(&index, end)
+            guard index < end, bytes[index] == 0x3A else { throw scanner.failure("':' is missing at byte \(index)") }
+            index += 1
+            scanner.skipSpace(&index, end)
+            if isDocuments {
+                guard index < end, bytes[index] == 0x5B else { throw scanner.failure("Documents is not an array") }
+                sawDocuments = true
+                index += 1
+                scanner.skipSpace(&index, end)
+                if index < end, bytes[index] == 0x5D {
+                    index += 1
+                } else {
+                    while true {
+                        scanner.skipSpace(&index, end)
+                        let start = index
+                        guard try scanner.members(at: &index, end, into: &members) else {
+                            throw scanner.failure("an item of Documents is not an object")
+                        }
+                        try body(start..<index, members)
+                        scanner.skipSpace(&index, end)
+                        guard index < end else { throw scanner.failure("an array is not closed") }
+                        if bytes[index] == 0x2C { index += 1; continue }
+                        if bytes[index] == 0x5D { index += 1; break }
+                        throw scanner.failure("',' or ']' expected at byte \(index)")
+                    }
+                }
+            } else {
+                _ = try scanner.value(&index, end)
+            }
+            scanner.skipSpace(&index, end)
+            guard index < end else { throw scanner.failure("the body is not closed") }
+            if bytes[index] == 0x2C { index += 1; continue }
+            if bytes[index] == 0x7D { break }
+            throw scanner.failure("',' or '}' expected at byte \(index)")
         }
-        guard let elements = try scanner.elements(of: documents) else { throw scanner.failure("Documents is not an array") }
-        return elements
+        guard sawDocuments else { throw scanner.failure("the body has no Documents array") }
     }
 }
 
 /// Just enough JSON scanning for change feed bodies: values are skipped by structure, strings
-/// decoded only where a field is needed. Errors say where the body went wrong.
+/// decoded only where a field is needed. Errors say where the body went wrong. The bytes must
+/// outlive the scanner (it is made inside `withUnsafeBufferPointer`).
 struct JSONScanner {
-    let bytes: [UInt8]
+    let bytes: UnsafeBufferPointer<UInt8>
 
     struct Member {
         var key: Range<Int>  // inside the quotes
@@ -33,7 +82,7 @@ struct JSONScanner {
         .sourceUnavailable("the change feed answer is not what the protocol describes: \(message)")
     }
 
-    func skipSpace(_ index: inout Int, _ end: Int) {
+    @inline(__always) func skipSpace(_ index: inout Int, _ end: Int) {
         while index < end, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09 { index += 1 }
     }
 
@@ -73,11 +122,29 @@ struct JSONScanner {
         return start..<index
     }
 
-    /// Moves past a string starting at its opening quote.
+    /// Moves past a string starting at its opening quote: eight bytes at a time until a quote
+    /// or a backslash (SWAR), escapes skipped. Checking the string's content is not done here
+    /// (documents are checked by `JSONText.appendIfValid` when copied).
     func string(_ index: inout Int, _ end: Int) throws {
         index += 1
+        let base = bytes.baseAddress!
         while index < end {
-            switch bytes[index] {
+            while index + 8 <= end {
+                let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
+                let ones: UInt64 = 0x0101_0101_0101_0101
+                let quote = word ^ (0x22 &* ones)
+                let backslash = word ^ (0x5C &* ones)
+                let hit = (((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash)) & 0x8080_8080_8080_8080
+                if hit != 0 {
+                    #if _endian(little)
+                    index += hit.trailingZeroBitCount >> 3
+                    #endif
+                    break
+                }
+                index += 8
+            }
+            guard index < end else { break }
+            switch base[index] {
             case 0x5C: index += 2
             case 0x22:
                 index += 1
@@ -88,16 +155,17 @@ struct JSONScanner {
         throw failure("a string is not closed")
     }
 
-    /// The members of the object in `range`; nil when it is not an object.
-    func members(of range: Range<Int>) throws -> [Member]? {
-        var index = range.lowerBound
-        let end = range.upperBound
-        skipSpace(&index, end)
-        guard index < end, bytes[index] == 0x7B else { return nil }
+    /// The members of the object at `index` (after spaces) into `result`, moving past it;
+    /// false (index unmoved) when the value there is not an object.
+    func members(at index: inout Int, _ end: Int, into result: inout [Member]) throws -> Bool {
+        result.removeAll(keepingCapacity: true)
+        guard index < end, bytes[index] == 0x7B else { return false }
         index += 1
-        var result: [Member] = []
         skipSpace(&index, end)
-        if index < end, bytes[index] == 0x7D { return result }
+        if index < end, bytes[index] == 0x7D {
+            index += 1
+            return true
+        }
         while index < end {
             skipSpace(&index, end)
             guard index < end, bytes[index] == 0x22 else { throw failure("an object key is missing at byte \(index)") }
@@ -115,41 +183,26 @@ struct JSONScanner {
                 index += 1
                 continue
             }
-            if bytes[index] == 0x7D { return result }
+            if bytes[index] == 0x7D {
+                index += 1
+                return true
+            }
             throw failure("',' or '}' expected at byte \(index)")
         }
         throw failure("an object is not closed")
     }
 
-    /// The element ranges of the array in `range`; nil when it is not an array.
-    func elements(of range: Range<Int>) throws -> [Range<Int>]? {
+    /// The members of the object in `range`; nil when it is not an object.
+    func members(of range: Range<Int>) throws -> [Member]? {
         var index = range.lowerBound
-        let end = range.upperBound
-        skipSpace(&index, end)
-        guard index < end, bytes[index] == 0x5B else { return nil }
-        index += 1
-        var result: [Range<Int>] = []
-        skipSpace(&index, end)
-        if index < end, bytes[index] == 0x5D { return result }
-        while index < end {
-            result.append(try value(&index, end))
-            skipSpace(&index, end)
-            guard index < end else { break }
-            if bytes[index] == 0x2C {
-                index += 1
-                continue
-            }
-            if bytes[index] == 0x5D { return result }
-            throw failure("',' or ']' expected at byte \(index)")
-        }
-        throw failure("an array is not closed")
+        skipSpace(&index, range.upperBound)
+        var result: [Member] = []
+        return try members(at: &index, range.upperBound, into: &result) ? result : nil
     }
 
     func keyEquals(_ key: Range<Int>, _ name: StaticString) -> Bool {
         guard key.count == name.utf8CodeUnitCount else { return false }
-        let pointer = name.utf8Start
-        for offset in 0..<key.count where bytes[key.lowerBound + offset] != pointer[offset] { return false }
-        return true
+        return memcmp(bytes.baseAddress! + key.lowerBound, name.utf8Start, key.count) == 0
     }
 
     func member(_ members: [Member], _ name: StaticString) -> Range<Int>? {
@@ -170,8 +223,9 @@ struct JSONScanner {
         guard let range, !range.isEmpty else { return nil }
         var value: Int64 = 0
         var negative = false
-        for (offset, byte) in bytes[range].enumerated() {
-            if offset == 0 && byte == 0x2D {
+        for offset in range {
+            let byte = bytes[offset]
+            if offset == range.lowerBound && byte == 0x2D {
                 negative = true
                 continue
             }
@@ -187,10 +241,10 @@ struct JSONScanner {
     /// A string value decoded (escapes included); nil when the value is not a string.
     func decodeString(_ range: Range<Int>?) -> String? {
         guard let range, range.count >= 2, bytes[range.lowerBound] == 0x22 else { return nil }
-        let inner = bytes[(range.lowerBound + 1)..<(range.upperBound - 1)]
+        let inner = UnsafeBufferPointer(rebasing: bytes[(range.lowerBound + 1)..<(range.upperBound - 1)])
         if !inner.contains(0x5C) { return String(decoding: inner, as: UTF8.self) }
         // Rare: let Foundation decode the escapes of this one string.
-        return (try? JSONDecoder().decode(String.self, from: Data(bytes[range])))
+        return (try? JSONDecoder().decode(String.self, from: Data(UnsafeBufferPointer(rebasing: bytes[range]))))
     }
 
     func isNull(_ range: Range<Int>?) -> Bool {

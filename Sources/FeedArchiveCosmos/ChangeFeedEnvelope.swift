@@ -14,29 +14,29 @@ struct ChangeFeedEnvelope {
     let keyPath: [String]
 
     func records(body: [UInt8], cursorAfter: String) throws -> [FeedRecord] {
-        let scanner = JSONScanner(bytes: body)
-        let items = try ChangeFeedBody(bytes: body).items()
         var out: [UInt8] = []
-        out.reserveCapacity(body.count + items.count * 200)
+        out.reserveCapacity(body.count + body.count / 2)
         var partLiteral: [UInt8] = []
         JSONText.appendString(partition, to: &partLiteral)
         var pending: [(Position, Int64?, Range<Int>)] = []
-        pending.reserveCapacity(items.count)
         var lastLSN: Int64 = -1
         var index: UInt64 = 0
-        for item in items {
-            let start = out.count
-            let (lsn, ts) = try append(item, scanner: scanner, partLiteral: partLiteral, into: &out, index: { lsn in
-                if lsn == lastLSN { index += 1 } else { index = 0 }
-                lastLSN = lsn
-                return index
-            })
-            guard lsn > 0 else { throw scanner.failure("an item has no _lsn") }
-            let position = Position(zeroPadded(UInt64(lsn), width: 20) + "-" + zeroPadded(index, width: 8))!
-            if let previous = pending.last?.0, !(previous < position) {
-                throw scanner.failure("item positions go backwards within a page (\(position) after \(previous))")
+        var time = TimeText()
+        try body.withUnsafeBufferPointer { buffer in
+            let scanner = JSONScanner(bytes: buffer)
+            try ChangeFeedBody(scanner: scanner).forEachItem { item, members in
+                let start = out.count
+                let (lsn, ts) = try append(item, members: members, scanner: scanner, partLiteral: partLiteral, time: &time, into: &out) { lsn in
+                    guard lsn > 0 else { throw scanner.failure("an item has no _lsn") }
+                    guard lsn >= lastLSN else {
+                        throw scanner.failure("item positions go backwards within a page (_lsn \(lsn) after \(lastLSN))")
+                    }
+                    index = lsn == lastLSN ? index + 1 : 0
+                    lastLSN = lsn
+                    return Position.pair(UInt64(lsn), width: 20, index, width: 8)
+                }
+                pending.append((lsn, ts, start..<out.count))
             }
-            pending.append((position, ts, start..<out.count))
         }
         return pending.enumerated().map { offset, entry in
             // Batches end only at page boundaries: only the page's last item carries the cursor.
@@ -44,12 +44,17 @@ struct ChangeFeedEnvelope {
         }
     }
 
+    /// The last `ts` written and its text: items of a page mostly share a few seconds.
+    struct TimeText {
+        var micros: Int64 = .min
+        var text: [UInt8] = []
+    }
+
     /// Writes one envelope; returns the item's `_lsn` and time (microseconds).
     private func append(
-        _ item: Range<Int>, scanner: JSONScanner, partLiteral: [UInt8], into out: inout [UInt8], index: (Int64) -> UInt64
-    ) throws -> (Int64, Int64?) {
-        let bytes = scanner.bytes
-        guard let members = try scanner.members(of: item) else { throw scanner.failure("an item of Documents is not an object") }
+        _ item: Range<Int>, members: [JSONScanner.Member], scanner: JSONScanner, partLiteral: [UInt8], time: inout TimeText,
+        into out: inout [UInt8], position: (Int64) throws -> Position
+    ) throws -> (Position, Int64?) {
         var document: Range<Int>?
         var documentMembers: [JSONScanner.Member] = []
         var previous: Range<Int>?
@@ -86,23 +91,24 @@ struct ChangeFeedEnvelope {
             if op == 0x64 { document = nil }
         }
         guard let lsn else { throw scanner.failure("an item has no _lsn (lsn in metadata for all-versions items)") }
-        if let document, !JSONText.isValid(bytes[document]) {
-            throw scanner.failure("the document at _lsn \(lsn) is not valid JSON")
-        }
+        let place = try position(lsn)
         let micros = seconds.map { $0 * 1_000_000 }
 
         JSONText.appendLiteral(#"{"pos":""#, to: &out)
-        out.append(contentsOf: zeroPadded(UInt64(max(0, lsn)), width: 20).utf8)
-        out.append(0x2D)
-        out.append(contentsOf: zeroPadded(index(lsn), width: 8).utf8)
+        out.append(contentsOf: place.rawValue.utf8)
         JSONText.appendLiteral(#"","part":"#, to: &out)
         out.append(contentsOf: partLiteral)
         JSONText.appendLiteral(#","op":""#, to: &out)
         out.append(op)
         JSONText.appendLiteral(#"","ts":"#, to: &out)
         if let micros {
+            if micros != time.micros {
+                time.micros = micros
+                time.text.removeAll(keepingCapacity: true)
+                appendRFC3339(microseconds: micros, to: &time.text)
+            }
             out.append(0x22)
-            appendRFC3339(microseconds: micros, to: &out)
+            out.append(contentsOf: time.text)
             out.append(0x22)
         } else {
             JSONText.appendLiteral("null", to: &out)
@@ -110,25 +116,25 @@ struct ChangeFeedEnvelope {
         // key: the id and the partition key value, from the document or (deletes) the metadata.
         JSONText.appendLiteral(#","key":{"id":"#, to: &out)
         let id = scanner.member(documentMembers, "id") ?? scanner.member(metadataMembers, "id")
-        appendRaw(id, bytes: bytes, to: &out)
+        try appendRaw(id, "id", scanner, lsn: lsn, to: &out)
         JSONText.appendLiteral(#","pk":"#, to: &out)
         var keyValue = try partitionKeyValue(documentMembers, scanner: scanner)
         if keyValue == nil, let metaKey = scanner.member(metadataMembers, "partitionKey") {
             if let fields = try scanner.members(of: metaKey) {
-                keyValue = fields.first { scanner.keyEquals($0.key, "pk") || String(decoding: bytes[$0.key], as: UTF8.self) == keyPath.last }?.value ?? fields.first?.value
+                keyValue = fields.first { scanner.keyEquals($0.key, "pk") || String(decoding: scanner.bytes[$0.key], as: UTF8.self) == keyPath.last }?.value ?? fields.first?.value
             } else {
                 keyValue = metaKey
             }
         }
-        appendRaw(keyValue, bytes: bytes, to: &out)
+        try appendRaw(keyValue, "partition key", scanner, lsn: lsn, to: &out)
         JSONText.appendLiteral(#"},"after":"#, to: &out)
-        appendRaw(document, bytes: bytes, to: &out)
+        try appendRaw(document, "document", scanner, lsn: lsn, to: &out)
         JSONText.appendLiteral(#","before":"#, to: &out)
-        appendRaw(previous, bytes: bytes, to: &out)
+        try appendRaw(previous, "previous image", scanner, lsn: lsn, to: &out)
         JSONText.appendLiteral(#","source":{"_rid":"#, to: &out)
-        appendRaw(scanner.member(documentMembers, "_rid"), bytes: bytes, to: &out)
+        try appendRaw(scanner.member(documentMembers, "_rid"), "_rid", scanner, lsn: lsn, to: &out)
         JSONText.appendLiteral(#","_etag":"#, to: &out)
-        appendRaw(scanner.member(documentMembers, "_etag"), bytes: bytes, to: &out)
+        try appendRaw(scanner.member(documentMembers, "_etag"), "_etag", scanner, lsn: lsn, to: &out)
         JSONText.appendLiteral(#","_lsn":"#, to: &out)
         JSONText.appendInt(lsn, to: &out)
         JSONText.appendLiteral(#","_ts":"#, to: &out)
@@ -139,14 +145,14 @@ struct ChangeFeedEnvelope {
         }
         if mode == .allVersionsAndDeletes {
             JSONText.appendLiteral(#","operationType":"#, to: &out)
-            appendRaw(operation, bytes: bytes, to: &out)
+            try appendRaw(operation, "operationType", scanner, lsn: lsn, to: &out)
             if let previousLSN = scanner.integer(scanner.member(metadataMembers, "previousImageLSN")) {
                 JSONText.appendLiteral(#","previousImageLSN":"#, to: &out)
                 JSONText.appendInt(previousLSN, to: &out)
             }
         }
         JSONText.appendLiteral("}}", to: &out)
-        return (lsn, micros)
+        return (place, micros)
     }
 
     /// The value at the partition key path inside the document, as raw JSON.
@@ -161,7 +167,11 @@ struct ChangeFeedEnvelope {
         return nil
     }
 
-    private func appendRaw(_ range: Range<Int>?, bytes: [UInt8], to out: inout [UInt8]) {
-        if let range { JSONText.appendValue(bytes[range], to: &out) } else { JSONText.appendLiteral("null", to: &out) }
+    /// Copies a value of the item, checked as it is copied, or writes `null` for none.
+    private func appendRaw(_ range: Range<Int>?, _ what: String, _ scanner: JSONScanner, lsn: Int64, to out: inout [UInt8]) throws {
+        guard let range else { return JSONText.appendLiteral("null", to: &out) }
+        guard JSONText.appendIfValid(UnsafeBufferPointer(rebasing: scanner.bytes[range]), to: &out) else {
+            throw scanner.failure("the \(what) at _lsn \(lsn) is not valid JSON")
+        }
     }
 }

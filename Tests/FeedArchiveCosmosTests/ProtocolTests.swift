@@ -94,6 +94,35 @@ import Testing
         }
     }
 
+    /// The body scanner skips strings eight bytes at a time: escapes at every offset of a word
+    /// must neither end a string early nor hide its end; documents are checked as they are copied.
+    @Test func stringsWithEscapesAtEveryOffsetKeepTheirDocumentsWhole() throws {
+        var docs: [String] = []
+        for offset in 0..<17 {
+            let pad = String(repeating: "x", count: offset)
+            docs.append(#"{"id":"d\#(offset)","pk":"p","s":"\#(pad)\"q\\\"\#(pad)","t":"\#(pad)\\","_rid":"r","_etag":"e","_ts":1,"_lsn":\#(offset + 1)}"#)
+        }
+        let body = #"{"_rid":"x","Documents":[\#(docs.joined(separator: ","))],"_count":\#(docs.count)}"#
+        let records = try ChangeFeedEnvelope(partition: "0", mode: .latestVersion, keyPath: ["pk"]).records(body: Array(body.utf8), cursorAfter: "c")
+        #expect(records.count == docs.count)
+        for (record, doc) in zip(records, docs) {
+            let line = String(decoding: record.line, as: UTF8.self)
+            #expect(line.contains(#""after":\#(doc),"before""#))
+            let parsed = try JSONSerialization.jsonObject(with: Data(record.line)) as? [String: Any]
+            #expect((parsed?["after"] as? [String: Any])?["id"] as? String != nil)
+        }
+
+        let rawTab = #"{"Documents":[{"id":"a","pk":"p","s":"tab\#there","_lsn":5}],"_count":1}"#
+        let error = #expect(throws: FeedArchiveError.self) {
+            _ = try ChangeFeedEnvelope(partition: "0", mode: .latestVersion, keyPath: ["pk"]).records(body: Array(rawTab.utf8), cursorAfter: "c")
+        }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("the document at _lsn 5 is not valid JSON"))
+        let noDocuments = #"{"_rid":"x","_count":0}"#
+        #expect(throws: FeedArchiveError.self) {
+            _ = try ChangeFeedEnvelope(partition: "0", mode: .latestVersion, keyPath: ["pk"]).records(body: Array(noDocuments.utf8), cursorAfter: "c")
+        }
+    }
+
     @Test func allVersionsItemsTakeTheirOpFromMetadataAndBeforeFromPrevious() throws {
         let current = #"{"id":"a","pk":"p","v":2,"_rid":"r","_etag":"\"e\"","_ts":100,"_lsn":12}"#
         let previous = #"{"id":"a","pk":"p","v":1,"_ts":90,"_lsn":11}"#
