@@ -96,11 +96,11 @@ public struct ArchiveRunner {
         do {
             try await readAndCommit(head: head, deadline: deadline, options: options, batcher: &batcher, token: &token, summary: &summary)
         } catch {
-            batcher.abort()  // a failure before the manifest line leaves the feed where it was
+            batcher.abandon()  // a failure before the manifest line leaves the feed where it was
             throw error
         }
         if options.stop.isSet {
-            batcher.abort()
+            batcher.abandon()
             throw FeedArchiveError.interrupted(signal: options.stop.signal)
         }
         if summary.stoppedBy == "head" { try await recordHeartbeats(archive: archive, token: &token, summary: &summary) }
@@ -152,7 +152,7 @@ public struct ArchiveRunner {
                 if let change = page.topology {
                     // Whole pages only: the open batch ends on a cursor, so it is committed first.
                     try await batcher.close(partition: partition, token: &token, summary: &summary)
-                    try await batcher.record(change, in: partition, token: &token)
+                    try await batcher.record(change, in: partition, token: &token, summary: &summary)
                     summary.warnings.append("partition \(partition): \(change.reason)")
                     for child in change.cursors.keys.sorted() where !queue[queued...].contains(child) && child != partition {
                         queue.append(child)
@@ -182,6 +182,7 @@ public struct ArchiveRunner {
             for partition in token.cursors.keys.sorted() where batcher.open?.partition == partition {
                 try await batcher.close(partition: partition, token: &token, summary: &summary)
             }
+            try await batcher.settle(summary: &summary)
             if let failed { throw failed.error }
         }
     }
@@ -227,6 +228,12 @@ public struct ArchiveRunner {
 /// Cuts the stream of records into batches and streams each into a blob: a batch ends where
 /// a cursor exists and the next record would pass max records/bytes, move to a later hour
 /// bucket, or change the partition path. Late records stay in their batch.
+///
+/// A closed batch is committed (DESIGN.md steps 4–7) on the commit thread while the next one
+/// is read and compressed; commits stay one at a time and in feed order, because the next
+/// commit, a `split`/`merge` line, and the end of a run each wait for the one in flight
+/// (`settle`). The source is acknowledged (step 8) only in `settle`, after the checkpoint is
+/// durable. A run killed meanwhile is a crash like any other: recovery sorts out the rest.
 struct Batcher {
     let job: JobConfig
     let archive: JobArchive
@@ -252,6 +259,19 @@ struct Batcher {
     }
     var open: Open?
 
+    /// The batch being committed on the commit thread.
+    struct InFlight {
+        var commit: BackgroundCommit
+        var writer: BlobWriter
+        var records: Int64
+        var rawBytes: Int64
+        /// The token after the batch: what the source is acknowledged with once it is durable.
+        var token: ContinuationToken
+    }
+    var inFlight: InFlight?
+    /// One serial queue per process: commits never overlap, whatever the job.
+    static let commitQueue = DispatchQueue(label: "feedarchive.commit")
+
     init(job: JobConfig, archive: JobArchive, source: any FeedSource, options: RunOptions) {
         self.job = job
         self.archive = archive
@@ -263,8 +283,9 @@ struct Batcher {
     var openRecords: Int { Int(open?.records ?? 0) }
     /// No batch is open, or the open one may end here (its last record carries a cursor).
     var atBoundary: Bool { open == nil || open?.lastCursor != nil }
-    var pendingRecords: Int64 { open?.records ?? 0 }
-    var pendingBytes: Int64 { open?.writer.rawBytes ?? 0 }
+    /// Changes read but not yet committed: the open batch and the one being committed.
+    var pendingRecords: Int64 { (open?.records ?? 0) + (inFlight?.records ?? 0) }
+    var pendingBytes: Int64 { (open?.writer.rawBytes ?? 0) + (inFlight?.rawBytes ?? 0) }
 
     mutating func add(_ record: FeedRecord, partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
         let bucket = record.timestamp.map { bucketer.bucket($0) }
@@ -301,13 +322,24 @@ struct Batcher {
         }
     }
 
-    /// Commits the open batch (it ends on a cursor: pages end on one).
+    /// Ends the open batch (it ends on a cursor: pages end on one) and starts its commit on the
+    /// commit thread, after the one before it is durable.
     mutating func close(partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
         guard let batch = open else { return }
         guard let cursor = batch.lastCursor else {
             throw FeedArchiveError.data(path: nil, message: "the \(source.kind) source ended a page inside a group (position \(batch.last)): a source bug, nothing was committed")
         }
         open = nil
+        do {
+            try await settle(summary: &summary)
+        } catch {
+            batch.writer.abort(fs: archive.fs)
+            throw error
+        }
+        if options.stop.isSet {  // a signal came while the last commit finished: start no other
+            batch.writer.abort(fs: archive.fs)
+            return
+        }
         let next = token.advancing(batch.partition, to: cursor)
         let name = sanitizePathComponent(batch.partition) + "_" + batch.first.rawValue + "_" + batch.last.rawValue + job.archive.compression.fileExtension
         let entry = ManifestEntry(
@@ -315,19 +347,31 @@ struct Batcher {
             firstPos: batch.first.rawValue, lastPos: batch.last.rawValue, fromToken: batch.fromToken, toToken: next.encoded,
             minTs: batch.minTs.map { formatRFC3339(microseconds: $0) }, maxTs: batch.maxTs.map { formatRFC3339(microseconds: $0) },
             run: archive.runID)
-        let result: BlobWriter.Result
-        do {
-            result = try archive.commit(
-                blob: batch.writer, relativePath: batch.directory + "/" + name, entry: entry,
-                newToken: lineage == "live" ? next.encoded : (archive.checkpoint?.token ?? next.encoded))
-        } catch {
-            batch.writer.abort(fs: archive.fs)
-            throw error
-        }
+        let work = CommitWork(
+            archive: archive, writer: batch.writer, relativePath: batch.directory + "/" + name, entry: entry,
+            newToken: lineage == "live" ? next.encoded : (archive.checkpoint?.token ?? next.encoded))
+        inFlight = InFlight(
+            commit: BackgroundCommit(on: Self.commitQueue, work), writer: batch.writer, records: batch.records,
+            rawBytes: batch.writer.rawBytes, token: next)
         token = next
-        if lineage == "live" { try await source.acknowledge(token) }  // 8. only after the checkpoint is durable
+    }
+
+    /// Waits for the commit in flight; once its checkpoint is durable, acknowledges the source
+    /// (step 8) and counts the blob. A failed commit deletes its temp file and is thrown.
+    mutating func settle(summary: inout RunSummary) async throws {
+        guard let flight = inFlight else { return }
+        inFlight = nil
+        let result: BlobWriter.Result
+        switch await flight.commit.result() {
+        case .failure(let error):
+            flight.writer.abort(fs: archive.fs)
+            throw error
+        case .success(let value):
+            result = value
+        }
+        if lineage == "live" { try await source.acknowledge(flight.token) }  // 8. only after the checkpoint is durable
         summary.blobs += 1
-        summary.records += batch.records
+        summary.records += flight.records
         summary.rawBytes += result.rawBytes
         summary.bytes += result.bytes
         options.onCommit?(RunProgress(blobs: summary.blobs, records: summary.records, rawBytes: summary.rawBytes))
@@ -336,7 +380,8 @@ struct Batcher {
     /// Writes a `split`/`merge` manifest line whose `from_token` is the state before the change
     /// and `to_token` the state after it (ended partitions gone, new cursors set), and moves the
     /// checkpoint there: verify follows a partition's chain into the partitions that replace it.
-    mutating func record(_ change: TopologyChange, in partition: String, token: inout ContinuationToken) async throws {
+    mutating func record(_ change: TopologyChange, in partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
+        try await settle(summary: &summary)
         var next = token
         for ended in change.ended { next.cursors[ended] = nil }
         for (part, cursor) in change.cursors { next.cursors[part] = cursor }
@@ -348,9 +393,64 @@ struct Batcher {
         if lineage == "live" { try await source.acknowledge(token) }
     }
 
-    /// Drops the blob in progress (signal): its temp file is deleted, nothing is committed.
+    /// Drops the open batch (a partition set aside inside a group): its temp file is deleted.
     mutating func abort() {
         open?.writer.abort(fs: archive.fs)
         open = nil
+    }
+
+    /// Ends the run early (signal, error): the open batch is dropped, and the commit in flight,
+    /// a whole batch, is let finish (or its temp file deleted when it fails), so no thread is
+    /// left writing. The source is acknowledged by the next run.
+    mutating func abandon() {
+        abort()
+        if let flight = inFlight, case .failure = flight.commit.wait() { flight.writer.abort(fs: archive.fs) }
+        inFlight = nil
+    }
+}
+
+/// One batch's commit (DESIGN.md steps 4–7), handed to the commit thread.
+struct CommitWork: @unchecked Sendable {
+    // @unchecked: while the commit runs, the run's task touches neither this writer nor the
+    // archive's mutable state (manifest, checkpoint, durable-folder cache); it only creates
+    // folders and temp files through the file system, which is stateless or locked. It reads
+    // them again only after `BackgroundCommit` has completed (a semaphore orders the two).
+    let archive: JobArchive
+    let writer: BlobWriter
+    let relativePath: String
+    let entry: ManifestEntry
+    let newToken: String
+
+    func run() throws -> BlobWriter.Result {
+        try archive.commit(blob: writer, relativePath: relativePath, entry: entry, newToken: newToken)
+    }
+}
+
+/// A commit running on the commit queue; its result can be waited for from a thread or a task.
+final class BackgroundCommit: @unchecked Sendable {
+    // @unchecked: `outcome` is written once, before `done` is signalled, and read only after
+    // a wait on `done` (which is signalled again for the next waiter).
+    private let done = DispatchSemaphore(value: 0)
+    private var outcome: Result<BlobWriter.Result, any Error>?
+
+    init(on queue: DispatchQueue, _ work: CommitWork) {
+        queue.async { [self] in
+            outcome = Result { try work.run() }
+            done.signal()
+        }
+    }
+
+    /// Blocks the calling thread until the commit ended.
+    func wait() -> Result<BlobWriter.Result, any Error> {
+        done.wait()
+        defer { done.signal() }
+        return outcome!
+    }
+
+    /// Waits without holding a thread of the cooperative pool.
+    func result() async -> Result<BlobWriter.Result, any Error> {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: self.wait()) }
+        }
     }
 }

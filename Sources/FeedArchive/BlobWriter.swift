@@ -14,7 +14,9 @@ public final class BlobWriter {
 
     public let tempPath: String
     private let file: any WritableFile
-    private let encoder: any BlobEncoder
+    /// Released as soon as the frame is finished: a multi-threaded zstd context holds several
+    /// MiB, and the next batch's context is already at work by then.
+    private var encoder: (any BlobEncoder)?
     private var hasher = SHA256()
     private var buffer: [UInt8] = []
     private let bufferLimit: Int
@@ -44,6 +46,7 @@ public final class BlobWriter {
 
     private func flushBuffer() throws {
         guard !buffer.isEmpty else { return }
+        guard let encoder else { throw CodecError("the blob \(tempPath) was already finished") }
         try buffer.withUnsafeBytes { input in try encoder.write(input, to: sink) }
         buffer.removeAll(keepingCapacity: true)
     }
@@ -57,7 +60,10 @@ public final class BlobWriter {
     /// Ends the frame, fsyncs and closes the temp file. The caller renames it into place.
     public func finish() throws -> Result {
         try flushBuffer()
+        guard let encoder else { throw CodecError("the blob \(tempPath) was already finished") }
         try encoder.finish(to: sink)
+        self.encoder = nil
+        buffer = []
         try file.sync()
         closed = true
         try file.close()
