@@ -290,11 +290,13 @@ struct Batcher {
     mutating func add(_ record: FeedRecord, partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
         let bucket = record.timestamp.map { bucketer.bucket($0) }
         let partitionPath = renderPartitionPath(job.archive.partitionPath, value: record.pathValue)
-        if let current = open, current.lastCursor != nil {
-            let full = current.records >= job.batch.maxRecords
-                || current.writer.rawBytes + Int64(record.line.count + 1) > job.batch.maxBytes
-            let laterBucket = bucket != nil && current.bucket != nil && bucket! > current.bucket!
-            if full || laterBucket || partitionPath != current.partitionPath {
+        // Field by field, not `if let current = open`: copying the batch state per change
+        // retains and releases each of its references.
+        if open != nil && open!.lastCursor != nil {
+            let full = open!.records >= job.batch.maxRecords
+                || open!.writer.rawBytes + Int64(record.line.count + 1) > job.batch.maxBytes
+            let laterBucket = bucket != nil && open!.bucket != nil && bucket! > open!.bucket!
+            if full || laterBucket || partitionPath != open!.partitionPath {
                 try await close(partition: partition, token: &token, summary: &summary)
             }
         }
