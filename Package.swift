@@ -34,6 +34,8 @@ let package = Package(
         .systemLibrary(
             name: "CSQLite", pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"]), .brew(["sqlite"])]),
+        // mallopt, for the executable's memory bound (see FeedArchiveCommand.main).
+        .systemLibrary(name: "CMalloc"),
         .target(
             name: "FeedArchive",
             dependencies: [
@@ -71,7 +73,7 @@ let package = Package(
         .executableTarget(
             name: "feedarchive",
             dependencies: [
-                "FeedArchive", "FeedArchiveSQLite", "FeedArchivePostgres", "FeedArchiveCosmos",
+                "FeedArchive", "FeedArchiveSQLite", "FeedArchivePostgres", "FeedArchiveCosmos", "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -96,11 +96,11 @@ public struct ArchiveRunner {
         do {
             try await readAndCommit(head: head, deadline: deadline, options: options, batcher: &batcher, token: &token, summary: &summary)
         } catch {
-            batcher.abandon()  // a failure before the manifest line leaves the feed where it was
+            try await batcher.abandon()  // a failure before the manifest line leaves the feed where it was
             throw error
         }
         if options.stop.isSet {
-            batcher.abandon()
+            try await batcher.abandon()
             throw FeedArchiveError.interrupted(signal: options.stop.signal)
         }
         if summary.stoppedBy == "head" { try await recordHeartbeats(archive: archive, token: &token, summary: &summary) }
@@ -338,9 +338,11 @@ struct Batcher {
             batch.writer.abort(fs: archive.fs)
             throw error
         }
-        if options.stop.isSet {  // a signal came while the last commit finished: start no other
+        if options.stop.isSet {
+            // A signal came while the last commit finished: start no other, and say so by
+            // throwing; a caller that went on (a split line after this batch) would skip it.
             batch.writer.abort(fs: archive.fs)
-            return
+            throw FeedArchiveError.interrupted(signal: options.stop.signal)
         }
         let next = token.advancing(batch.partition, to: cursor)
         let name = sanitizePathComponent(batch.partition) + "_" + batch.first.rawValue + "_" + batch.last.rawValue + job.archive.compression.fileExtension
@@ -352,9 +354,10 @@ struct Batcher {
         let work = CommitWork(
             archive: archive, writer: batch.writer, relativePath: batch.directory + "/" + name, entry: entry,
             newToken: lineage == "live" ? next.encoded : (archive.checkpoint?.token ?? next.encoded))
+        let rawBytes = batch.writer.rawBytes  // read before the writer is handed over
         inFlight = InFlight(
             commit: BackgroundCommit(on: Self.commitQueue, work), writer: batch.writer, records: batch.records,
-            rawBytes: batch.writer.rawBytes, token: next)
+            rawBytes: rawBytes, token: next)
         token = next
     }
 
@@ -384,6 +387,7 @@ struct Batcher {
     /// checkpoint there: verify follows a partition's chain into the partitions that replace it.
     mutating func record(_ change: TopologyChange, in partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
         try await settle(summary: &summary)
+        if options.stop.isSet { throw FeedArchiveError.interrupted(signal: options.stop.signal) }
         var next = token
         for ended in change.ended { next.cursors[ended] = nil }
         for (part, cursor) in change.cursors { next.cursors[part] = cursor }
@@ -402,12 +406,17 @@ struct Batcher {
     }
 
     /// Ends the run early (signal, error): the open batch is dropped, and the commit in flight,
-    /// a whole batch, is let finish (or its temp file deleted when it fails), so no thread is
-    /// left writing. The source is acknowledged by the next run.
-    mutating func abandon() {
+    /// a whole batch, is let finish, so no thread is left writing. When that commit failed, its
+    /// temp file is deleted and its error (a full disk: exit 74) is thrown, ahead of the signal
+    /// or read error that ended the run. The source is acknowledged by the next run.
+    mutating func abandon() async throws {
         abort()
-        if let flight = inFlight, case .failure = flight.commit.wait() { flight.writer.abort(fs: archive.fs) }
+        guard let flight = inFlight else { return }
         inFlight = nil
+        if case .failure(let error) = await flight.commit.result() {
+            flight.writer.abort(fs: archive.fs)
+            throw error
+        }
     }
 }
 

@@ -115,11 +115,11 @@ public struct BackfillRunner {
             do {
                 try await runner.readAndCommit(head: head, deadline: deadline, options: options, batcher: &batcher, token: &token, summary: &summary)
             } catch {
-                batcher.abandon()
+                try await batcher.abandon()
                 throw error
             }
             if options.stop.isSet {
-                batcher.abandon()
+                try await batcher.abandon()
                 throw FeedArchiveError.interrupted(signal: options.stop.signal)
             }
         }

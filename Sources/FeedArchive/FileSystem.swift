@@ -97,7 +97,7 @@ public struct PosixFileSystem: FileSystem {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         if fd < 0 { throw Self.fail("create", path) }
         _ = fchmod(fd, mode)
-        return PosixFile(fd: fd, path: path)
+        return PosixFile(fd: fd, path: path, startsWriteback: true)
     }
 
     public func openForAppend(_ path: String, mode: mode_t) throws -> any WritableFile {
@@ -185,10 +185,14 @@ final class PosixFile: WritableFile {
     let path: String
     private var fd: Int32
 
-    init(fd: Int32, path: String) {
+    /// Files written from their start (blobs, temp files) start writeback as they grow; files
+    /// opened for append (the manifest) do not: their offsets are not counted from 0.
+    init(fd: Int32, path: String, startsWriteback: Bool = false) {
         self.fd = fd
         self.path = path
+        self.startsWriteback = startsWriteback
     }
+    private let startsWriteback: Bool
 
     deinit { if fd >= 0 { Glibc.close(fd) } }
 
@@ -211,9 +215,11 @@ final class PosixFile: WritableFile {
         // Start writeback of each full MiB now (asynchronous on Linux, as PostgreSQL's
         // pg_flush_data does where sync_file_range is missing), so the fsync at the end of a
         // blob waits for its last MiB instead of all of it, and the pipeline barely stalls.
-        if size - writebackStarted >= Self.writebackChunk {
-            _ = posix_fadvise(fd, off_t(writebackStarted), off_t(size - writebackStarted), POSIX_FADV_DONTNEED)
-            writebackStarted = size
+        // Whole pages only: a partial last page would be written back now and again later.
+        let end = size & ~4095
+        if startsWriteback && end - writebackStarted >= Self.writebackChunk {
+            _ = posix_fadvise(fd, off_t(writebackStarted), off_t(end - writebackStarted), POSIX_FADV_DONTNEED)
+            writebackStarted = end
         }
     }
 

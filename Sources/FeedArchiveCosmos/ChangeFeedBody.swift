@@ -33,6 +33,7 @@ struct ChangeFeedBody {
             index += 1
             scanner.skipSpace(&index, end)
             if isDocuments {
+                guard !sawDocuments else { throw scanner.failure("the body has two Documents arrays") }
                 guard index < end, bytes[index] == 0x5B else { throw scanner.failure("Documents is not an array") }
                 sawDocuments = true
                 index += 1

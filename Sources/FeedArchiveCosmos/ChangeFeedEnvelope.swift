@@ -92,7 +92,11 @@ struct ChangeFeedEnvelope {
         }
         guard let lsn else { throw scanner.failure("an item has no _lsn (lsn in metadata for all-versions items)") }
         let place = try position(lsn)
-        let micros = seconds.map { $0 * 1_000_000 }
+        let micros = try seconds.map { seconds in
+            let (micros, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000)
+            guard !overflow else { throw scanner.failure("the time of the item at _lsn \(lsn) is out of range (\(seconds))") }
+            return micros
+        }
 
         JSONText.appendLiteral(#"{"pos":""#, to: &out)
         out.append(contentsOf: place.rawValue.utf8)

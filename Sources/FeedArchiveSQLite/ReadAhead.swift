@@ -42,6 +42,7 @@ final class ReadAhead<Key: Equatable & Sendable, Page>: @unchecked Sendable {
         // A miss: drop the chain, let a build in flight finish, build here, start a new chain.
         ready.removeAll()
         next = nil
+        condition.broadcast()  // a worker waiting for room sees the chain is gone and ends
         while building != nil { condition.wait() }
         condition.unlock()
         let page = try build(key)

@@ -45,6 +45,38 @@ import Testing
         #expect(try Verifier(job: job).verify(deep: true).isClean)
     }
 
+    /// A signal that arrives while the batch before a split waits for the commit ahead of it:
+    /// that batch is dropped, so no split line may follow it (it would skip the batch's changes).
+    @Test func aSignalBeforeASplitWritesNoSplitLineAndLosesNothing() async throws {
+        let dir = TempDirectory()
+        let job = try memoryJob(in: dir, maxRecords: 4)
+        let source = InMemorySource(partitions: ["a"])
+        for _ in 0..<6 { source.append(partition: "a") }
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        for _ in 0..<7 { source.append(partition: "a") }  // one full batch, then 3 open at the split
+        source.split("a", into: ["a1", "a2"])
+        for _ in 0..<2 { source.append(partition: "a1") }
+
+        var options = RunOptions()
+        let stop = options.stop
+        options.onCommit = { _ in stop.raise(SIGTERM) }  // fires while the split's read is handled
+        await #expect {
+            try await ArchiveRunner(job: job, source: source).run(options)
+        } throws: { error in
+            (error as? FeedArchiveError)?.exitCode == 143
+        }
+        let archive = JobArchive(job: job)
+        _ = try archive.load()
+        #expect(archive.manifest.entries.filter { $0.kind == .split }.isEmpty)
+        #expect(try archive.dataFiles().allSatisfy { !$0.hasSuffix(".tmp") })
+
+        let summary = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        #expect(summary.records == 3 + 2)
+        let report = try Verifier(job: job).verify(deep: true)
+        #expect(report.isClean, "\(report.problems.map(\.message))")
+        #expect(report.records == 6 + 7 + 2)
+    }
+
     @Test func aLostBlobBeforeASplitIsAGapOfTheParent() async throws {
         let dir = TempDirectory()
         let job = try memoryJob(in: dir, maxRecords: 3)
