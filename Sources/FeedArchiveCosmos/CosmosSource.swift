@@ -248,12 +248,10 @@ public final class CosmosSource: FeedSource, Sendable {
 
     public func lag(from token: ContinuationToken) async throws -> Int64? { nil }
 
+    /// Reads ahead are left to finish (see `readPage`: no cancelling); the session is
+    /// invalidated once they have.
     public func close() async {
-        let tasks = state.withLock { state in
-            defer { state.ahead = [:] }
-            return state.ahead.values.map(\.task)
-        }
-        for task in tasks { task.cancel() }
+        state.withLock { $0.ahead = [:] }
         client.close()
     }
 
@@ -277,11 +275,13 @@ public final class CosmosSource: FeedSource, Sendable {
         let stop = Int64(head) ?? stopCursor?.etagNumber
         if let at = cursor.etagNumber, let stop, at >= stop { return FeedPage(records: []) }
         let key = PageKey(partition: partition, cursor: cursorText, count: Swift.min(maxRecords, settings.maxItemCount), head: head)
+        // A read ahead that is not this page is dropped, not cancelled: cancelling a task that
+        // waits in URLSession can deadlock FoundationNetworking on Linux (the task's cancel
+        // handler waits for the session's queue while the session resumes the task), and a run
+        // hung that way. The request finishes on its own; its answer is ignored.
         let ahead = state.withLock { state -> Task<Fetched, any Error>? in
             guard let entry = state.ahead.removeValue(forKey: partition) else { return nil }
-            if entry.key == key { return entry.task }
-            entry.task.cancel()
-            return nil
+            return entry.key == key ? entry.task : nil
         }
         let fetched: Fetched
         if let ahead {

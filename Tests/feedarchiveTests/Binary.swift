@@ -24,9 +24,9 @@ enum Binary {
     }
 
     /// Runs the binary to completion.
-    static func run(_ arguments: [String]) throws -> Result {
+    static func run(_ arguments: [String]) async throws -> Result {
         let process = try start(arguments)
-        return try process.finish()
+        return await process.finish()
     }
 
     static func start(_ arguments: [String]) throws -> Running {
@@ -52,8 +52,21 @@ enum Binary {
 
         func signal(_ signal: Int32) { kill(pid, signal) }
 
-        func finish() throws -> Result {
-            let status = reap(pid)
+        /// A run that has not ended after this long is killed (exit 137 in the result, and a
+        /// note on its stderr), so a hang fails its test instead of stalling the whole suite.
+        static let watchdogSeconds = 300.0
+
+        func finish() async -> Result {
+            let pid = pid
+            let fired = Flag()
+            let watchdog = DispatchWorkItem {
+                fired.set()
+                kill(pid, SIGKILL)
+            }
+            DispatchQueue.global().asyncAfter(deadline: .now() + Self.watchdogSeconds, execute: watchdog)
+            let status = await reapAsync(pid)
+            watchdog.cancel()
+            let hung = fired.isSet
             defer {
                 try? FileManager.default.removeItem(atPath: outFile)
                 try? FileManager.default.removeItem(atPath: errFile)
@@ -61,9 +74,17 @@ enum Binary {
             return Result(
                 status: status,
                 stdout: (try? String(contentsOfFile: outFile, encoding: .utf8)) ?? "",
-                stderr: (try? String(contentsOfFile: errFile, encoding: .utf8)) ?? "")
+                stderr: ((try? String(contentsOfFile: errFile, encoding: .utf8)) ?? "") + (hung ? "\n[test] killed: still running after \(Self.watchdogSeconds) s" : ""))
         }
     }
+}
+
+/// A flag set from any thread.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
 }
 
 struct TestFailure: Error, CustomStringConvertible {
@@ -139,8 +160,8 @@ final class ShopJob {
     }
 
     /// The seq of every archived change, in archive order, read back with `feedarchive cat`.
-    func archivedSequences() throws -> [Int64] {
-        let result = try Binary.run(["cat", job])
+    func archivedSequences() async throws -> [Int64] {
+        let result = try await Binary.run(["cat", job])
         guard result.status == 0 else { throw TestFailure("cat failed: \(result.stderr)") }
         return result.stdout.split(separator: "\n").map { line in
             let start = line.range(of: #""pos":""#)!.upperBound
@@ -149,7 +170,7 @@ final class ShopJob {
     }
 
     /// The seq of every change in every blob of every lineage (live and backfills).
-    func archivedSequencesAllLineages() throws -> [Int64] {
+    func archivedSequencesAllLineages() async throws -> [Int64] {
         var result: [Int64] = []
         for file in files(under: jobRoot + "/data") where file.hasSuffix(".zst") {
             let bytes = try Data(contentsOf: URL(fileURLWithPath: jobRoot + "/data/" + file))

@@ -37,8 +37,8 @@ import Testing
         }
 
         /// `id@_lsn:operation` of every archived change, read back with `feedarchive cat`.
-        func archived() throws -> [String] {
-            let result = try Binary.run(["cat", job])
+        func archived() async throws -> [String] {
+            let result = try await Binary.run(["cat", job])
             guard result.status == 0 else { throw TestFailure("cat failed: \(result.stderr)") }
             return try result.stdout.split(separator: "\n").map { line in
                 let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
@@ -57,11 +57,11 @@ import Testing
         try server.control(["action": "merge", "ranges": [live[0]["id"]!, live[1]["id"]!]])
     }
 
-    @Test func killNineSplitsMergesAndStormsLoseNothing() throws {
+    @Test func killNineSplitsMergesAndStormsLoseNothing() async throws {
         let server = try CosmosTestServer(ranges: 4)
         let job = CosmosJob(server: server, mode: "all_versions_and_deletes", start: "now")
         try server.control(["action": "generate", "count": 50, "seed": 100])  // before the origin: not archived
-        let first = try Binary.run(["run", job.job])
+        let first = try await Binary.run(["run", job.job])
         #expect(first.status == 0, "\(first.stderr)")
         let origin = try #require(try server.control(["action": "stats"])["lsn"] as? Int)
 
@@ -91,47 +91,47 @@ import Testing
             let run = try Binary.start(["run", job.job])
             usleep(UInt32.random(in: 5_000...250_000, using: &generator))
             run.signal(SIGKILL)
-            let result = try run.finish()
+            let result = await run.finish()
             if result.status == 128 + SIGKILL { killed += 1 } else { #expect(result.status == 0, "\(result.stderr)") }
         }
         #expect(killed >= 30, "only \(killed) of \(runs) runs were killed mid-way")
         #expect(splits >= 5 && merges >= 3)
         try server.control(["action": "calm"])
-        let final = try Binary.run(["run", job.job])
+        let final = try await Binary.run(["run", job.job])
         #expect(final.status == 0, "\(final.stderr)")
 
         // Every change after the origin, once, and nothing else.
         let expected = try server.history().filter { ($0["lsn"] as! Int) > origin }.map { "\($0["id"]!)@\($0["lsn"]!):\($0["op"]!)" }
-        let archived = try job.archived()
+        let archived = try await job.archived()
         #expect(archived.count == expected.count, "archived \(archived.count), the server holds \(expected.count)")
         #expect(archived.sorted() == expected.sorted())
-        let verify = try Binary.run(["verify", job.job, "--deep", "--json"])
+        let verify = try await Binary.run(["verify", job.job, "--deep", "--json"])
         #expect(verify.status == 0, "\(verify.stdout)")
         #expect(verify.stdout.contains(#""clean" : true"#))
         let manifest = try String(contentsOfFile: job.dir.path + "/lake/orders/_feedarchive/manifest/00000001.jsonl", encoding: .utf8)
         #expect(manifest.contains(#""kind":"split""#) && manifest.contains(#""kind":"merge""#))
     }
 
-    @Test func latestVersionRunsWithASplitArchiveEveryCurrentDocument() throws {
+    @Test func latestVersionRunsWithASplitArchiveEveryCurrentDocument() async throws {
         let server = try CosmosTestServer(ranges: 3)
         let job = CosmosJob(server: server, mode: "latest_version", start: "beginning", maxItemCount: 50, maxRecords: 200)
         try server.control(["action": "generate", "count": 500, "transaction": 2, "seed": 200])
         for round in 0..<4 {
-            let result = try Binary.run(["run", job.job])
+            let result = try await Binary.run(["run", job.job])
             #expect(result.status == 0, "\(result.stderr)")
             try server.control(["action": "generate", "count": 200, "updates": 0.4, "deletes": 0.05, "seed": 201 + round])
             if round == 1 { try server.control(["action": "split", "range": "0"]) }
         }
-        #expect(try Binary.run(["run", job.job]).status == 0)
+        #expect(try await Binary.run(["run", job.job]).status == 0)
         var current: [String: String] = [:]
         for change in try server.history() {
             let id = change["id"] as! String
             current[id] = change["op"] as! String == "delete" ? nil : "\(id)@\(change["lsn"]!):w"
         }
-        let archived = try job.archived()
+        let archived = try await job.archived()
         #expect(Set(current.values).isSubset(of: Set(archived)))
         #expect(Set(archived).count == archived.count)  // no change archived twice
-        let verify = try Binary.run(["verify", job.job, "--deep"])
+        let verify = try await Binary.run(["verify", job.job, "--deep"])
         #expect(verify.status == 0, "\(verify.stdout)")
     }
 }

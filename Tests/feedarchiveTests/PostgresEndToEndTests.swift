@@ -67,8 +67,8 @@ final class PostgresJob {
     }
 
     /// What the live lineage archived, in feed order, as (op, id).
-    func archived() throws -> [String] {
-        let result = try Binary.run(["cat", job])
+    func archived() async throws -> [String] {
+        let result = try await Binary.run(["cat", job])
         guard result.status == 0 else { throw TestFailure("cat failed: \(result.stderr)") }
         return try result.stdout.split(separator: "\n").map { line in
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
@@ -83,26 +83,26 @@ final class PostgresJob {
 @Suite(.serialized) struct PostgresEndToEndTests {
     /// Cron-like runs while a writer commits transactions of varied sizes; then the archive
     /// equals the table's history, and the slot was advanced to the checkpoint.
-    @Test func runsWhileAWriterCommitsArchiveTheWholeHistory() throws {
+    @Test func runsWhileAWriterCommitsArchiveTheWholeHistory() async throws {
         let pg = try PostgresJob()
-        #expect(try Binary.run(["setup", pg.job]).status == 0)
+        #expect(try await Binary.run(["setup", pg.job]).status == 0)
         let writer = try pg.startWriter(transactions: 400, seed: 1)
         var runs = 0
         while kill(writer, 0) == 0 && runs < 200 {
-            let result = try Binary.run(["run", pg.job])
+            let result = try await Binary.run(["run", pg.job])
             #expect(result.status == 0, "\(result.stderr)")
             runs += 1
             if waitpid(writer, nil, WNOHANG) == writer { break }
         }
         _ = reap(writer)
-        let final = try Binary.run(["run", pg.job])
+        let final = try await Binary.run(["run", pg.job])
         #expect(final.status == 0, "\(final.stderr)")
         let history = try pg.history()
         #expect(history.count > 3000)
-        #expect(try pg.archived() == history)
-        let verify = try Binary.run(["verify", pg.job, "--deep"])
+        #expect(try await pg.archived() == history)
+        let verify = try await Binary.run(["verify", pg.job, "--deep"])
         #expect(verify.status == 0, "\(verify.stdout)")
-        let status = try Binary.run(["status", pg.job])
+        let status = try await Binary.run(["status", pg.job])
         // The slot was advanced exactly to the checkpoint (other databases' WAL makes the byte lag vary).
         let checkpointLSN = status.stdout.components(separatedBy: "part 0 at ").dropFirst().first?.prefix { $0 != " " }
         let confirmed = try pg.cluster.psql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 's_\(pg.database)'")
@@ -113,9 +113,9 @@ final class PostgresJob {
 
     /// kill -9 at random moments (at least 30 times) while the writer commits: nothing lost,
     /// nothing twice, verify clean.
-    @Test func killNineAtRandomMomentsLosesNothing() throws {
+    @Test func killNineAtRandomMomentsLosesNothing() async throws {
         let pg = try PostgresJob(maxRecords: 120, pageSize: 50)
-        #expect(try Binary.run(["setup", pg.job]).status == 0)
+        #expect(try await Binary.run(["setup", pg.job]).status == 0)
         let writer = try pg.startWriter(transactions: 700, seed: 2)
         var generator = SystemRandomNumberGenerator()
         var killed = 0
@@ -125,31 +125,31 @@ final class PostgresJob {
             let run = try Binary.start(["run", pg.job])
             usleep(UInt32.random(in: 5_000...150_000, using: &generator))
             run.signal(SIGKILL)
-            let result = try run.finish()
+            let result = await run.finish()
             if result.status == 128 + SIGKILL { killed += 1 } else { #expect([0, 75].contains(result.status), "\(result.stderr)") }
         }
         _ = reap(writer)
         #expect(killed >= 30, "only \(killed) of \(runs) runs were killed mid-way")
-        var final = try Binary.run(["run", pg.job])
+        var final = try await Binary.run(["run", pg.job])
         if final.status == 75 {  // a killed run's peek can hold the slot for a moment
             sleep(2)
-            final = try Binary.run(["run", pg.job])
+            final = try await Binary.run(["run", pg.job])
         }
         #expect(final.status == 0, "\(final.stderr)")
         let history = try pg.history()
-        let archived = try pg.archived()
+        let archived = try await pg.archived()
         #expect(archived.count == history.count, "archived \(archived.count), history \(history.count)")
         #expect(archived == history)
-        let verify = try Binary.run(["verify", pg.job, "--deep"])
+        let verify = try await Binary.run(["verify", pg.job, "--deep"])
         #expect(verify.status == 0, "\(verify.stdout)")
     }
 
     /// An immediate-mode restart (a crash) of the server in the middle of runs: the run backs
     /// off and reconnects, or fails and the next one continues; nothing lost, nothing twice.
-    @Test func aServerCrashMidRunLosesNothing() throws {
+    @Test func aServerCrashMidRunLosesNothing() async throws {
         let cluster = try PostgresTestCluster(name: "restart")
         let pg = try PostgresJob(cluster: cluster, maxRecords: 200, pageSize: 50)
-        #expect(try Binary.run(["setup", pg.job]).status == 0)
+        #expect(try await Binary.run(["setup", pg.job]).status == 0)
         let writer = try pg.startWriter(transactions: 300, seed: 3, pause: 0)
         _ = reap(writer)
         var outcomes: [Int32] = []
@@ -158,42 +158,42 @@ final class PostgresJob {
             let run = try Binary.start(["run", pg.job])
             usleep(delay)
             try cluster.restart(mode: "immediate")
-            let result = try run.finish()
+            let result = await run.finish()
             outcomes.append(result.status)
             #expect([0, 69, 75].contains(result.status), "\(result.stderr)")
         }
-        var final = try Binary.run(["run", pg.job])
+        var final = try await Binary.run(["run", pg.job])
         if final.status != 0 {
             sleep(2)
-            final = try Binary.run(["run", pg.job])
+            final = try await Binary.run(["run", pg.job])
         }
         #expect(final.status == 0, "\(final.stderr)")
-        #expect(try pg.archived() == (try pg.history()))
-        let verify = try Binary.run(["verify", pg.job, "--deep"])
+        #expect(try await pg.archived() == (try pg.history()))
+        let verify = try await Binary.run(["verify", pg.job, "--deep"])
         #expect(verify.status == 0, "\(verify.stdout)")
     }
 
     /// `backfill --from beginning` for a job that started at `now`: a snapshot of the table,
     /// killed with -9 twice and resumed; then verify is clean and every row is archived.
-    @Test func snapshotBackfillKilledAndResumedCoversEveryRow() throws {
+    @Test func snapshotBackfillKilledAndResumedCoversEveryRow() async throws {
         let pg = try PostgresJob(maxRecords: 500, pageSize: 200, start: "now")
         try pg.cluster.psql("INSERT INTO items (name, qty) SELECT 'old', g FROM generate_series(1, 6000) g", database: pg.database)
-        #expect(try Binary.run(["setup", pg.job]).status == 0)
-        #expect(try Binary.run(["run", pg.job]).status == 0)
+        #expect(try await Binary.run(["setup", pg.job]).status == 0)
+        #expect(try await Binary.run(["run", pg.job]).status == 0)
         try pg.cluster.psql("INSERT INTO items (name, qty) VALUES ('new', 1); UPDATE items SET qty = -1 WHERE id <= 3", database: pg.database)
-        #expect(try Binary.run(["run", pg.job]).status == 0)
-        #expect(try pg.archived() == ["c:6001", "u:1", "u:2", "u:3"])
+        #expect(try await Binary.run(["run", pg.job]).status == 0)
+        #expect(try await pg.archived() == ["c:6001", "u:1", "u:2", "u:3"])
         var killed = 0
         for delay in [150_000, 300_000] as [UInt32] {
             let backfill = try Binary.start(["backfill", pg.job, "--from", "beginning"])
             usleep(delay)
             backfill.signal(SIGKILL)
-            if try backfill.finish().status == 128 + SIGKILL { killed += 1 }
+            if await backfill.finish().status == 128 + SIGKILL { killed += 1 }
         }
-        let finished = try Binary.run(["backfill", pg.job, "--from", "beginning"])
+        let finished = try await Binary.run(["backfill", pg.job, "--from", "beginning"])
         #expect(finished.status == 0, "\(finished.stderr)")
         #expect(finished.stderr.contains("backfill complete"), "\(finished.stderr)")
-        let verify = try Binary.run(["verify", pg.job, "--deep"])
+        let verify = try await Binary.run(["verify", pg.job, "--deep"])
         #expect(verify.status == 0, "\(verify.stdout)")
         // Every row of the table is in the snapshot, as op r with the row's columns.
         var snapshotIDs: Set<Int> = []
@@ -212,11 +212,11 @@ final class PostgresJob {
 
     /// A password from `${ENV}` over TCP (scram-sha-256): it works, and it reaches no output,
     /// log, job.json, manifest or metrics file; a wrong one is exit 69 naming the user, not the secret.
-    @Test func aPasswordNeverLeaves() throws {
+    @Test func aPasswordNeverLeaves() async throws {
         let pg = try PostgresJob()
         let secret = "s3cret-\(UUID().uuidString.prefix(8))"
         try pg.cluster.psql("DO $$ BEGIN CREATE ROLE archiver LOGIN REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$; ALTER ROLE archiver PASSWORD '\(secret)'; GRANT SELECT ON items TO archiver;", database: pg.database)
-        #expect(try Binary.run(["setup", pg.job]).status == 0)  // as the superuser
+        #expect(try await Binary.run(["setup", pg.job]).status == 0)  // as the superuser
         let job = try String(contentsOfFile: pg.job, encoding: .utf8)
             .replacingOccurrences(of: "create: true", with: "create: false")
             .replacingOccurrences(of: "host: \(pg.cluster.socketDirectory)", with: "host: 127.0.0.1\n  password: ${FA_TEST_SECRET}\n  sslmode: disable")
@@ -226,10 +226,10 @@ final class PostgresJob {
         setenv("FA_TEST_SECRET", secret, 1)
         defer { unsetenv("FA_TEST_SECRET") }
         let metrics = pg.dir.path + "/metrics.prom"
-        let ok = try Binary.run(["run", path, "--metrics-file", metrics])
+        let ok = try await Binary.run(["run", path, "--metrics-file", metrics])
         #expect(ok.status == 0, "\(ok.stderr)")
         setenv("FA_TEST_SECRET", "wrong-\(secret)", 1)
-        let refused = try Binary.run(["run", path, "--log-format", "json"])
+        let refused = try await Binary.run(["run", path, "--log-format", "json"])
         #expect(refused.status == 69, "\(refused.stderr)")
         #expect(refused.stderr.contains("archiver"), "\(refused.stderr)")
         var everything = ok.stdout + ok.stderr + refused.stdout + refused.stderr + (try String(contentsOfFile: metrics, encoding: .utf8))
@@ -242,17 +242,17 @@ final class PostgresJob {
 
     /// Only an unpublished table changes: a caught-up run writes a heartbeat line, the slot
     /// moves past that WAL, and the changes that come later are still all archived.
-    @Test func aHeartbeatMovesTheSlotPastUnpublishedWAL() throws {
+    @Test func aHeartbeatMovesTheSlotPastUnpublishedWAL() async throws {
         let pg = try PostgresJob()
         let job = try String(contentsOfFile: pg.job, encoding: .utf8).replacingOccurrences(of: "create: true", with: "create: true\n  heartbeat_after: 1MiB")
         _ = pg.dir.write("items.yaml", job)
-        #expect(try Binary.run(["setup", pg.job]).status == 0)
+        #expect(try await Binary.run(["setup", pg.job]).status == 0)
         try pg.cluster.psql("INSERT INTO items (name) SELECT 'a' FROM generate_series(1, 10)", database: pg.database)
-        #expect(try Binary.run(["run", pg.job]).status == 0)
+        #expect(try await Binary.run(["run", pg.job]).status == 0)
         let slot = "s_\(pg.database)"
         let before = try pg.cluster.psql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
         try pg.cluster.psql("CREATE TABLE other (id bigserial PRIMARY KEY, pad text); INSERT INTO other (pad) SELECT repeat('p', 100) FROM generate_series(1, 30000)", database: pg.database)
-        let run = try Binary.run(["run", pg.job])
+        let run = try await Binary.run(["run", pg.job])
         #expect(run.status == 0, "\(run.stderr)")
         let manifest = try String(contentsOfFile: pg.jobRoot + "/_feedarchive/manifest/00000001.jsonl", encoding: .utf8)
         #expect(manifest.contains(#""kind":"heartbeat""#))
@@ -260,18 +260,18 @@ final class PostgresJob {
         let held = try pg.cluster.psql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) < 1048576 FROM pg_replication_slots WHERE slot_name = '\(slot)'")
         #expect(after != before && held == "t", "slot at \(after), was \(before)")
         try pg.cluster.psql("INSERT INTO items (name) SELECT 'b' FROM generate_series(1, 5); DELETE FROM items WHERE id = 1", database: pg.database)
-        #expect(try Binary.run(["run", pg.job]).status == 0)
-        #expect(try pg.archived() == (try pg.history()))
-        let verify = try Binary.run(["verify", pg.job, "--deep"])
+        #expect(try await Binary.run(["run", pg.job]).status == 0)
+        #expect(try await pg.archived() == (try pg.history()))
+        let verify = try await Binary.run(["verify", pg.job, "--deep"])
         #expect(verify.status == 0, "\(verify.stdout)")
     }
 
     /// A dropped slot, and a job pointed at another server: refused with 65 and the way out.
-    @Test func aDroppedSlotAndAnotherServerAreRefused() throws {
+    @Test func aDroppedSlotAndAnotherServerAreRefused() async throws {
         let pg = try PostgresJob()
-        #expect(try Binary.run(["setup", pg.job]).status == 0)
+        #expect(try await Binary.run(["setup", pg.job]).status == 0)
         try pg.cluster.psql("INSERT INTO items (name) VALUES ('a')", database: pg.database)
-        #expect(try Binary.run(["run", pg.job]).status == 0)
+        #expect(try await Binary.run(["run", pg.job]).status == 0)
         // Another server: same database name, other system identifier.
         let other = try PostgresTestCluster(name: "other")
         try other.psql("CREATE DATABASE \(pg.database)")
@@ -280,16 +280,16 @@ final class PostgresJob {
             .replacingOccurrences(of: pg.cluster.socketDirectory, with: other.socketDirectory)
             .replacingOccurrences(of: "port: \(pg.cluster.port)", with: "port: \(other.port)")
         let movedJob = pg.dir.write("items-moved.yaml", moved.replacingOccurrences(of: "name: items", with: "name: items"))
-        let refused = try Binary.run(["run", movedJob])
+        let refused = try await Binary.run(["run", movedJob])
         #expect(refused.status == 65, "\(refused.stderr)")
         #expect(refused.stderr.contains("system_identifier") || refused.stderr.contains("another source"), "\(refused.stderr)")
         // The slot dropped (and re-created by create: true): continuity cannot be proven.
         try pg.cluster.psql("SELECT pg_drop_replication_slot('s_\(pg.database)')", database: pg.database)
         let withoutCreate = pg.dir.write("items-nocreate.yaml", try String(contentsOfFile: pg.job, encoding: .utf8).replacingOccurrences(of: "create: true", with: "create: false"))
-        let dropped = try Binary.run(["run", withoutCreate])
+        let dropped = try await Binary.run(["run", withoutCreate])
         #expect(dropped.status == 65, "\(dropped.stderr)")
         #expect(dropped.stderr.contains("does not exist") && dropped.stderr.contains("feedarchive epoch"), "\(dropped.stderr)")
-        let verify = try Binary.run(["verify", pg.job])
+        let verify = try await Binary.run(["verify", pg.job])
         #expect(verify.status == 0, "\(verify.stdout)")
     }
 }

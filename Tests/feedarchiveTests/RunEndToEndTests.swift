@@ -5,27 +5,27 @@ import Testing
 
 /// The built binary against real SQLite files, run again and again as cron would.
 @Suite(.serialized) struct RunEndToEndTests {
-    @Test func cronRunsWhileAnotherProcessKeepsWriting() throws {
+    @Test func cronRunsWhileAnotherProcessKeepsWriting() async throws {
         let shop = ShopJob()
         try ShopFeed.create(shop.db, count: 500, wal: true)
         let writer = try ShopFeed.follow(shop.db, log: shop.dir.path + "/written.log", wal: true)
         for _ in 0..<15 {
-            let result = try Binary.run(["run", shop.job])
+            let result = try await Binary.run(["run", shop.job])
             #expect(result.status == 0, "\(result.stderr)")
             usleep(100_000)
         }
         writer.stop()
-        let last = try Binary.run(["run", shop.job])
+        let last = try await Binary.run(["run", shop.job])
         #expect(last.status == 0, "\(last.stderr)")
         let expected = try ShopFeed.sequences(shop.db)
         #expect(expected.count > 600)
-        #expect(try shop.archivedSequences() == expected)  // every change exactly once, in order
-        let verify = try Binary.run(["verify", shop.job, "--deep"])
+        #expect(try await shop.archivedSequences() == expected)  // every change exactly once, in order
+        let verify = try await Binary.run(["verify", shop.job, "--deep"])
         #expect(verify.status == 0, "\(verify.stdout)")
     }
 
     /// kill -9 at random moments while the source grows: nothing lost, nothing twice.
-    @Test func killNineAtRandomMomentsLosesNothing() throws {
+    @Test func killNineAtRandomMomentsLosesNothing() async throws {
         let shop = ShopJob(maxRecords: 40, pageSize: 15)
         try ShopFeed.create(shop.db, count: 300)
         let writer = try ShopFeed.follow(shop.db, log: shop.dir.path + "/written.log", wal: false)
@@ -37,18 +37,18 @@ import Testing
             let run = try Binary.start(["run", shop.job])
             usleep(UInt32.random(in: 1_000...120_000, using: &generator))
             run.signal(SIGKILL)
-            let result = try run.finish()
+            let result = await run.finish()
             if result.status == 128 + SIGKILL { killed += 1 } else { #expect(result.status == 0, "\(result.stderr)") }
         }
         writer.stop()
         #expect(killed >= 50, "only \(killed) of \(runs) runs were killed mid-way")
-        let final = try Binary.run(["run", shop.job])
+        let final = try await Binary.run(["run", shop.job])
         #expect(final.status == 0, "\(final.stderr)")
         let expected = try ShopFeed.sequences(shop.db)
-        let archived = try shop.archivedSequences()
+        let archived = try await shop.archivedSequences()
         #expect(archived.count == expected.count, "archived \(archived.count), source has \(expected.count)")
         #expect(archived == expected)
-        let verify = try Binary.run(["verify", shop.job, "--deep", "--json"])
+        let verify = try await Binary.run(["verify", shop.job, "--deep", "--json"])
         #expect(verify.status == 0, "\(verify.stdout)")
         #expect(verify.stdout.contains(#""clean" : true"#))
         // The checkpoint equals the manifest tail.
@@ -57,71 +57,71 @@ import Testing
         #expect((checkpoint?["manifest_seq"] as? Int) == manifestLines.count)
     }
 
-    @Test func sigtermDropsTheBlobInProgressAndExits143() throws {
+    @Test func sigtermDropsTheBlobInProgressAndExits143() async throws {
         let shop = ShopJob(maxRecords: 5_000, pageSize: 500)
         try ShopFeed.create(shop.db, count: 40_000)
         let run = try Binary.start(["run", shop.job])
         usleep(700_000)
         run.signal(SIGTERM)
-        let result = try run.finish()
+        let result = await run.finish()
         #expect(result.status == 143, "\(result.stderr)")
         #expect(result.stderr.contains("interrupted by SIGTERM"))
         #expect(!shop.files(under: shop.jobRoot).contains { $0.hasSuffix(".tmp") })
-        let verify = try Binary.run(["verify", shop.job, "--deep"])
+        let verify = try await Binary.run(["verify", shop.job, "--deep"])
         #expect(verify.status == 0, "\(verify.stdout)")
         // What was committed is a gap-free prefix of the feed, in whole blobs (verify --deep above).
-        let archived = try shop.archivedSequences()
+        let archived = try await shop.archivedSequences()
         #expect(archived.count < 40_000)
         #expect(archived == (0..<archived.count).map { Int64($0) + 1 })
-        let again = try Binary.run(["run", shop.job])
+        let again = try await Binary.run(["run", shop.job])
         #expect(again.status == 0)
-        #expect(try shop.archivedSequences().count == 40_000)
+        #expect(try await shop.archivedSequences().count == 40_000)
     }
 
     /// A job started at `now`, backfilled from the beginning with kill -9 in the middle of the
     /// backfill: the same command resumes, and verify proves the archive complete from the start.
-    @Test func backfillKilledHalfwayResumesAndTheArchiveIsComplete() throws {
+    @Test func backfillKilledHalfwayResumesAndTheArchiveIsComplete() async throws {
         let shop = ShopJob(maxRecords: 500, pageSize: 250, start: "now")
         try ShopFeed.create(shop.db, count: 20_000)
-        #expect(try Binary.run(["run", shop.job]).status == 0)
+        #expect(try await Binary.run(["run", shop.job]).status == 0)
         try ShopFeed.create(shop.db, count: 300)
-        #expect(try Binary.run(["run", shop.job]).status == 0)
-        #expect(try shop.archivedSequences() == Array(20_001...20_300))
+        #expect(try await Binary.run(["run", shop.job]).status == 0)
+        #expect(try await shop.archivedSequences() == Array(20_001...20_300))
         var killed = 0
         for delay in [250_000, 400_000, 600_000] as [UInt32] {
             let backfill = try Binary.start(["backfill", shop.job, "--from", "beginning"])
             usleep(delay)
             backfill.signal(SIGKILL)
-            if try backfill.finish().status == 128 + SIGKILL { killed += 1 }
+            if await backfill.finish().status == 128 + SIGKILL { killed += 1 }
         }
         #expect(killed >= 1)
-        let finished = try Binary.run(["backfill", shop.job, "--from", "beginning"])
+        let finished = try await Binary.run(["backfill", shop.job, "--from", "beginning"])
         #expect(finished.status == 0, "\(finished.stderr)")
         #expect(finished.stderr.contains("backfill complete"))
-        let verify = try Binary.run(["verify", shop.job, "--deep"])
+        let verify = try await Binary.run(["verify", shop.job, "--deep"])
         #expect(verify.status == 0, "\(verify.stdout)")
-        #expect(Set(try shop.archivedSequencesAllLineages()) == Set(1...20_300))
+        #expect(Set(try await shop.archivedSequencesAllLineages()) == Set(1...20_300))
     }
 
-    @Test func secondRunWhileOneHoldsTheLockExits75() throws {
+    @Test func secondRunWhileOneHoldsTheLockExits75() async throws {
         let shop = ShopJob()
         try ShopFeed.create(shop.db, count: 10)
-        #expect(try Binary.run(["run", shop.job]).status == 0)
+        #expect(try await Binary.run(["run", shop.job]).status == 0)
         let lock = try JobLock(path: shop.jobRoot + "/_feedarchive/lock", mode: 0o640)
-        let second = try Binary.run(["run", shop.job])
+        let second = try await Binary.run(["run", shop.job])
         #expect(second.status == 75)
         #expect(second.stderr.contains("locked by another run (pid \(getpid())"))
         lock.release()
-        #expect(try Binary.run(["run", shop.job]).status == 0)
+        #expect(try await Binary.run(["run", shop.job]).status == 0)
     }
 
     /// zstd blobs: `zstd -t` passes each, DuckDB counts exactly the source's rows. LZ4 blobs:
     /// `lz4 -t` passes each and `lz4 -dc` gives back every line (DuckDB has no LZ4 reader for JSON).
     @Test(arguments: ["zstd", "lz4", "none"])
-    func stockToolsAndDuckDBReadTheArchive(_ compression: String) throws {
+    func stockToolsAndDuckDBReadTheArchive(_ compression: String) async throws {
         let shop = ShopJob(compression: compression, maxRecords: 700)
         try ShopFeed.create(shop.db, count: 5000)
-        #expect(try Binary.run(["run", shop.job]).status == 0)
+        #expect(try await Binary.run(["run", shop.job]).status == 0)
         let suffix = ["zstd": ".jsonl.zst", "lz4": ".jsonl.lz4", "none": ".jsonl"][compression]!
         let blobs = shop.files(under: shop.jobRoot + "/data").filter { $0.hasSuffix(suffix) }
         #expect(blobs.count >= 8)
