@@ -560,12 +560,12 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         return true
     }
 
-    private func nextMessage() async throws -> ByteBuffer? {
+    private func nextMessage(inTransaction: Bool) async throws -> ByteBuffer? {
         if let pending = stream?.pending {
             stream!.pending = nil
             return pending
         }
-        if settings.readMode == .stream { return try await nextStreamedMessage() }
+        if settings.readMode == .stream { return try await nextStreamedMessage(inTransaction: inTransaction) }
         while true {
             if stream!.next < stream!.buffered.count {
                 defer { stream!.next += 1 }
@@ -587,10 +587,15 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
 
     private func nextPage(maxRecords: Int) async throws -> FeedPage {
         var page = PageBuilder(capacity: maxRecords * 256)
-        while let message = try await nextMessage() {
+        // The decoder is a local while the page is built: a stored property of this class
+        // would be checked for exclusive access on every message.
+        var decoder = stream!.decoder
+        stream!.decoder = PGOutputDecoder()
+        defer { stream?.decoder = decoder }
+        while let message = try await nextMessage(inTransaction: decoder.transaction != nil) {
             let type = message.readableBytesView.first ?? 0
             let isChange = type == UInt8(ascii: "I") || type == UInt8(ascii: "U") || type == UInt8(ascii: "D") || type == UInt8(ascii: "T")
-            if isChange, page.count >= maxRecords, let transaction = stream!.decoder.transaction, !transaction.skip {
+            if isChange, page.count >= maxRecords, let transaction = decoder.transaction, !transaction.skip {
                 // A transaction larger than a page: end the page inside it.
                 stream!.pending = message
                 let resume = Self.resumeCursor(transaction.commitLSN, index: transaction.index - 1)
@@ -598,7 +603,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
                 return page.page(resume: resume)
             }
             let outcome = try message.withUnsafeReadableBytes { bytes in
-                try stream!.decoder.decode(bytes, into: &page)
+                try decoder.decode(bytes, into: &page)
             }
             if case .commit(let end, let hadRecords) = outcome, hadRecords, page.count > 0 {
                 page.endTransaction(cursor: end.description)

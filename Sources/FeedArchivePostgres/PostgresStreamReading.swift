@@ -32,7 +32,8 @@ extension PostgresSource {
     }
 
     /// The next pgoutput message before the head, or nil once the head is reached.
-    func nextStreamedMessage() async throws -> ByteBuffer? {
+    /// `inTransaction`: the decoder is inside a transaction (a keepalive there ends nothing).
+    func nextStreamedMessage(inTransaction: Bool) async throws -> ByteBuffer? {
         guard let replication = stream?.replication, let head = stream?.head else { return nil }
         while true {
             let (type, body) = try await replication.nextMessage()
@@ -54,7 +55,7 @@ extension PostgresSource {
                         let replyRequested = body.readInteger(as: UInt8.self)
                     else { throw ReplicationConnection.Failure.protocolViolation("short keepalive") }
                     if replyRequested == 1 { replication.sendStatus() }
-                    if walEnd >= head.value && stream?.decoder.transaction == nil {
+                    if walEnd >= head.value && !inTransaction {
                         await reachHead()
                         return nil
                     }
