@@ -47,12 +47,31 @@ final class InboundQueue: Sendable {
 
     static func uptime() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
-    /// From the event loop: bytes arrived.
-    func push(_ chunk: ByteBuffer) {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
-            guard state.end == nil else { return nil }
+    /// Below this many bytes, a waiting reader is woken a little later (`InboundHandler`)
+    /// rather than at once: the walsender sends every message on its own, and waking the
+    /// reader for each 100-byte message costs more than decoding it.
+    static let wakeBytes = 32 << 10
+
+    /// From the event loop: bytes arrived. True when a reader waits and was not woken because
+    /// few bytes are queued: the caller wakes it soon with `wake()`.
+    func push(_ chunk: ByteBuffer) -> Bool {
+        let (waiter, later) = state.withLock { state -> (CheckedContinuation<Void, any Error>?, Bool) in
+            guard state.end == nil else { return (nil, false) }
             state.chunks.append(chunk)
             state.bytes += chunk.readableBytes
+            guard state.waiter != nil else { return (nil, false) }
+            if state.bytes < Self.wakeBytes { return (nil, true) }
+            defer { state.waiter = nil }
+            return (state.waiter, false)
+        }
+        waiter?.resume()
+        return later
+    }
+
+    /// Wakes a waiting reader if anything is queued.
+    func wake() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            guard !state.chunks.isEmpty else { return nil }
             defer { state.waiter = nil }
             return state.waiter
         }
@@ -123,6 +142,12 @@ final class InboundQueue: Sendable {
 }
 
 /// The channel handler that feeds an `InboundQueue` and holds back reads while it is full.
+///
+/// The walsender sends (and flushes) every message on its own. Reading the socket whenever it
+/// is readable costs a system call per 100-byte message, so after a read that brought little
+/// the next one waits `readDelay`; that delay stays short because a Unix socket holds only a
+/// few hundred small messages before the walsender has to wait. A waiting reader is woken at
+/// most every `wakeDelay` unless `InboundQueue.wakeBytes` have arrived.
 final class InboundHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -131,6 +156,12 @@ final class InboundHandler: ChannelDuplexHandler {
     let queue: InboundQueue
     private var context: ChannelHandlerContext?
     private var readHeld = false
+    private var wakeScheduled = false
+    private var bytesSinceRead = 0
+    private var readScheduled = false
+    static let wakeDelay = TimeAmount.microseconds(500)
+    static let readDelay = TimeAmount.microseconds(250)
+    static let smallRead = 16 << 10
 
     init(queue: InboundQueue) { self.queue = queue }
 
@@ -146,14 +177,34 @@ final class InboundHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        queue.push(unwrapInboundIn(data))
+        let chunk = unwrapInboundIn(data)
+        bytesSinceRead += chunk.readableBytes
+        guard queue.push(chunk), !wakeScheduled else { return }
+        wakeScheduled = true
+        context.eventLoop.assumeIsolated().scheduleTask(in: Self.wakeDelay) { [self] in
+            wakeScheduled = false
+            queue.wake()
+        }
     }
 
     func read(context: ChannelHandlerContext) {
-        if queue.mayRead() {
-            context.read()
-        } else {
+        guard queue.mayRead() else {
             readHeld = true
+            return
+        }
+        let small = bytesSinceRead < Self.smallRead
+        bytesSinceRead = 0
+        guard small else { return context.read() }
+        guard !readScheduled else { return }
+        readScheduled = true
+        context.eventLoop.assumeIsolated().scheduleTask(in: Self.readDelay) { [self] in
+            readScheduled = false
+            guard let context = self.context else { return }
+            if queue.mayRead() {
+                context.read()
+            } else {
+                readHeld = true
+            }
         }
     }
 
