@@ -221,7 +221,15 @@ import Testing
         let cluster = try PostgresTestCluster(name: "auth")
         let database = try cluster.makeDatabase()
         let hba = cluster.directory + "/data/pg_hba.conf"
-        let rules = ["trust", "password", "md5", "scram-sha-256"].map { "host all u_\($0.replacingOccurrences(of: "-", with: "_")) 127.0.0.1/32 \($0)" }
+        var rules = ["trust", "password", "md5", "scram-sha-256"].map { "host all u_\($0.replacingOccurrences(of: "-", with: "_")) 127.0.0.1/32 \($0)" }
+        // u_tls may only connect with TLS: a self-signed certificate (sslmode require does not check it).
+        rules += ["hostssl all u_tls 127.0.0.1/32 scram-sha-256", "hostnossl all u_tls 127.0.0.1/32 reject"]
+        let data = cluster.directory + "/data"
+        let owner = getuid() == 0 ? "chown postgres \(data)/server.key \(data)/server.crt && " : ""
+        let certificate = try spawn(
+            "/bin/sh",
+            ["-c", "openssl req -new -x509 -days 2 -nodes -subj /CN=localhost -keyout \(data)/server.key -out \(data)/server.crt && chmod 600 \(data)/server.key && \(owner)true"])
+        #expect(reap(certificate) == 0)
         let existing = try String(contentsOfFile: hba, encoding: .utf8)
         try (rules.joined(separator: "\n") + "\n" + existing).write(toFile: hba, atomically: false, encoding: .utf8)
         try cluster.psql(
@@ -232,12 +240,14 @@ import Testing
             CREATE ROLE u_trust LOGIN REPLICATION;
             CREATE ROLE u_password LOGIN REPLICATION PASSWORD 'pw-password';
             CREATE ROLE u_scram_sha_256 LOGIN REPLICATION PASSWORD 'pw-scram';
+            CREATE ROLE u_tls LOGIN REPLICATION PASSWORD 'pw-tls';
+            ALTER SYSTEM SET ssl = on;
             SELECT pg_reload_conf();
             """)
         try cluster.psql("CREATE TABLE items (id serial PRIMARY KEY, name text); GRANT SELECT ON items TO PUBLIC", database: database)
         let slot = "s_" + database
         func source(user: String, password: String?, extra: String = "") throws -> PostgresSource {
-            var yaml = "host: 127.0.0.1\nport: \(cluster.port)\ndatabase: \(database)\nuser: \(user)\nslot: \(slot)\ntables: [items]\nsslmode: prefer\nquery_timeout: 10s\n" + extra
+            var yaml = "host: 127.0.0.1\nport: \(cluster.port)\ndatabase: \(database)\nuser: \(user)\nslot: \(slot)\ntables: [items]\nquery_timeout: 10s\n" + extra
             if let password { yaml += "password: \(password)\n" }
             return PostgresSource(settings: try PostgresSourceSettings.parse(try ConfigNode.parse(yaml: yaml, file: "/tmp/auth.yaml")))
         }
@@ -248,8 +258,12 @@ import Testing
         await admin.close()
         let start = try cluster.psql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
         try cluster.psql("INSERT INTO items (name) VALUES ('a'), ('b')", database: database)
-        for (user, password) in [("u_trust", nil), ("u_password", "pw-password"), ("u_md5", "pw-md5"), ("u_scram_sha_256", "pw-scram")] as [(String, String?)] {
-            let reader = try source(user: user, password: password)
+        let users: [(String, String?, String)] = [
+            ("u_trust", nil, "prefer"), ("u_password", "pw-password", "prefer"), ("u_md5", "pw-md5", "disable"), ("u_scram_sha_256", "pw-scram", "prefer"),
+            ("u_tls", "pw-tls", "require"),
+        ]
+        for (user, password, mode) in users {
+            let reader = try source(user: user, password: password, extra: "sslmode: \(mode)\n")
             let token = try await reader.resolve(.token("lsn=\(start)"))
             let head = try await reader.head(for: token)["0"]!
             let page = try await reader.readPage(partition: "0", after: start, through: head, maxRecords: 10)
@@ -268,5 +282,9 @@ import Testing
                 await wrong.close()
             }
         }
+        // Without TLS, u_tls is refused (pg_hba's hostnossl reject): the stream above was encrypted.
+        let plain = try source(user: "u_tls", password: "pw-tls", extra: "sslmode: disable\n")
+        await #expect(throws: FeedArchiveError.self) { _ = try await plain.readPage(partition: "0", after: start, through: "FFFFFFFF/0", maxRecords: 10) }
+        await plain.close()
     }
 }
