@@ -328,19 +328,30 @@ final class ReplicationConnection {
     /// The next backend message: its type and body (a slice of the received bytes).
     func nextMessage() async throws -> (type: UInt8, body: ByteBuffer) {
         while true {
-            if buffer.readableBytes >= 5, let length = buffer.getInteger(at: buffer.readerIndex + 1, as: Int32.self) {
-                guard length >= 4 else { throw Failure.protocolViolation("a message length of \(length)") }
-                let total = Int(length) + 1
-                if buffer.readableBytes >= total {
-                    let type = buffer.readInteger(as: UInt8.self)!
-                    buffer.moveReaderIndex(forwardBy: 4)
-                    return (type, buffer.readSlice(length: Int(length) - 4)!)
-                }
-                try await append(need: total)
-            } else {
-                try await append(need: 5)
+            // One access to `buffer` per message (each access to a class's stored property is
+            // checked for exclusivity at run time).
+            switch try Self.frame(&buffer) {
+            case .message(let type, let body): return (type, body)
+            case .need(let bytes): try await append(need: bytes)
             }
         }
+    }
+
+    enum Framed {
+        case message(UInt8, ByteBuffer)
+        /// The next message is incomplete: this many bytes hold it (or its header).
+        case need(Int)
+    }
+
+    /// Cuts the next whole message off `buffer`.
+    static func frame(_ buffer: inout ByteBuffer) throws -> Framed {
+        guard buffer.readableBytes >= 5, let length = buffer.getInteger(at: buffer.readerIndex + 1, as: Int32.self) else { return .need(5) }
+        guard length >= 4 else { throw Failure.protocolViolation("a message length of \(length)") }
+        let total = Int(length) + 1
+        guard buffer.readableBytes >= total else { return .need(total) }
+        let type = buffer.readInteger(as: UInt8.self)!
+        buffer.moveReaderIndex(forwardBy: 4)
+        return .message(type, buffer.readSlice(length: Int(length) - 4)!)
     }
 
     /// Adds the next chunk to the unread bytes; a message split across chunks is gathered in
