@@ -23,7 +23,7 @@ import Testing
                 CREATE TABLE unpublished (id int);
                 """, tables: ["items", "audit"])
         let stream = try fixture.source()
-        let peek = try fixture.source("read_mode: peek\nread_window: 64KB")
+        let peek = try fixture.source("read_mode: peek\nread_window: 256KB")
         defer { Task { await stream.close(); await peek.close() } }
         #expect(stream.settings.readMode == .stream && peek.settings.readMode == .peek)
         try await stream.setup()
@@ -74,6 +74,32 @@ import Testing
         // Caught up: the stream was closed, so the slot is free (the heartbeat's peek needs it).
         let active = try fixture.sql("SELECT active FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
         #expect(active == "f")
+    }
+
+    /// A head that is a cursor (verify --against-source re-reads an archived range): the read
+    /// stops exactly after the transaction that ends there, in both modes.
+    @Test func aCursorAsHeadEndsTheReadThere() async throws {
+        let fixture = try PostgresFixture()
+        let source = try fixture.source()
+        let peek = try fixture.source("read_mode: peek")
+        defer { Task { await source.close(); await peek.close() } }
+        try await source.setup()
+        let start = try await source.resolve(.now)
+        try fixture.sql(String(repeating: "INSERT INTO items (name) VALUES ('x'), ('y');\n", count: 5))
+        let all = try await fixture.readAll(source, from: start).records
+        #expect(all.count == 10)
+        let end = try #require(all[3].cursor)
+        for reader in [source, peek] {
+            var cursor = start.cursors["0"]!
+            var records: [FeedRecord] = []
+            while true {
+                let page = try await reader.readPage(partition: "0", after: cursor, through: end, maxRecords: 3)
+                if page.records.isEmpty { break }
+                records += page.records
+                cursor = page.next!
+            }
+            #expect(records.map(\.position) == all.prefix(4).map(\.position), "\(reader.settings.readMode)")
+        }
     }
 
     /// Transactions that commit after the head (a writer keeps going) are not waited for.
