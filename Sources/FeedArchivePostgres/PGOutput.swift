@@ -15,11 +15,41 @@ public struct LSN: Comparable, Hashable, Sendable, CustomStringConvertible {
         value = high << 32 | low
     }
 
-    public var description: String { String(value >> 32, radix: 16, uppercase: true) + "/" + String(value & 0xFFFF_FFFF, radix: 16, uppercase: true) }
+    public var description: String {
+        var bytes: [UInt8] = []
+        appendText(to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
     /// 16 hex digits: the fixed-width form positions use, whose byte order is LSN order.
     public var fixedWidth: String {
-        let hex = String(value, radix: 16, uppercase: true)
-        return String(repeating: "0", count: 16 - hex.count) + hex
+        var bytes: [UInt8] = []
+        appendFixedWidth(to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// An upper-case hex digit for 0...15.
+    @inline(__always) private static func hexDigit(_ value: UInt64) -> UInt8 { UInt8(truncatingIfNeeded: value < 10 ? 0x30 + value : 0x37 + value) }
+
+    /// `X/Y` (upper-case hex, no leading zeros), as PostgreSQL prints an LSN.
+    func appendText(to out: inout [UInt8]) {
+        Self.appendHex(UInt32(truncatingIfNeeded: value >> 32), to: &out)
+        out.append(UInt8(ascii: "/"))
+        Self.appendHex(UInt32(truncatingIfNeeded: value), to: &out)
+    }
+
+    func appendFixedWidth(to out: inout [UInt8]) {
+        for shift in stride(from: 60, through: 0, by: -4) { out.append(Self.hexDigit((value >> UInt64(shift)) & 0xF)) }
+    }
+
+    private static func appendHex(_ number: UInt32, to out: inout [UInt8]) {
+        var started = false
+        for shift in stride(from: 28, through: 0, by: -4) {
+            let digit = UInt64((number >> UInt32(shift)) & 0xF)
+            if digit != 0 || started || shift == 0 {
+                started = true
+                out.append(hexDigit(digit))
+            }
+        }
     }
     public static func < (lhs: LSN, rhs: LSN) -> Bool { lhs.value < rhs.value }
 }
@@ -82,22 +112,34 @@ struct MessageReader {
     }
 }
 
-/// A table as a Relation message describes it.
-struct Relation: Sendable {
+/// A table as a Relation message describes it. A class: a change borrows it (one reference)
+/// rather than copying its arrays.
+final class Relation: Sendable {
     struct Column: Sendable {
-        var name: String
-        var nameLiteral: [UInt8]
-        var typeOID: UInt32
-        var isKey: Bool
+        let name: String
+        let nameLiteral: [UInt8]
+        let typeOID: UInt32
+        let isKey: Bool
+        /// How values become JSON, looked up once per Relation rather than once per value.
+        let encoding: PGValue.Encoding
     }
-    var oid: UInt32
-    var schema: String
-    var name: String
+    let oid: UInt32
+    let schema: String
+    let name: String
     /// `d` default, `n` nothing, `f` full, `i` index.
-    var replicaIdentity: UInt8
-    var columns: [Column]
+    let replicaIdentity: UInt8
+    let columns: [Column]
     /// `"schema.table"` as a JSON string, ready to copy.
-    var qualifiedLiteral: [UInt8]
+    let qualifiedLiteral: [UInt8]
+
+    init(oid: UInt32, schema: String, name: String, replicaIdentity: UInt8, columns: [Column], qualifiedLiteral: [UInt8]) {
+        self.oid = oid
+        self.schema = schema
+        self.name = name
+        self.replicaIdentity = replicaIdentity
+        self.columns = columns
+        self.qualifiedLiteral = qualifiedLiteral
+    }
 }
 
 /// One column value of a TupleData.
@@ -129,14 +171,22 @@ struct PGOutputDecoder {
         /// LSN as text; made once per transaction, not per change.
         var positionPrefix: [UInt8] = []
         var lsnText: [UInt8] = []
+        /// The commit time as RFC 3339 text, made once per transaction at its first record.
+        var timestampText: [UInt8] = []
+
+        mutating func prepareTimestampText() {
+            if timestampText.isEmpty { appendRFC3339(microseconds: timestamp, to: &timestampText) }
+        }
 
         init(commitLSN: LSN, timestamp: Int64, xid: UInt32, skip: Bool) {
             self.commitLSN = commitLSN
             self.timestamp = timestamp
             self.xid = xid
             self.skip = skip
-            positionPrefix = Array((commitLSN.fixedWidth + "-").utf8)
-            lsnText = Array(commitLSN.description.utf8)
+            positionPrefix.reserveCapacity(17)
+            commitLSN.appendFixedWidth(to: &positionPrefix)
+            positionPrefix.append(UInt8(ascii: "-"))
+            commitLSN.appendText(to: &lsnText)
         }
     }
 
@@ -211,7 +261,7 @@ struct PGOutputDecoder {
                 _ = try reader.uint32("a column's type modifier")
                 var literal: [UInt8] = []
                 JSONText.appendString(column, to: &literal)
-                columns.append(Relation.Column(name: column, nameLiteral: literal, typeOID: typeOID, isKey: flags & 1 == 1))
+                columns.append(Relation.Column(name: column, nameLiteral: literal, typeOID: typeOID, isKey: flags & 1 == 1, encoding: PGValue.encoding(of: typeOID)))
             }
             var qualified: [UInt8] = []
             JSONText.appendString(schema + "." + name, to: &qualified)
@@ -233,7 +283,7 @@ struct PGOutputDecoder {
             _ = flags
             return .none
         case UInt8(ascii: "I"), UInt8(ascii: "U"), UInt8(ascii: "D"):
-            guard var current = transaction else { throw PGOutputError(message: "a change outside a transaction") }
+            guard transaction != nil else { throw PGOutputError(message: "a change outside a transaction") }
             let oid = try reader.uint32("the relation OID")
             guard let relation = relations[oid] else { throw PGOutputError(message: "a change of relation \(oid) before its Relation message") }
             var old: (kind: UInt8, start: Int)?
@@ -256,12 +306,14 @@ struct PGOutputDecoder {
                     throw PGOutputError(message: "unexpected tuple kind \(kind) in \(Character(UnicodeScalar(type)))")
                 }
             }
-            defer { transaction = current }
-            let index = current.index
-            current.index += 1
-            if current.skip || (current.commitLSN == skipBefore && index <= skipThroughIndex) { return .none }
-            current.emitted += 1
+            // The transaction is changed in place (a copy written back costs twice the retains).
+            let index = transaction!.index
+            transaction!.index += 1
+            if transaction!.skip || (transaction!.commitLSN == skipBefore && index <= skipThroughIndex) { return .none }
+            transaction!.emitted += 1
+            transaction!.prepareTimestampText()
             let op: UInt8 = type == UInt8(ascii: "I") ? 0x63 : type == UInt8(ascii: "U") ? 0x75 : 0x64
+            let current = transaction!
             try page.record(transaction: current, index: index) { out in
                 Self.appendHead(op: op, transaction: current, index: index, to: &out)
                 // key: the replica identity columns of the new row, or of the old one for a delete.
@@ -317,6 +369,7 @@ struct PGOutputDecoder {
                 current.index += 1
                 if current.skip || (current.commitLSN == skipBefore && index <= skipThroughIndex) { continue }
                 current.emitted += 1
+                current.prepareTimestampText()
                 emitted = true
                 try page.record(transaction: current, index: index) { out in
                     Self.appendHead(op: 0x74, transaction: current, index: index, to: &out)
@@ -349,7 +402,7 @@ struct PGOutputDecoder {
         JSONText.appendLiteral(#"","part":"0","op":""#, to: &out)
         out.append(op)
         JSONText.appendLiteral(#"","ts":""#, to: &out)
-        appendRFC3339(microseconds: transaction.timestamp, to: &out)
+        out.append(contentsOf: transaction.timestampText)
         out.append(0x22)
     }
 
@@ -402,29 +455,30 @@ struct PGOutputDecoder {
         }
         out.append(0x7B)
         var first = true
-        for position in 0..<count {
-            let column = relation.columns[position]
-            let value: TupleValue
-            switch try reader.byte("a column kind") {
-            case UInt8(ascii: "n"): value = .null
-            case UInt8(ascii: "u"): value = .unchangedToast
-            case UInt8(ascii: "t"): value = .text(try reader.slice(Int(try reader.uint32("a value length")), "a column value"))
-            case UInt8(ascii: "b"): throw PGOutputError(message: "binary column values are not requested and not decoded")
-            case let other: throw PGOutputError(message: "unknown column kind \(other)")
-            }
-            if keysOnly && !column.isKey { continue }
-            if case .unchangedToast = value {
-                unchanged?.pointee.append(column.nameLiteral)
-                if unchanged != nil { continue }
-            }
-            if !first { out.append(0x2C) }
-            first = false
-            out.append(contentsOf: column.nameLiteral)
-            out.append(0x3A)
-            switch value {
-            case .null: JSONText.appendLiteral("null", to: &out)
-            case .unchangedToast: JSONText.appendLiteral(#"{"unchanged_toast":true}"#, to: &out)
-            case .text(let text): PGValue.appendJSON(text: text, typeOID: column.typeOID, to: &out)
+        try relation.columns.withUnsafeBufferPointer { columns in
+            for position in 0..<count {
+                let value: TupleValue
+                switch try reader.byte("a column kind") {
+                case UInt8(ascii: "n"): value = .null
+                case UInt8(ascii: "u"): value = .unchangedToast
+                case UInt8(ascii: "t"): value = .text(try reader.slice(Int(try reader.uint32("a value length")), "a column value"))
+                case UInt8(ascii: "b"): throw PGOutputError(message: "binary column values are not requested and not decoded")
+                case let other: throw PGOutputError(message: "unknown column kind \(other)")
+                }
+                if keysOnly && !columns[position].isKey { continue }
+                if case .unchangedToast = value {
+                    unchanged?.pointee.append(columns[position].nameLiteral)
+                    if unchanged != nil { continue }
+                }
+                if !first { out.append(0x2C) }
+                first = false
+                out.append(contentsOf: columns[position].nameLiteral)
+                out.append(0x3A)
+                switch value {
+                case .null: JSONText.appendLiteral("null", to: &out)
+                case .unchangedToast: JSONText.appendLiteral(#"{"unchanged_toast":true}"#, to: &out)
+                case .text(let text): PGValue.appendJSON(text: text, encoding: columns[position].encoding, to: &out)
+                }
             }
         }
         out.append(0x7D)

@@ -4,7 +4,7 @@ import Foundation
 /// Column values, as pgoutput sends them (PostgreSQL's text output, with the reading session
 /// set to `TimeZone=UTC`, `DateStyle=ISO`, `bytea_output=hex`), turned into JSON by type OID.
 enum PGValue {
-    enum Kind {
+    enum Kind: Sendable {
         case number, float, bool, json, bytea, timestamp, timestamptz, string
     }
 
@@ -28,11 +28,25 @@ enum PGValue {
         }
     }
 
+    /// How a column's values become JSON: a scalar of a kind, or an array of an element type.
+    enum Encoding: Sendable {
+        case scalar(Kind)
+        case array(element: UInt32)
+    }
+
+    static func encoding(of typeOID: UInt32) -> Encoding {
+        if let element = arrayElements[typeOID] { return .array(element: element) }
+        return .scalar(kind(of: typeOID))
+    }
+
     static func appendJSON(text: UnsafeRawBufferPointer, typeOID: UInt32, to out: inout [UInt8]) {
-        if let element = arrayElements[typeOID] {
-            appendArray(text: text, elementOID: element, to: &out)
-        } else {
-            appendScalar(text: text, kind: kind(of: typeOID), to: &out)
+        appendJSON(text: text, encoding: encoding(of: typeOID), to: &out)
+    }
+
+    static func appendJSON(text: UnsafeRawBufferPointer, encoding: Encoding, to out: inout [UInt8]) {
+        switch encoding {
+        case .array(let element): appendArray(text: text, elementOID: element, to: &out)
+        case .scalar(let kind): appendScalar(text: text, kind: kind, to: &out)
         }
     }
 

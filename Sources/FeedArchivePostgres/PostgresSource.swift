@@ -25,8 +25,8 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
 
     /// Queries and acknowledgements.
     private var control: PostgresConnection?
-    /// The peek being streamed.
-    private var stream: ReadStream?
+    /// The read in progress: a peek, or a replication stream.
+    var stream: ReadStream?
     /// The snapshot being read by a backfill.
     private var snapshot: SnapshotReader?
     private var cachedIdentity: SourceIdentity?
@@ -43,6 +43,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         // A source dropped without `close()` still closes its connections (postgres-nio
         // requires it); the task keeps them alive until they are closed.
         let open = [control, stream?.connection, snapshot?.connection].compactMap { $0 }
+        stream?.replication?.abort()
         if !open.isEmpty {
             Task { for connection in open { try? await connection.close() } }
         }
@@ -132,26 +133,12 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     /// Connection trouble is transient (retried); what the server refuses is not.
     func classify(_ error: any Error, doing what: String) -> FeedArchiveError {
         if let error = error as? FeedArchiveError { return error }
+        if let error = error as? ReplicationConnection.ServerError {
+            return classify(state: error.sqlState, message: error.message, detail: error.detail, hint: error.hint, doing: what)
+        }
         if let error = error as? PSQLError {
             if let info = error.serverInfo {
-                let state = info[.sqlState] ?? ""
-                var message = info[.message] ?? "server error"
-                if let detail = info[.detail] { message += " (\(detail))" }
-                if let hint = info[.hint] { message += "; hint: \(hint)" }
-                switch state {
-                case "55006":  // object in use: the slot is read by another process
-                    return .temporary("\(what): \(message) [\(state)]: another process is reading slot \(settings.slot)")
-                case "55P03":  // lock not available (the snapshot's lock_timeout)
-                    return .temporary("\(what): \(message) [\(state)]")
-                case _ where ["08", "40", "53", "57", "58"].contains(String(state.prefix(2))):
-                    // connection, transaction rollback (serialization, deadlock), resources,
-                    // operator intervention (shutdown, cancel, timeout), system errors: transient
-                    return .sourceUnavailable("\(what): \(message) [\(state)]")
-                case "28P01", "28000":
-                    return .sourceUnavailable("\(what): \(message) [\(state)] (check source.user and source.password)")
-                default:
-                    return .data(path: nil, message: "\(what): \(message) [\(state)]")
-                }
+                return classify(state: info[.sqlState] ?? "", message: info[.message] ?? "server error", detail: info[.detail], hint: info[.hint], doing: what)
             }
             let underlying = error.underlying.map { ": \($0)" } ?? ""
             return .sourceUnavailable("\(what): \(error.code)\(underlying)")
@@ -159,9 +146,29 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         return .sourceUnavailable("\(what): \(error)")
     }
 
+    /// A server error by its SQLSTATE: connection trouble and contention are transient.
+    func classify(state: String, message: String, detail: String?, hint: String?, doing what: String) -> FeedArchiveError {
+        var message = message
+        if let detail { message += " (\(detail))" }
+        if let hint { message += "; hint: \(hint)" }
+        switch state {
+        case "55006":  // object in use: the slot is read by another process
+            return .temporary("\(what): \(message) [\(state)]: another process is reading slot \(settings.slot)")
+        case "55P03":  // lock not available (the snapshot's lock_timeout)
+            return .temporary("\(what): \(message) [\(state)]")
+        case _ where ["08", "40", "53", "57", "58"].contains(String(state.prefix(2))):
+            // connection, transaction rollback (serialization, deadlock), resources,
+            // operator intervention (shutdown, cancel, timeout), system errors: transient
+            return .sourceUnavailable("\(what): \(message) [\(state)]")
+        case "28P01", "28000":
+            return .sourceUnavailable("\(what): \(message) [\(state)] (check source.user and source.password)")
+        default:
+            return .data(path: nil, message: "\(what): \(message) [\(state)]")
+        }
+    }
+
     public func close() async {
-        if let stream { try? await stream.connection.close() }
-        stream = nil
+        await closeStream()
         if let snapshot { try? await snapshot.connection.close() }
         snapshot = nil
         if let control { try? await control.close() }
@@ -264,7 +271,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         return ["slot \(settings.slot) retains \(retained >> 20) MiB of WAL (more than source.wal_warning): run the job more often, or check that it succeeds"]
     }
 
-    private func token(_ cursor: LSN) async throws -> ContinuationToken { try await token(cursor.description) }
+    func token(_ cursor: LSN) async throws -> ContinuationToken { try await token(cursor.description) }
 
     private func token(_ cursor: String) async throws -> ContinuationToken {
         ContinuationToken(kind: kind, source: try await identity().shortFingerprint, cursors: [Self.partition: cursor])
@@ -343,6 +350,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     /// transaction commits in between, that LSN is a cursor with nothing before it to archive.
     public func heartbeat(partition: String, after cursor: String) async throws -> String? {
         guard settings.heartbeatAfter > 0, let from = LSN(cursor) else { return nil }
+        await closeStream()  // the peek below needs the slot, which an open stream holds
         let held = try await rows("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), \(from.description)::pg_lsn)::int8", doing: "measure the WAL since the checkpoint").first?.decode(Int64?.self) ?? 0
         guard held >= settings.heartbeatAfter else { return nil }
         let emitted = try await rows("SELECT pg_logical_emit_message(true, 'feedarchive', 'heartbeat')::text", doing: "write a heartbeat").first?.decode(String.self)
@@ -391,8 +399,16 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
 
     /// Advances the slot to the checkpoint (DESIGN.md step 8). A lost connection is not an
     /// error here: the checkpoint is durable, and the next run acknowledges again.
+    ///
+    /// While a replication stream is open the slot is active and `pg_replication_slot_advance`
+    /// would fail: the stream's status updates confirm the LSN instead (and the last one goes
+    /// out before the stream ends, see `ReplicationConnection.finish`).
     public func acknowledge(_ token: ContinuationToken) async throws {
         let cursor = try cursorLSN(token)
+        if let replication = stream?.replication {
+            replication.acknowledge(cursor)
+            return
+        }
         do {
             _ = try await rows(
                 """
@@ -416,7 +432,10 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     /// run must survive. Small fetches keep each result within a read or two, and a server
     /// crash between fetches is an ordinary lost connection, retried.
     struct ReadStream {
-        var connection: PostgresConnection
+        /// The peek's connection (`read_mode: peek`).
+        var connection: PostgresConnection?
+        /// The replication stream (`read_mode: stream`); nil once the head is reached.
+        var replication: ReplicationConnection?
         var cursorOpen = false
         var buffered: [ByteBuffer] = []
         var next = 0
@@ -428,6 +447,8 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         var expect: String
         /// A message read but not yet used (it belongs to the next page).
         var pending: ByteBuffer?
+        /// Every transaction that commits before the head was read (stream mode).
+        var reachedHead = false
     }
 
     /// Rows per FETCH: small enough that a result rarely spans socket reads (see ReadStream).
@@ -447,7 +468,8 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         do {
             return try await nextPage(maxRecords: max(1, maxRecords))
         } catch {
-            if let stream { try? await stream.connection.close() }
+            stream?.replication?.abort()
+            if let connection = stream?.connection { try? await connection.close() }
             stream = nil
             if let error = error as? PGOutputError {
                 throw FeedArchiveError.data(path: nil, message: "\(error) (slot \(settings.slot))")
@@ -492,8 +514,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     }
 
     private func startStream(after cursor: String, head: LSN) async throws {
-        if let stream { try? await stream.connection.close() }
-        stream = nil
+        await closeStream()
         var decoder = PGOutputDecoder()
         if let at = cursor.firstIndex(of: "@") {
             guard let commit = LSN(cursor[..<at]), let index = Int(cursor[cursor.index(after: at)...]) else {
@@ -506,17 +527,27 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
             guard let lsn = LSN(cursor) else { throw FeedArchiveError.data(path: nil, message: "postgres cursor '\(cursor)' is not an LSN") }
             decoder.skipBefore = lsn
         }
+        if settings.readMode == .stream {
+            var reader = ReadStream(decoder: decoder, windowEnd: decoder.skipBefore, head: head, expect: cursor)
+            if decoder.skipBefore < head {
+                reader.replication = try await openReplication(from: decoder.skipBefore)
+            } else {
+                reader.reachedHead = true
+            }
+            stream = reader
+            return
+        }
         let connection = try await connect()
         stream = ReadStream(connection: connection, decoder: decoder, windowEnd: decoder.skipBefore, head: head, expect: cursor)
     }
 
     /// Opens the next window's peek; false when the head is reached.
     private func openWindow() async throws -> Bool {
-        guard var current = stream, current.windowEnd < current.head else { return false }
+        guard var current = stream, let connection = current.connection, current.windowEnd < current.head else { return false }
         let end = LSN(min(current.head.value, current.windowEnd.value + UInt64(settings.readWindow)))
         // The names are checked identifiers and the LSN is ours: safe to write inline.
-        _ = try await run(on: current.connection, "BEGIN", doing: "start reading slot \(settings.slot)")
-        _ = try await run(on: current.connection, 
+        _ = try await run(on: connection, "BEGIN", doing: "start reading slot \(settings.slot)")
+        _ = try await run(on: connection,
             PostgresQuery(
                 unsafeSQL: """
                     DECLARE feedarchive_peek NO SCROLL CURSOR FOR
@@ -529,11 +560,12 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         return true
     }
 
-    private func nextMessage() async throws -> ByteBuffer? {
+    private func nextMessage(inTransaction: Bool) async throws -> ByteBuffer? {
         if let pending = stream?.pending {
             stream!.pending = nil
             return pending
         }
+        if settings.readMode == .stream { return try await nextStreamedMessage(inTransaction: inTransaction) }
         while true {
             if stream!.next < stream!.buffered.count {
                 defer { stream!.next += 1 }
@@ -542,12 +574,12 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
             if !stream!.cursorOpen {
                 guard try await openWindow() else { return nil }
             }
-            let rows = try await run(on: stream!.connection, PostgresQuery(unsafeSQL: "FETCH \(Self.fetchSize) FROM feedarchive_peek"), doing: "read slot \(settings.slot)")
+            let rows = try await run(on: stream!.connection!, PostgresQuery(unsafeSQL: "FETCH \(Self.fetchSize) FROM feedarchive_peek"), doing: "read slot \(settings.slot)")
             stream!.buffered = try rows.map { try $0.decode(ByteBuffer.self) }
             stream!.next = 0
             if rows.isEmpty {
                 // This window is done; the next one starts where it ended.
-                _ = try await run(on: stream!.connection, "COMMIT", doing: "read slot \(settings.slot)")
+                _ = try await run(on: stream!.connection!, "COMMIT", doing: "read slot \(settings.slot)")
                 stream!.cursorOpen = false
             }
         }
@@ -555,10 +587,15 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
 
     private func nextPage(maxRecords: Int) async throws -> FeedPage {
         var page = PageBuilder(capacity: maxRecords * 256)
-        while let message = try await nextMessage() {
+        // The decoder is a local while the page is built: a stored property of this class
+        // would be checked for exclusive access on every message.
+        var decoder = stream!.decoder
+        stream!.decoder = PGOutputDecoder()
+        defer { stream?.decoder = decoder }
+        while let message = try await nextMessage(inTransaction: decoder.transaction != nil) {
             let type = message.readableBytesView.first ?? 0
             let isChange = type == UInt8(ascii: "I") || type == UInt8(ascii: "U") || type == UInt8(ascii: "D") || type == UInt8(ascii: "T")
-            if isChange, page.count >= maxRecords, let transaction = stream!.decoder.transaction, !transaction.skip {
+            if isChange, page.count >= maxRecords, let transaction = decoder.transaction, !transaction.skip {
                 // A transaction larger than a page: end the page inside it.
                 stream!.pending = message
                 let resume = Self.resumeCursor(transaction.commitLSN, index: transaction.index - 1)
@@ -566,7 +603,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
                 return page.page(resume: resume)
             }
             let outcome = try message.withUnsafeReadableBytes { bytes in
-                try stream!.decoder.decode(bytes, into: &page)
+                try decoder.decode(bytes, into: &page)
             }
             if case .commit(let end, let hadRecords) = outcome, hadRecords, page.count > 0 {
                 page.endTransaction(cursor: end.description)

@@ -25,6 +25,14 @@ public struct PostgresSourceSettings: Sendable {
     public var queryTimeout: Double
     /// A caught-up run whose slot holds more WAL than this writes a heartbeat (0: never).
     public var heartbeatAfter: Int64
+    /// How changes are read from the slot.
+    public var readMode: ReadMode = .stream
+
+    /// `stream`: the streaming replication protocol (the walsender decodes while feedarchive
+    /// encodes); `peek`: SQL `pg_logical_slot_peek_binary_changes` in LSN windows.
+    public enum ReadMode: String, Sendable, CaseIterable {
+        case stream, peek
+    }
 
     /// The socket file for a Unix-socket host: PostgreSQL's `<folder>/.s.PGSQL.<port>`.
     public var socketPath: String? { host.hasPrefix("/") ? host + "/.s.PGSQL.\(port)" : nil }
@@ -74,7 +82,13 @@ public struct PostgresSourceSettings: Sendable {
         let host = try map.optional("host")?.string("source.host") ?? "localhost"
         let port = try map.optional("port")?.int("source.port") ?? 5432
         if !(1...65535).contains(port) { throw map.optional("port")!.error("source.port must be between 1 and 65535") }
-        let settings = PostgresSourceSettings(
+        var readMode = ReadMode.stream
+        if let modeNode = map.optional("read_mode") {
+            let text = try modeNode.string("source.read_mode")
+            guard let mode = ReadMode(rawValue: text) else { throw modeNode.error("source.read_mode must be stream or peek, not '\(text)'") }
+            readMode = mode
+        }
+        var settings = PostgresSourceSettings(
             host: host, port: port, database: database,
             user: try map.optional("user")?.string("source.user") ?? "postgres", password: password,
             sslMode: host.hasPrefix("/") ? "disable" : sslMode, slot: slot, publication: publication, tables: tables,
@@ -83,6 +97,7 @@ public struct PostgresSourceSettings: Sendable {
             walWarning: try map.optional("wal_warning")?.byteSize("source.wal_warning") ?? 1 << 30,
             queryTimeout: try map.optional("query_timeout")?.duration("source.query_timeout") ?? 300,
             heartbeatAfter: try map.optional("heartbeat_after")?.byteSize("source.heartbeat_after") ?? 64 << 20)
+        settings.readMode = readMode
         try map.finish()
         return settings
     }

@@ -20,9 +20,14 @@ struct PostgresFixture {
 
     let tables: [String]
 
+    /// The source settings, with `extra` lines (`key: value`) added or replacing the defaults.
     func settings(_ extra: String = "") throws -> PostgresSourceSettings {
-        let yaml = cluster.sourceBlock(database: database, slot: slot, tables: tables, create: !extra.contains("create: false")).replacingOccurrences(of: "source:\n", with: "")
-            .split(separator: "\n").map { $0.dropFirst(2) }.joined(separator: "\n") + "\n" + extra.replacingOccurrences(of: "create: false", with: "")
+        let create = !extra.contains("create: false")
+        let extra = extra.replacingOccurrences(of: "create: false", with: "")
+        let replaced = Set(extra.split(separator: "\n").compactMap { $0.split(separator: ":").first.map(String.init) })
+        let yaml = cluster.sourceBlock(database: database, slot: slot, tables: tables, create: create).replacingOccurrences(of: "source:\n", with: "")
+            .split(separator: "\n").map { $0.dropFirst(2) }.filter { line in !replaced.contains(String(line.prefix { $0 != ":" })) }
+            .joined(separator: "\n") + "\n" + extra
         return try PostgresSourceSettings.parse(try ConfigNode.parse(yaml: yaml, file: "/tmp/job.yaml"))
     }
 
@@ -54,11 +59,14 @@ func envelope(_ record: FeedRecord) throws -> [String: Any] {
 /// `append` = transactions of one or two inserted rows, as the suite asks.
 final class PostgresConformanceFeed: ConformanceFeed {
     let fixture: PostgresFixture
-    init() async throws {
+    /// Extra source settings, e.g. `read_mode: peek`.
+    let extra: String
+    init(extra: String = "") async throws {
         fixture = try PostgresFixture()
+        self.extra = extra
         try await fixture.source().setup()
     }
-    func makeSource() async throws -> any FeedSource { try fixture.source() }
+    func makeSource() async throws -> any FeedSource { try fixture.source(extra) }
     func append(_ count: Int) async throws {
         var sql = ""
         var left = count

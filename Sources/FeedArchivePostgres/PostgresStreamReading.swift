@@ -1,0 +1,105 @@
+import FeedArchive
+import Foundation
+import NIOCore
+
+/// `read_mode: stream`: the slot is read over the streaming replication protocol
+/// (`START_REPLICATION … LOGICAL`), whose XLogData messages carry the same pgoutput payloads a
+/// peek returns; `nextPage` turns them into the same pages, so both modes archive the same bytes.
+///
+/// A run is bounded by its head (`pg_current_wal_lsn()` at run start), as pg_recvlogical's
+/// `--endpos` is: the stream ends at the first transaction that commits at or after the head,
+/// or at a keepalive, outside a transaction, whose WAL end has reached it (the walsender has
+/// decoded everything before that point, so nothing committing before the head is to come).
+/// An idle server is asked for such a keepalive (see `ReplicationConnection`'s watchdog), so a
+/// run with nothing new ends at once.
+extension PostgresSource {
+    /// A replication connection streaming the slot from `lsn` (transactions committing before
+    /// it are skipped by the server; the decoder skips them too).
+    func openReplication(from lsn: LSN) async throws -> ReplicationConnection {
+        let connection: ReplicationConnection
+        do {
+            connection = try await ReplicationConnection.connect(settings: settings)
+        } catch {
+            throw classify(error, doing: "connect to \(settings.endpoint) for replication")
+        }
+        do {
+            try await connection.startReplication(slot: settings.slot, publication: settings.publication, from: lsn)
+        } catch {
+            connection.abort()
+            throw classify(error, doing: "start streaming slot \(settings.slot)")
+        }
+        return connection
+    }
+
+    /// The next pgoutput message before the head, or nil once the head is reached.
+    /// `inTransaction`: the decoder is inside a transaction (a keepalive there ends nothing).
+    func nextStreamedMessage(inTransaction: Bool) async throws -> ByteBuffer? {
+        guard let replication = stream?.replication, let head = stream?.head else { return nil }
+        while true {
+            let (type, body) = try await replication.nextMessage()
+            switch type {
+            case UInt8(ascii: "d"):
+                var body = body
+                switch body.readInteger(as: UInt8.self) {
+                case UInt8(ascii: "w"):
+                    body.moveReaderIndex(forwardBy: 24)  // WAL start, WAL end, send time
+                    if body.readableBytes >= 9, body.getInteger(at: body.readerIndex, as: UInt8.self) == UInt8(ascii: "B"),
+                        let final = body.getInteger(at: body.readerIndex + 1, as: UInt64.self), final >= head.value
+                    {
+                        await reachHead()  // this transaction commits after the head
+                        return nil
+                    }
+                    return body
+                case UInt8(ascii: "k"):
+                    guard let walEnd = body.readInteger(as: UInt64.self), body.readInteger(as: UInt64.self) != nil,
+                        let replyRequested = body.readInteger(as: UInt8.self)
+                    else { throw ReplicationConnection.Failure.protocolViolation("short keepalive") }
+                    if replyRequested == 1 { replication.sendStatus() }
+                    if walEnd >= head.value && !inTransaction {
+                        await reachHead()
+                        return nil
+                    }
+                default:
+                    throw ReplicationConnection.Failure.protocolViolation("unknown CopyData message")
+                }
+            case UInt8(ascii: "E"):
+                throw ReplicationConnection.serverError(body)
+            case UInt8(ascii: "c"), UInt8(ascii: "C"), UInt8(ascii: "Z"):
+                throw ReplicationConnection.Failure.closed  // the server ended streaming (shutting down)
+            default:
+                continue  // NoticeResponse, ParameterStatus
+            }
+        }
+    }
+
+    /// The head is reached: the stream ends cleanly, so the slot is free for what follows
+    /// (acknowledgements with `pg_replication_slot_advance`, the heartbeat's peek).
+    private func reachHead() async {
+        stream?.reachedHead = true
+        await closeStream(keepState: true)
+    }
+
+    /// Ends the replication stream, if one is open, with a last status update (the durable
+    /// position) and a clean CopyDone; `keepState` keeps the read's position for later pages.
+    func closeStream(keepState: Bool = false) async {
+        if let replication = stream?.replication {
+            stream?.replication = nil
+            let acknowledged = replication.acknowledged
+            if await !replication.finish(limit: min(settings.queryTimeout, 10)), acknowledged.value > 0 {
+                // The walsender may exit without reading the last status update: advance with
+                // SQL once it has let go of the slot (best effort; the next run repeats it).
+                for _ in 0..<10 {
+                    let slot = try? await slotState()
+                    guard let slot, slot.confirmed < acknowledged else { break }
+                    if slot.activePID == nil {
+                        try? await acknowledge(try token(acknowledged))
+                        break
+                    }
+                    try? await Task.sleep(nanoseconds: 200_000_000)
+                }
+            }
+        }
+        if let connection = stream?.connection { try? await connection.close() }
+        if !keepState { stream = nil }
+    }
+}

@@ -1,0 +1,381 @@
+import FeedArchive
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// A minimal client of PostgreSQL's frontend/backend protocol v3 for one
+/// `replication=database` connection that streams a logical slot (`START_REPLICATION … LOGICAL`).
+///
+/// Built on SwiftNIO, as postgres-nio is (which has no replication protocol): the event loop
+/// reads the socket into a bounded `InboundQueue` while the reader decodes, so the walsender's
+/// decoding overlaps ours. Used by one task at a time; only the queue and the channel are
+/// shared, with the event loop and the watchdog.
+final class ReplicationConnection {
+    /// What went wrong on the connection itself (server errors are `ServerError`).
+    enum Failure: Error, CustomStringConvertible {
+        case closed
+        case protocolViolation(String)
+        case timedOut(Double)
+        case unsupported(String)
+
+        var description: String {
+            switch self {
+            case .closed: "the server closed the replication connection"
+            case .protocolViolation(let text): "protocol violation: \(text)"
+            case .timedOut(let seconds): "no message from the server within \(Int(seconds)) s (source.query_timeout)"
+            case .unsupported(let text): text
+            }
+        }
+    }
+
+    /// An ErrorResponse, with its fields by code (`C` SQLSTATE, `M` message, `D`, `H`).
+    struct ServerError: Error, CustomStringConvertible {
+        var fields: [UInt8: String]
+        var sqlState: String { fields[UInt8(ascii: "C")] ?? "" }
+        var message: String { fields[UInt8(ascii: "M")] ?? "server error" }
+        var detail: String? { fields[UInt8(ascii: "D")] }
+        var hint: String? { fields[UInt8(ascii: "H")] }
+        var description: String { "\(message) [\(sqlState)]" }
+    }
+
+    let channel: any Channel
+    let queue: InboundQueue
+    private var buffer = ByteBuffer()
+    /// Chunks taken from the queue and not read yet, last first.
+    private var chunks: [ByteBuffer] = []
+    private var watchdog: Task<Void, Never>?
+
+    private init(channel: any Channel, queue: InboundQueue) {
+        self.channel = channel
+        self.queue = queue
+    }
+
+    deinit {
+        watchdog?.cancel()
+        channel.close(promise: nil)
+    }
+
+    // MARK: Connecting
+
+    /// Connects, negotiates TLS as `sslmode` asks, and authenticates as `user` for a logical
+    /// replication connection to `database`.
+    static func connect(settings: PostgresSourceSettings) async throws -> ReplicationConnection {
+        let queue = InboundQueue(waitLimit: settings.queryTimeout)
+        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.milliseconds(Int64(settings.queryTimeout * 1000)))
+            .channelOption(ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 262_144))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(InboundHandler(queue: queue))
+                }
+            }
+        let channel: any Channel
+        if let socket = settings.socketPath {
+            channel = try await bootstrap.connect(unixDomainSocketPath: socket).get()
+        } else {
+            channel = try await bootstrap.connect(host: settings.host, port: settings.port).get()
+        }
+        let connection = ReplicationConnection(channel: channel, queue: queue)
+        connection.startWatchdog()
+        do {
+            if settings.socketPath == nil && settings.sslMode != "disable" { try await connection.negotiateTLS(settings) }
+            try await connection.startUp(settings)
+        } catch {
+            connection.abort()
+            throw error
+        }
+        return connection
+    }
+
+    /// Every 100 ms: fails a reader that has waited longer than the queue's limit (and closes
+    /// the channel); asks an idle server where it is (a keepalive tells the reader whether the
+    /// head is reached when nothing is published); and sends a status update at least every
+    /// 10 s, as pg_recvlogical does, so wal_sender_timeout never ends a stream whose reader is
+    /// busy writing a batch.
+    private func startWatchdog() {
+        let queue = self.queue
+        let channel = self.channel
+        let task = Task.detached { await ReplicationConnection.watch(queue: queue, channel: channel) }
+        watchdog = task
+    }
+
+    nonisolated private static func watch(queue: InboundQueue, channel: any Channel) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(nanoseconds: 100_000_000)
+            let now = InboundQueue.uptime()
+            let limit = queue.state.withLock { $0.waitLimit }
+            let streaming = queue.state.withLock { $0.streaming }
+            let acknowledged = queue.state.withLock { $0.acknowledged }
+            let lastStatus = queue.state.withLock { $0.lastStatus }
+            let waited = queue.waited(now: now)
+            if let waited, waited > limit {
+                queue.finish(Failure.timedOut(limit))
+                channel.close(promise: nil)
+                return
+            }
+            guard streaming else { continue }
+            let sinceStatus = Double(now &- lastStatus) / 1e9
+            if let waited, waited > 0.2, sinceStatus > 0.2 {
+                sendStatus(channel: channel, queue: queue, acknowledged: acknowledged, replyRequested: true)
+            } else if sinceStatus > 10 {
+                sendStatus(channel: channel, queue: queue, acknowledged: acknowledged, replyRequested: false)
+            }
+        }
+    }
+
+    private func negotiateTLS(_ settings: PostgresSourceSettings) async throws {
+        var request = ByteBuffer()
+        request.writeInteger(Int32(8))
+        request.writeInteger(Int32(80_877_103))
+        try await channel.writeAndFlush(request).get()
+        guard let answer = try await nextByte() else { throw Failure.closed }
+        guard answer == UInt8(ascii: "S") else {
+            if settings.sslMode == "prefer" { return }
+            throw Failure.unsupported("the server at \(settings.endpoint) does not accept TLS, and source.sslmode is \(settings.sslMode)")
+        }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if settings.sslMode != "verify-full" { configuration.certificateVerification = .none }  // libpq's prefer/require
+        let context = try NIOSSLContext(configuration: configuration)
+        let hostname = settings.sslMode == "verify-full" ? settings.host : nil
+        try await channel.eventLoop.submit { [channel] in
+            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: hostname), position: .first)
+        }.get()
+    }
+
+    private func startUp(_ settings: PostgresSourceSettings) async throws {
+        var startup = ByteBuffer()
+        startup.writeInteger(Int32(0))
+        startup.writeInteger(Int32(196_608))  // protocol 3.0
+        for (key, value) in [("user", settings.user), ("database", settings.database), ("replication", "database"), ("application_name", "feedarchive")] {
+            startup.writeNullTerminatedString(key)
+            startup.writeNullTerminatedString(value)
+        }
+        startup.writeInteger(UInt8(0))
+        startup.setInteger(Int32(startup.readableBytes), at: 0)
+        channel.writeAndFlush(startup, promise: nil)
+        var scram: PostgresAuthentication.SCRAM?
+        func password() throws -> String {
+            guard let password = settings.password else {
+                throw ServerError(fields: [UInt8(ascii: "C"): "28P01", UInt8(ascii: "M"): "the server asks user \"\(settings.user)\" for a password, and source.password is not set"])
+            }
+            return password
+        }
+        while true {
+            let message = try await nextMessage()
+            var body = message.body
+            switch message.type {
+            case UInt8(ascii: "R"):
+                guard let code = body.readInteger(as: Int32.self) else { throw Failure.protocolViolation("short Authentication message") }
+                switch code {
+                case 0: continue
+                case 3:
+                    let text = try password()
+                    send(type: "p") { $0.writeNullTerminatedString(text) }
+                case 5:
+                    guard let salt = body.readBytes(length: 4) else { throw Failure.protocolViolation("md5 request without salt") }
+                    let answer = PostgresAuthentication.md5Answer(user: settings.user, password: try password(), salt: salt)
+                    send(type: "p") { $0.writeNullTerminatedString(answer) }
+                case 10:
+                    var mechanisms: [String] = []
+                    while let name = body.readNullTerminatedString(), !name.isEmpty { mechanisms.append(name) }
+                    guard mechanisms.contains("SCRAM-SHA-256") else {
+                        throw Failure.unsupported("the server offers SASL mechanisms \(mechanisms); feedarchive speaks SCRAM-SHA-256")
+                    }
+                    var exchange = PostgresAuthentication.SCRAM(password: try password())
+                    let first = exchange.first()
+                    scram = exchange
+                    send(type: "p") {
+                        $0.writeNullTerminatedString("SCRAM-SHA-256")
+                        $0.writeInteger(Int32(first.count))
+                        $0.writeBytes(first)
+                    }
+                case 11:
+                    guard var exchange = scram else { throw Failure.protocolViolation("SASLContinue before SASL") }
+                    let final = try exchange.final(serverFirst: body.readBytes(length: body.readableBytes) ?? [])
+                    scram = exchange
+                    send(type: "p") { $0.writeBytes(final) }
+                case 12:
+                    guard let exchange = scram else { throw Failure.protocolViolation("SASLFinal before SASL") }
+                    try exchange.verify(serverFinal: body.readBytes(length: body.readableBytes) ?? [])
+                default:
+                    throw Failure.unsupported("the server asks for authentication method \(code); feedarchive speaks trust, password, md5 and scram-sha-256")
+                }
+            case UInt8(ascii: "E"):
+                throw Self.serverError(body)
+            case UInt8(ascii: "Z"):
+                return
+            default:
+                continue  // ParameterStatus, BackendKeyData, NoticeResponse, NegotiateProtocolVersion
+            }
+        }
+    }
+
+    // MARK: Streaming
+
+    /// `START_REPLICATION SLOT slot LOGICAL lsn (pgoutput options)`; returns once the server
+    /// answered with CopyBothResponse.
+    func startReplication(slot: String, publication: String, from lsn: LSN) async throws {
+        // The names are checked identifiers (PostgresSourceSettings.isName): safe inline.
+        let command = "START_REPLICATION SLOT \(slot) LOGICAL \(lsn) (\"proto_version\" '1', \"publication_names\" '\(publication)')"
+        send(type: "Q") { $0.writeNullTerminatedString(command) }
+        while true {
+            let (type, body) = try await nextMessage()
+            switch type {
+            case UInt8(ascii: "W"):
+                queue.state.withLock { $0.streaming = true }
+                return
+            case UInt8(ascii: "E"): throw Self.serverError(body)
+            default: continue
+            }
+        }
+    }
+
+    /// Reports `lsn` as written, flushed and applied: the walsender confirms it for the slot
+    /// (its confirmed_flush_lsn), as `pg_replication_slot_advance` would.
+    func acknowledge(_ lsn: LSN) {
+        let position = queue.state.withLock { state in
+            state.acknowledged = max(state.acknowledged, lsn.value)
+            return state.acknowledged
+        }
+        Self.sendStatus(channel: channel, queue: queue, acknowledged: position, replyRequested: false)
+    }
+
+    /// Answers a keepalive that asks for a reply.
+    func sendStatus() {
+        Self.sendStatus(channel: channel, queue: queue, acknowledged: queue.state.withLock { $0.acknowledged }, replyRequested: false)
+    }
+
+    /// A Standby Status Update ('r') reporting `acknowledged` as written, flushed and applied;
+    /// with `replyRequested`, the server answers at once with a keepalive that carries how far
+    /// it has read the WAL. Until something is acknowledged the positions are 0 (invalid), which
+    /// the server ignores. (Writes from any thread go through the channel in order.)
+    static func sendStatus(channel: any Channel, queue: InboundQueue, acknowledged: UInt64, replyRequested: Bool) {
+        let now = Int64(Date().timeIntervalSince1970 * 1_000_000) - PGOutputDecoder.postgresEpoch
+        queue.state.withLock { $0.lastStatus = InboundQueue.uptime() }
+        var message = channel.allocator.buffer(capacity: 39)
+        message.writeInteger(UInt8(ascii: "d"))
+        message.writeInteger(Int32(38))
+        message.writeInteger(UInt8(ascii: "r"))
+        message.writeInteger(acknowledged)
+        message.writeInteger(acknowledged)
+        message.writeInteger(acknowledged)
+        message.writeInteger(now)
+        message.writeInteger(UInt8(replyRequested ? 1 : 0))
+        channel.writeAndFlush(message, promise: nil)
+    }
+
+    /// Ends streaming cleanly: a last status update, CopyDone, and the server's answer (once it
+    /// has it, the walsender has processed the update and released the slot). Gives up after
+    /// `limit` seconds and closes the socket; false then: the update may not have been read.
+    @discardableResult
+    func finish(limit: Double) async -> Bool {
+        sendStatus()
+        send(type: "c") { _ in }
+        queue.state.withLock {
+            $0.waitLimit = limit
+            $0.streaming = false
+        }
+        let started = InboundQueue.uptime()
+        var clean = false
+        while Double(InboundQueue.uptime() &- started) / 1e9 < limit {
+            guard let (type, _) = try? await nextMessage() else { break }
+            if type == UInt8(ascii: "Z") {
+                clean = true
+                break
+            }
+            if type == UInt8(ascii: "E") { break }
+        }
+        send(type: "X") { _ in }
+        abort()
+        return clean
+    }
+
+    /// What status updates have reported as flushed.
+    var acknowledged: LSN { LSN(queue.state.withLock { $0.acknowledged }) }
+
+    /// Closes the socket at once.
+    func abort() {
+        watchdog?.cancel()
+        watchdog = nil
+        queue.finish(Failure.closed)
+        channel.close(promise: nil)
+    }
+
+    // MARK: Messages
+
+    private func send(type: Character, _ body: (inout ByteBuffer) throws -> Void) rethrows {
+        var message = channel.allocator.buffer(capacity: 64)
+        message.writeInteger(type.asciiValue!)
+        message.writeInteger(Int32(0))
+        try body(&message)
+        message.setInteger(Int32(message.readableBytes - 1), at: 1)
+        channel.writeAndFlush(message, promise: nil)
+    }
+
+    /// The next chunk of bytes, from those taken from the queue or a new take.
+    private func nextChunk() async throws -> ByteBuffer {
+        if chunks.isEmpty { chunks = try await queue.take().reversed() }
+        return chunks.removeLast()
+    }
+
+    /// One byte outside the message framing (the answer to SSLRequest).
+    private func nextByte() async throws -> UInt8? {
+        while buffer.readableBytes == 0 { buffer = try await nextChunk() }
+        return buffer.readInteger(as: UInt8.self)
+    }
+
+    /// The next backend message: its type and body (a slice of the received bytes).
+    func nextMessage() async throws -> (type: UInt8, body: ByteBuffer) {
+        while true {
+            // One access to `buffer` per message (each access to a class's stored property is
+            // checked for exclusivity at run time).
+            switch try Self.frame(&buffer) {
+            case .message(let type, let body): return (type, body)
+            case .need(let bytes): try await append(need: bytes)
+            }
+        }
+    }
+
+    enum Framed {
+        case message(UInt8, ByteBuffer)
+        /// The next message is incomplete: this many bytes hold it (or its header).
+        case need(Int)
+    }
+
+    /// Cuts the next whole message off `buffer`.
+    static func frame(_ buffer: inout ByteBuffer) throws -> Framed {
+        guard buffer.readableBytes >= 5, let length = buffer.getInteger(at: buffer.readerIndex + 1, as: Int32.self) else { return .need(5) }
+        guard length >= 4 else { throw Failure.protocolViolation("a message length of \(length)") }
+        let total = Int(length) + 1
+        guard buffer.readableBytes >= total else { return .need(total) }
+        let type = buffer.readInteger(as: UInt8.self)!
+        buffer.moveReaderIndex(forwardBy: 4)
+        return .message(type, buffer.readSlice(length: Int(length) - 4)!)
+    }
+
+    /// Adds the next chunk to the unread bytes; a message split across chunks is gathered in
+    /// one buffer sized for it (a large message is copied once, not once per chunk).
+    private func append(need: Int) async throws {
+        var chunk = try await nextChunk()
+        if buffer.readableBytes == 0 {
+            buffer = chunk
+            return
+        }
+        if buffer.writableBytes < chunk.readableBytes || buffer.capacity < need {
+            var merged = channel.allocator.buffer(capacity: max(need, buffer.readableBytes + chunk.readableBytes))
+            merged.writeBuffer(&buffer)
+            buffer = merged
+        }
+        buffer.writeBuffer(&chunk)
+    }
+
+    static func serverError(_ body: ByteBuffer) -> ServerError {
+        var body = body
+        var fields: [UInt8: String] = [:]
+        while let code = body.readInteger(as: UInt8.self), code != 0, let value = body.readNullTerminatedString() {
+            fields[code] = value
+        }
+        return ServerError(fields: fields)
+    }
+}
