@@ -95,6 +95,35 @@ public enum JSONText {
         bytes.withUnsafeBufferPointer { isValid($0) }
     }
 
+    /// Moves from `index` over whole 8-byte words that hold no quote or backslash (nor, with
+    /// `controlAndNonASCII`, a byte below 0x20 or above 0x7F), SWAR on one 64-bit word at a
+    /// time. Returns the index of the first such byte, or where fewer than 8 bytes are left:
+    /// string scanners finish byte by byte from there.
+    @inline(__always)
+    public static func skipPlainWords(_ base: UnsafePointer<UInt8>, from index: Int, end: Int, controlAndNonASCII: Bool) -> Int {
+        var index = index
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let high: UInt64 = 0x8080_8080_8080_8080
+        while index + 8 <= end {
+            let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
+            let quote = word ^ (0x22 &* ones)
+            let backslash = word ^ (0x5C &* ones)
+            var special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash)
+            if controlAndNonASCII { special |= word | ((word &- 0x20 &* ones) & ~word) }
+            special &= high
+            if special != 0 {
+                // Straight to the first flagged byte (little-endian: the lowest one; the borrow
+                // in the subtractions only runs upwards, so it is never a false one).
+                #if _endian(little)
+                index += special.trailingZeroBitCount >> 3
+                #endif
+                return index
+            }
+            index += 8
+        }
+        return index
+    }
+
     /// Appends a literal's bytes without going through String.
     @inline(__always)
     public static func appendLiteral(_ literal: StaticString, to out: inout [UInt8]) {
@@ -202,25 +231,8 @@ struct JSONScanner {
         let count = bytes.count
         while index < count {
             // Fastest path: eight bytes at a time while none is a quote, a backslash, a
-            // control character or non-ASCII (SWAR bit tricks on one 64-bit word).
-            while index + 8 <= count {
-                let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
-                let high: UInt64 = 0x8080_8080_8080_8080
-                let ones: UInt64 = 0x0101_0101_0101_0101
-                let quote = word ^ (0x22 &* ones)
-                let backslash = word ^ (0x5C &* ones)
-                let special = (word | ((word &- 0x20 &* ones) & ~word)
-                    | ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash)) & high
-                if special != 0 {
-                    // Straight to the first byte that needs a look (little-endian: the lowest
-                    // flagged byte; the borrow in the subtractions only runs upwards).
-                    #if _endian(little)
-                    index += special.trailingZeroBitCount >> 3
-                    #endif
-                    break
-                }
-                index += 8
-            }
+            // control character or non-ASCII.
+            index = JSONText.skipPlainWords(base, from: index, end: count, controlAndNonASCII: true)
             guard index < count else { break }
             // Fast path: plain printable ASCII, the bulk of any document.
             let byte = base[index]

@@ -130,20 +130,7 @@ struct JSONScanner {
         index += 1
         let base = bytes.baseAddress!
         while index < end {
-            while index + 8 <= end {
-                let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
-                let ones: UInt64 = 0x0101_0101_0101_0101
-                let quote = word ^ (0x22 &* ones)
-                let backslash = word ^ (0x5C &* ones)
-                let hit = (((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash)) & 0x8080_8080_8080_8080
-                if hit != 0 {
-                    #if _endian(little)
-                    index += hit.trailingZeroBitCount >> 3
-                    #endif
-                    break
-                }
-                index += 8
-            }
+            index = JSONText.skipPlainWords(base, from: index, end: end, controlAndNonASCII: false)
             guard index < end else { break }
             switch base[index] {
             case 0x5C: index += 2
