@@ -111,6 +111,18 @@ public struct ArchiveRunner {
         return summary
     }
 
+    /// How reading one partition for a while ended.
+    enum PartitionOutcome {
+        /// Read up to its head (or the source has nothing more).
+        case caughtUp
+        /// Its share of the time budget is used; it is read again in the next pass.
+        case shareUsed
+        /// Its reads keep failing: left for this run, the run ends with this error.
+        case setAside(any Error)
+        /// The run's budget, a limit or a signal ends the run.
+        case runEnds
+    }
+
     func readAndCommit(
         head: [String: String], deadline: Date?, options: RunOptions, batcher: inout Batcher,
         token: inout ContinuationToken, summary: inout RunSummary
@@ -121,62 +133,33 @@ public struct ArchiveRunner {
         // A partition whose reads keep failing is set aside so it does not hold back the others;
         // the run still ends with its error (the checkpoint never passes a failure).
         var failed: (partition: String, error: any Error)?
-        var queued = 0
-        partitions: while queued < queue.count {
-            let partition = queue[queued]
-            queued += 1
-            guard let headCursor = heads[partition], var cursor = token.cursors[partition] else { continue }
-            while true {
-                if options.stop.isSet { break partitions }
-                // Limits end a run only where a batch may end, never inside a group.
-                if batcher.atBoundary {
-                    if let deadline, Date() >= deadline { summary.stoppedBy = "max-duration"; break partitions }
-                    if let limit = options.maxRecords, summary.records + batcher.pendingRecords >= limit { summary.stoppedBy = "max-records"; break partitions }
-                    if let limit = options.maxBytes, summary.rawBytes + batcher.pendingBytes >= limit { summary.stoppedBy = "max-bytes"; break partitions }
+        // With a time budget the partitions share it, so one slow or busy partition cannot hold
+        // back the others: each gets an equal part of the time left (what one leaves unused goes
+        // to the next), and those that used their part are read again in another pass with what
+        // then remains. Each pass keeps the order, so parents are still read before children.
+        passes: while true {
+            var unfinished: [String] = []
+            var queued = 0
+            while queued < queue.count {
+                let partition = queue[queued]
+                queued += 1
+                let share = deadline.map { Date().addingTimeInterval($0.timeIntervalSinceNow / Double(queue.count - queued + 1)) }
+                let outcome = try await readPartition(
+                    partition, shareEnds: share, deadline: deadline, options: options, queue: &queue, queued: queued, heads: &heads,
+                    batcher: &batcher, token: &token, summary: &summary)
+                switch outcome {
+                case .caughtUp: break
+                case .shareUsed: unfinished.append(partition)
+                case .setAside(let error): if failed == nil { failed = (partition, error) }
+                case .runEnds: break passes
                 }
-                var want = batcher.atBoundary ? min(job.batch.pageSize, job.batch.maxRecords - batcher.openRecords) : job.batch.pageSize
-                if let limit = options.maxRecords { want = min(want, Int(max(1, limit - summary.records - batcher.pendingRecords))) }
-                let readCursor = cursor
-                let page: FeedPage
-                do {
-                    page = try await options.retry.run(deadline: deadline, stop: options.stop, onRetry: { attempt, error, delay in
-                        summary.warnings.append("read of partition \(partition) failed (attempt \(attempt)): \(error); retrying in \(String(format: "%.1f", delay)) s")
-                    }) {
-                        try await source.readPage(partition: partition, after: readCursor, through: headCursor, maxRecords: max(1, want))
-                    }
-                } catch where RetryPolicy.isTransient(error) && queue.count > 1 && !options.stop.isSet {
-                    summary.warnings.append("partition \(partition) set aside for this run after \(options.retry.attempts) failed reads: \(error)")
-                    if failed == nil { failed = (partition, error) }
-                    break
-                }
-                if let change = page.topology {
-                    // Whole pages only: the open batch ends on a cursor, so it is committed first.
-                    try await batcher.close(partition: partition, token: &token, summary: &summary)
-                    try await batcher.record(change, in: partition, token: &token, summary: &summary)
-                    summary.warnings.append("partition \(partition): \(change.reason)")
-                    for child in change.cursors.keys.sorted() where !queue[queued...].contains(child) && child != partition {
-                        queue.append(child)
-                        heads[child] = change.heads[child] ?? headCursor
-                    }
-                    guard let continued = token.cursors[partition] else { break }
-                    cursor = continued
-                    continue
-                }
-                if page.records.isEmpty { break }
-                for record in page.records {
-                    if options.stop.isSet { break partitions }
-                    try await batcher.add(record, partition: partition, token: &token, summary: &summary)
-                }
-                guard let next = page.next else {
-                    throw FeedArchiveError.data(path: nil, message: "the \(source.kind) source ended a page inside a group without saying where to resume (position \(page.records.last!.position)): a source bug, nothing was committed")
-                }
-                cursor = next
             }
-            if batcher.atBoundary {
-                try await batcher.close(partition: partition, token: &token, summary: &summary)
-            } else {
-                batcher.abort()  // set aside inside a group: its changes are read again next run
+            guard !unfinished.isEmpty else { break }
+            if let deadline, Date() >= deadline {
+                summary.stoppedBy = "max-duration"
+                break
             }
+            queue = unfinished.filter { token.cursors[$0] != nil }
         }
         if !options.stop.isSet {
             for partition in token.cursors.keys.sorted() where batcher.open?.partition == partition {
@@ -185,6 +168,70 @@ public struct ArchiveRunner {
             try await batcher.settle(summary: &summary)
             if let failed { throw failed.error }
         }
+    }
+
+    /// Reads one partition from its cursor in the token until its head, the end of its share of
+    /// the time budget, or the end of the run; its open batch is closed (or dropped when the
+    /// partition is set aside inside a group) before another partition is read.
+    func readPartition(
+        _ partition: String, shareEnds: Date?, deadline: Date?, options: RunOptions, queue: inout [String], queued: Int,
+        heads: inout [String: String], batcher: inout Batcher, token: inout ContinuationToken, summary: inout RunSummary
+    ) async throws -> PartitionOutcome {
+        guard let headCursor = heads[partition], var cursor = token.cursors[partition] else { return .caughtUp }
+        var outcome = PartitionOutcome.caughtUp
+        reading: while true {
+            if options.stop.isSet { return .runEnds }
+            // Limits end a run only where a batch may end, never inside a group.
+            if batcher.atBoundary {
+                if let deadline, Date() >= deadline { summary.stoppedBy = "max-duration"; return .runEnds }
+                if let limit = options.maxRecords, summary.records + batcher.pendingRecords >= limit { summary.stoppedBy = "max-records"; return .runEnds }
+                if let limit = options.maxBytes, summary.rawBytes + batcher.pendingBytes >= limit { summary.stoppedBy = "max-bytes"; return .runEnds }
+                if let shareEnds, Date() >= shareEnds { outcome = .shareUsed; break reading }
+            }
+            var want = batcher.atBoundary ? min(job.batch.pageSize, job.batch.maxRecords - batcher.openRecords) : job.batch.pageSize
+            if let limit = options.maxRecords { want = min(want, Int(max(1, limit - summary.records - batcher.pendingRecords))) }
+            let readCursor = cursor
+            let page: FeedPage
+            do {
+                page = try await options.retry.run(deadline: deadline, stop: options.stop, onRetry: { attempt, error, delay in
+                    summary.warnings.append("read of partition \(partition) failed (attempt \(attempt)): \(error); retrying in \(String(format: "%.1f", delay)) s")
+                }) {
+                    try await source.readPage(partition: partition, after: readCursor, through: headCursor, maxRecords: max(1, want))
+                }
+            } catch where RetryPolicy.isTransient(error) && token.cursors.count > 1 && !options.stop.isSet {
+                summary.warnings.append("partition \(partition) set aside for this run after \(options.retry.attempts) failed reads: \(error)")
+                outcome = .setAside(error)
+                break reading
+            }
+            if let change = page.topology {
+                // Whole pages only: the open batch ends on a cursor, so it is committed first.
+                try await batcher.close(partition: partition, token: &token, summary: &summary)
+                try await batcher.record(change, in: partition, token: &token, summary: &summary)
+                summary.warnings.append("partition \(partition): \(change.reason)")
+                for child in change.cursors.keys.sorted() where !queue[queued...].contains(child) && child != partition {
+                    queue.append(child)
+                    heads[child] = change.heads[child] ?? headCursor
+                }
+                guard let continued = token.cursors[partition] else { break reading }
+                cursor = continued
+                continue
+            }
+            if page.records.isEmpty { break reading }
+            for record in page.records {
+                if options.stop.isSet { return .runEnds }
+                try await batcher.add(record, partition: partition, token: &token, summary: &summary)
+            }
+            guard let next = page.next else {
+                throw FeedArchiveError.data(path: nil, message: "the \(source.kind) source ended a page inside a group without saying where to resume (position \(page.records.last!.position)): a source bug, nothing was committed")
+            }
+            cursor = next
+        }
+        if batcher.atBoundary {
+            try await batcher.close(partition: partition, token: &token, summary: &summary)
+        } else {
+            batcher.abort()  // set aside inside a group: its changes are read again next run
+        }
+        return outcome
     }
 
     /// Caught up: where the source can move on without data (`FeedSource.heartbeat`), a

@@ -180,6 +180,32 @@ func latestVersions(_ server: CosmosTestServer) throws -> [String] {
         #expect(try Verifier(job: job).verify(deep: true).isClean)
     }
 
+    /// A range that answers slowly gets its share of a run's time budget, not all of it: the
+    /// other ranges are read up to their head in the same run.
+    @Test func aSlowRangeDoesNotUseTheWholeTimeBudget() async throws {
+        let server = try CosmosTestServer(ranges: 3)
+        let dir = TempDirectory()
+        let job = try cosmosJob(server, in: dir, maxItemCount: 20)
+        try server.control(["action": "generate", "count": 600, "seed": 9])
+        try server.control(["action": "slow", "range": "0", "seconds": 0.25])
+        let parts = { (lines: ArraySlice<String>) in
+            lines.map { line in (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["part"] as? String ?? "?" }
+        }
+        let first = try await ArchiveRunner(job: job, source: try CosmosSource.make(job: job)).run(RunOptions(maxDuration: 2))
+        #expect(first.stoppedBy == "max-duration")
+        let afterFirst = try archivedLines(job)
+        #expect(Set(parts(afterFirst[...])) == ["0", "1", "2"])
+        // Range 0 had about 200 changes and read 20 per quarter second: it was not done.
+        try server.control(["action": "slow", "range": "0", "seconds": 0])
+        let second = try await ArchiveRunner(job: job, source: try CosmosSource.make(job: job)).run(RunOptions())
+        #expect(second.records > 0)
+        let all = try archivedLines(job)
+        // Ranges 1 and 2 were caught up by the first run: the second one read only range 0.
+        #expect(Set(parts(all[afterFirst.count...])) == ["0"])
+        #expect(Set(try archivedVersions(job)) == Set(try latestVersions(server)))
+        #expect(try Verifier(job: job).verify(deep: true).isClean)
+    }
+
     /// In all-versions mode a past range can be read again exactly as archived: pages stop on the
     /// blob's end cursor even when the re-read uses other page sizes.
     @Test func verifyAgainstTheSourceRereadsEachBlobExactly() async throws {
