@@ -13,6 +13,8 @@ public struct RunOptions: Sendable {
     public var retry = RetryPolicy()
     /// Called after each committed blob.
     public var onCommit: (@Sendable (RunProgress) -> Void)?
+    /// Beaten on every page read, retry and commit, for a watchdog.
+    public var liveness = Liveness()
 
     public init(maxDuration: Double? = nil, maxRecords: Int64? = nil, maxBytes: Int64? = nil, stop: StopSignal = StopSignal()) {
         self.maxDuration = maxDuration
@@ -194,6 +196,7 @@ public struct ArchiveRunner {
             let page: FeedPage
             do {
                 page = try await options.retry.run(deadline: deadline, stop: options.stop, onRetry: { attempt, error, delay in
+                    options.liveness.beat()
                     summary.warnings.append("read of partition \(partition) failed (attempt \(attempt)): \(error); retrying in \(String(format: "%.1f", delay)) s")
                 }) {
                     try await source.readPage(partition: partition, after: readCursor, through: headCursor, maxRecords: max(1, want))
@@ -203,6 +206,7 @@ public struct ArchiveRunner {
                 outcome = .setAside(error)
                 break reading
             }
+            options.liveness.beat()
             if let change = page.topology {
                 // Whole pages only: the open batch ends on a cursor, so it is committed first.
                 try await batcher.close(partition: partition, token: &token, summary: &summary)
@@ -426,6 +430,7 @@ struct Batcher {
         summary.records += flight.records
         summary.rawBytes += result.rawBytes
         summary.bytes += result.bytes
+        options.liveness.beat()
         options.onCommit?(RunProgress(blobs: summary.blobs, records: summary.records, rawBytes: summary.rawBytes))
     }
 

@@ -31,3 +31,21 @@ public final class StopSignal: Sendable {
 /// Keeps the dispatch sources alive for the life of the process. Written only by `install()`,
 /// which the CLI calls once at start-up before any concurrency, hence the unsafe marking.
 nonisolated(unsafe) private var installedSignalSources: [any DispatchSourceSignal] = []
+
+/// When a run last showed it is alive (a page read, a retry, a commit). A watchdog compares it
+/// with the clock: a run that is stuck (a read that never returns, an fsync that hangs) would
+/// otherwise hold the job lock for good and every later cron run would exit 75.
+public final class Liveness: Sendable {
+    private let last = Atomic<UInt64>(DispatchTime.now().uptimeNanoseconds)
+
+    public init() {}
+
+    public func beat() { last.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed) }
+
+    /// Seconds since the last beat.
+    public var idleSeconds: Double {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let then = last.load(ordering: .relaxed)
+        return now > then ? Double(now - then) / 1e9 : 0
+    }
+}

@@ -34,12 +34,19 @@ struct BackfillCommand: AsyncParsableCommand {
     @Option(help: "Log format on stderr: text or json.")
     var logFormat: LogFormat = .text
 
+    @Option(help: "End a backfill that makes no progress (no page read, no commit) for this long, with exit 75; 0 turns it off.")
+    var stallTimeout = "15m"
+
     func run() async throws {
         let stop = stopSignal
         let log = RunLog(format: logFormat)
+        guard let stallLimit = parseDuration(stallTimeout) else {
+            throw ValidationError("--stall-timeout '\(stallTimeout)' is not a duration such as 15m (0 turns it off)")
+        }
         do {
             let config = try selection.load()
             let options = RunOptions(maxDuration: maxDuration.flatMap(parseDuration), stop: stop)
+            Watchdog(limit: stallLimit, log: log).watch(config, options.liveness)
             let summary = try await Frontend.withSource(config) { source in
                 try await BackfillRunner(job: config, source: source).run(from: from, until: until, options: options)
             }

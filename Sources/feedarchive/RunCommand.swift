@@ -41,10 +41,14 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Write node_exporter textfile metrics here, atomically.")
     var metricsFile: String?
 
+    @Option(help: "End a run that makes no progress (no page read, no commit) for this long, with exit 75; 0 turns it off.")
+    var stallTimeout = "15m"
+
     func validate() throws {
         if jobs.isEmpty && !all { throw ValidationError("name at least one job, or pass --all") }
         if let maxDuration, parseDuration(maxDuration) == nil { throw ValidationError("--max-duration '\(maxDuration)' is not a duration such as 90s or 10m") }
         if let maxBytes, parseByteSize(maxBytes) == nil { throw ValidationError("--max-bytes '\(maxBytes)' is not a size such as 1GB") }
+        if parseDuration(stallTimeout) == nil { throw ValidationError("--stall-timeout '\(stallTimeout)' is not a duration such as 15m (0 turns it off)") }
     }
 
     func run() async throws {
@@ -59,9 +63,10 @@ struct RunCommand: AsyncParsableCommand {
         }
         var firstFailure: Int32 = 0
         var metrics: [MetricsFile.JobMetrics] = []
+        let watchdog = Watchdog(limit: parseDuration(stallTimeout) ?? 0, log: log)
         for path in paths {
             if stop.isSet { break }
-            let code = await runOne(path: path, stop: stop, log: log, metrics: &metrics)
+            let code = await runOne(path: path, stop: stop, log: log, watchdog: watchdog, metrics: &metrics)
             if firstFailure == 0 { firstFailure = code }
         }
         if let metricsFile {
@@ -75,7 +80,7 @@ struct RunCommand: AsyncParsableCommand {
         if firstFailure != 0 { throw ExitCode(firstFailure) }
     }
 
-    private func runOne(path: String, stop: StopSignal, log: RunLog, metrics: inout [MetricsFile.JobMetrics]) async -> Int32 {
+    private func runOne(path: String, stop: StopSignal, log: RunLog, watchdog: Watchdog, metrics: inout [MetricsFile.JobMetrics]) async -> Int32 {
         let job: JobConfig
         do {
             job = try JobConfig.load(path: path)
@@ -91,6 +96,8 @@ struct RunCommand: AsyncParsableCommand {
         var code: Int32 = 0
         var message: String?
         var locked = false
+        watchdog.watch(job, options.liveness)
+        defer { watchdog.watch(nil) }
         do {
             summary = try await Frontend.withSource(job) { source in
                 try await ArchiveRunner(job: job, source: source).run(options)

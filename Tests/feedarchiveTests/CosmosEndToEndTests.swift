@@ -11,7 +11,7 @@ import Testing
         let dir = TempDirectory("feedarchive-cosmos-e2e")
         var job: String { dir.path + "/orders.yaml" }
 
-        init(server: CosmosTestServer, mode: String, start: String, maxItemCount: Int = 20, maxRecords: Int = 30) {
+        init(server: CosmosTestServer, mode: String, start: String, maxItemCount: Int = 20, maxRecords: Int = 30, timeout: String = "5s") {
             dir.write("account.key", CosmosTestServer.key + "\n")
             dir.write(
                 "orders.yaml",
@@ -25,7 +25,7 @@ import Testing
                   container: \(CosmosTestServer.container)
                   mode: \(mode)
                   max_item_count: \(maxItemCount)
-                  timeout: 5s
+                  timeout: \(timeout)
                   throttle_retries: 4
                 archive:
                   root: lake
@@ -110,6 +110,40 @@ import Testing
         #expect(verify.stdout.contains(#""clean" : true"#))
         let manifest = try String(contentsOfFile: job.dir.path + "/lake/orders/_feedarchive/manifest/00000001.jsonl", encoding: .utf8)
         #expect(manifest.contains(#""kind":"split""#) && manifest.contains(#""kind":"merge""#))
+    }
+
+    /// A run stuck in a request that does not return within the stall timeout is ended by the
+    /// watchdog with exit 75 instead of holding the job lock for good; the next run goes on and
+    /// nothing is lost.
+    @Test func aRunThatStopsMakingProgressIsEndedByTheWatchdog() async throws {
+        let server = try CosmosTestServer(ranges: 2)
+        let job = CosmosJob(server: server, mode: "latest_version", start: "beginning", timeout: "120s")
+        try server.control(["action": "generate", "count": 100, "seed": 300])
+        let first = try await Binary.run(["run", job.job])
+        #expect(first.status == 0, "\(first.stderr)")
+        try server.control(["action": "generate", "count": 100, "updates": 0.3, "seed": 301])
+        try server.control(["action": "slow", "range": "1", "seconds": 60])
+        let started = Date()
+        let stuck = try await Binary.run(["run", job.job, "--stall-timeout", "2s"])
+        #expect(stuck.status == 75, "\(stuck.stderr)")
+        #expect(stuck.stderr.contains("orders: error (exit 75): no progress for"), "\(stuck.stderr)")
+        #expect(Date().timeIntervalSince(started) < 30)
+        let record = try String(contentsOfFile: job.dir.path + "/lake/orders/_feedarchive/last_run.json", encoding: .utf8)
+        #expect(record.contains("no progress for"), "\(record)")
+
+        try server.control(["action": "slow", "range": "1", "seconds": 0])
+        let next = try await Binary.run(["run", job.job])
+        #expect(next.status == 0, "\(next.stderr)")
+        var current: [String: String] = [:]
+        for change in try server.history() {
+            let id = change["id"] as! String
+            current[id] = change["op"] as! String == "delete" ? nil : "\(id)@\(change["lsn"]!):w"
+        }
+        let archived = try await job.archived()
+        #expect(Set(current.values).isSubset(of: Set(archived)))
+        #expect(Set(archived).count == archived.count)  // no change archived twice
+        let verify = try await Binary.run(["verify", job.job, "--deep"])
+        #expect(verify.status == 0, "\(verify.stdout)")
     }
 
     @Test func latestVersionRunsWithASplitArchiveEveryCurrentDocument() async throws {
