@@ -1,4 +1,5 @@
 import FeedArchive
+import Foundation
 
 /// Turns the items of one change feed page into envelope lines (DESIGN.md "Record envelope"),
 /// one buffer per page with each record a slice of it.
@@ -14,29 +15,36 @@ struct ChangeFeedEnvelope {
     let keyPath: [String]
 
     func records(body: [UInt8], cursorAfter: String) throws -> [FeedRecord] {
+        try body.withUnsafeBufferPointer { try records(buffer: $0, cursorAfter: cursorAfter) }
+    }
+
+    /// The records of a response body as it came (no copy of the body).
+    func records(body: Data, cursorAfter: String) throws -> [FeedRecord] {
+        try body.withUnsafeBytes { try records(buffer: $0.bindMemory(to: UInt8.self), cursorAfter: cursorAfter) }
+    }
+
+    func records(buffer: UnsafeBufferPointer<UInt8>, cursorAfter: String) throws -> [FeedRecord] {
         var out: [UInt8] = []
-        out.reserveCapacity(body.count + body.count / 2)
+        out.reserveCapacity(buffer.count + buffer.count / 2)
         var partLiteral: [UInt8] = []
         JSONText.appendString(partition, to: &partLiteral)
         var pending: [(Position, Int64?, Range<Int>)] = []
         var lastLSN: Int64 = -1
         var index: UInt64 = 0
         var time = TimeText()
-        try body.withUnsafeBufferPointer { buffer in
-            let scanner = JSONScanner(bytes: buffer)
-            try ChangeFeedBody(scanner: scanner).forEachItem { item, members in
-                let start = out.count
-                let (lsn, ts) = try append(item, members: members, scanner: scanner, partLiteral: partLiteral, time: &time, into: &out) { lsn in
-                    guard lsn > 0 else { throw scanner.failure("an item has no _lsn") }
-                    guard lsn >= lastLSN else {
-                        throw scanner.failure("item positions go backwards within a page (_lsn \(lsn) after \(lastLSN))")
-                    }
-                    index = lsn == lastLSN ? index + 1 : 0
-                    lastLSN = lsn
-                    return Position.pair(UInt64(lsn), width: 20, index, width: 8)
+        let scanner = JSONScanner(bytes: buffer)
+        try ChangeFeedBody(scanner: scanner).forEachItem { item, members in
+            let start = out.count
+            let (lsn, ts) = try append(item, members: members, scanner: scanner, partLiteral: partLiteral, time: &time, into: &out) { lsn in
+                guard lsn > 0 else { throw scanner.failure("an item has no _lsn") }
+                guard lsn >= lastLSN else {
+                    throw scanner.failure("item positions go backwards within a page (_lsn \(lsn) after \(lastLSN))")
                 }
-                pending.append((lsn, ts, start..<out.count))
+                index = lsn == lastLSN ? index + 1 : 0
+                lastLSN = lsn
+                return Position.pair(UInt64(lsn), width: 20, index, width: 8)
             }
+            pending.append((lsn, ts, start..<out.count))
         }
         return pending.enumerated().map { offset, entry in
             // Batches end only at page boundaries: only the page's last item carries the cursor.

@@ -31,16 +31,20 @@ public final class CosmosSource: FeedSource, Sendable {
         var head: String
     }
 
-    /// What one read found: a page (its records and the cursor after it) or a topology change.
+    /// What one change feed request found, before its body is turned into records.
     enum Fetched: Sendable {
-        case page(FeedPage, next: String, full: Bool)
+        /// Items (200): the body, the cursor after them and the item count the service gave.
+        case items(CosmosResponse, next: FeedRangeCursor, count: Int?)
+        /// Nothing new (304, or 200 without items).
+        case caughtUp
         case topology(TopologyChange)
     }
 
     private struct State {
         var info: ContainerInfo?
         var ranges: [PhysicalRange]?
-        /// Pages read ahead, one per partition, while the caller compresses the current one.
+        /// Requests made ahead, one per partition, while the caller turns the current page
+        /// into records and compresses it.
         var ahead: [String: (key: PageKey, task: Task<Fetched, any Error>)] = [:]
     }
     private let state = Mutex(State())
@@ -289,23 +293,44 @@ public final class CosmosSource: FeedSource, Sendable {
         } else {
             fetched = try await fetch(partition: partition, cursor: cursor, count: key.count)
         }
+        let response: CosmosResponse
+        let next: FeedRangeCursor
+        var readingAhead = false
         switch fetched {
         case .topology(let change):
             return FeedPage(topology: change)
-        case .page(var page, let next, let full):
-            if let stopCursor, let stop, let last = page.records.last, lsn(of: last) > stop {
-                page.records.removeAll { lsn(of: $0) > stop }
-                if !page.records.isEmpty { page.records[page.records.count - 1].cursor = stopCursor.description }
-                return page
+        case .caughtUp:
+            return FeedPage(records: [])
+        case .items(let body, let after, let count):
+            (response, next) = (body, after)
+            // A full page: ask for the next one now, so the service answers while this one is
+            // turned into records and compressed (the etag is all the request needs).
+            if let count {
+                readingAhead = readAhead(partition, after: next, full: count >= key.count, key: key, stop: stop)
             }
-            // Read the next page of this range while the caller compresses this one.
-            if full, let nextCursor = FeedRangeCursor(next), stop.map({ (nextCursor.etagNumber ?? 0) < $0 }) ?? true {
-                let nextKey = PageKey(partition: partition, cursor: next, count: key.count, head: head)
-                let task = Task { try await self.fetch(partition: partition, cursor: nextCursor, count: key.count) }
-                state.withLock { $0.ahead[partition] = (nextKey, task) }
-            }
+        }
+        let envelope = ChangeFeedEnvelope(partition: partition, mode: settings.mode, keyPath: try await containerInfo().keyPath)
+        var page = FeedPage(records: try envelope.records(body: response.body, cursorAfter: next.description))
+        if page.records.isEmpty { return FeedPage(records: []) }
+        if let stopCursor, let stop, let last = page.records.last, lsn(of: last) > stop {
+            page.records.removeAll { lsn(of: $0) > stop }
+            if !page.records.isEmpty { page.records[page.records.count - 1].cursor = stopCursor.description }
             return page
         }
+        // Without an item count header, whether the page was full is known only now.
+        if !readingAhead { _ = readAhead(partition, after: next, full: page.records.count >= key.count, key: key, stop: stop) }
+        return page
+    }
+
+    /// Starts the request for the page after `next` when this page was full and the stop
+    /// target is not reached; true when it did.
+    private func readAhead(_ partition: String, after next: FeedRangeCursor, full: Bool, key: PageKey, stop: Int64?) -> Bool {
+        guard full, stop.map({ (next.etagNumber ?? 0) < $0 }) ?? true else { return false }
+        var nextKey = key
+        nextKey.cursor = next.description
+        let task = Task { try await self.fetch(partition: partition, cursor: next, count: key.count) }
+        state.withLock { $0.ahead[partition] = (nextKey, task) }
+        return true
     }
 
     /// The `_lsn` part of a record's position.
@@ -371,7 +396,6 @@ public final class CosmosSource: FeedSource, Sendable {
 
     /// One change feed request for a feed range, with everything the protocol asks for.
     func fetch(partition: String, cursor: FeedRangeCursor, count: Int) async throws -> Fetched {
-        let info = try await containerInfo()
         var live = try await ranges()
         var reloaded = false
         while true {
@@ -402,12 +426,11 @@ public final class CosmosSource: FeedSource, Sendable {
                 }
                 var next = cursor
                 next.start = .etag(etag)
-                let envelope = ChangeFeedEnvelope(partition: partition, mode: settings.mode, keyPath: info.keyPath)
-                let records = try envelope.records(body: Array(response.body), cursorAfter: next.description)
-                if records.isEmpty { return .page(FeedPage(records: []), next: cursor.description, full: false) }
-                return .page(FeedPage(records: records), next: next.description, full: records.count >= count)
+                let items = response.headers["x-ms-item-count"].flatMap { Int($0) }
+                if items == 0 { return .caughtUp }
+                return .items(response, next: next, count: items)
             case 304:
-                return .page(FeedPage(records: []), next: cursor.description, full: false)
+                return .caughtUp
             case 410:
                 // Split (1002, or 1007 while it completes) or merge: reload the ranges and route again.
                 guard !reloaded else {
