@@ -562,6 +562,9 @@ class Server:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "cosmos-test-server"
+    # Headers and body are two writes: with Nagle's algorithm the body's last segment could
+    # wait for the client's delayed ACK (40 ms stalls on loopback, for every client alike).
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         pass
