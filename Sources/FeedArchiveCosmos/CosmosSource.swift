@@ -40,12 +40,30 @@ public final class CosmosSource: FeedSource, Sendable {
         case topology(TopologyChange)
     }
 
+    /// The requests made ahead for one partition, oldest first. Each page's request is made
+    /// as soon as the one before it came back full (its etag is all it needs), up to `depth`
+    /// pages ahead of the caller, so the service answers while earlier pages are turned into
+    /// records and compressed.
+    struct Chain {
+        var queue: [(key: PageKey, task: Task<Fetched, any Error>)] = []
+        /// The chain stopped at its depth: the request it makes once the caller takes a page.
+        var paused: PageKey?
+        /// Bumped when the chain is dropped: answers of older requests start nothing more.
+        var generation = 0
+    }
+
+    /// Pages a partition may have requested ahead of the caller (each up to max_item_count items).
+    static let depth = 4
+
     private struct State {
         var info: ContainerInfo?
         var ranges: [PhysicalRange]?
-        /// Requests made ahead, one per partition, while the caller turns the current page
-        /// into records and compresses it.
-        var ahead: [String: (key: PageKey, task: Task<Fetched, any Error>)] = [:]
+        var chains: [String: Chain] = [:]
+        /// The run's partitions, cursors and heads (from `head(for:)`): the next partition's
+        /// chain starts while the one before it is read.
+        var plan: (cursors: [String: String], heads: [String: String])?
+        var planned: Set<String> = []
+        var firstCount: Int?
     }
     private let state = Mutex(State())
 
@@ -247,6 +265,7 @@ public final class CosmosSource: FeedSource, Sendable {
             // Without numeric etags there is no head to compare with: read until the service says 304.
             heads[partition] = best.map(String.init) ?? ""
         }
+        state.withLock { $0.plan = (token.cursors, heads) }
         return heads
     }
 
@@ -255,7 +274,7 @@ public final class CosmosSource: FeedSource, Sendable {
     /// Reads ahead are left to finish (see `readPage`: no cancelling); the session is
     /// invalidated once they have.
     public func close() async {
-        state.withLock { $0.ahead = [:] }
+        state.withLock { $0.chains = [:] }
         client.close()
     }
 
@@ -275,39 +294,38 @@ public final class CosmosSource: FeedSource, Sendable {
         }
         // The head is an LSN (a run's stop target) or a cursor of this feed range (a backfill's
         // `until`, a blob's end for `verify --against-source`): then pages end exactly on it.
-        let stopCursor = FeedRangeCursor(head).flatMap { $0.min == cursor.min && $0.max == cursor.max ? $0 : nil }
-        let stop = Int64(head) ?? stopCursor?.etagNumber
+        let (stop, stopCursor) = stopTarget(head, for: cursor)
         if let at = cursor.etagNumber, let stop, at >= stop { return FeedPage(records: []) }
         let key = PageKey(partition: partition, cursor: cursorText, count: Swift.min(maxRecords, settings.maxItemCount), head: head)
-        // A read ahead that is not this page is dropped, not cancelled: cancelling a task that
+        // The page's request from its partition's chain, or a new chain that starts with it.
+        // A request that is not this page is dropped, not cancelled: cancelling a task that
         // waits in URLSession can deadlock FoundationNetworking on Linux (the task's cancel
         // handler waits for the session's queue while the session resumes the task), and a run
         // hung that way. The request finishes on its own; its answer is ignored.
-        let ahead = state.withLock { state -> Task<Fetched, any Error>? in
-            guard let entry = state.ahead.removeValue(forKey: partition) else { return nil }
-            return entry.key == key ? entry.task : nil
-        }
-        let fetched: Fetched
-        if let ahead {
-            fetched = try await ahead.value
-        } else {
-            fetched = try await fetch(partition: partition, cursor: cursor, count: key.count)
+        let request = state.withLock { state -> Task<Fetched, any Error> in
+            var chain = state.chains[partition] ?? Chain()
+            if chain.queue.first?.key != key {
+                chain = Chain(generation: chain.generation + 1)
+                state.chains[partition] = chain
+                enqueue(key, in: &state)
+            }
+            let task = state.chains[partition]!.queue.removeFirst().task
+            if let paused = state.chains[partition]!.paused {
+                state.chains[partition]!.paused = nil
+                enqueue(paused, in: &state)
+            }
+            startNextPartition(after: partition, count: key.count, in: &state)
+            return task
         }
         let response: CosmosResponse
         let next: FeedRangeCursor
-        var readingAhead = false
-        switch fetched {
+        switch try await request.value {
         case .topology(let change):
             return FeedPage(topology: change)
         case .caughtUp:
             return FeedPage(records: [])
-        case .items(let body, let after, let count):
+        case .items(let body, let after, _):
             (response, next) = (body, after)
-            // A full page: ask for the next one now, so the service answers while this one is
-            // turned into records and compressed (the etag is all the request needs).
-            if let count {
-                readingAhead = readAhead(partition, after: next, full: count >= key.count, key: key, stop: stop)
-            }
         }
         let envelope = ChangeFeedEnvelope(partition: partition, mode: settings.mode, keyPath: try await containerInfo().keyPath)
         var page = FeedPage(records: try envelope.records(body: response.body, cursorAfter: next.description))
@@ -318,19 +336,63 @@ public final class CosmosSource: FeedSource, Sendable {
             return page
         }
         // Without an item count header, whether the page was full is known only now.
-        if !readingAhead { _ = readAhead(partition, after: next, full: page.records.count >= key.count, key: key, stop: stop) }
+        if response.headers["x-ms-item-count"] == nil, page.records.count >= key.count, let following = following(key, next) {
+            state.withLock { state in
+                if state.chains[partition]?.queue.isEmpty ?? true { enqueue(following, in: &state) }
+            }
+        }
         return page
     }
 
-    /// Starts the request for the page after `next` when this page was full and the stop
-    /// target is not reached; true when it did.
-    private func readAhead(_ partition: String, after next: FeedRangeCursor, full: Bool, key: PageKey, stop: Int64?) -> Bool {
-        guard full, stop.map({ (next.etagNumber ?? 0) < $0 }) ?? true else { return false }
-        var nextKey = key
-        nextKey.cursor = next.description
-        let task = Task { try await self.fetch(partition: partition, cursor: next, count: key.count) }
-        state.withLock { $0.ahead[partition] = (nextKey, task) }
-        return true
+    /// The stop target of a head: an LSN (a run's head), or a cursor of this feed range (a
+    /// backfill's `until`, a blob's end for `verify --against-source`): pages end exactly on it.
+    func stopTarget(_ head: String, for cursor: FeedRangeCursor) -> (lsn: Int64?, cursor: FeedRangeCursor?) {
+        let stopCursor = FeedRangeCursor(head).flatMap { $0.min == cursor.min && $0.max == cursor.max ? $0 : nil }
+        return (Int64(head) ?? stopCursor?.etagNumber, stopCursor)
+    }
+
+    /// The page after a full one ending at `next`, unless the stop target is reached.
+    private func following(_ key: PageKey, _ next: FeedRangeCursor) -> PageKey? {
+        guard let stop = stopTarget(key.head, for: next).lsn else { return PageKey(partition: key.partition, cursor: next.description, count: key.count, head: key.head) }
+        guard (next.etagNumber ?? 0) < stop else { return nil }
+        return PageKey(partition: key.partition, cursor: next.description, count: key.count, head: key.head)
+    }
+
+    /// Makes the request for `key` at the end of its partition's chain (state locked).
+    private func enqueue(_ key: PageKey, in state: inout State) {
+        let generation = state.chains[key.partition, default: Chain()].generation
+        let task = Task { try await self.fetchAhead(key, generation: generation) }
+        state.chains[key.partition, default: Chain()].queue.append((key, task))
+    }
+
+    /// One request of a chain; a full page makes the request for the page after it (or leaves
+    /// it for when the caller catches up, at the chain's depth).
+    private func fetchAhead(_ key: PageKey, generation: Int) async throws -> Fetched {
+        guard let cursor = FeedRangeCursor(key.cursor) else {
+            throw FeedArchiveError.data(path: nil, message: "the cursor of feed range \(key.partition) is not a cosmos cursor")
+        }
+        let fetched = try await fetch(partition: key.partition, cursor: cursor, count: key.count)
+        if case .items(_, let next, let count?) = fetched, count >= key.count, let nextKey = following(key, next) {
+            state.withLock { state in
+                guard let chain = state.chains[key.partition], chain.generation == generation else { return }
+                if chain.queue.count < Self.depth { enqueue(nextKey, in: &state) } else { state.chains[key.partition]!.paused = nextKey }
+            }
+        }
+        return fetched
+    }
+
+    /// Starts the chain of the partition the run reads after `partition` (the runner reads
+    /// them in name order), from its cursor in the run's token (state locked).
+    private func startNextPartition(after partition: String, count: Int, in state: inout State) {
+        state.planned.insert(partition)
+        if state.firstCount == nil { state.firstCount = count }
+        guard let plan = state.plan, let next = plan.cursors.keys.sorted().first(where: { $0 > partition && !state.planned.contains($0) }),
+            let cursorText = plan.cursors[next], let cursor = FeedRangeCursor(cursorText), let head = plan.heads[next]
+        else { return }
+        state.planned.insert(next)
+        if let stop = stopTarget(head, for: cursor).lsn, let at = cursor.etagNumber, at >= stop { return }
+        guard state.chains[next]?.queue.isEmpty ?? true else { return }
+        enqueue(PageKey(partition: next, cursor: cursorText, count: state.firstCount ?? count, head: head), in: &state)
     }
 
     /// The `_lsn` part of a record's position.
