@@ -23,47 +23,32 @@ struct ChangeFeedEnvelope {
         try body.withUnsafeBytes { try records(buffer: $0.bindMemory(to: UInt8.self), cursorAfter: cursorAfter) }
     }
 
-    /// Envelopes are written into chunks of this size, each below glibc's mmap threshold (512 KiB,
-    /// set by the executable): a chunk freed after its page is compressed is reused for a later
-    /// page, where one buffer for a whole page (about 1 MB) was a fresh mapping each time, whose
-    /// page faults and zeroing cost about a tenth of the run's CPU.
-    static let chunkBytes = 384 << 10
-
     func records(buffer: UnsafeBufferPointer<UInt8>, cursorAfter: String) throws -> [FeedRecord] {
-        var out: [UInt8] = []
-        out.reserveCapacity(Self.chunkBytes + (64 << 10))
+        var chunks = LineChunks()
         var partLiteral: [UInt8] = []
         JSONText.appendString(partition, to: &partLiteral)
-        var records: [FeedRecord] = []
-        var pending: [(Position, Int64?, Range<Int>)] = []
-        // Sealed chunks become records; `pending` holds the lines of the chunk being written.
-        func seal(_ out: [UInt8]) {
-            for entry in pending { records.append(FeedRecord(position: entry.0, timestamp: entry.1, line: out[entry.2], cursor: nil)) }
-            pending.removeAll(keepingCapacity: true)
-        }
+        var pending: [(Position, Int64?)] = []
         var lastLSN: Int64 = -1
         var index: UInt64 = 0
         var time = TimeText()
         let scanner = JSONScanner(bytes: buffer)
         try ChangeFeedBody(scanner: scanner).forEachItem { item, members in
-            if out.count >= Self.chunkBytes {
-                seal(out)
-                out = []
-                out.reserveCapacity(Self.chunkBytes + (64 << 10))
-            }
-            let start = out.count
-            let (lsn, ts) = try append(item, members: members, scanner: scanner, partLiteral: partLiteral, time: &time, into: &out) { lsn in
-                guard lsn > 0 else { throw scanner.failure("an item has no _lsn") }
-                guard lsn >= lastLSN else {
-                    throw scanner.failure("item positions go backwards within a page (_lsn \(lsn) after \(lastLSN))")
-                }
-                index = lsn == lastLSN ? index + 1 : 0
-                lastLSN = lsn
-                return Position.pair(UInt64(lsn), width: 20, index, width: 8)
-            }
-            pending.append((lsn, ts, start..<out.count))
+            let start = chunks.startLine()
+            pending.append(
+                try append(item, members: members, scanner: scanner, partLiteral: partLiteral, time: &time, into: &chunks.out) { lsn in
+                    guard lsn > 0 else { throw scanner.failure("an item has no _lsn") }
+                    guard lsn >= lastLSN else {
+                        throw scanner.failure("item positions go backwards within a page (_lsn \(lsn) after \(lastLSN))")
+                    }
+                    index = lsn == lastLSN ? index + 1 : 0
+                    lastLSN = lsn
+                    return Position.pair(UInt64(lsn), width: 20, index, width: 8)
+                })
+            chunks.endLine(start)
         }
-        seal(out)
+        var records = zip(pending, chunks.finish()).map { entry, line in
+            FeedRecord(position: entry.0, timestamp: entry.1, line: line, cursor: nil)
+        }
         // Batches end only at page boundaries: only the page's last item carries the cursor.
         if !records.isEmpty { records[records.count - 1].cursor = cursorAfter }
         return records

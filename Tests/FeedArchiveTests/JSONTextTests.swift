@@ -87,4 +87,28 @@ import Testing
         var bad = "2026-13-01T00:00:00Z"
         #expect(bad.withUTF8 { parseTimestampMicros($0) } == nil)
     }
+
+    /// Lines written across several chunks come back whole and in order, each line inside one
+    /// chunk, every chunk below the mmap threshold unless a single line is bigger.
+    @Test func lineChunksKeepEveryLineWholeAcrossChunks() {
+        var chunks = LineChunks()
+        var expected: [[UInt8]] = []
+        var generator = SystemRandomNumberGenerator()
+        for number in 0..<3_000 {
+            let length = number == 1_500 ? 600_000 : Int.random(in: 0...900, using: &generator)
+            let line = (0..<length).map { UInt8(truncatingIfNeeded: number &+ $0) }
+            let start = chunks.startLine()
+            chunks.out.append(contentsOf: line)
+            chunks.endLine(start)
+            expected.append(line)
+        }
+        let lines = chunks.finish()
+        #expect(lines.count == expected.count)
+        #expect(lines.map { Array($0) } == expected)
+        // Lines of one chunk share its buffer: a few chunks hold them all.
+        let chunkStarts = Set(lines.filter { !$0.isEmpty }.map { line in
+            line.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) } - UInt(line.startIndex)
+        })
+        #expect(chunkStarts.count > 3 && chunkStarts.count < 100, "\(chunkStarts.count) chunks")
+    }
 }
