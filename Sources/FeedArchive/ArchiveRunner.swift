@@ -66,6 +66,10 @@ public struct ArchiveRunner {
     }
 
     public func run(_ options: RunOptions) async throws -> RunSummary {
+        try await Liveness.$current.withValue(options.liveness) { try await runWatched(options) }
+    }
+
+    private func runWatched(_ options: RunOptions) async throws -> RunSummary {
         let started = Date()
         var summary = RunSummary(job: job.name)
         let archive = JobArchive(job: job, fs: fs)

@@ -32,6 +32,10 @@ public struct BackfillRunner {
 
     /// `from`: `beginning`, a time, a token or a source form; `until`: a token, or nil/`checkpoint`.
     public func run(from: String, until: String?, options: RunOptions) async throws -> RunSummary {
+        try await Liveness.$current.withValue(options.liveness) { try await runWatched(from: from, until: until, options: options) }
+    }
+
+    private func runWatched(from: String, until: String?, options: RunOptions) async throws -> RunSummary {
         let started = Date()
         var summary = RunSummary(job: job.name)
         let archive = JobArchive(job: job, fs: fs)

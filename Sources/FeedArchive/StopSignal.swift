@@ -38,6 +38,10 @@ nonisolated(unsafe) private var installedSignalSources: [any DispatchSourceSigna
 public final class Liveness: Sendable {
     private let last = Atomic<UInt64>(DispatchTime.now().uptimeNanoseconds)
 
+    /// The liveness of the run the current task works for. Sources beat it in loops that can
+    /// go long without returning a page: WAL with no published change, keepalives, throttling.
+    @TaskLocal public static var current: Liveness?
+
     public init() {}
 
     public func beat() { last.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed) }

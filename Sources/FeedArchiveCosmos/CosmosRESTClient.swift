@@ -1,5 +1,6 @@
 import FeedArchive
 import Foundation
+import Synchronization
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
@@ -41,12 +42,22 @@ final class CosmosRESTClient: Sendable {
         session = URLSession(configuration: configuration)
     }
 
-    func close() { session.finishTasksAndInvalidate() }
+    private let closed = Atomic<Bool>(false)
+
+    /// No request starts after this. The session is not invalidated: a read ahead still
+    /// running (a 429 wait, a range reload after a 410) would start a request on it, and an
+    /// invalidated URLSession traps on Linux ("Session invalidated"), killing the process and
+    /// the jobs after this one. It is released with the client.
+    func close() { closed.store(true, ordering: .relaxed) }
 
     /// GET `path` (e.g. `dbs/db/colls/c/docs`), signed for `resourceType` and `resourceLink`.
     func get(path: String, resourceType: String, resourceLink: String, headers: [String: String] = [:]) async throws -> CosmosResponse {
         var throttled = 0
         while true {
+            guard !closed.load(ordering: .relaxed) else {
+                throw FeedArchiveError.temporary("\(settings.endpoint.absoluteString)\(path): the source was closed")
+            }
+            Liveness.current?.beat()
             let response = try await send(path: path, resourceType: resourceType, resourceLink: resourceLink, headers: headers)
             guard response.status == 429 else { return response }
             throttled += 1

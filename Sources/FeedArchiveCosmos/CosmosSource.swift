@@ -52,8 +52,11 @@ public final class CosmosSource: FeedSource, Sendable {
         var generation = 0
     }
 
-    /// Pages a partition may have requested ahead of the caller (each up to max_item_count items).
+    /// Pages a partition may have requested ahead of the caller (each up to max_item_count
+    /// items), and all partitions together: a partition whose share of the time budget ended
+    /// keeps its pages for the next pass, and with many ranges these would add up.
     static let depth = 4
+    static let totalDepth = 8
 
     private struct State {
         var info: ContainerInfo?
@@ -265,14 +268,18 @@ public final class CosmosSource: FeedSource, Sendable {
             // Without numeric etags there is no head to compare with: read until the service says 304.
             heads[partition] = best.map(String.init) ?? ""
         }
-        state.withLock { $0.plan = (token.cursors, heads) }
+        state.withLock { state in
+            state.plan = (token.cursors, heads)
+            state.planned = []
+            state.firstCount = nil
+        }
         return heads
     }
 
     public func lag(from token: ContinuationToken) async throws -> Int64? { nil }
 
-    /// Reads ahead are left to finish (see `readPage`: no cancelling); the session is
-    /// invalidated once they have.
+    /// Reads ahead are left to finish (see `readPage`: no cancelling); the client starts no
+    /// request after this.
     public func close() async {
         state.withLock { $0.chains = [:] }
         client.close()
@@ -375,7 +382,12 @@ public final class CosmosSource: FeedSource, Sendable {
         if case .items(_, let next, let count?) = fetched, count >= key.count, let nextKey = following(key, next) {
             state.withLock { state in
                 guard let chain = state.chains[key.partition], chain.generation == generation else { return }
-                if chain.queue.count < Self.depth { enqueue(nextKey, in: &state) } else { state.chains[key.partition]!.paused = nextKey }
+                let queued = state.chains.values.reduce(0) { $0 + $1.queue.count }
+                if chain.queue.count < Self.depth && queued < Self.totalDepth {
+                    enqueue(nextKey, in: &state)
+                } else {
+                    state.chains[key.partition]!.paused = nextKey
+                }
             }
         }
         return fetched

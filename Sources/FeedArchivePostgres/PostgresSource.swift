@@ -574,6 +574,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
             if !stream!.cursorOpen {
                 guard try await openWindow() else { return nil }
             }
+            Liveness.current?.beat()  // windows of WAL without a published change return no page
             let rows = try await run(on: stream!.connection!, PostgresQuery(unsafeSQL: "FETCH \(Self.fetchSize) FROM feedarchive_peek"), doing: "read slot \(settings.slot)")
             stream!.buffered = try rows.map { try $0.decode(ByteBuffer.self) }
             stream!.next = 0

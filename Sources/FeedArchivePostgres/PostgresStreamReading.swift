@@ -51,6 +51,7 @@ extension PostgresSource {
                     }
                     return body
                 case UInt8(ascii: "k"):
+                    Liveness.current?.beat()  // the server is there, decoding WAL with nothing to send
                     guard let walEnd = body.readInteger(as: UInt64.self), body.readInteger(as: UInt64.self) != nil,
                         let replyRequested = body.readInteger(as: UInt8.self)
                     else { throw ReplicationConnection.Failure.protocolViolation("short keepalive") }

@@ -24,6 +24,7 @@ public final class InMemorySource: FeedSource, Sendable {
         var identityFacts: [String: String]
         /// Split partitions and their children: a read past the parent's last change reports the split.
         var splits: [String: [String]] = [:]
+        var onRead: (@Sendable () -> Void)?
     }
 
     public let kind = "memory"
@@ -76,6 +77,11 @@ public final class InMemorySource: FeedSource, Sendable {
     }
 
     public var lastAcknowledged: ContinuationToken? { state.withLock { $0.acknowledged } }
+    /// Called at the start of every page read (on the reading task), for tests.
+    public var onRead: (@Sendable () -> Void)? {
+        get { state.withLock { $0.onRead } }
+        set { state.withLock { $0.onRead = newValue } }
+    }
     public var readCount: Int { state.withLock { $0.reads } }
 
     public static func position(group: Int64, index: Int) -> Position {
@@ -134,6 +140,7 @@ public final class InMemorySource: FeedSource, Sendable {
         guard let after = Int64(cursor), let through = Int64(head) else {
             throw FeedArchiveError.data(path: nil, message: "bad memory cursor \(cursor)")
         }
+        state.withLock { $0.onRead }?()
         return try state.withLock { state in
             state.reads += 1
             if state.failReadsRemaining > 0 {

@@ -180,6 +180,23 @@ func latestVersions(_ server: CosmosTestServer) throws -> [String] {
         #expect(try Verifier(job: job).verify(deep: true).isClean)
     }
 
+    /// A read ahead that outlives its run (a 429 wait, a range reload) must not start a request
+    /// on a closed source: on Linux a request on an invalidated URLSession kills the process.
+    @Test func aRequestAfterCloseFailsInsteadOfCrashing() async throws {
+        let server = try CosmosTestServer(ranges: 1)
+        let dir = TempDirectory()
+        let job = try cosmosJob(server, in: dir)
+        try server.control(["action": "generate", "count": 10, "seed": 3])
+        let source = try CosmosSource.make(job: job)
+        let token = try await source.resolve(.beginning)
+        let (partition, cursor) = try #require(token.cursors.first)
+        #expect(try await source.readPage(partition: partition, after: cursor, through: "", maxRecords: 100).records.count == 10)
+        await source.close()
+        await #expect(throws: FeedArchiveError.self) {
+            try await source.readPage(partition: partition, after: cursor, through: "", maxRecords: 100)
+        }
+    }
+
     /// A range that answers slowly gets its share of a run's time budget, not all of it: the
     /// other ranges are read up to their head in the same run.
     @Test func aSlowRangeDoesNotUseTheWholeTimeBudget() async throws {

@@ -1,6 +1,7 @@
 import FeedArchive
 import FeedArchiveTesting
 import Foundation
+import Synchronization
 import Testing
 
 @Suite struct CommitProtocolTests {
@@ -31,6 +32,24 @@ import Testing
         let report = try Verifier(job: job).verify(deep: true)
         #expect(report.isClean, "\(report.problems)")
         #expect(report.records == 58)
+    }
+
+    /// Sources reach the run's liveness through `Liveness.current` (to beat it in long loops
+    /// that return no page), and the run beats it as pages come.
+    @Test func sourcesSeeTheRunsLiveness() async throws {
+        let dir = TempDirectory()
+        let job = try memoryJob(in: dir)
+        let source = InMemorySource()
+        for _ in 0..<30 { source.append() }
+        let options = RunOptions()
+        let seen = Mutex<[Bool]>([])
+        source.onRead = { seen.withLock { $0.append(Liveness.current === options.liveness) } }
+        #expect(Liveness.current == nil)
+        try await Task.sleep(nanoseconds: 300_000_000)
+        _ = try await ArchiveRunner(job: job, source: source).run(options)
+        let reads = seen.withLock { $0 }
+        #expect(!reads.isEmpty && reads.allSatisfy { $0 })
+        #expect(options.liveness.idleSeconds < 0.3)
     }
 
     @Test func batchesNeverSplitAGroupAndRespectMaxRecords() async throws {
