@@ -156,10 +156,13 @@ public struct PosixFileSystem: FileSystem {
         }
         defer { closedir(dir) }
         var names: [String] = []
+        // The name is read in place, up to its NUL. Copying `entry.pointee` (or its 256-byte
+        // d_name) reads sizeof(dirent) bytes, but glibc packs entries by their real length in
+        // its getdents buffer: a short last entry then read past the buffer's end, and a run
+        // crashed with SIGSEGV in recovery when that end was the end of a mapping.
+        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
+            let name = String(cString: (UnsafeRawPointer(entry) + nameOffset).assumingMemoryBound(to: CChar.self))
             if name != "." && name != ".." { names.append(name) }
         }
         return names
