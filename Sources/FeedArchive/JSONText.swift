@@ -343,14 +343,14 @@ public struct LineChunks {
 
     /// The lines written, in order.
     public mutating func finish() -> [ArraySlice<UInt8>] {
-        seal()
+        seal(startingAnother: false)
         return lines
     }
 
-    private mutating func seal() {
+    private mutating func seal(startingAnother: Bool = true) {
         for range in pending { lines.append(out[range]) }
         pending.removeAll(keepingCapacity: true)
         out = []
-        out.reserveCapacity(Self.chunkBytes + (64 << 10))
+        if startingAnother { out.reserveCapacity(Self.chunkBytes + (64 << 10)) }
     }
 }

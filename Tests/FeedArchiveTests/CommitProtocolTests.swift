@@ -130,18 +130,8 @@ import Testing
         let job = try memoryJob(in: dir, maxRecords: 5)
         let source = InMemorySource()
         for _ in 0..<30 { source.append() }
-        var options = RunOptions()
-        let stop = options.stop
-        options.onCommit = { progress in if progress.blobs == 2 { stop.raise(SIGTERM) } }
-        await #expect {
-            try await ArchiveRunner(job: job, source: source).run(options)
-        } throws: { error in
-            (error as? FeedArchiveError)?.exitCode == 143
-        }
-        let archive = JobArchive(job: job)
-        _ = try archive.load()
+        let archive = try await runInterruptedOnCommit(job, source) { $0.blobs == 2 }
         #expect(archive.manifest.entries.filter { $0.kind == .blob }.count == 2)
-        #expect(try archive.dataFiles().allSatisfy { !$0.hasSuffix(".tmp") })
         #expect(try Verifier(job: job).verify(deep: true).isClean)
         _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
         #expect(try archivedLines(job).count == 30)

@@ -61,3 +61,22 @@ let hour: Int64 = 3_600_000_000
 let baseTime: Int64 = 1_795_000_000_000_000  // 2026-11-18T11:06:40Z
 
 import Testing
+
+/// Runs the job with a SIGTERM raised from `onCommit` when `when` says so; expects exit 143 and
+/// no temp file left, and returns the archive as the interrupted run left it.
+func runInterruptedOnCommit(
+    _ job: JobConfig, _ source: any FeedSource, when: @escaping @Sendable (RunProgress) -> Bool
+) async throws -> JobArchive {
+    var options = RunOptions()
+    let stop = options.stop
+    options.onCommit = { progress in if when(progress) { stop.raise(SIGTERM) } }
+    await #expect {
+        try await ArchiveRunner(job: job, source: source).run(options)
+    } throws: { error in
+        (error as? FeedArchiveError)?.exitCode == 143
+    }
+    let archive = JobArchive(job: job)
+    _ = try archive.load()
+    #expect(try archive.dataFiles().allSatisfy { !$0.hasSuffix(".tmp") })
+    return archive
+}

@@ -57,18 +57,9 @@ import Testing
         source.split("a", into: ["a1", "a2"])
         for _ in 0..<2 { source.append(partition: "a1") }
 
-        var options = RunOptions()
-        let stop = options.stop
-        options.onCommit = { _ in stop.raise(SIGTERM) }  // fires while the split's read is handled
-        await #expect {
-            try await ArchiveRunner(job: job, source: source).run(options)
-        } throws: { error in
-            (error as? FeedArchiveError)?.exitCode == 143
-        }
-        let archive = JobArchive(job: job)
-        _ = try archive.load()
+        // The signal comes at the first commit, while the split's read is handled.
+        let archive = try await runInterruptedOnCommit(job, source) { _ in true }
         #expect(archive.manifest.entries.filter { $0.kind == .split }.isEmpty)
-        #expect(try archive.dataFiles().allSatisfy { !$0.hasSuffix(".tmp") })
 
         let summary = try await ArchiveRunner(job: job, source: source).run(RunOptions())
         #expect(summary.records == 3 + 2)
