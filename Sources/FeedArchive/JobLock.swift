@@ -36,9 +36,15 @@ public final class JobLock {
     deinit { release() }
 
     /// Gives the lock up (also done when the process dies: the kernel drops flocks).
+    ///
+    /// Unlocks before closing: a flock belongs to the open file description, and a child that
+    /// another thread is spawning holds a copy of it until its exec closes it (O_CLOEXEC). Closing
+    /// alone would leave the job locked for that moment, and the next run in this process would
+    /// be refused with "locked by another run (unknown holder)".
     public func release() {
         guard fd >= 0 else { return }
         _ = ftruncate(fd, 0)
+        _ = flock(fd, LOCK_UN)
         Glibc.close(fd)
         fd = -1
     }
