@@ -407,6 +407,9 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         let cursor = try cursorLSN(token)
         if let replication = stream?.replication {
             replication.acknowledge(cursor)
+            if stream!.reachedHead, stream!.awaitingAck.map({ cursor >= $0 }) ?? true {
+                await closeStream(keepState: true)  // everything read is acknowledged: free the slot
+            }
             return
         }
         do {
@@ -434,7 +437,8 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     struct ReadStream {
         /// The peek's connection (`read_mode: peek`).
         var connection: PostgresConnection?
-        /// The replication stream (`read_mode: stream`); nil once the head is reached.
+        /// The replication stream (`read_mode: stream`); open until the source is closed or the
+        /// slot is needed by SQL (reading stops at the head, see `reachedHead`).
         var replication: ReplicationConnection?
         var cursorOpen = false
         var buffered: [ByteBuffer] = []
@@ -449,6 +453,9 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         var pending: ByteBuffer?
         /// Every transaction that commits before the head was read (stream mode).
         var reachedHead = false
+        /// The end of the last transaction returned (stream mode): once the head is reached,
+        /// the stream stays open until this is acknowledged (see `reachHead`).
+        var awaitingAck: LSN?
     }
 
     /// Rows per FETCH: small enough that a result rarely spans socket reads (see ReadStream).
@@ -610,6 +617,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
                 page.endTransaction(cursor: end.description)
                 if page.count >= maxRecords {
                     stream!.expect = end.description
+                    stream!.awaitingAck = end
                     return page.page(resume: nil)
                 }
             }
@@ -620,6 +628,12 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
                 throw PGOutputError(message: "the peek ended inside a transaction (at \(last.position))")
             }
             stream!.expect = last.cursor!
+            stream!.awaitingAck = LSN(last.cursor!)
+        }
+        if let replication = stream?.replication, stream!.reachedHead,
+            stream!.awaitingAck.map({ $0 <= replication.acknowledged }) ?? true
+        {
+            await closeStream(keepState: true)  // nothing read is waiting for its acknowledgement
         }
         return page.page(resume: nil)
     }

@@ -229,6 +229,10 @@ final class PostgresConformanceFeed: ConformanceFeed {
         try fixture.sql("INSERT INTO items (name) VALUES ('a'); INSERT INTO items (name) VALUES ('b'); INSERT INTO items (name) VALUES ('c');")
         let all = try await fixture.readAll(source, from: start).records
         #expect(all.count == 3)
+        // Read to the head but not acknowledged: the stream holds the slot until closed.
+        let active = try fixture.sql("SELECT active FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
+        #expect(active == "t")
+        await source.close()
         let afterFirst = start.advancing("0", to: all[0].cursor!)
         // The slot was not advanced: a new source reading after the first cursor skips it.
         let fresh = try fixture.source()
@@ -246,9 +250,12 @@ final class PostgresConformanceFeed: ConformanceFeed {
         try fixture.sql("INSERT INTO items (name) VALUES ('a'), ('b');")
         let records = try await fixture.readAll(source, from: start).records
         let token = start.advancing("0", to: records.last!.cursor!)
+        // Read to the head, the stream stays open until this acknowledgement: it goes out as a
+        // status update, and then the stream ends and frees the slot.
+        #expect(try fixture.sql("SELECT active FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'") == "t")
         try await source.acknowledge(token)
-        let confirmed = try fixture.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
-        #expect(confirmed == records.last!.cursor!)
+        let confirmed = try fixture.sql("SELECT confirmed_flush_lsn || ' ' || active FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
+        #expect(confirmed == records.last!.cursor! + " false")
         try await source.checkContinuity(from: token)
         // The checkpoint behind the slot: something else consumed it.
         await #expect(throws: FeedArchiveError.self) { try await source.checkContinuity(from: start) }

@@ -269,9 +269,11 @@ final class PostgresJob {
     /// A dropped slot, and a job pointed at another server: refused with 65 and the way out.
     @Test func aDroppedSlotAndAnotherServerAreRefused() async throws {
         let pg = try PostgresJob()
-        #expect(try await Binary.run(["setup", pg.job]).status == 0)
+        let setup = try await Binary.run(["setup", pg.job])
+        #expect(setup.status == 0, "\(setup.stderr)")
         try pg.cluster.psql("INSERT INTO items (name) VALUES ('a')", database: pg.database)
-        #expect(try await Binary.run(["run", pg.job]).status == 0)
+        let first = try await Binary.run(["run", pg.job])
+        #expect(first.status == 0, "\(first.stderr)")
         // Another server: same database name, other system identifier.
         let other = try PostgresTestCluster(name: "other")
         try other.psql("CREATE DATABASE \(pg.database)")
