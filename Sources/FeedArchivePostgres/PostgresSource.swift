@@ -567,12 +567,8 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         return true
     }
 
-    private func nextMessage(inTransaction: Bool) async throws -> ByteBuffer? {
-        if let pending = stream?.pending {
-            stream!.pending = nil
-            return pending
-        }
-        if settings.readMode == .stream { return try await nextStreamedMessage(inTransaction: inTransaction) }
+    /// The next message of the peek (`read_mode: peek`), or nil once the head is reached.
+    private func nextPeekedMessage() async throws -> ByteBuffer? {
         while true {
             if stream!.next < stream!.buffered.count {
                 defer { stream!.next += 1 }
@@ -593,6 +589,29 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         }
     }
 
+    /// Adds one pgoutput message to the page; returns the page when it ends here. A change
+    /// that would overfill the page ends it inside its transaction and waits (`pending`).
+    func add(_ message: UnsafeRawBufferPointer, to page: inout PageBuilder, decoder: inout PGOutputDecoder, maxRecords: Int) throws -> FeedPage? {
+        let type = message.first ?? 0
+        let isChange = type == UInt8(ascii: "I") || type == UInt8(ascii: "U") || type == UInt8(ascii: "D") || type == UInt8(ascii: "T")
+        if isChange, page.count >= maxRecords, let transaction = decoder.transaction, !transaction.skip {
+            // A transaction larger than a page: end the page inside it.
+            stream!.pending = ByteBuffer(bytes: message)
+            let resume = Self.resumeCursor(transaction.commitLSN, index: transaction.index - 1)
+            stream!.expect = resume
+            return page.page(resume: resume)
+        }
+        if case .commit(let end, let hadRecords) = try decoder.decode(message, into: &page), hadRecords, page.count > 0 {
+            page.endTransaction(cursor: end.description)
+            if page.count >= maxRecords {
+                stream!.expect = end.description
+                stream!.awaitingAck = end
+                return page.page(resume: nil)
+            }
+        }
+        return nil
+    }
+
     private func nextPage(maxRecords: Int) async throws -> FeedPage {
         var page = PageBuilder(capacity: maxRecords * 256)
         // The decoder is a local while the page is built: a stored property of this class
@@ -600,26 +619,15 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         var decoder = stream!.decoder
         stream!.decoder = PGOutputDecoder()
         defer { stream?.decoder = decoder }
-        while let message = try await nextMessage(inTransaction: decoder.transaction != nil) {
-            let type = message.readableBytesView.first ?? 0
-            let isChange = type == UInt8(ascii: "I") || type == UInt8(ascii: "U") || type == UInt8(ascii: "D") || type == UInt8(ascii: "T")
-            if isChange, page.count >= maxRecords, let transaction = decoder.transaction, !transaction.skip {
-                // A transaction larger than a page: end the page inside it.
-                stream!.pending = message
-                let resume = Self.resumeCursor(transaction.commitLSN, index: transaction.index - 1)
-                stream!.expect = resume
-                return page.page(resume: resume)
-            }
-            let outcome = try message.withUnsafeReadableBytes { bytes in
-                try decoder.decode(bytes, into: &page)
-            }
-            if case .commit(let end, let hadRecords) = outcome, hadRecords, page.count > 0 {
-                page.endTransaction(cursor: end.description)
-                if page.count >= maxRecords {
-                    stream!.expect = end.description
-                    stream!.awaitingAck = end
-                    return page.page(resume: nil)
-                }
+        if let pending = stream!.pending {  // the change that did not fit the last page
+            stream!.pending = nil
+            if let ended = try pending.withUnsafeReadableBytes({ try add($0, to: &page, decoder: &decoder, maxRecords: maxRecords) }) { return ended }
+        }
+        if settings.readMode == .stream {
+            if let ended = try await addStreamed(to: &page, decoder: &decoder, maxRecords: maxRecords) { return ended }
+        } else {
+            while let message = try await nextPeekedMessage() {
+                if let ended = try message.withUnsafeReadableBytes({ try add($0, to: &page, decoder: &decoder, maxRecords: maxRecords) }) { return ended }
             }
         }
         // Caught up with the head.

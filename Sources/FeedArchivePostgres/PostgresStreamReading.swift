@@ -31,57 +31,63 @@ extension PostgresSource {
         return connection
     }
 
-    /// The next pgoutput message before the head, or nil once the head is reached.
-    /// `inTransaction`: the decoder is inside a transaction (a keepalive there ends nothing).
-    func nextStreamedMessage(inTransaction: Bool) async throws -> ByteBuffer? {
-        guard let replication = stream?.replication, let head = stream?.head, stream?.reachedHead == false else { return nil }
-        while true {
-            let (type, body) = try await replication.nextMessage()
-            switch type {
-            case UInt8(ascii: "d"):
-                var body = body
-                switch body.readInteger(as: UInt8.self) {
-                case UInt8(ascii: "w"):
-                    body.moveReaderIndex(forwardBy: 24)  // WAL start, WAL end, send time
-                    if body.readableBytes >= 9, body.getInteger(at: body.readerIndex, as: UInt8.self) == UInt8(ascii: "B"),
-                        let final = body.getInteger(at: body.readerIndex + 1, as: UInt64.self), final >= head.value
-                    {
-                        reachHead()  // this transaction commits after the head
-                        return nil
+    /// Adds the stream's messages to `page` until it ends (returned) or the head is reached
+    /// (nil). Messages are taken in runs of what the socket delivered, synchronously: no
+    /// suspension, no reference count and no exclusivity check per 100-byte message.
+    ///
+    /// The head is reached at the first transaction that commits at or after it, or at a
+    /// keepalive outside a transaction whose WAL end has reached it. Reading stops there, but
+    /// the stream stays open until what was read is acknowledged (`acknowledge`, or at once
+    /// when nothing waits: the end of `nextPage`), so the last batch's acknowledgement goes
+    /// out as a status update, which the walsender applies at once. Closed first, the slot
+    /// would have to be advanced with `pg_replication_slot_advance`, which decodes again
+    /// everything from the slot's restart LSN (about 200 ms for the benchmark's 90 MB).
+    /// Whatever the server sends meanwhile waits in the inbound queue, bounded by its
+    /// high-water mark, and is dropped at the close.
+    func addStreamed(to page: inout PageBuilder, decoder: inout PGOutputDecoder, maxRecords: Int) async throws -> FeedPage? {
+        guard let replication = stream?.replication, let head = stream?.head.value, stream?.reachedHead == false else { return nil }
+        var ended: FeedPage?
+        var reached = false
+        while ended == nil && !reached {
+            try await replication.readMessages { type, body in
+                switch type {
+                case UInt8(ascii: "d"):
+                    switch body.first {
+                    case UInt8(ascii: "w"):
+                        // WAL start, WAL end and send time, then the pgoutput message.
+                        guard body.count > 25 else { throw ReplicationConnection.Failure.protocolViolation("short XLogData") }
+                        let message = UnsafeRawBufferPointer(rebasing: body[25...])
+                        if message[0] == UInt8(ascii: "B"), message.count >= 9,
+                            UInt64(bigEndian: message.loadUnaligned(fromByteOffset: 1, as: UInt64.self)) >= head
+                        {
+                            reached = true  // this transaction commits after the head
+                            return false
+                        }
+                        ended = try add(message, to: &page, decoder: &decoder, maxRecords: maxRecords)
+                        return ended == nil
+                    case UInt8(ascii: "k"):
+                        Liveness.current?.beat()  // the server is there, decoding WAL with nothing to send
+                        guard body.count >= 18 else { throw ReplicationConnection.Failure.protocolViolation("short keepalive") }
+                        if body[17] == 1 { replication.sendStatus() }
+                        if UInt64(bigEndian: body.loadUnaligned(fromByteOffset: 1, as: UInt64.self)) >= head && decoder.transaction == nil {
+                            reached = true
+                            return false
+                        }
+                        return true
+                    default:
+                        throw ReplicationConnection.Failure.protocolViolation("unknown CopyData message")
                     }
-                    return body
-                case UInt8(ascii: "k"):
-                    Liveness.current?.beat()  // the server is there, decoding WAL with nothing to send
-                    guard let walEnd = body.readInteger(as: UInt64.self), body.readInteger(as: UInt64.self) != nil,
-                        let replyRequested = body.readInteger(as: UInt8.self)
-                    else { throw ReplicationConnection.Failure.protocolViolation("short keepalive") }
-                    if replyRequested == 1 { replication.sendStatus() }
-                    if walEnd >= head.value && !inTransaction {
-                        reachHead()
-                        return nil
-                    }
+                case UInt8(ascii: "E"):
+                    throw ReplicationConnection.serverError(ByteBuffer(bytes: body))
+                case UInt8(ascii: "c"), UInt8(ascii: "C"), UInt8(ascii: "Z"):
+                    throw ReplicationConnection.Failure.closed  // the server ended streaming (shutting down)
                 default:
-                    throw ReplicationConnection.Failure.protocolViolation("unknown CopyData message")
+                    return true  // NoticeResponse, ParameterStatus
                 }
-            case UInt8(ascii: "E"):
-                throw ReplicationConnection.serverError(body)
-            case UInt8(ascii: "c"), UInt8(ascii: "C"), UInt8(ascii: "Z"):
-                throw ReplicationConnection.Failure.closed  // the server ended streaming (shutting down)
-            default:
-                continue  // NoticeResponse, ParameterStatus
             }
         }
-    }
-
-    /// The head is reached: reading stops, but the stream stays open until what was read is
-    /// acknowledged (`acknowledge`, or at once when nothing waits: the end of `nextPage`), so
-    /// the last batch's acknowledgement goes out as a status update, which the walsender
-    /// applies at once. Closed first, the slot would have to be advanced with
-    /// `pg_replication_slot_advance`, which decodes again everything from the slot's restart
-    /// LSN (about 200 ms for the benchmark's 90 MB). Whatever the server sends meanwhile waits
-    /// in the inbound queue, bounded by its high-water mark, and is dropped at the close.
-    private func reachHead() {
-        stream?.reachedHead = true
+        if reached { stream?.reachedHead = true }
+        return ended
     }
 
     /// Ends the replication stream, if one is open, with a last status update (the durable

@@ -337,6 +337,42 @@ final class ReplicationConnection {
         }
     }
 
+    /// Hands each whole message already received to `body` (its type and body, valid only
+    /// during the call), in order, until `body` returns false or the messages received so far
+    /// are used up; waits for bytes only when not one message is whole. The streaming reader's
+    /// hot path: one call per socket read rather than an async call per message.
+    func readMessages(_ body: (UInt8, UnsafeRawBufferPointer) throws -> Bool) async throws {
+        while true {
+            var need = 0
+            var delivered = false
+            var more = true
+            let used = try buffer.withUnsafeReadableBytes { bytes -> Int in
+                var offset = 0
+                while more {
+                    guard bytes.count - offset >= 5 else {
+                        need = 5
+                        break
+                    }
+                    let length = Int(Int32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset + 1, as: Int32.self)))
+                    guard length >= 4 else { throw Failure.protocolViolation("a message length of \(length)") }
+                    guard bytes.count - offset > length else {
+                        need = length + 1
+                        break
+                    }
+                    let type = bytes[offset]
+                    let message = UnsafeRawBufferPointer(rebasing: bytes[(offset + 5)..<(offset + 1 + length)])
+                    offset += 1 + length
+                    delivered = true
+                    more = try body(type, message)
+                }
+                return offset
+            }
+            buffer.moveReaderIndex(forwardBy: used)
+            if !more || delivered { return }
+            try await append(need: need)
+        }
+    }
+
     enum Framed {
         case message(UInt8, ByteBuffer)
         /// The next message is incomplete: this many bytes hold it (or its header).
