@@ -40,6 +40,16 @@ public struct Position: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     init(unchecked: String) { self.rawValue = unchecked }
 
+    /// A position from its UTF-8 bytes (a source's hot path: the bytes are checked in one
+    /// tight loop, without going through String's views).
+    public init?(utf8 bytes: UnsafeRawBufferPointer) {
+        guard !bytes.isEmpty, bytes.count <= 64 else { return nil }
+        for byte in bytes {
+            guard (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || byte == 0x2D else { return nil }
+        }
+        self.rawValue = String(decoding: bytes, as: UTF8.self)
+    }
+
     public static func < (lhs: Position, rhs: Position) -> Bool {
         lhs.rawValue.utf8.lexicographicallyPrecedes(rhs.rawValue.utf8)
     }

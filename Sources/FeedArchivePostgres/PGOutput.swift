@@ -16,9 +16,15 @@ public struct LSN: Comparable, Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        var bytes: [UInt8] = []
-        appendText(to: &bytes)
-        return String(decoding: bytes, as: UTF8.self)
+        var text = (UInt64(0), UInt64(0), UInt64(0))  // 24 bytes: room for `XXXXXXXX/XXXXXXXX`, no heap
+        return withUnsafeMutableBytes(of: &text) { buffer in
+            var count = 0
+            Self.appendHex(UInt32(truncatingIfNeeded: value >> 32)) { buffer[count] = $0; count += 1 }
+            buffer[count] = UInt8(ascii: "/")
+            count += 1
+            Self.appendHex(UInt32(truncatingIfNeeded: value)) { buffer[count] = $0; count += 1 }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: buffer[0..<count]), as: UTF8.self)
+        }
     }
     /// 16 hex digits: the fixed-width form positions use, whose byte order is LSN order.
     public var fixedWidth: String {
@@ -32,23 +38,23 @@ public struct LSN: Comparable, Hashable, Sendable, CustomStringConvertible {
 
     /// `X/Y` (upper-case hex, no leading zeros), as PostgreSQL prints an LSN.
     func appendText(to out: inout [UInt8]) {
-        Self.appendHex(UInt32(truncatingIfNeeded: value >> 32), to: &out)
+        Self.appendHex(UInt32(truncatingIfNeeded: value >> 32)) { out.append($0) }
         out.append(UInt8(ascii: "/"))
-        Self.appendHex(UInt32(truncatingIfNeeded: value), to: &out)
+        Self.appendHex(UInt32(truncatingIfNeeded: value)) { out.append($0) }
     }
 
     func appendFixedWidth(to out: inout [UInt8]) {
         for shift in stride(from: 60, through: 0, by: -4) { out.append(Self.hexDigit((value >> UInt64(shift)) & 0xF)) }
     }
 
-    private static func appendHex(_ number: UInt32, to out: inout [UInt8]) {
-        var started = false
-        for shift in stride(from: 28, through: 0, by: -4) {
-            let digit = UInt64((number >> UInt32(shift)) & 0xF)
-            if digit != 0 || started || shift == 0 {
-                started = true
-                out.append(hexDigit(digit))
-            }
+    /// `number` in upper-case hex without leading zeros, a digit at a time to `put`.
+    @inline(__always) private static func appendHex(_ number: UInt32, _ put: (UInt8) -> Void) {
+        var shift: UInt32 = 28
+        while shift > 0 && (number >> shift) & 0xF == 0 { shift -= 4 }
+        while true {
+            put(hexDigit(UInt64((number >> shift) & 0xF)))
+            if shift == 0 { break }
+            shift -= 4
         }
     }
     public static func < (lhs: LSN, rhs: LSN) -> Bool { lhs.value < rhs.value }
@@ -167,15 +173,18 @@ struct PGOutputDecoder {
         var origin: String?
         /// Records of this transaction emitted so far.
         var emitted = 0
-        /// `<16 hex digits>-`: the start of every position in this transaction, and the commit
-        /// LSN as text; made once per transaction, not per change.
-        var positionPrefix: [UInt8] = []
-        var lsnText: [UInt8] = []
-        /// The commit time as RFC 3339 text, made once per transaction at its first record.
-        var timestampText: [UInt8] = []
+        /// The texts a transaction's records repeat, made once per transaction in one buffer:
+        /// `<16 hex digits>-` (the start of every position), the commit LSN as PostgreSQL
+        /// prints it, and the commit time as RFC 3339 (added at the first record).
+        private(set) var texts: [UInt8] = []
+        private var lsnEnd = 17
+
+        var positionPrefix: ArraySlice<UInt8> { texts[0..<17] }
+        var lsnText: ArraySlice<UInt8> { texts[17..<lsnEnd] }
+        var timestampText: ArraySlice<UInt8> { texts[lsnEnd...] }
 
         mutating func prepareTimestampText() {
-            if timestampText.isEmpty { appendRFC3339(microseconds: timestamp, to: &timestampText) }
+            if texts.count == lsnEnd { appendRFC3339(microseconds: timestamp, to: &texts) }
         }
 
         init(commitLSN: LSN, timestamp: Int64, xid: UInt32, skip: Bool) {
@@ -183,10 +192,11 @@ struct PGOutputDecoder {
             self.timestamp = timestamp
             self.xid = xid
             self.skip = skip
-            positionPrefix.reserveCapacity(17)
-            commitLSN.appendFixedWidth(to: &positionPrefix)
-            positionPrefix.append(UInt8(ascii: "-"))
-            commitLSN.appendText(to: &lsnText)
+            texts.reserveCapacity(72)  // 17 + at most 17 + a timestamp of at most 32
+            commitLSN.appendFixedWidth(to: &texts)
+            texts.append(UInt8(ascii: "-"))
+            commitLSN.appendText(to: &texts)
+            lsnEnd = texts.count
         }
     }
 
@@ -494,13 +504,21 @@ struct PageBuilder {
         bytes.reserveCapacity(capacity)
     }
 
+    /// Builds in `spare`'s memory when nothing else holds it (the previous page's records are
+    /// gone), sparing a fresh buffer's page faults, and in a new buffer otherwise.
+    init(reusing spare: inout [UInt8], capacity: Int) {
+        swap(&bytes, &spare)
+        bytes.removeAll(keepingCapacity: true)  // keeps the memory only if no one else holds it
+        bytes.reserveCapacity(capacity)
+    }
+
     var count: Int { pending.count }
 
     mutating func record(transaction: PGOutputDecoder.Transaction, index: Int, _ write: (inout [UInt8]) throws -> Void) throws {
         let start = bytes.count
         try write(&bytes)
         // The envelope starts `{"pos":"` and the 25-byte position written by appendHead.
-        let position = Position(String(decoding: bytes[(start + 8)..<(start + 33)], as: UTF8.self))!
+        let position = bytes.withUnsafeBytes { Position(utf8: UnsafeRawBufferPointer(rebasing: $0[(start + 8)..<(start + 33)])) }!
         pending.append((position, transaction.timestamp, start..<bytes.count, nil))
     }
 

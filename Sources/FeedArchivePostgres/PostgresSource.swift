@@ -27,6 +27,9 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     private var control: PostgresConnection?
     /// The read in progress: a peek, or a replication stream.
     var stream: ReadStream?
+    /// The last page's buffer, kept to build the next page in: once the records of that page
+    /// are gone (the batcher has copied them), its memory is reused rather than mapped afresh.
+    private var spareBuffer: [UInt8] = []
     /// The snapshot being read by a backfill.
     private var snapshot: SnapshotReader?
     private var cachedIdentity: SourceIdentity?
@@ -613,7 +616,8 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     }
 
     private func nextPage(maxRecords: Int) async throws -> FeedPage {
-        var page = PageBuilder(capacity: maxRecords * 256)
+        var page = PageBuilder(reusing: &spareBuffer, capacity: maxRecords * 256)
+        defer { spareBuffer = page.bytes }
         // The decoder is a local while the page is built: a stored property of this class
         // would be checked for exclusive access on every message.
         var decoder = stream!.decoder

@@ -61,6 +61,12 @@ struct PGOutputDecoderTests {
     @Test func lsnTextRoundTrips() {
         #expect(LSN("16/B374D848")?.value == 0x16_B374_D848)
         #expect(LSN("16/B374D848")?.description == "16/B374D848")
+        for text in ["0/0", "0/5AD5AF8", "1/0", "FFFFFFFF/FFFFFFFF", "A/10"] {
+            #expect(LSN(text)?.description == text)
+            var bytes: [UInt8] = []
+            LSN(text)!.appendText(to: &bytes)
+            #expect(String(decoding: bytes, as: UTF8.self) == text)
+        }
         #expect(LSN(0x1505890).fixedWidth == "0000000001505890")
         #expect(LSN("x/1") == nil && LSN("1") == nil && LSN("123456789/0") == nil)
     }

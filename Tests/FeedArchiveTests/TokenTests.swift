@@ -39,4 +39,12 @@ import Testing
         #expect(Position("../etc") == nil)
         #expect(Position("0000000000000000002A-00000001") != nil)
     }
+
+    /// The byte-level initialiser accepts and refuses exactly what the String one does.
+    @Test func positionsFromBytesAreCheckedTheSameWay() {
+        for text in ["../etc", "0000000000000000002A-00000001", "", "a b", "x/y", "AZaz09-", String(repeating: "9", count: 64), String(repeating: "9", count: 65), "é"] {
+            let fromBytes = Array(text.utf8).withUnsafeBytes { Position(utf8: $0) }
+            #expect(fromBytes == Position(text), "\(text)")
+        }
+    }
 }
