@@ -16,6 +16,47 @@ public func appendRFC3339(microseconds: Int64, to out: inout [UInt8]) {
     let fraction = micros < 0 ? micros + 1_000_000 : micros
     let (days, secondOfDay) = floorDivide(totalSeconds, 86_400)
     let (year, month, day) = civilFromDays(days)
+    guard (0...9999).contains(year) else {
+        return appendRFC3339Digits(year: year, month: month, day: day, secondOfDay: secondOfDay, fraction: fraction, to: &out)
+    }
+    // Every source's records carry one or more of these: the text is built in 32 bytes on the
+    // stack, two digits at a time, and appended at once.
+    var text = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+    withUnsafeMutableBytes(of: &text) { buffer in
+        var count = 0
+        func two(_ value: Int64) {
+            buffer[count] = UInt8(truncatingIfNeeded: value / 10) &+ 0x30
+            buffer[count + 1] = UInt8(truncatingIfNeeded: value % 10) &+ 0x30
+            count += 2
+        }
+        func mark(_ byte: UInt8) {
+            buffer[count] = byte
+            count += 1
+        }
+        two(year / 100); two(year % 100); mark(0x2D); two(month); mark(0x2D); two(day)
+        mark(0x54)
+        two(secondOfDay / 3600); mark(0x3A); two(secondOfDay / 60 % 60); mark(0x3A); two(secondOfDay % 60)
+        if fraction != 0 {
+            mark(0x2E)
+            var width = 6
+            var trimmed = fraction
+            while trimmed % 10 == 0 { trimmed /= 10; width -= 1 }
+            var place = count + width - 1
+            while place >= count {
+                buffer[place] = UInt8(truncatingIfNeeded: trimmed % 10) &+ 0x30
+                trimmed /= 10
+                place -= 1
+            }
+            count += width
+        }
+        mark(0x5A)
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+    }
+}
+
+/// The general form, a digit at a time (years outside 0...9999 keep their last four digits, as
+/// they always have here; a proleptic year 10000 is not a date a change feed carries).
+private func appendRFC3339Digits(year: Int64, month: Int64, day: Int64, secondOfDay: Int64, fraction: Int64, to out: inout [UInt8]) {
     func put(_ value: Int64, _ width: Int) {
         var divisor: Int64 = 1
         for _ in 1..<width { divisor *= 10 }

@@ -88,6 +88,23 @@ import Testing
         #expect(bad.withUTF8 { parseTimestampMicros($0) } == nil)
     }
 
+    /// Formatting and parsing agree over years 1…9999 and every fraction length.
+    @Test func timestampsRoundTripAcrossTheCalendar() {
+        var generator = SystemRandomNumberGenerator()
+        let first: Int64 = -62_135_596_800_000_000  // 0001-01-01T00:00:00Z
+        let last: Int64 = 253_402_300_799_999_999  // 9999-12-31T23:59:59.999999Z
+        var values: [Int64] = [first, last, 0, -1, 1, 951_782_400_000_000, 1_795_000_000_000_010]
+        for _ in 0..<20_000 { values.append(Int64.random(in: first...last, using: &generator)) }
+        for _ in 0..<2_000 { values.append(Int64.random(in: first...last, using: &generator) / 1_000_000 * 1_000_000) }
+        for value in values {
+            var text = formatRFC3339(microseconds: value)
+            #expect(text.utf8.count <= 32 && text.hasSuffix("Z") && !text.contains(".0Z"), "\(value): \(text)")
+            #expect(text.withUTF8 { parseTimestampMicros($0) } == value, "\(value): \(text)")
+        }
+        #expect(formatRFC3339(microseconds: first) == "0001-01-01T00:00:00Z")
+        #expect(formatRFC3339(microseconds: last) == "9999-12-31T23:59:59.999999Z")
+    }
+
     /// Lines written across several chunks come back whole and in order, each line inside one
     /// chunk, every chunk below the mmap threshold unless a single line is bigger.
     @Test func lineChunksKeepEveryLineWholeAcrossChunks() {
