@@ -25,6 +25,7 @@ struct FeedArchiveCommand: AsyncParsableCommand {
               feedarchive verify quickstart --deep
               feedarchive backfill quickstart --from beginning
             """,
+        version: "feedarchive \(FeedArchiveVersion.current)",
         subcommands: [
             RunCommand.self, StatusCommand.self, CatCommand.self, VerifyCommand.self, BackfillCommand.self, AckGapCommand.self,
             EpochCommand.self, SetupCommand.self,

@@ -7,6 +7,14 @@ import Testing
 /// Each kind of bad input gets its documented exit code and a message naming the file and
 /// place, and loses nothing.
 @Suite struct BadInputEndToEndTests {
+    @Test func versionIsPrintedAndUnknownOptionsExit64() async throws {
+        let version = try await Binary.run(["--version"])
+        #expect(version.status == 0)
+        #expect(version.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "feedarchive \(FeedArchiveVersion.current)")
+        let unknown = try await Binary.run(["--no-such-option"])
+        #expect(unknown.status == 64, "\(unknown.stderr)")
+    }
+
     @Test func badJobFileExits78WithLineAndColumn() async throws {
         let dir = TempDirectory()
         let file = dir.write("bad.yaml", "name: bad\nsource:\n  kind: sqlite\n  path: x.db\n  table: t\narchive:\n  root: lake\n  compresion: zstd\n")
