@@ -79,7 +79,7 @@ enum PGValue {
     /// A JSON string; text that is not valid UTF-8 (an SQL_ASCII database can hold any bytes)
     /// gets U+FFFD for the bad sequences rather than breaking the line.
     static func appendString(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
-        if bytes.allSatisfy({ $0 < 0x80 }) || String(validating: bytes, as: UTF8.self) != nil {
+        if JSONText.isASCII(bytes) || String(validating: bytes, as: UTF8.self) != nil {
             JSONText.appendString(utf8: bytes, to: &out)
         } else {
             JSONText.appendString(String(decoding: bytes, as: UTF8.self), to: &out)

@@ -67,6 +67,37 @@ import Testing
         #expect(decoded == original)
     }
 
+    /// The eight-at-a-time scan escapes exactly what the byte-at-a-time rule does, wherever
+    /// the special bytes fall, and the ASCII test agrees with a plain one.
+    @Test func stringEscapingMatchesTheByteRule() throws {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet: [UInt8] = [0x00, 0x07, 0x09, 0x0A, 0x0D, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x5B, 0x5C, 0x5D, 0x41, 0x7A, 0x7F, 0xC3, 0xA9]
+        for _ in 0..<5_000 {
+            let length = Int.random(in: 0...40, using: &generator)
+            var bytes = (0..<length).map { _ in UInt8(ascii: "x") }
+            for _ in 0..<Int.random(in: 0...3, using: &generator) where length > 0 {
+                bytes[Int.random(in: 0..<length, using: &generator)] = alphabet.randomElement(using: &generator)!
+            }
+            var fast: [UInt8] = []
+            bytes.withUnsafeBufferPointer { JSONText.appendString(utf8: $0, to: &fast) }
+            var slow: [UInt8] = [0x22]
+            for byte in bytes {
+                switch byte {
+                case 0x22: slow += [0x5C, 0x22]
+                case 0x5C: slow += [0x5C, 0x5C]
+                case 0x0A: slow += [0x5C, 0x6E]
+                case 0x0D: slow += [0x5C, 0x72]
+                case 0x09: slow += [0x5C, 0x74]
+                case 0..<0x20: slow += Array(String(format: "\\u%04x", Int(byte)).utf8)
+                default: slow.append(byte)
+                }
+            }
+            slow.append(0x22)
+            #expect(fast == slow, "\(bytes)")
+            #expect(bytes.withUnsafeBufferPointer { JSONText.isASCII($0) } == bytes.allSatisfy { $0 < 0x80 }, "\(bytes)")
+        }
+    }
+
     @Test func integersMatchSwift() {
         for value: Int64 in [0, 7, -7, 1_234_567_890, .max, .min] {
             var out: [UInt8] = []
