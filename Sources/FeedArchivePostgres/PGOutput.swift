@@ -505,9 +505,11 @@ struct PageBuilder {
     }
 
     /// Builds in `spare`'s memory when nothing else holds it (the previous page's records are
-    /// gone), sparing a fresh buffer's page faults, and in a new buffer otherwise.
-    init(reusing spare: inout [UInt8], capacity: Int) {
+    /// gone), sparing a fresh buffer's page faults, and in a new buffer otherwise; a spare
+    /// above `keepAtMost` bytes (one page of huge rows) is let go rather than kept for good.
+    init(reusing spare: inout [UInt8], capacity: Int, keepAtMost: Int) {
         swap(&bytes, &spare)
+        if bytes.capacity > keepAtMost { bytes = [] }
         bytes.removeAll(keepingCapacity: true)  // keeps the memory only if no one else holds it
         bytes.reserveCapacity(capacity)
     }

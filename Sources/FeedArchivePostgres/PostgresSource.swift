@@ -32,6 +32,9 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     private var spareBuffer: [UInt8] = []
     /// The snapshot being read by a backfill.
     private var snapshot: SnapshotReader?
+    /// Whether this source is acknowledged at all (a live run is, from its start; verify and
+    /// backfill are not): only then is a stream held open at the head for the acknowledgement.
+    private var acknowledging = false
     private var cachedIdentity: SourceIdentity?
     private var connectionCount = 0
 
@@ -408,6 +411,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     /// out before the stream ends, see `ReplicationConnection.finish`).
     public func acknowledge(_ token: ContinuationToken) async throws {
         let cursor = try cursorLSN(token)
+        acknowledging = true
         if let replication = stream?.replication {
             replication.acknowledge(cursor)
             if stream!.reachedHead, stream!.awaitingAck.map({ cursor >= $0 }) ?? true {
@@ -616,7 +620,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     }
 
     private func nextPage(maxRecords: Int) async throws -> FeedPage {
-        var page = PageBuilder(reusing: &spareBuffer, capacity: maxRecords * 256)
+        var page = PageBuilder(reusing: &spareBuffer, capacity: maxRecords * 256, keepAtMost: max(maxRecords * 1024, 4 << 20))
         defer { spareBuffer = page.bytes }
         // The decoder is a local while the page is built: a stored property of this class
         // would be checked for exclusive access on every message.
@@ -643,9 +647,9 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
             stream!.awaitingAck = LSN(last.cursor!)
         }
         if let replication = stream?.replication, stream!.reachedHead,
-            stream!.awaitingAck.map({ $0 <= replication.acknowledged }) ?? true
+            !acknowledging || stream!.awaitingAck.map({ $0 <= replication.acknowledged }) ?? true
         {
-            await closeStream(keepState: true)  // nothing read is waiting for its acknowledgement
+            await closeStream(keepState: true)  // nothing read is waiting for an acknowledgement
         }
         return page.page(resume: nil)
     }

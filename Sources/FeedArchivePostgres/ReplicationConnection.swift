@@ -346,8 +346,11 @@ final class ReplicationConnection {
             var need = 0
             var delivered = false
             var more = true
-            let used = try buffer.withUnsafeReadableBytes { bytes -> Int in
+            var used = 0
+            defer { buffer.moveReaderIndex(forwardBy: used) }  // what was delivered, even on a throw
+            try buffer.withUnsafeReadableBytes { bytes in
                 var offset = 0
+                defer { used = offset }
                 while more {
                     guard bytes.count - offset >= 5 else {
                         need = 5
@@ -365,9 +368,7 @@ final class ReplicationConnection {
                     delivered = true
                     more = try body(type, message)
                 }
-                return offset
             }
-            buffer.moveReaderIndex(forwardBy: used)
             if !more || delivered { return }
             try await append(need: need)
         }
