@@ -5,23 +5,32 @@ public enum JSONText {
     @inlinable
     public static func appendString(_ text: String, to out: inout [UInt8]) {
         var text = text
-        text.withUTF8 { appendString(utf8: $0, to: &out) }
+        _ = text.withUTF8 { appendString(utf8: $0, to: &out) }
     }
 
     /// Appends UTF-8 bytes as a JSON string literal, escaping what JSON requires.
-    public static func appendString(utf8: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+    /// Returns whether every byte was ASCII, which the same pass finds out (a caller that must
+    /// check UTF-8 only needs to for the rest).
+    @discardableResult
+    public static func appendString(utf8: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) -> Bool {
         out.append(0x22)
         var runStart = 0
         var index = 0
+        var seen: UInt64 = 0
         let count = utf8.count
         let raw = UnsafeRawBufferPointer(utf8)
         while index < count {
             // Eight bytes at a time while none of them needs escaping (most text).
-            if index + 8 <= count && !needsEscape(raw.loadUnaligned(fromByteOffset: index, as: UInt64.self)) {
-                index += 8
-                continue
+            if index + 8 <= count {
+                let word = raw.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+                if !needsEscape(word) {
+                    seen |= word
+                    index += 8
+                    continue
+                }
             }
             let byte = utf8[index]
+            seen |= UInt64(byte)
             index += 1
             if byte >= 0x20 && byte != 0x22 && byte != 0x5C { continue }
             if runStart < index - 1 { out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<(index - 1)])) }
@@ -30,6 +39,7 @@ public enum JSONText {
         }
         if runStart < count { out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<count])) }
         out.append(0x22)
+        return seen & 0x8080_8080_8080_8080 == 0
     }
 
     /// Whether any of eight bytes is a control character, `"` or `\` (SWAR: a byte below n
@@ -44,22 +54,6 @@ public enum JSONText {
         let zeroQuote = (quote &- ones) & ~quote & highs
         let zeroBackslash = (backslash &- ones) & ~backslash & highs
         return control | zeroQuote | zeroBackslash != 0
-    }
-
-    /// Whether every byte is ASCII (below 0x80), eight at a time.
-    public static func isASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        let raw = UnsafeRawBufferPointer(bytes)
-        var index = 0
-        var seen: UInt64 = 0
-        while index + 8 <= raw.count {
-            seen |= raw.loadUnaligned(fromByteOffset: index, as: UInt64.self)
-            index += 8
-        }
-        while index < raw.count {
-            seen |= UInt64(raw[index])
-            index += 1
-        }
-        return seen & 0x8080_8080_8080_8080 == 0
     }
 
     private static func appendEscape(_ byte: UInt8, to out: inout [UInt8]) {
