@@ -121,4 +121,21 @@ struct PGOutputDecoderTests {
         #expect(json("{NaN,1.5}", 1022) == #"["NaN",1.5]"#)
         #expect(json("{t,f}", 1000) == "[true,false]")
     }
+
+    /// Text values: ASCII escaped in one pass, valid UTF-8 kept, invalid bytes (an SQL_ASCII
+    /// database holds any) replaced by U+FFFD; every result is one JSON string.
+    @Test func textValuesAreAlwaysOneJSONString() throws {
+        func json(_ bytes: [UInt8]) -> [UInt8] {
+            var out: [UInt8] = []
+            bytes.withUnsafeBytes { PGValue.appendJSON(text: $0, typeOID: 25, to: &out) }
+            return out
+        }
+        #expect(json(Array("plain text, longer than eight bytes".utf8)) == Array(#""plain text, longer than eight bytes""#.utf8))
+        #expect(json(Array("tab\there \"quoted\" line\nbreak".utf8)) == Array(#""tab\there \"quoted\" line\nbreak""#.utf8))
+        #expect(json(Array("naïve café ünïcødé".utf8)) == Array(#""naïve café ünïcødé""#.utf8))
+        let invalid: [UInt8] = Array("bad ".utf8) + [0xFF, 0xC3] + Array(" bytes, then more text".utf8)
+        let out = json(invalid)
+        let decoded = try #require(try JSONSerialization.jsonObject(with: Data(out), options: .fragmentsAllowed) as? String)
+        #expect(decoded == "bad \u{FFFD}\u{FFFD} bytes, then more text")
+    }
 }
