@@ -6,9 +6,7 @@ public struct Position: Hashable, Comparable, Sendable, CustomStringConvertible 
     /// Accepts the characters positions are made of (digits, letters, `-`), so a position
     /// can always be used in a file name.
     public init?(_ rawValue: String) {
-        guard !rawValue.isEmpty, rawValue.utf8.count <= 64,
-            rawValue.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D })
-        else { return nil }
+        guard !rawValue.isEmpty, rawValue.utf8.count <= 64, rawValue.utf8.allSatisfy(Self.allows) else { return nil }
         self.rawValue = rawValue
     }
 
@@ -40,13 +38,17 @@ public struct Position: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     init(unchecked: String) { self.rawValue = unchecked }
 
+    /// The bytes a position is made of: digits, ASCII letters and `-`.
+    @inline(__always)
+    static func allows(_ byte: UInt8) -> Bool {
+        (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || byte == 0x2D
+    }
+
     /// A position from its UTF-8 bytes (a source's hot path: the bytes are checked in one
     /// tight loop, without going through String's views).
     public init?(utf8 bytes: UnsafeRawBufferPointer) {
         guard !bytes.isEmpty, bytes.count <= 64 else { return nil }
-        for byte in bytes {
-            guard (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || byte == 0x2D else { return nil }
-        }
+        for byte in bytes where !Self.allows(byte) { return nil }
         self.rawValue = String(decoding: bytes, as: UTF8.self)
     }
 

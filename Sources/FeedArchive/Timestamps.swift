@@ -9,19 +9,17 @@ public func formatRFC3339(microseconds: Int64) -> String {
     return String(decoding: out, as: UTF8.self)
 }
 
-/// Appends the RFC 3339 form of `microseconds` as JSON-safe ASCII.
+/// Appends the RFC 3339 form of `microseconds` as JSON-safe ASCII (years outside 0...9999, which
+/// RFC 3339 cannot write, in ISO 8601's expanded form: `10000-01-01T00:00:00Z`, `-0044-03-15…`).
 public func appendRFC3339(microseconds: Int64, to out: inout [UInt8]) {
     let (seconds, micros) = microseconds.quotientAndRemainder(dividingBy: 1_000_000)
     let totalSeconds = micros < 0 ? seconds - 1 : seconds
     let fraction = micros < 0 ? micros + 1_000_000 : micros
     let (days, secondOfDay) = floorDivide(totalSeconds, 86_400)
     let (year, month, day) = civilFromDays(days)
-    guard (0...9999).contains(year) else {
-        return appendRFC3339Digits(year: year, month: month, day: day, secondOfDay: secondOfDay, fraction: fraction, to: &out)
-    }
-    // Every source's records carry one or more of these: the text is built in 32 bytes on the
-    // stack, two digits at a time, and appended at once.
-    var text = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+    // Every source's records carry one or more of these: the text is built on the stack, two
+    // digits at a time, and appended at once.
+    var text = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))  // 40 bytes: the longest is 30
     withUnsafeMutableBytes(of: &text) { buffer in
         var count = 0
         func two(_ value: Int64) {
@@ -33,7 +31,25 @@ public func appendRFC3339(microseconds: Int64, to out: inout [UInt8]) {
             buffer[count] = byte
             count += 1
         }
-        two(year / 100); two(year % 100); mark(0x2D); two(month); mark(0x2D); two(day)
+        func digits(_ value: Int64, width: Int) {  // zero-padded to `width`, wider when needed
+            var length = 1
+            var rest = value / 10
+            while rest > 0 { length += 1; rest /= 10 }
+            length = max(length, width)
+            rest = value
+            for place in stride(from: count + length - 1, through: count, by: -1) {
+                buffer[place] = UInt8(truncatingIfNeeded: rest % 10) &+ 0x30
+                rest /= 10
+            }
+            count += length
+        }
+        if (0...9999).contains(year) {
+            two(year / 100); two(year % 100)
+        } else {  // outside RFC 3339's four digits (Int64 microseconds reach ±292,277): ISO 8601's expanded form
+            if year < 0 { mark(0x2D) }
+            digits(Int64(year.magnitude), width: 4)
+        }
+        mark(0x2D); two(month); mark(0x2D); two(day)
         mark(0x54)
         two(secondOfDay / 3600); mark(0x3A); two(secondOfDay / 60 % 60); mark(0x3A); two(secondOfDay % 60)
         if fraction != 0 {
@@ -41,43 +57,11 @@ public func appendRFC3339(microseconds: Int64, to out: inout [UInt8]) {
             var width = 6
             var trimmed = fraction
             while trimmed % 10 == 0 { trimmed /= 10; width -= 1 }
-            var place = count + width - 1
-            while place >= count {
-                buffer[place] = UInt8(truncatingIfNeeded: trimmed % 10) &+ 0x30
-                trimmed /= 10
-                place -= 1
-            }
-            count += width
+            digits(trimmed, width: width)
         }
         mark(0x5A)
         out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
     }
-}
-
-/// The general form, a digit at a time (years outside 0...9999 keep their last four digits, as
-/// they always have here; a proleptic year 10000 is not a date a change feed carries).
-private func appendRFC3339Digits(year: Int64, month: Int64, day: Int64, secondOfDay: Int64, fraction: Int64, to out: inout [UInt8]) {
-    func put(_ value: Int64, _ width: Int) {
-        var divisor: Int64 = 1
-        for _ in 1..<width { divisor *= 10 }
-        var rest = value
-        while divisor > 0 {
-            out.append(UInt8(truncatingIfNeeded: rest / divisor % 10) + 0x30)
-            rest %= divisor
-            divisor /= 10
-        }
-    }
-    put(year, 4); out.append(0x2D); put(month, 2); out.append(0x2D); put(day, 2)
-    out.append(0x54)
-    put(secondOfDay / 3600, 2); out.append(0x3A); put(secondOfDay / 60 % 60, 2); out.append(0x3A); put(secondOfDay % 60, 2)
-    if fraction != 0 {
-        out.append(0x2E)
-        var width = 6
-        var trimmed = fraction
-        while trimmed % 10 == 0 { trimmed /= 10; width -= 1 }
-        put(trimmed, width)
-    }
-    out.append(0x5A)
 }
 
 func floorDivide(_ value: Int64, _ divisor: Int64) -> (Int64, Int64) {

@@ -461,7 +461,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         /// Every transaction that commits before the head was read (stream mode).
         var reachedHead = false
         /// The end of the last transaction returned (stream mode): once the head is reached,
-        /// the stream stays open until this is acknowledged (see `reachHead`).
+        /// the stream stays open until this is acknowledged (see `addStreamed`).
         var awaitingAck: LSN?
     }
 
@@ -609,9 +609,10 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
             return page.page(resume: resume)
         }
         if case .commit(let end, let hadRecords) = try decoder.decode(message, into: &page), hadRecords, page.count > 0 {
-            page.endTransaction(cursor: end.description)
+            let cursor = end.description
+            page.endTransaction(cursor: cursor)
             if page.count >= maxRecords {
-                stream!.expect = end.description
+                stream!.expect = cursor
                 stream!.awaitingAck = end
                 return page.page(resume: nil)
             }

@@ -325,16 +325,15 @@ final class ReplicationConnection {
         return buffer.readInteger(as: UInt8.self)
     }
 
-    /// The next backend message: its type and body (a slice of the received bytes).
+    /// The next backend message: its type and a copy of its body (start-up, the end of a stream;
+    /// streaming itself reads with `readMessages`, which frames messages the same way).
     func nextMessage() async throws -> (type: UInt8, body: ByteBuffer) {
-        while true {
-            // One access to `buffer` per message (each access to a class's stored property is
-            // checked for exclusivity at run time).
-            switch try Self.frame(&buffer) {
-            case .message(let type, let body): return (type, body)
-            case .need(let bytes): try await append(need: bytes)
-            }
+        var message: (type: UInt8, body: ByteBuffer)?
+        try await readMessages { type, body in
+            message = (type, ByteBuffer(bytes: body))
+            return false
         }
+        return message!
     }
 
     /// Hands each whole message already received to `body` (its type and body, valid only
@@ -372,23 +371,6 @@ final class ReplicationConnection {
             if !more || delivered { return }
             try await append(need: need)
         }
-    }
-
-    enum Framed {
-        case message(UInt8, ByteBuffer)
-        /// The next message is incomplete: this many bytes hold it (or its header).
-        case need(Int)
-    }
-
-    /// Cuts the next whole message off `buffer`.
-    static func frame(_ buffer: inout ByteBuffer) throws -> Framed {
-        guard buffer.readableBytes >= 5, let length = buffer.getInteger(at: buffer.readerIndex + 1, as: Int32.self) else { return .need(5) }
-        guard length >= 4 else { throw Failure.protocolViolation("a message length of \(length)") }
-        let total = Int(length) + 1
-        guard buffer.readableBytes >= total else { return .need(total) }
-        let type = buffer.readInteger(as: UInt8.self)!
-        buffer.moveReaderIndex(forwardBy: 4)
-        return .message(type, buffer.readSlice(length: Int(length) - 4)!)
     }
 
     /// Adds the next chunk to the unread bytes; a message split across chunks is gathered in

@@ -134,6 +134,12 @@ import Testing
         }
         #expect(formatRFC3339(microseconds: first) == "0001-01-01T00:00:00Z")
         #expect(formatRFC3339(microseconds: last) == "9999-12-31T23:59:59.999999Z")
+        // Beyond RFC 3339's four-digit years: ISO 8601's expanded form, never cut short
+        // (expected values computed with Python's calendar shifted by 400-year cycles).
+        #expect(formatRFC3339(microseconds: 253_402_300_800_000_000) == "10000-01-01T00:00:00Z")
+        #expect(formatRFC3339(microseconds: .max) == "294247-01-10T04:00:54.775807Z")
+        #expect(formatRFC3339(microseconds: .min) == "-290308-12-21T19:59:05.224192Z")
+        #expect(formatRFC3339(microseconds: -64_000_000_000_000_000) == "-0059-12-03T06:13:20Z")
     }
 
     /// Lines written across several chunks come back whole and in order, each line inside one
