@@ -6,31 +6,41 @@ import Synchronization
 /// reading, drops the blob in progress and keeps what is committed.
 public final class StopSignal: Sendable {
     private let received = Atomic<Int32>(0)
+    /// This flag also reports the signals the process handler caught (`install()`).
+    private let installed = Atomic<Bool>(false)
 
     public init() {}
 
     /// The signal that asked us to stop, or 0.
-    public var signal: Int32 { received.load(ordering: .relaxed) }
+    public var signal: Int32 {
+        let own = received.load(ordering: .relaxed)
+        if own != 0 || !installed.load(ordering: .relaxed) { return own }
+        return caughtSignal.load(ordering: .relaxed)
+    }
     public var isSet: Bool { signal != 0 }
 
     /// Sets the flag by hand (tests, `--max-duration` style stops are separate).
     public func raise(_ signal: Int32) { received.store(signal, ordering: .relaxed) }
 
-    /// Routes SIGINT and SIGTERM to this flag instead of killing the process.
+    /// Routes SIGINT and SIGTERM to this flag instead of killing the process: from the moment
+    /// this returns, no such signal is lost. A handler that stores the signal number (one
+    /// lock-free store, async-signal-safe) is installed with `sigaction` itself. A dispatch
+    /// signal source behind `SIG_IGN` was used before; a signal that came before the source
+    /// was registered on the dispatch thread was discarded, and the run went on to exit 0.
     public func install() {
+        installed.store(true, ordering: .relaxed)
         for sig in [SIGINT, SIGTERM] {
-            Foundation.signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [weak self] in self?.raise(sig) }
-            source.resume()
-            installedSignalSources.append(source)
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { caught in caughtSignal.store(caught, ordering: .relaxed) }
+            action.sa_flags = SA_RESTART  // system calls go on; the run polls the flag
+            sigemptyset(&action.sa_mask)
+            sigaction(sig, &action, nil)
         }
     }
 }
 
-/// Keeps the dispatch sources alive for the life of the process. Written only by `install()`,
-/// which the CLI calls once at start-up before any concurrency, hence the unsafe marking.
-nonisolated(unsafe) private var installedSignalSources: [any DispatchSourceSignal] = []
+/// The last SIGINT/SIGTERM the process handler caught (0: none), written only by the handler.
+private let caughtSignal = Atomic<Int32>(0)
 
 /// When a run last showed it is alive (a page read, a retry, a commit). A watchdog compares it
 /// with the clock: a run that is stuck (a read that never returns, an fsync that hangs) would

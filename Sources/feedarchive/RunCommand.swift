@@ -65,7 +65,14 @@ struct RunCommand: AsyncParsableCommand {
         var metrics: [MetricsFile.JobMetrics] = []
         let watchdog = Watchdog(limit: parseDuration(stallTimeout) ?? 0, log: log)
         for path in paths {
-            if stop.isSet { break }
+            if stop.isSet {
+                // A signal before this job started: it is not run, and the exit code says so
+                // (a cron wrapper must not take a run stopped at start-up for a finished one).
+                let error = FeedArchiveError.interrupted(signal: stop.signal)
+                log.failure(job: path, error: error)
+                if firstFailure == 0 { firstFailure = Frontend.exitCode(for: error) }
+                break
+            }
             let code = await runOne(path: path, stop: stop, log: log, watchdog: watchdog, metrics: &metrics)
             if firstFailure == 0 { firstFailure = code }
         }

