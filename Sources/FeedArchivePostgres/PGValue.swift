@@ -54,6 +54,11 @@ enum PGValue {
         let bytes = text.bindMemory(to: UInt8.self)
         switch kind {
         case .number, .float:
+            // An integer as PostgreSQL prints it (the common case) is a JSON number as it is.
+            if kind == .number, isPlainInteger(bytes) {
+                out.append(contentsOf: bytes)
+                return
+            }
             // NaN and the infinities have no JSON number: they (and anything else that is not
             // a JSON number) stay strings.
             if let first = bytes.first, first == UInt8(ascii: "-") || (first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9")), JSONText.isValid(bytes) {
@@ -74,6 +79,19 @@ enum PGValue {
         case .string:
             appendString(bytes, to: &out)
         }
+    }
+
+    /// `0`, or an optional `-` and digits without a leading zero: a JSON number as it stands.
+    @inline(__always)
+    static func isPlainInteger(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var index = bytes.first == UInt8(ascii: "-") ? 1 : 0
+        guard index < bytes.count else { return false }
+        if bytes[index] == UInt8(ascii: "0") { return bytes.count == index + 1 }
+        while index < bytes.count {
+            guard bytes[index] &- UInt8(ascii: "0") < 10 else { return false }
+            index += 1
+        }
+        return true
     }
 
     /// A JSON string; text that is not valid UTF-8 (an SQL_ASCII database can hold any bytes)

@@ -122,6 +122,27 @@ struct PGOutputDecoderTests {
         #expect(json("{t,f}", 1000) == "[true,false]")
     }
 
+    /// Integer columns skip the JSON number scan when the text is a plain integer; the result
+    /// must be what the scan gives: the text itself when it is a JSON number, a string otherwise.
+    @Test func integerTextIsANumberExactlyWhenJSONSaysSo() {
+        var generator = SplitMix64(state: 41)
+        let alphabet = Array("0123456789-+.eE x".utf8)
+        var plain = 0
+        for iteration in 0..<20_000 {
+            let length = iteration < 100 ? iteration % 4 : Int.random(in: 0...8, using: &generator)
+            let text = (0..<length).map { _ in alphabet[Int.random(in: 0..<(iteration % 3 == 0 ? 11 : alphabet.count), using: &generator)] }
+            var out: [UInt8] = []
+            text.withUnsafeBytes { PGValue.appendJSON(text: $0, typeOID: 20, to: &out) }
+            let isNumber = text.withUnsafeBufferPointer { JSONText.isValid($0) } && (text.first == UInt8(ascii: "-") || text.first.map { $0 >= 0x30 && $0 <= 0x39 } == true)
+            if text.withUnsafeBufferPointer({ PGValue.isPlainInteger($0) }) {
+                plain += 1
+                #expect(isNumber, "\(String(decoding: text, as: UTF8.self)) taken for an integer")
+            }
+            #expect(out == (isNumber ? text : Array("\"\(String(decoding: text, as: UTF8.self))\"".utf8)), "\(String(decoding: text, as: UTF8.self))")
+        }
+        #expect(plain > 1_000)
+    }
+
     /// Text values: ASCII escaped in one pass, valid UTF-8 kept, invalid bytes (an SQL_ASCII
     /// database holds any) replaced by U+FFFD; every result is one JSON string.
     @Test func textValuesAreAlwaysOneJSONString() throws {
