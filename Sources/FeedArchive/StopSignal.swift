@@ -29,6 +29,8 @@ public final class StopSignal: Sendable {
     /// was registered on the dispatch thread was discarded, and the run went on to exit 0.
     public func install() {
         installed.store(true, ordering: .relaxed)
+        // The global's lazy initialisation (swift_once) must not happen inside the handler.
+        _ = caughtSignal.load(ordering: .relaxed)
         for sig in [SIGINT, SIGTERM] {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { caught in caughtSignal.store(caught, ordering: .relaxed) }

@@ -81,20 +81,23 @@ import Testing
     /// A SIGTERM at any moment of start-up ends the run with 143, never with 0: it was lost
     /// (the run went on and archived everything) when it came before the dispatch signal source
     /// was registered, and a signal before the job started ended the process with 0 and nothing
-    /// done. Of 60 runs signalled 0–29 ms after start, 24 exited 0 before the fix.
+    /// done (of 60 runs signalled 0–29 ms after start, 24 exited 0 before the fix). A signal
+    /// before the handler is installed (the first milliseconds) kills the process, which has
+    /// touched nothing then and prints nothing; later ones must be handled and say so.
     @Test func sigtermAtAnyMomentOfStartUpExits143() async throws {
         let shop = ShopJob(maxRecords: 5_000, pageSize: 500)
         try ShopFeed.create(shop.db, count: 40_000)
-        var statuses: [Int32: Int] = [:]
-        for delay in stride(from: 0, to: 30_000, by: 1_000) {
+        var handled = 0
+        for delay in stride(from: 0, to: 120_000, by: 4_000) {
             let run = try Binary.start(["run", shop.job])
             usleep(UInt32(delay))
             run.signal(SIGTERM)
             let result = await run.finish()
-            statuses[result.status, default: 0] += 1
-            #expect(result.status == 143, "SIGTERM after \(delay / 1000) ms: exit \(result.status): \(result.stderr)")
+            let caught = result.stderr.contains("interrupted by SIGTERM")
+            if caught { handled += 1 }
+            #expect(result.status == 143 && (caught || result.stderr.isEmpty), "SIGTERM after \(delay / 1000) ms: exit \(result.status): \(result.stderr)")
         }
-        #expect(statuses.values.reduce(0, +) == 30)
+        #expect(handled >= 10, "only \(handled) of 30 runs handled the signal: is the handler installed?")
         #expect(!shop.files(under: shop.jobRoot).contains { $0.hasSuffix(".tmp") })
         let again = try await Binary.run(["run", shop.job])
         #expect(again.status == 0, "\(again.stderr)")
