@@ -3,7 +3,7 @@
 public enum JSONText {
     /// Appends `text` as a JSON string literal.
     @inlinable
-    public static func appendString(_ text: String, to out: inout [UInt8]) {
+    public static func appendString<Sink: ByteOutput & ~Copyable>(_ text: String, to out: inout Sink) {
         var text = text
         _ = text.withUTF8 { appendString(utf8: $0, to: &out) }
     }
@@ -11,8 +11,8 @@ public enum JSONText {
     /// Appends UTF-8 bytes as a JSON string literal, escaping what JSON requires.
     /// Returns whether every byte was ASCII, which the same pass finds out (a caller that must
     /// check UTF-8 only needs to for the rest).
-    @discardableResult
-    public static func appendString(utf8: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) -> Bool {
+    @inlinable @discardableResult
+    public static func appendString<Sink: ByteOutput & ~Copyable>(utf8: UnsafeBufferPointer<UInt8>, to out: inout Sink) -> Bool {
         out.append(0x22)
         var runStart = 0
         var index = 0
@@ -44,7 +44,7 @@ public enum JSONText {
 
     /// Whether any of eight bytes is a control character, `"` or `\` (SWAR: a byte below n
     /// shows as `(x - n) & ~x & 0x80` per lane, exact for n <= 0x80 as a whole-word test).
-    @inline(__always)
+    @inlinable @inline(__always)
     static func needsEscape(_ word: UInt64) -> Bool {
         let ones: UInt64 = 0x0101_0101_0101_0101
         let highs: UInt64 = 0x8080_8080_8080_8080
@@ -56,47 +56,61 @@ public enum JSONText {
         return control | zeroQuote | zeroBackslash != 0
     }
 
-    private static func appendEscape(_ byte: UInt8, to out: inout [UInt8]) {
+    @usableFromInline
+    static func appendEscape<Sink: ByteOutput & ~Copyable>(_ byte: UInt8, to out: inout Sink) {
+        out.append(0x5C)
         switch byte {
-        case 0x22: out.append(contentsOf: [0x5C, 0x22])
-        case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
-        case 0x0A: out.append(contentsOf: [0x5C, 0x6E])
-        case 0x0D: out.append(contentsOf: [0x5C, 0x72])
-        case 0x09: out.append(contentsOf: [0x5C, 0x74])
-        default:
-            let hex: [UInt8] = Array("0123456789abcdef".utf8)
-            out.append(contentsOf: [0x5C, 0x75, 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+        case 0x22: out.append(0x22)
+        case 0x5C: out.append(0x5C)
+        case 0x0A: out.append(0x6E)
+        case 0x0D: out.append(0x72)
+        case 0x09: out.append(0x74)
+        default:  // \u00XX
+            out.append(0x75)
+            out.append(0x30)
+            out.append(0x30)
+            out.append(hexDigit(byte >> 4))
+            out.append(hexDigit(byte & 0xF))
         }
     }
+
+    @inlinable @inline(__always)
+    static func hexDigit(_ nibble: UInt8) -> UInt8 { nibble < 10 ? 0x30 + nibble : 0x57 + nibble }
 
     /// Appends JSON text that passed `isValid`, turning raw line breaks into spaces: in valid
     /// JSON they can only be whitespace between tokens, and a pretty-printed document must not
     /// break its envelope across lines.
-    public static func appendValue(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
-        let start = out.count
-        out.append(contentsOf: bytes)
-        guard bytes.contains(where: { $0 == 0x0A || $0 == 0x0D }) else { return }
-        for index in start..<out.count where out[index] == 0x0A || out[index] == 0x0D { out[index] = 0x20 }
+    @inlinable
+    public static func appendValue<Sink: ByteOutput & ~Copyable>(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink) {
+        var runStart = 0
+        for index in bytes.indices where bytes[index] == 0x0A || bytes[index] == 0x0D {
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
+            out.append(0x20)
+            runStart = index + 1
+        }
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
     }
 
-    public static func appendValue(_ bytes: ArraySlice<UInt8>, to out: inout [UInt8]) {
+    @inlinable
+    public static func appendValue<Sink: ByteOutput & ~Copyable>(_ bytes: ArraySlice<UInt8>, to out: inout Sink) {
         bytes.withUnsafeBufferPointer { appendValue($0, to: &out) }
     }
 
     /// Appends a decimal integer.
-    public static func appendInt(_ value: Int64, to out: inout [UInt8]) {
+    @inlinable
+    public static func appendInt<Sink: ByteOutput & ~Copyable>(_ value: Int64, to out: inout Sink) {
         if value == 0 { out.append(0x30); return }
         var magnitude = value.magnitude
         if value < 0 { out.append(0x2D) }
-        var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-        var count = 0
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: Int64 has at most 19 digits
         withUnsafeMutableBytes(of: &digits) { buffer in
+            var start = buffer.count
             while magnitude > 0 {
-                buffer[count] = UInt8(magnitude % 10) + 0x30
+                start -= 1
+                buffer[start] = UInt8(magnitude % 10) + 0x30
                 magnitude /= 10
-                count += 1
             }
-            for index in stride(from: count - 1, through: 0, by: -1) { out.append(buffer[index]) }
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[start...]))
         }
     }
 
@@ -109,10 +123,11 @@ public enum JSONText {
     /// Checks `bytes` and, when it is exactly one JSON value, appends it (raw line breaks
     /// turned into spaces, as `appendValue`) and returns true; otherwise appends nothing.
     /// One pass of checking, then a plain copy: the hot path of every source.
-    public static func appendIfValid(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) -> Bool {
-        var scanner = JSONScanner(bytes: bytes)
-        guard scanner.document() else { return false }
-        if scanner.sawLineBreak {
+    @inlinable
+    public static func appendIfValid<Sink: ByteOutput & ~Copyable>(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink) -> Bool {
+        let (valid, sawLineBreak) = check(bytes)
+        guard valid else { return false }
+        if sawLineBreak {
             appendValue(bytes, to: &out)
         } else {
             out.append(contentsOf: bytes)
@@ -120,7 +135,15 @@ public enum JSONText {
         return true
     }
 
-    public static func appendIfValid(_ bytes: ArraySlice<UInt8>, to out: inout [UInt8]) -> Bool {
+    /// Whether `bytes` is one JSON value, and whether a raw line break occurs in it.
+    @usableFromInline
+    static func check(_ bytes: UnsafeBufferPointer<UInt8>) -> (valid: Bool, sawLineBreak: Bool) {
+        var scanner = JSONScanner(bytes: bytes)
+        return (scanner.document(), scanner.sawLineBreak)
+    }
+
+    @inlinable
+    public static func appendIfValid<Sink: ByteOutput & ~Copyable>(_ bytes: ArraySlice<UInt8>, to out: inout Sink) -> Bool {
         bytes.withUnsafeBufferPointer { appendIfValid($0, to: &out) }
     }
 
@@ -162,8 +185,8 @@ public enum JSONText {
     }
 
     /// Appends a literal's bytes without going through String.
-    @inline(__always)
-    public static func appendLiteral(_ literal: StaticString, to out: inout [UInt8]) {
+    @inlinable @inline(__always)
+    public static func appendLiteral<Sink: ByteOutput & ~Copyable>(_ literal: StaticString, to out: inout Sink) {
         out.append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
     }
 }

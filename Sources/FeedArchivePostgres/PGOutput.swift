@@ -37,13 +37,13 @@ public struct LSN: Comparable, Hashable, Sendable, CustomStringConvertible {
     @inline(__always) private static func hexDigit(_ value: UInt64) -> UInt8 { UInt8(truncatingIfNeeded: value < 10 ? 0x30 + value : 0x37 + value) }
 
     /// `X/Y` (upper-case hex, no leading zeros), as PostgreSQL prints an LSN.
-    func appendText(to out: inout [UInt8]) {
+    func appendText<Sink: ByteOutput & ~Copyable>(to out: inout Sink) {
         Self.appendHex(UInt32(truncatingIfNeeded: value >> 32)) { out.append($0) }
         out.append(UInt8(ascii: "/"))
         Self.appendHex(UInt32(truncatingIfNeeded: value)) { out.append($0) }
     }
 
-    func appendFixedWidth(to out: inout [UInt8]) {
+    func appendFixedWidth<Sink: ByteOutput & ~Copyable>(to out: inout Sink) {
         for shift in stride(from: 60, through: 0, by: -4) { out.append(Self.hexDigit((value >> UInt64(shift)) & 0xF)) }
     }
 
@@ -397,17 +397,19 @@ struct PGOutputDecoder {
     }
 
     /// `{"pos":…,"part":"0","op":…,"ts":…`
-    static func appendHead(op: UInt8, transaction: Transaction, index: Int, to out: inout [UInt8]) {
+    static func appendHead<Sink: ByteOutput & ~Copyable>(op: UInt8, transaction: Transaction, index: Int, to out: inout Sink) {
         JSONText.appendLiteral(#"{"pos":""#, to: &out)
         out.append(contentsOf: transaction.positionPrefix)
-        var digits = (UInt64(0), UInt64(0))  // 8 digits, no heap
+        var digits = UInt64(0)  // 8 digits, no heap
         var rest = index
         withUnsafeMutableBytes(of: &digits) { buffer in
-            for place in stride(from: 7, through: 0, by: -1) {
-                buffer[place] = UInt8(rest % 10) + 0x30
+            var place = 7
+            while place >= 0 {
+                buffer[place] = UInt8(truncatingIfNeeded: rest % 10) &+ 0x30
                 rest /= 10
+                place -= 1
             }
-            out.append(contentsOf: buffer[0..<8])
+            out.append(contentsOf: UnsafeRawBufferPointer(buffer))
         }
         JSONText.appendLiteral(#"","part":"0","op":""#, to: &out)
         out.append(op)
@@ -417,7 +419,7 @@ struct PGOutputDecoder {
     }
 
     /// `,"source":{…}}` — closes the envelope.
-    static func appendSource(relation: Relation, transaction: Transaction, unchanged: [[UInt8]], extra: [UInt8] = [], to out: inout [UInt8]) {
+    static func appendSource<Sink: ByteOutput & ~Copyable>(relation: Relation, transaction: Transaction, unchanged: [[UInt8]], extra: [UInt8] = [], to out: inout Sink) {
         JSONText.appendLiteral(#","source":{"table":"#, to: &out)
         out.append(contentsOf: relation.qualifiedLiteral)
         JSONText.appendLiteral(#","xid":"#, to: &out)
@@ -455,9 +457,9 @@ struct PGOutputDecoder {
 
     /// A TupleData as a JSON object; `keysOnly` keeps the replica identity columns. An
     /// unchanged TOAST value is left out of the object and its column named in `unchanged`.
-    static func appendTuple(
+    static func appendTuple<Sink: ByteOutput & ~Copyable>(
         _ reader: inout MessageReader, relation: Relation, keysOnly: Bool, unchanged: UnsafeMutablePointer<[[UInt8]]>?,
-        to out: inout [UInt8]
+        to out: inout Sink
     ) throws {
         let count = Int(try reader.uint16("the tuple's column count"))
         guard count <= relation.columns.count else {
@@ -496,9 +498,11 @@ struct PGOutputDecoder {
 }
 
 /// Envelope lines of one page, in one shared buffer.
-struct PageBuilder {
+struct PageBuilder: ~Copyable {
     var bytes: [UInt8] = []
     var pending: [(position: Position, timestamp: Int64, range: Range<Int>, cursor: String?)] = []
+    /// Where each envelope is built before it joins `bytes` in one copy.
+    private var scratch = ByteWriter(capacity: 4096)
 
     init(capacity: Int) {
         bytes.reserveCapacity(capacity)
@@ -516,11 +520,14 @@ struct PageBuilder {
 
     var count: Int { pending.count }
 
-    mutating func record(transaction: PGOutputDecoder.Transaction, index: Int, _ write: (inout [UInt8]) throws -> Void) throws {
-        let start = bytes.count
-        try write(&bytes)
+    mutating func record(transaction: PGOutputDecoder.Transaction, index: Int, _ write: (inout ByteWriter) throws -> Void) throws {
+        scratch.removeAll()
+        try write(&scratch)
         // The envelope starts `{"pos":"` and the 25-byte position written by appendHead.
-        let position = bytes.withUnsafeBytes { Position(utf8: UnsafeRawBufferPointer(rebasing: $0[(start + 8)..<(start + 33)])) }!
+        let line = scratch.bytes
+        let position = Position(utf8: UnsafeRawBufferPointer(rebasing: line[8..<33]))!
+        let start = bytes.count
+        bytes.append(contentsOf: line)
         pending.append((position, transaction.timestamp, start..<bytes.count, nil))
     }
 

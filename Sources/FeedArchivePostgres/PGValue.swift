@@ -39,18 +39,18 @@ enum PGValue {
         return .scalar(kind(of: typeOID))
     }
 
-    static func appendJSON(text: UnsafeRawBufferPointer, typeOID: UInt32, to out: inout [UInt8]) {
+    static func appendJSON<Sink: ByteOutput & ~Copyable>(text: UnsafeRawBufferPointer, typeOID: UInt32, to out: inout Sink) {
         appendJSON(text: text, encoding: encoding(of: typeOID), to: &out)
     }
 
-    static func appendJSON(text: UnsafeRawBufferPointer, encoding: Encoding, to out: inout [UInt8]) {
+    static func appendJSON<Sink: ByteOutput & ~Copyable>(text: UnsafeRawBufferPointer, encoding: Encoding, to out: inout Sink) {
         switch encoding {
         case .array(let element): appendArray(text: text, elementOID: element, to: &out)
         case .scalar(let kind): appendScalar(text: text, kind: kind, to: &out)
         }
     }
 
-    static func appendScalar(text: UnsafeRawBufferPointer, kind: Kind, to out: inout [UInt8]) {
+    static func appendScalar<Sink: ByteOutput & ~Copyable>(text: UnsafeRawBufferPointer, kind: Kind, to out: inout Sink) {
         let bytes = text.bindMemory(to: UInt8.self)
         switch kind {
         case .number, .float:
@@ -96,17 +96,17 @@ enum PGValue {
 
     /// A JSON string; text that is not valid UTF-8 (an SQL_ASCII database can hold any bytes)
     /// gets U+FFFD for the bad sequences rather than breaking the line.
-    static func appendString(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+    static func appendString<Sink: ByteOutput & ~Copyable>(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink) {
         let start = out.count
         // One pass for ASCII text (most of it); other text is kept only if it is valid UTF-8.
         if JSONText.appendString(utf8: bytes, to: &out) || String(validating: bytes, as: UTF8.self) != nil { return }
-        out.removeSubrange(start...)
+        out.truncate(to: start)
         JSONText.appendString(String(decoding: bytes, as: UTF8.self), to: &out)
     }
 
     /// `2024-01-02 03:04:05.5+00` → `"2024-01-02T03:04:05.5Z"`; `timestamp` (no zone) keeps no
     /// offset. `infinity` and BC dates stay as PostgreSQL prints them.
-    static func appendTimestamp(_ bytes: UnsafeBufferPointer<UInt8>, zoned: Bool, to out: inout [UInt8]) {
+    static func appendTimestamp<Sink: ByteOutput & ~Copyable>(_ bytes: UnsafeBufferPointer<UInt8>, zoned: Bool, to out: inout Sink) {
         let plain = bytes.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: " ") }
         guard plain, bytes.count >= 19, bytes[10] == UInt8(ascii: " "), bytes[4] == UInt8(ascii: "-") else {
             appendString(bytes, to: &out)
@@ -127,7 +127,7 @@ enum PGValue {
     }
 
     /// bytea in hex output (`\x0a0b`) as a base64 JSON string.
-    static func appendBase64(hexBytea bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+    static func appendBase64<Sink: ByteOutput & ~Copyable>(hexBytea bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink) {
         guard bytes.count >= 2, bytes[0] == UInt8(ascii: "\\"), bytes[1] == UInt8(ascii: "x"), bytes.count % 2 == 0 else {
             appendString(bytes, to: &out)  // not hex output: keep the text
             return
@@ -144,7 +144,7 @@ enum PGValue {
             index += 2
         }
         out.append(0x22)
-        out.append(contentsOf: Data(raw).base64EncodedData())
+        Data(raw).base64EncodedData().withUnsafeBytes { out.append(contentsOf: $0) }
         out.append(0x22)
     }
 
@@ -159,14 +159,14 @@ enum PGValue {
 
     /// An array literal (`{1,2,NULL}`, `{{"a b","c\"d"},{e,f}}`, `[0:1]={1,2}`) as nested JSON
     /// arrays of converted elements. Text that is not a well-formed literal stays a string.
-    static func appendArray(text: UnsafeRawBufferPointer, elementOID: UInt32, to out: inout [UInt8]) {
+    static func appendArray<Sink: ByteOutput & ~Copyable>(text: UnsafeRawBufferPointer, elementOID: UInt32, to out: inout Sink) {
         let bytes = text.bindMemory(to: UInt8.self)
         var start = 0
         if bytes.first == UInt8(ascii: "["), let equals = bytes.firstIndex(of: UInt8(ascii: "=")) { start = equals + 1 }
         var parser = ArrayLiteralParser(bytes: bytes, offset: start, kind: kind(of: elementOID))
         let mark = out.count
         if parser.array(to: &out), parser.offset == bytes.count { return }
-        out.removeSubrange(mark...)
+        out.truncate(to: mark)
         appendString(bytes, to: &out)
     }
 }
@@ -176,7 +176,7 @@ struct ArrayLiteralParser {
     var offset: Int
     let kind: PGValue.Kind
 
-    mutating func array(to out: inout [UInt8]) -> Bool {
+    mutating func array<Sink: ByteOutput & ~Copyable>(to out: inout Sink) -> Bool {
         guard offset < bytes.count, bytes[offset] == UInt8(ascii: "{") else { return false }
         offset += 1
         out.append(UInt8(ascii: "["))

@@ -166,3 +166,51 @@ import Testing
         #expect(chunkStarts.count > 3 && chunkStarts.count < 100, "\(chunkStarts.count) chunks")
     }
 }
+
+/// `ByteWriter` (the pointer-based sink of the PostgreSQL envelope builder) must write exactly
+/// what `[UInt8]` gets from the same writers, across its growth from a tiny capacity.
+@Suite struct ByteWriterTests {
+    @Test func writersProduceTheSameBytesIntoEitherSink() throws {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet: [UInt8] = Array("ab\"\\\n\r\t\u{1}\u{1f}{}[]:, 0123456789".utf8)  // ASCII: any pick is valid UTF-8
+        var writer = ByteWriter(capacity: 1)  // grows many times
+        var array: [UInt8] = []
+        for round in 0..<2_000 {
+            let length = Int.random(in: 0...40, using: &generator)
+            let text = (0..<length).map { _ in alphabet.randomElement(using: &generator)! }
+            let number = Int64.random(in: Int64.min...Int64.max, using: &generator)
+            for sinkIsWriter in [true, false] {
+                func write<Sink: ByteOutput & ~Copyable>(_ out: inout Sink) {
+                    text.withUnsafeBufferPointer { _ = JSONText.appendString(utf8: $0, to: &out) }
+                    JSONText.appendLiteral(",", to: &out)
+                    JSONText.appendInt(round % 3 == 0 ? 0 : number, to: &out)
+                    out.append(0x2C)
+                    let document = Array(#"{"a":[1,"x"],"#.utf8) + [0x0A] + Array(#""b":null}"#.utf8)
+                    _ = document.withUnsafeBufferPointer { JSONText.appendIfValid($0, to: &out) }
+                    let mark = out.count
+                    out.append(contentsOf: [UInt8](repeating: 0x7A, count: round % 5))
+                    out.truncate(to: mark)  // taking back what was begun leaves no trace
+                    out.append(0x0A)
+                }
+                if sinkIsWriter { write(&writer) } else { write(&array) }
+            }
+            #expect(writer.count == array.count)
+        }
+        #expect(Array(writer.bytes) == array)
+        let text = String(decoding: array, as: UTF8.self)
+        for line in text.split(separator: "\n").prefix(50) {
+            let parts = try JSONSerialization.jsonObject(with: Data(("[" + line + "]").utf8)) as? [Any]
+            #expect(parts?.count == 3, "\(line)")
+        }
+        writer.removeAll()
+        #expect(writer.count == 0 && writer.bytes.isEmpty)
+    }
+
+    @Test func integersAtTheEdgesMatchSwift() {
+        for value in [Int64.min, Int64.min + 1, -1, 0, 1, 9, 10, 99, 100, Int64.max] {
+            var writer = ByteWriter(capacity: 2)
+            JSONText.appendInt(value, to: &writer)
+            #expect(String(decoding: writer.bytes, as: UTF8.self) == String(value))
+        }
+    }
+}
