@@ -62,20 +62,28 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode(Frontend.exitCode(for: error))
         }
         var firstFailure: Int32 = 0
+        // An interruption outranks an earlier job's failure: whoever reads the exit code must
+        // learn that the jobs after it were not run (or not finished), whatever failed before.
+        var interruption: Int32?
         var metrics: [MetricsFile.JobMetrics] = []
         let watchdog = Watchdog(limit: parseDuration(stallTimeout) ?? 0, log: log)
-        for path in paths {
+        for (index, path) in paths.enumerated() {
             if stop.isSet {
-                // A signal before this job started: it is not run, and the exit code says so
-                // (a cron wrapper must not take a run stopped at start-up for a finished one).
+                // A signal before this job started: neither it nor the ones after it are run,
+                // and each says so (a cron wrapper must not take them for finished runs).
                 let error = FeedArchiveError.interrupted(signal: stop.signal)
-                log.failure(job: path, error: error)
-                if firstFailure == 0 { firstFailure = Frontend.exitCode(for: error) }
+                for skipped in paths[index...] { log.failure(job: skipped, error: error) }
+                interruption = Frontend.exitCode(for: error)
                 break
             }
             let code = await runOne(path: path, stop: stop, log: log, watchdog: watchdog, metrics: &metrics)
-            if firstFailure == 0 { firstFailure = code }
+            if stop.isSet && (code == 130 || code == 143) {
+                interruption = code
+            } else if firstFailure == 0 {
+                firstFailure = code
+            }
         }
+        if let interruption { firstFailure = interruption }
         if let metricsFile {
             do {
                 try MetricsFile.write(metrics, to: metricsFile)

@@ -78,6 +78,26 @@ import Testing
         #expect(try await shop.archivedSequences().count == 40_000)
     }
 
+    /// `run` of several jobs, signalled in the middle: the exit code is 143 even though an
+    /// earlier job failed (it was that job's 78 before), and the job never started says so.
+    @Test func sigtermDuringSeveralJobsExits143AndNamesTheJobsNotRun() async throws {
+        let shop = ShopJob(maxRecords: 5_000, pageSize: 500)
+        try ShopFeed.create(shop.db, count: 40_000)
+        let broken = shop.dir.path + "/broken.yaml"
+        try "name: broken\nsource: [unclosed\n".write(toFile: broken, atomically: true, encoding: .utf8)
+        let never = shop.dir.path + "/never.yaml"
+        try "name: never\n".write(toFile: never, atomically: true, encoding: .utf8)
+        let run = try Binary.start(["run", broken, shop.job, never])
+        usleep(700_000)
+        run.signal(SIGTERM)
+        let result = await run.finish()
+        #expect(result.status == 143, "\(result.stderr)")
+        #expect(result.stderr.contains("broken.yaml"), "\(result.stderr)")
+        #expect(result.stderr.contains("never.yaml") && result.stderr.components(separatedBy: "interrupted by SIGTERM").count == 3, "\(result.stderr)")
+        let verify = try await Binary.run(["verify", shop.job])
+        #expect(verify.status == 0, "\(verify.stdout)")
+    }
+
     /// A SIGTERM at any moment of start-up ends the run with 143, never with 0: it was lost
     /// (the run went on and archived everything) when it came before the dispatch signal source
     /// was registered, and a signal before the job started ended the process with 0 and nothing
