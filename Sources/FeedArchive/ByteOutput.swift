@@ -66,8 +66,11 @@ public struct ByteWriter: ByteOutput, ~Copyable {
     public mutating func append(contentsOf bytes: UnsafeRawBufferPointer) {
         let added = bytes.count
         guard added > 0 else { return }
-        if length + added > capacity { grow(toHold: length + added) }
-        UnsafeMutableRawPointer(base + length).copyMemory(from: bytes.baseAddress!, byteCount: added)
+        if length + added > capacity {
+            grow(toHold: length + added, appending: bytes)  // `bytes` may lie in the old buffer
+        } else {
+            UnsafeMutableRawPointer(base + length).copyMemory(from: bytes.baseAddress!, byteCount: added)
+        }
         length += added
     }
 
@@ -80,12 +83,17 @@ public struct ByteWriter: ByteOutput, ~Copyable {
     @inlinable
     public mutating func removeAll() { length = 0 }
 
+    /// Moves to a buffer that holds `needed` bytes; `appending` (which may point into the old
+    /// buffer, as `bytes` does) is copied in after the current bytes before the old one is freed.
     @usableFromInline
-    mutating func grow(toHold needed: Int) {
+    mutating func grow(toHold needed: Int, appending: UnsafeRawBufferPointer? = nil) {
         var newCapacity = capacity
         while newCapacity < needed { newCapacity *= 2 }
         let newBase = UnsafeMutablePointer<UInt8>.allocate(capacity: newCapacity)
         newBase.initialize(from: base, count: length)
+        if let appending, let source = appending.baseAddress {
+            UnsafeMutableRawPointer(newBase + length).copyMemory(from: source, byteCount: appending.count)
+        }
         base.deallocate()
         base = newBase
         capacity = newCapacity

@@ -173,7 +173,7 @@ import Testing
     @Test func writersProduceTheSameBytesIntoEitherSink() throws {
         var generator = SystemRandomNumberGenerator()
         let alphabet: [UInt8] = Array("ab\"\\\n\r\t\u{1}\u{1f}{}[]:, 0123456789".utf8)  // ASCII: any pick is valid UTF-8
-        var writer = ByteWriter(capacity: 1)  // grows many times
+        var writer = ByteWriter(capacity: 1)  // 16 bytes at least: grows many times
         var array: [UInt8] = []
         for round in 0..<2_000 {
             let length = Int.random(in: 0...40, using: &generator)
@@ -204,6 +204,15 @@ import Testing
         }
         writer.removeAll()
         #expect(writer.count == 0 && writer.bytes.isEmpty)
+    }
+
+    /// Appending the writer's own bytes when that makes it grow: they are read before the old
+    /// buffer is freed (they were read after it, and came back as garbage).
+    @Test func appendingItsOwnBytesAcrossGrowthKeepsThem() {
+        var writer = ByteWriter(capacity: 16)
+        for byte in UInt8(0)..<16 { writer.append(byte) }
+        for _ in 0..<4 { writer.append(contentsOf: writer.bytes) }  // 16 → 256 bytes, growing each time
+        #expect(Array(writer.bytes) == Array(repeating: Array(UInt8(0)..<16), count: 16).flatMap { $0 })
     }
 
     @Test func integersAtTheEdgesMatchSwift() {
