@@ -20,6 +20,12 @@ import PostgresNIO
 public final class PostgresSource: FeedSource, @unchecked Sendable {
     public let kind = "postgres"
     public static let partition = "0"
+    /// Pages hold at most this many changes, whatever `batch.page_size` asks: the archiver
+    /// handles a page (~0.5 µs a change) while nothing reads the replication socket, and the
+    /// walsender's send buffer fills in under a millisecond; a 2,000-change page stalled it
+    /// about once a page (README, "Performance > PostgreSQL"). Peeks page alike, so that both
+    /// read modes give the same pages.
+    static let pageLimit = 256
     public let settings: PostgresSourceSettings
     let logger: Logger
 
@@ -480,7 +486,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
             try await startStream(after: cursor, head: headLSN)
         }
         do {
-            return try await nextPage(maxRecords: max(1, maxRecords))
+            return try await nextPage(maxRecords: max(1, min(maxRecords, Self.pageLimit)))
         } catch {
             stream?.replication?.abort()
             if let connection = stream?.connection { try? await connection.close() }

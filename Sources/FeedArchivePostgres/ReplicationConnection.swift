@@ -7,10 +7,10 @@ import NIOSSL
 /// A minimal client of PostgreSQL's frontend/backend protocol v3 for one
 /// `replication=database` connection that streams a logical slot (`START_REPLICATION … LOGICAL`).
 ///
-/// Built on SwiftNIO, as postgres-nio is (which has no replication protocol): the event loop
-/// reads the socket into a bounded `InboundQueue` while the reader decodes, so the walsender's
-/// decoding overlaps ours. Used by one task at a time; only the queue and the channel are
-/// shared, with the event loop and the watchdog.
+/// postgres-nio has no replication protocol. Over a Unix socket the reader reads the socket
+/// itself (`SocketTransport`); over TCP a SwiftNIO channel does (`ChannelTransport`), which
+/// can negotiate TLS. Used by one task at a time; the transport and the `StreamWatch` are
+/// shared with the watchdog.
 final class ReplicationConnection {
     /// What went wrong on the connection itself (server errors are `ServerError`).
     enum Failure: Error, CustomStringConvertible {
@@ -18,6 +18,8 @@ final class ReplicationConnection {
         case protocolViolation(String)
         case timedOut(Double)
         case unsupported(String)
+        case connect(String, Int32)
+        case io(String, Int32)
 
         var description: String {
             switch self {
@@ -25,6 +27,8 @@ final class ReplicationConnection {
             case .protocolViolation(let text): "protocol violation: \(text)"
             case .timedOut(let seconds): "no message from the server within \(Int(seconds)) s (source.query_timeout)"
             case .unsupported(let text): text
+            case .connect(let path, let code): "cannot connect to \(path): \(String(cString: strerror(code)))"
+            case .io(let call, let code): "\(call) on the replication connection failed: \(String(cString: strerror(code)))"
             }
         }
     }
@@ -39,21 +43,21 @@ final class ReplicationConnection {
         var description: String { "\(message) [\(sqlState)]" }
     }
 
-    let channel: any Channel
-    let queue: InboundQueue
+    let transport: any ReplicationTransport
+    let watch: StreamWatch
+    /// Received and not read yet.
     private var buffer = ByteBuffer()
-    /// Chunks taken from the queue and not read yet, last first.
-    private var chunks: [ByteBuffer] = []
     private var watchdog: Task<Void, Never>?
+    private var sinceDrain = 0
 
-    private init(channel: any Channel, queue: InboundQueue) {
-        self.channel = channel
-        self.queue = queue
+    private init(transport: any ReplicationTransport, watch: StreamWatch) {
+        self.transport = transport
+        self.watch = watch
     }
 
     deinit {
         watchdog?.cancel()
-        channel.close(promise: nil)
+        transport.fail(Failure.closed)
     }
 
     // MARK: Connecting
@@ -61,22 +65,14 @@ final class ReplicationConnection {
     /// Connects, negotiates TLS as `sslmode` asks, and authenticates as `user` for a logical
     /// replication connection to `database`.
     static func connect(settings: PostgresSourceSettings) async throws -> ReplicationConnection {
-        let queue = InboundQueue(waitLimit: settings.queryTimeout)
-        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.milliseconds(Int64(settings.queryTimeout * 1000)))
-            .channelOption(ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 262_144))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(InboundHandler(queue: queue))
-                }
-            }
-        let channel: any Channel
+        let watch = StreamWatch(waitLimit: settings.queryTimeout)
+        let transport: any ReplicationTransport
         if let socket = settings.socketPath {
-            channel = try await bootstrap.connect(unixDomainSocketPath: socket).get()
+            transport = try SocketTransport.connect(path: socket, watch: watch)
         } else {
-            channel = try await bootstrap.connect(host: settings.host, port: settings.port).get()
+            transport = try await ChannelTransport.connect(host: settings.host, port: settings.port, timeout: settings.queryTimeout, watch: watch)
         }
-        let connection = ReplicationConnection(channel: channel, queue: queue)
+        let connection = ReplicationConnection(transport: transport, watch: watch)
         connection.startWatchdog()
         do {
             if settings.socketPath == nil && settings.sslMode != "disable" { try await connection.negotiateTLS(settings) }
@@ -94,32 +90,28 @@ final class ReplicationConnection {
     /// 10 s, as pg_recvlogical does, so wal_sender_timeout never ends a stream whose reader is
     /// busy writing a batch.
     private func startWatchdog() {
-        let queue = self.queue
-        let channel = self.channel
-        let task = Task.detached { await ReplicationConnection.watch(queue: queue, channel: channel) }
+        let transport = self.transport
+        let watch = self.watch
+        let task = Task.detached { await ReplicationConnection.watch(watch, transport: transport) }
         watchdog = task
     }
 
-    nonisolated private static func watch(queue: InboundQueue, channel: any Channel) async {
+    nonisolated private static func watch(_ watch: StreamWatch, transport: any ReplicationTransport) async {
         while !Task.isCancelled {
             try? await Task.sleep(nanoseconds: 100_000_000)
-            let now = InboundQueue.uptime()
-            let limit = queue.state.withLock { $0.waitLimit }
-            let streaming = queue.state.withLock { $0.streaming }
-            let acknowledged = queue.state.withLock { $0.acknowledged }
-            let lastStatus = queue.state.withLock { $0.lastStatus }
-            let waited = queue.waited(now: now)
-            if let waited, waited > limit {
-                queue.finish(Failure.timedOut(limit))
-                channel.close(promise: nil)
+            let now = StreamWatch.uptime()
+            let state = watch.state.withLock { $0 }
+            let waited = state.waitingSince.map { Double(now &- $0) / 1e9 }
+            if let waited, waited > state.waitLimit {
+                transport.fail(Failure.timedOut(state.waitLimit))
                 return
             }
-            guard streaming else { continue }
-            let sinceStatus = Double(now &- lastStatus) / 1e9
+            guard state.streaming else { continue }
+            let sinceStatus = Double(now &- state.lastStatus) / 1e9
             if let waited, waited > 0.2, sinceStatus > 0.2 {
-                sendStatus(channel: channel, queue: queue, acknowledged: acknowledged, replyRequested: true)
+                sendStatus(transport, watch: watch, acknowledged: state.acknowledged, replyRequested: true)
             } else if sinceStatus > 10 {
-                sendStatus(channel: channel, queue: queue, acknowledged: acknowledged, replyRequested: false)
+                sendStatus(transport, watch: watch, acknowledged: state.acknowledged, replyRequested: false)
             }
         }
     }
@@ -128,7 +120,7 @@ final class ReplicationConnection {
         var request = ByteBuffer()
         request.writeInteger(Int32(8))
         request.writeInteger(Int32(80_877_103))
-        try await channel.writeAndFlush(request).get()
+        transport.send(request)
         guard let answer = try await nextByte() else { throw Failure.closed }
         guard answer == UInt8(ascii: "S") else {
             if settings.sslMode == "prefer" { return }
@@ -138,9 +130,8 @@ final class ReplicationConnection {
         if settings.sslMode != "verify-full" { configuration.certificateVerification = .none }  // libpq's prefer/require
         let context = try NIOSSLContext(configuration: configuration)
         let hostname = settings.sslMode == "verify-full" ? settings.host : nil
-        try await channel.eventLoop.submit { [channel] in
-            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: hostname), position: .first)
-        }.get()
+        guard let channel = transport as? ChannelTransport else { throw Failure.unsupported("TLS over a Unix socket") }
+        try await channel.startTLS(context: context, serverHostname: hostname)
     }
 
     private func startUp(_ settings: PostgresSourceSettings) async throws {
@@ -153,7 +144,7 @@ final class ReplicationConnection {
         }
         startup.writeInteger(UInt8(0))
         startup.setInteger(Int32(startup.readableBytes), at: 0)
-        channel.writeAndFlush(startup, promise: nil)
+        transport.send(startup)
         var scram: PostgresAuthentication.SCRAM?
         func password() throws -> String {
             guard let password = settings.password else {
@@ -223,7 +214,7 @@ final class ReplicationConnection {
             let (type, body) = try await nextMessage()
             switch type {
             case UInt8(ascii: "W"):
-                queue.state.withLock { $0.streaming = true }
+                watch.state.withLock { $0.streaming = true }
                 return
             case UInt8(ascii: "E"): throw Self.serverError(body)
             default: continue
@@ -234,26 +225,27 @@ final class ReplicationConnection {
     /// Reports `lsn` as written, flushed and applied: the walsender confirms it for the slot
     /// (its confirmed_flush_lsn), as `pg_replication_slot_advance` would.
     func acknowledge(_ lsn: LSN) {
-        let position = queue.state.withLock { state in
+        let position = watch.state.withLock { state in
             state.acknowledged = max(state.acknowledged, lsn.value)
             return state.acknowledged
         }
-        Self.sendStatus(channel: channel, queue: queue, acknowledged: position, replyRequested: false)
+        Self.sendStatus(transport, watch: watch, acknowledged: position, replyRequested: false)
     }
 
     /// Answers a keepalive that asks for a reply.
     func sendStatus() {
-        Self.sendStatus(channel: channel, queue: queue, acknowledged: queue.state.withLock { $0.acknowledged }, replyRequested: false)
+        Self.sendStatus(transport, watch: watch, acknowledged: watch.state.withLock { $0.acknowledged }, replyRequested: false)
     }
 
     /// A Standby Status Update ('r') reporting `acknowledged` as written, flushed and applied;
     /// with `replyRequested`, the server answers at once with a keepalive that carries how far
     /// it has read the WAL. Until something is acknowledged the positions are 0 (invalid), which
-    /// the server ignores. (Writes from any thread go through the channel in order.)
-    static func sendStatus(channel: any Channel, queue: InboundQueue, acknowledged: UInt64, replyRequested: Bool) {
+    /// the server ignores. (Writes from any thread go through the transport in order.)
+    static func sendStatus(_ transport: any ReplicationTransport, watch: StreamWatch, acknowledged: UInt64, replyRequested: Bool) {
         let now = Int64(Date().timeIntervalSince1970 * 1_000_000) - PGOutputDecoder.postgresEpoch
-        queue.state.withLock { $0.lastStatus = InboundQueue.uptime() }
-        var message = channel.allocator.buffer(capacity: 39)
+        watch.state.withLock { $0.lastStatus = StreamWatch.uptime() }
+        var message = ByteBuffer()
+        message.reserveCapacity(39)
         message.writeInteger(UInt8(ascii: "d"))
         message.writeInteger(Int32(38))
         message.writeInteger(UInt8(ascii: "r"))
@@ -262,7 +254,7 @@ final class ReplicationConnection {
         message.writeInteger(acknowledged)
         message.writeInteger(now)
         message.writeInteger(UInt8(replyRequested ? 1 : 0))
-        channel.writeAndFlush(message, promise: nil)
+        transport.send(message)
     }
 
     /// Ends streaming cleanly: a last status update, CopyDone, and the server's answer (once it
@@ -272,13 +264,13 @@ final class ReplicationConnection {
     func finish(limit: Double) async -> Bool {
         sendStatus()
         send(type: "c") { _ in }
-        queue.state.withLock {
+        watch.state.withLock {
             $0.waitLimit = limit
             $0.streaming = false
         }
-        let started = InboundQueue.uptime()
+        let started = StreamWatch.uptime()
         var clean = false
-        while Double(InboundQueue.uptime() &- started) / 1e9 < limit {
+        while Double(StreamWatch.uptime() &- started) / 1e9 < limit {
             guard let (type, _) = try? await nextMessage() else { break }
             if type == UInt8(ascii: "Z") {
                 clean = true
@@ -292,36 +284,30 @@ final class ReplicationConnection {
     }
 
     /// What status updates have reported as flushed.
-    var acknowledged: LSN { LSN(queue.state.withLock { $0.acknowledged }) }
+    var acknowledged: LSN { LSN(watch.state.withLock { $0.acknowledged }) }
 
     /// Closes the socket at once.
     func abort() {
         watchdog?.cancel()
         watchdog = nil
-        queue.finish(Failure.closed)
-        channel.close(promise: nil)
+        transport.fail(Failure.closed)
     }
 
     // MARK: Messages
 
     private func send(type: Character, _ body: (inout ByteBuffer) throws -> Void) rethrows {
-        var message = channel.allocator.buffer(capacity: 64)
+        var message = ByteBuffer()
+        message.reserveCapacity(64)
         message.writeInteger(type.asciiValue!)
         message.writeInteger(Int32(0))
         try body(&message)
         message.setInteger(Int32(message.readableBytes - 1), at: 1)
-        channel.writeAndFlush(message, promise: nil)
-    }
-
-    /// The next chunk of bytes, from those taken from the queue or a new take.
-    private func nextChunk() async throws -> ByteBuffer {
-        if chunks.isEmpty { chunks = try await queue.take().reversed() }
-        return chunks.removeLast()
+        transport.send(message)
     }
 
     /// One byte outside the message framing (the answer to SSLRequest).
     private func nextByte() async throws -> UInt8? {
-        while buffer.readableBytes == 0 { buffer = try await nextChunk() }
+        while buffer.readableBytes == 0 { try await transport.receive(into: &buffer, need: 1) }
         return buffer.readInteger(as: UInt8.self)
     }
 
@@ -366,27 +352,16 @@ final class ReplicationConnection {
                     offset += 1 + length
                     delivered = true
                     more = try body(type, message)
+                    sinceDrain += 1
+                    if sinceDrain == SocketTransport.drainEvery {
+                        sinceDrain = 0
+                        transport.drain()
+                    }
                 }
             }
             if !more || delivered { return }
-            try await append(need: need)
+            try await transport.receive(into: &buffer, need: need)
         }
-    }
-
-    /// Adds the next chunk to the unread bytes; a message split across chunks is gathered in
-    /// one buffer sized for it (a large message is copied once, not once per chunk).
-    private func append(need: Int) async throws {
-        var chunk = try await nextChunk()
-        if buffer.readableBytes == 0 {
-            buffer = chunk
-            return
-        }
-        if buffer.writableBytes < chunk.readableBytes || buffer.capacity < need {
-            var merged = channel.allocator.buffer(capacity: max(need, buffer.readableBytes + chunk.readableBytes))
-            merged.writeBuffer(&buffer)
-            buffer = merged
-        }
-        buffer.writeBuffer(&chunk)
     }
 
     static func serverError(_ body: ByteBuffer) -> ServerError {

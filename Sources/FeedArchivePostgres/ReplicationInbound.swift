@@ -1,7 +1,78 @@
 import FeedArchive
 import Foundation
 import NIOCore
+import NIOPosix
+import NIOSSL
 import Synchronization
+
+/// A SwiftNIO channel under a replication connection: for TCP, where TLS may be negotiated
+/// (`NIOSSLClientHandler`). The event loop reads the socket into an `InboundQueue`; the
+/// reader takes what it holds.
+final class ChannelTransport: ReplicationTransport {
+    let channel: any Channel
+    let queue: InboundQueue
+    /// Chunks taken from the queue and not read yet, last first (the reader's alone).
+    private let taken = Mutex<[ByteBuffer]>([])
+
+    private init(channel: any Channel, queue: InboundQueue) {
+        self.channel = channel
+        self.queue = queue
+    }
+
+    deinit { channel.close(promise: nil) }
+
+    static func connect(host: String, port: Int, timeout: Double, watch: StreamWatch) async throws -> ChannelTransport {
+        let queue = InboundQueue(watch: watch)
+        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.milliseconds(Int64(timeout * 1000)))
+            .channelOption(ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 262_144))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(InboundHandler(queue: queue))
+                }
+            }
+        let channel = try await bootstrap.connect(host: host, port: port).get()
+        return ChannelTransport(channel: channel, queue: queue)
+    }
+
+    /// Puts TLS under the protocol, once the server has accepted the SSLRequest.
+    func startTLS(context: NIOSSLContext, serverHostname: String?) async throws {
+        try await channel.eventLoop.submit { [channel] in
+            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverHostname), position: .first)
+        }.get()
+    }
+
+    func send(_ bytes: ByteBuffer) { channel.writeAndFlush(bytes, promise: nil) }
+
+    /// A message split across chunks is gathered in one buffer sized for it (a large message
+    /// is copied once, not once per chunk); otherwise the next chunk becomes the buffer.
+    func receive(into buffer: inout ByteBuffer, need: Int) async throws {
+        var chunk: ByteBuffer
+        if let next = taken.withLock({ $0.popLast() }) {
+            chunk = next
+        } else {
+            var chunks = try await queue.take()
+            chunks.reverse()
+            chunk = chunks.removeLast()
+            taken.withLock { $0 = chunks }
+        }
+        if buffer.readableBytes == 0 {
+            buffer = chunk
+            return
+        }
+        if buffer.writableBytes < chunk.readableBytes || buffer.capacity < need {
+            var merged = channel.allocator.buffer(capacity: max(need, buffer.readableBytes + chunk.readableBytes))
+            merged.writeBuffer(&buffer)
+            buffer = merged
+        }
+        buffer.writeBuffer(&chunk)
+    }
+
+    func fail(_ error: any Error) {
+        queue.finish(error)
+        channel.close(promise: nil)
+    }
+}
 
 /// Bytes the replication connection's socket delivered that the reader has not taken yet.
 ///
@@ -9,10 +80,8 @@ import Synchronization
 /// handler holds back `read()`), so the kernel's buffers fill and the walsender waits. The
 /// walsender decodes while the reader encodes and compresses, but a server faster than the
 /// reader never fills our memory (a 200,000-row transaction streams through a few MiB).
-///
-/// Also the connection's watchdog state: when the reader has waited longer than `waitLimit`
-/// for bytes, the wait fails (a lost connection, classified as transient) and the channel is
-/// closed, so a silent server can never hang a run.
+/// A reader's wait is marked in the connection's `StreamWatch`, whose watchdog fails it
+/// (`ChannelTransport.fail`) when it lasts too long.
 final class InboundQueue: Sendable {
     struct State {
         var chunks: [ByteBuffer] = []
@@ -20,32 +89,21 @@ final class InboundQueue: Sendable {
         /// Set when the channel closed or failed; delivered once the chunks are taken.
         var end: (any Error)?
         var waiter: CheckedContinuation<Void, any Error>?
-        /// Since when the reader waits for bytes (uptime nanoseconds), for the watchdog.
-        var waitingSince: UInt64?
         var readPaused = false
         /// Asks the channel's event loop to read again (set by the handler once it is added).
         var resumeReading: (@Sendable () -> Void)?
-        /// The longest wait, in seconds, before the connection counts as lost.
-        var waitLimit: Double
-        /// Streaming has started (CopyBothResponse): the watchdog sends status updates.
-        var streaming = false
-        /// The LSN status updates report as flushed: what the archive has made durable.
-        var acknowledged: UInt64 = 0
-        /// When the last status update was sent (uptime nanoseconds).
-        var lastStatus: UInt64 = 0
     }
 
-    let state: Mutex<State>
+    let state = Mutex(State())
+    let watch: StreamWatch
     let highWater: Int
     let lowWater: Int
 
-    init(waitLimit: Double, highWater: Int = 8 << 20) {
-        state = Mutex(State(waitLimit: waitLimit))
+    init(watch: StreamWatch, highWater: Int = 8 << 20) {
+        self.watch = watch
         self.highWater = highWater
         lowWater = highWater / 4
     }
-
-    static func uptime() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     /// Below this many bytes, a waiting reader is woken a little later (`InboundHandler`)
     /// rather than at once: the walsender sends every message on its own, and waking the
@@ -122,22 +180,17 @@ final class InboundQueue: Sendable {
             }
             resume?()
             if !chunks.isEmpty { return chunks }
-            defer { state.withLock { $0.waitingSince = nil } }
+            watch.state.withLock { $0.waitingSince = StreamWatch.uptime() }
+            defer { watch.state.withLock { $0.waitingSince = nil } }
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let ready = state.withLock { state -> Bool in
                     if !state.chunks.isEmpty || state.end != nil { return true }
                     state.waiter = continuation
-                    state.waitingSince = Self.uptime()
                     return false
                 }
                 if ready { continuation.resume() }
             }
         }
-    }
-
-    /// How long the reader has been waiting, in seconds (nil when it is not waiting).
-    func waited(now: UInt64) -> Double? {
-        state.withLock { state in state.waitingSince.map { Double(now &- $0) / 1e9 } }
     }
 }
 

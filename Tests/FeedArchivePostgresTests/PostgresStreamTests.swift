@@ -186,8 +186,10 @@ import Testing
         var records: [FeedRecord] = []
         var cursor = start.cursors["0"]!
         var failures = 0
+        var terminated = false
         while true {
-            if records.count == 1000 && failures == 0 {
+            if records.count >= 1000 && !terminated {
+                terminated = true
                 try fixture.sql("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
                 usleep(200_000)
             }
