@@ -76,6 +76,7 @@ public struct ArchiveRunner {
         let lock = try archive.openForWriting()  // 1. the lock
         defer { lock.release() }
         summary.recovery = try archive.recover().messages  // 2. recovery
+        await source.prefetch()
 
         let identity = try await source.identity()
         summary.warnings = try await source.warnings()

@@ -151,6 +151,11 @@ public protocol FeedSource: AnyObject {
     /// The next page of `partition` after `cursor`, not past `head`; empty when caught up, or
     /// a page with only `topology` set when the partition was split or merged.
     func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws -> FeedPage
+    /// A live run will read from its checkpoint once its checks pass: a source may start
+    /// fetching now, so the server works while the run opens its job and checks the source.
+    /// Nothing fetched counts before `readPage`; what the run never reads is dropped by
+    /// `close`. (PostgreSQL opens its replication stream: the walsender starts decoding.)
+    func prefetch() async
     /// Changes between `token` and the head, when the source can count them.
     func lag(from token: ContinuationToken) async throws -> Int64?
     /// Tells the source that everything up to `token` is durable (PostgreSQL advances its slot).
@@ -176,6 +181,7 @@ extension FeedSource {
     public func warnings() async throws -> [String] { [] }
     public func checkRetained(from token: ContinuationToken) async throws {}
     public func acknowledge(_ token: ContinuationToken) async throws {}
+    public func prefetch() async {}
     public func close() async {}
     public func statusFacts() async throws -> [(String, String)] { [] }
     public func metrics() async throws -> [String: Double] { [:] }

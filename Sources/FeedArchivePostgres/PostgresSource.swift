@@ -36,6 +36,10 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     /// The last page's buffer, kept to build the next page in: once the records of that page
     /// are gone (the batcher has copied them), its memory is reused rather than mapped afresh.
     private var spareBuffer: [UInt8] = []
+    /// The replication stream `prefetch` is opening, then the stream it opened, until the first
+    /// read adopts it (or `close` ends it).
+    var early: Task<ReplicationConnection, any Error>?
+    var earlyStream: ReplicationConnection?
     /// The snapshot being read by a backfill.
     private var snapshot: SnapshotReader?
     /// Whether this source is acknowledged at all (a live run is, from its start; verify and
@@ -181,6 +185,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
 
     public func close() async {
         await closeStream()
+        await closeEarlyStream()
         if let snapshot { try? await snapshot.connection.close() }
         snapshot = nil
         if let control { try? await control.close() }
@@ -425,6 +430,10 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
             }
             return
         }
+        if let early = await prefetched() {
+            early.acknowledge(cursor)  // the prefetched stream holds the slot: confirm through it
+            return
+        }
         do {
             _ = try await rows(
                 """
@@ -549,10 +558,17 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         }
         if settings.readMode == .stream {
             var reader = ReadStream(decoder: decoder, windowEnd: decoder.skipBefore, head: head, expect: cursor)
+            let early = await prefetched()
+            earlyStream = nil
             if decoder.skipBefore < head {
-                reader.replication = try await openReplication(from: decoder.skipBefore)
+                if let early {
+                    reader.replication = early
+                } else {
+                    reader.replication = try await openReplication(from: decoder.skipBefore)
+                }
             } else {
                 reader.reachedHead = true
+                if let early { await finish(early) }
             }
             stream = reader
             return

@@ -90,27 +90,59 @@ extension PostgresSource {
         return ended
     }
 
+    /// Opens the replication stream before the run's first read (`FeedSource.prefetch`), from
+    /// the slot's confirmed position (`0/0`: the server starts there), so the walsender
+    /// decodes while the run checks the slot and opens its job. A read from any cursor can
+    /// adopt it: the server would start at the slot's confirmed position for a cursor before
+    /// it, and the decoder skips by position what commits before a later cursor. A stream that
+    /// fails to open is forgotten; the read then opens its own and reports what fails.
+    public func prefetch() async {
+        guard settings.readMode == .stream, stream == nil, early == nil, earlyStream == nil else { return }
+        early = Task { try await self.openReplication(from: LSN(0)) }
+    }
+
+    /// The prefetched stream, once open; nil when none was asked for or it failed to open.
+    func prefetched() async -> ReplicationConnection? {
+        if let task = early {
+            early = nil
+            earlyStream = try? await task.value
+        }
+        return earlyStream
+    }
+
+    func closeEarlyStream() async {
+        if let early = await prefetched() {
+            earlyStream = nil
+            await finish(early)
+        }
+    }
+
     /// Ends the replication stream, if one is open, with a last status update (the durable
     /// position) and a clean CopyDone; `keepState` keeps the read's position for later pages.
     func closeStream(keepState: Bool = false) async {
         if let replication = stream?.replication {
             stream?.replication = nil
-            let acknowledged = replication.acknowledged
-            if await !replication.finish(limit: min(settings.queryTimeout, 10)), acknowledged.value > 0 {
-                // The walsender may exit without reading the last status update: advance with
-                // SQL once it has let go of the slot (best effort; the next run repeats it).
-                for _ in 0..<10 {
-                    let slot = try? await slotState()
-                    guard let slot, slot.confirmed < acknowledged else { break }
-                    if slot.activePID == nil {
-                        try? await acknowledge(try token(acknowledged))
-                        break
-                    }
-                    try? await Task.sleep(nanoseconds: 200_000_000)
-                }
-            }
+            await finish(replication)
         }
         if let connection = stream?.connection { try? await connection.close() }
         if !keepState { stream = nil }
+    }
+
+    /// Ends `replication` cleanly; when the walsender may not have read the last status update,
+    /// advances the slot with SQL to what it acknowledged, once the slot is free.
+    func finish(_ replication: ReplicationConnection) async {
+        let acknowledged = replication.acknowledged
+        guard await !replication.finish(limit: min(settings.queryTimeout, 10)), acknowledged.value > 0 else { return }
+        // The walsender may exit without reading the last status update: advance with SQL once
+        // it has let go of the slot (best effort; the next run repeats it).
+        for _ in 0..<10 {
+            let slot = try? await slotState()
+            guard let slot, slot.confirmed < acknowledged else { break }
+            if slot.activePID == nil {
+                try? await acknowledge(try token(acknowledged))
+                break
+            }
+            try? await Task.sleep(nanoseconds: 200_000_000)
+        }
     }
 }

@@ -9,9 +9,9 @@ import NIOSSL
 ///
 /// postgres-nio has no replication protocol. Over a Unix socket the reader reads the socket
 /// itself (`SocketTransport`); over TCP a SwiftNIO channel does (`ChannelTransport`), which
-/// can negotiate TLS. Used by one task at a time; the transport and the `StreamWatch` are
-/// shared with the watchdog.
-final class ReplicationConnection {
+/// can negotiate TLS. Used by one task at a time (a prefetch hands it over once, see
+/// `PostgresSource.prefetch`); the transport and the `StreamWatch` are shared with the watchdog.
+final class ReplicationConnection: @unchecked Sendable {
     /// What went wrong on the connection itself (server errors are `ServerError`).
     enum Failure: Error, CustomStringConvertible {
         case closed

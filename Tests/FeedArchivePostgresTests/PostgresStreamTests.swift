@@ -172,6 +172,65 @@ import Testing
         #expect(try fixture.sql("SELECT active FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'") == "f")
     }
 
+    /// `prefetch` opens the stream from the slot's confirmed position before the run knows its
+    /// cursor; the first read adopts it (the same walsender), skips by position what the
+    /// cursor has passed (here a transaction the slot was never told about), and reads the same
+    /// bytes a stream opened at the cursor reads. An acknowledgement before the read goes
+    /// through it; `close` releases the slot.
+    @Test func aPrefetchedStreamIsAdoptedAndSkipsWhatTheCursorPassed() async throws {
+        let fixture = try PostgresFixture()
+        let first = try fixture.source()
+        try await first.setup()
+        let start = try await first.resolve(.now)
+        try fixture.sql("INSERT INTO items (name, qty) VALUES ('a', 1)")
+        try fixture.sql("INSERT INTO items (name, qty) VALUES ('b', 2), ('c', 3)")
+        let all = try await fixture.readAll(first, from: start).records
+        await first.close()  // nothing acknowledged: the slot still holds both transactions
+        #expect(all.count == 3)
+        let afterA = try #require(all[0].cursor)
+
+        let source = try fixture.source()
+        defer { Task { await source.close() } }
+        func activePID() throws -> String {
+            try fixture.sql("SELECT coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
+        }
+        await source.prefetch()
+        var walsender = ""
+        for _ in 0..<50 where walsender.isEmpty {
+            usleep(20_000)
+            walsender = try activePID()
+        }
+        #expect(!walsender.isEmpty, "the prefetch opened no stream")
+        let token = start.advancing("0", to: afterA)
+        try await source.checkContinuity(from: token)
+        try await source.acknowledge(token)
+        let head = try await source.head(for: token)["0"]!
+        let page = try await source.readPage(partition: "0", after: afterA, through: head, maxRecords: 100)
+        #expect(page.records.map { Array($0.line) } == all[1...].map { Array($0.line) })
+        #expect(page.records.map(\.position) == all[1...].map(\.position))
+        #expect(try activePID() == walsender, "the read opened another stream instead of adopting the prefetched one")
+        var confirmed = ""
+        for _ in 0..<50 where confirmed != afterA {
+            confirmed = try fixture.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
+            if confirmed != afterA { usleep(20_000) }
+        }
+        #expect(confirmed == afterA, "the acknowledgement before the read did not reach the slot")
+        await source.close()
+        #expect(try activePID().isEmpty)
+
+        // A prefetch the run never reads (its checks failed) is released by `close`.
+        let unread = try fixture.source()
+        await unread.prefetch()
+        var held = ""
+        for _ in 0..<50 where held.isEmpty {
+            usleep(20_000)
+            held = try activePID()
+        }
+        #expect(!held.isEmpty, "the prefetch opened no stream")
+        await unread.close()
+        #expect(try activePID().isEmpty)
+    }
+
     /// The walsender killed in the middle of a transaction larger than a page: the read fails
     /// as transient (the core retries it), and the retry resumes inside the transaction.
     @Test func aDroppedConnectionMidStreamIsTransientAndResumes() async throws {
