@@ -54,6 +54,12 @@ let package = Package(
             dependencies: [
                 "FeedArchive",
                 .product(name: "Crypto", package: "swift-crypto"),
+                // HTTP/1.1 over NIO rather than URLSession: FoundationNetworking (libcurl) slowed
+                // every command's start-up; NIO is linked anyway for PostgreSQL.
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: strict),
         .target(

@@ -1,10 +1,7 @@
 import FeedArchive
 import Foundation
+import NIOCore
 import Synchronization
-
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
 
 /// One answer of the service: status, the headers feedarchive reads (lower-cased), the body.
 struct CosmosResponse: Sendable {
@@ -22,33 +19,27 @@ struct CosmosResponse: Sendable {
     }
 }
 
-/// The REST API over URLSession (FoundationNetworking, libcurl): signs each request with the
-/// master key, sends the protocol headers, and hands back 304s and errors untouched (no cache).
+/// The REST API over `HTTPClient` (SwiftNIO): signs each request with the master key, sends the
+/// protocol headers, and hands back 304s and errors untouched (no cache).
 /// Throttling (429) is waited out here, `x-ms-retry-after-ms` at a time, like the SDKs do.
 final class CosmosRESTClient: Sendable {
     static let apiVersion = "2020-07-15"
     let settings: CosmosSourceSettings
-    private let session: URLSession
+    private let http: HTTPClient
 
     init(settings: CosmosSourceSettings) {
         self.settings = settings
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.urlCache = nil
-        configuration.requestCachePolicy = .reloadIgnoringLocalAndRemoteCacheData
-        configuration.timeoutIntervalForRequest = settings.timeout
-        configuration.timeoutIntervalForResource = settings.timeout * 2
-        configuration.httpMaximumConnectionsPerHost = 8
-        configuration.httpShouldSetCookies = false
-        session = URLSession(configuration: configuration)
+        http = HTTPClient(endpoint: settings.endpoint, timeout: settings.timeout)
     }
 
     private let closed = Atomic<Bool>(false)
 
-    /// No request starts after this. The session is not invalidated: a read ahead still
-    /// running (a 429 wait, a range reload after a 410) would start a request on it, and an
-    /// invalidated URLSession traps on Linux ("Session invalidated"), killing the process and
-    /// the jobs after this one. It is released with the client.
-    func close() { closed.store(true, ordering: .relaxed) }
+    /// No request starts after this; idle connections are closed. A read ahead still running
+    /// (a 429 wait, a range reload after a 410) finishes on its own connection.
+    func close() {
+        closed.store(true, ordering: .relaxed)
+        http.closeIdle()
+    }
 
     /// GET `path` (e.g. `dbs/db/colls/c/docs`), signed for `resourceType` and `resourceLink`.
     func get(path: String, resourceType: String, resourceLink: String, headers: [String: String] = [:]) async throws -> CosmosResponse {
@@ -77,37 +68,21 @@ final class CosmosRESTClient: Sendable {
         unreserved.remove(charactersIn: "/")
         let encoded = path.split(separator: "/", omittingEmptySubsequences: false)
             .map { $0.addingPercentEncoding(withAllowedCharacters: unreserved) ?? String($0) }.joined(separator: "/")
-        guard let url = URL(string: settings.endpoint.absoluteString + encoded) else {
-            throw FeedArchiveError.data(path: nil, message: "cannot form a URL from \(settings.endpoint.absoluteString) and \(path)")
-        }
-        var request = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalAndRemoteCacheData, timeoutInterval: settings.timeout)
-        request.httpMethod = "GET"
+        let url = settings.endpoint.absoluteString + encoded
         let date = MasterKeyAuthorization.httpDate(Date())
-        request.setValue(date, forHTTPHeaderField: "x-ms-date")
-        request.setValue(Self.apiVersion, forHTTPHeaderField: "x-ms-version")
-        request.setValue(
-            settings.authorization.header(verb: "GET", resourceType: resourceType, resourceLink: resourceLink, date: date),
-            forHTTPHeaderField: "authorization")
-        request.setValue("application/json", forHTTPHeaderField: "Accept")
-        request.setValue("feedarchive", forHTTPHeaderField: "User-Agent")
-        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-        let data: Data
-        let response: URLResponse
+        var fields = [
+            ("x-ms-date", date),
+            ("x-ms-version", Self.apiVersion),
+            ("authorization", settings.authorization.header(verb: "GET", resourceType: resourceType, resourceLink: resourceLink, date: date)),
+            ("Accept", "application/json"),
+            ("User-Agent", "feedarchive"),
+        ]
+        fields += headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         do {
-            (data, response) = try await session.data(for: request)
-        } catch let error as URLError {
-            let what = error.code == .timedOut ? "timed out after \(Int(settings.timeout)) s" : error.localizedDescription
-            throw FeedArchiveError.sourceUnavailable("\(url.absoluteString): \(what)")
+            let response = try await http.get(http.basePath + encoded, headers: fields)
+            return CosmosResponse(status: response.status, headers: response.headers, body: Data(response.body.readableBytesView))
         } catch {
-            throw FeedArchiveError.sourceUnavailable("\(url.absoluteString): \(error)")
+            throw FeedArchiveError.sourceUnavailable("\(url): \(error)")
         }
-        guard let http = response as? HTTPURLResponse else {
-            throw FeedArchiveError.sourceUnavailable("\(url.absoluteString): not an HTTP response")
-        }
-        var fields: [String: String] = [:]
-        for (name, value) in http.allHeaderFields {
-            if let name = name as? String, let value = value as? String { fields[name.lowercased()] = value }
-        }
-        return CosmosResponse(status: http.statusCode, headers: fields, body: data)
     }
 }
