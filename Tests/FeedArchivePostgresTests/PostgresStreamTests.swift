@@ -194,12 +194,17 @@ import Testing
         func activePID() throws -> String {
             try fixture.sql("SELECT coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
         }
-        await source.prefetch()
-        var walsender = ""
-        for _ in 0..<50 where walsender.isEmpty {
-            usleep(20_000)
-            walsender = try activePID()
+        /// The walsender a prefetch started (empty if none appears within a second).
+        func prefetchedWalsender(_ source: PostgresSource) async throws -> String {
+            await source.prefetch()
+            var pid = ""
+            for _ in 0..<50 where pid.isEmpty {
+                usleep(20_000)
+                pid = try activePID()
+            }
+            return pid
         }
+        let walsender = try await prefetchedWalsender(source)
         #expect(!walsender.isEmpty, "the prefetch opened no stream")
         let token = start.advancing("0", to: afterA)
         try await source.checkContinuity(from: token)
@@ -220,13 +225,7 @@ import Testing
 
         // A prefetch the run never reads (its checks failed) is released by `close`.
         let unread = try fixture.source()
-        await unread.prefetch()
-        var held = ""
-        for _ in 0..<50 where held.isEmpty {
-            usleep(20_000)
-            held = try activePID()
-        }
-        #expect(!held.isEmpty, "the prefetch opened no stream")
+        #expect(try await !prefetchedWalsender(unread).isEmpty, "the prefetch opened no stream")
         await unread.close()
         #expect(try activePID().isEmpty)
     }
