@@ -45,8 +45,9 @@ final class HTTPClient: Sendable {
     /// Made with the first `https` connection (it reads the system's trust roots).
     private let tls = Mutex<NIOSSLContext?>(nil)
     private let hostHeader: String
-    /// Connections whose last exchange ended cleanly, for reuse.
+    /// Connections whose last exchange ended cleanly, for reuse; none once `closeIdle` ran.
     private let idle = Mutex<[Connection]>([])
+    private let closed = Atomic<Bool>(false)
     static let keepIdle = 8
 
     /// `endpoint` is an http(s) URL with a host (`CosmosSourceSettings` checks it).
@@ -57,7 +58,8 @@ final class HTTPClient: Sendable {
         self.timeout = timeout
         let path = endpoint.path
         basePath = path.hasSuffix("/") ? path : path + "/"
-        hostHeader = endpoint.port == nil ? host : "\(host):\(port)"
+        let name = host.contains(":") ? "[\(host)]" : host  // an IPv6 literal
+        hostHeader = endpoint.port == nil ? name : "\(name):\(port)"
     }
 
     private func tlsContext() throws -> NIOSSLContext {
@@ -73,8 +75,10 @@ final class HTTPClient: Sendable {
         for connection in idle.withLock({ $0 }) { connection.channel.close(promise: nil) }
     }
 
-    /// Drops the idle connections; requests still running finish on theirs.
+    /// Drops the idle connections; requests still running finish on theirs, which are then
+    /// closed too.
     func closeIdle() {
+        closed.store(true, ordering: .relaxed)
         let connections = idle.withLock { idle in
             defer { idle.removeAll() }
             return idle
@@ -82,14 +86,17 @@ final class HTTPClient: Sendable {
         for connection in connections { connection.channel.close(promise: nil) }
     }
 
-    /// GET `target` (a path from the server's root). A reused connection that the server closed
-    /// meanwhile is retried once on a new one (the request is idempotent).
+    /// GET `target` (a path from the server's root). A reused connection that fails before
+    /// the answer (closed or reset by the server or a load balancer while it was idle) is
+    /// replaced once by a new one: the request is idempotent. A time-out is not retried.
     func get(_ target: String, headers: [(String, String)]) async throws -> Response {
         if let reused = idle.withLock({ $0.popLast() }) {
             do {
                 return try await exchange(on: reused, target: target, headers: headers)
-            } catch Failure.closedEarly {
-                // A keep-alive connection the server had closed: go on with a new one.
+            } catch Failure.timedOut(let seconds) {
+                throw Failure.timedOut(seconds)
+            } catch {
+                // Go on with a new connection.
             }
         }
         return try await exchange(on: try await connect(), target: target, headers: headers)
@@ -122,7 +129,7 @@ final class HTTPClient: Sendable {
         do {
             let response = try await result.get()
             let keep = response.headers["connection"]?.lowercased() != "close"
-            if keep && channel.isActive && idle.withLock({ idle in
+            if keep && channel.isActive && !closed.load(ordering: .relaxed) && idle.withLock({ idle in
                 guard idle.count < Self.keepIdle else { return false }
                 idle.append(connection)
                 return true

@@ -47,7 +47,6 @@ final class ReplicationConnection: @unchecked Sendable {
     let watch: StreamWatch
     /// Received and not read yet.
     private var buffer = ByteBuffer()
-    private var watchdog: Task<Void, Never>?
     private var sinceDrain = 0
 
     private init(transport: any ReplicationTransport, watch: StreamWatch) {
@@ -56,7 +55,7 @@ final class ReplicationConnection: @unchecked Sendable {
     }
 
     deinit {
-        watchdog?.cancel()
+        watch.state.withLock { $0.stopped = true }
         transport.fail(Failure.closed)
     }
 
@@ -68,7 +67,7 @@ final class ReplicationConnection: @unchecked Sendable {
         let watch = StreamWatch(waitLimit: settings.queryTimeout)
         let transport: any ReplicationTransport
         if let socket = settings.socketPath {
-            transport = try SocketTransport.connect(path: socket, watch: watch)
+            transport = try SocketTransport.connect(path: socket, timeout: settings.queryTimeout, watch: watch)
         } else {
             transport = try await ChannelTransport.connect(host: settings.host, port: settings.port, timeout: settings.queryTimeout, watch: watch)
         }
@@ -89,16 +88,22 @@ final class ReplicationConnection: @unchecked Sendable {
     /// head is reached when nothing is published); and sends a status update at least every
     /// 10 s, as pg_recvlogical does, so wal_sender_timeout never ends a stream whose reader is
     /// busy writing a batch.
+    ///
+    /// A thread of its own, not a task: over a Unix socket the reader blocks its thread in
+    /// `poll` while it waits, and the shared task pool has one thread per core, so a watchdog
+    /// task could wait behind it (on one core, until the run's stall watchdog ends it).
     private func startWatchdog() {
         let transport = self.transport
         let watch = self.watch
-        let task = Task.detached { await ReplicationConnection.watch(watch, transport: transport) }
-        watchdog = task
+        let thread = Thread { ReplicationConnection.watch(watch, transport: transport) }
+        thread.name = "feedarchive-pg-watchdog"
+        thread.start()
     }
 
-    nonisolated private static func watch(_ watch: StreamWatch, transport: any ReplicationTransport) async {
-        while !Task.isCancelled {
-            try? await Task.sleep(nanoseconds: 100_000_000)
+    private static func watch(_ watch: StreamWatch, transport: any ReplicationTransport) {
+        while true {
+            usleep(100_000)
+            guard !watch.state.withLock({ $0.stopped }) else { return }
             let now = StreamWatch.uptime()
             let state = watch.state.withLock { $0 }
             let waited = state.waitingSince.map { Double(now &- $0) / 1e9 }
@@ -288,8 +293,7 @@ final class ReplicationConnection: @unchecked Sendable {
 
     /// Closes the socket at once.
     func abort() {
-        watchdog?.cancel()
-        watchdog = nil
+        watch.state.withLock { $0.stopped = true }
         transport.fail(Failure.closed)
     }
 

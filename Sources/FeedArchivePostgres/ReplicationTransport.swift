@@ -44,6 +44,8 @@ final class StreamWatch: Sendable {
         var acknowledged: UInt64 = 0
         /// When the last status update was sent (uptime nanoseconds).
         var lastStatus: UInt64 = 0
+        /// The connection is done with: the watchdog thread ends.
+        var stopped = false
     }
 
     let state: Mutex<State>
@@ -96,9 +98,10 @@ final class SocketTransport: ReplicationTransport {
 
     deinit { close(fd) }
 
-    /// Connects to the server's socket file (`…/.s.PGSQL.5432`).
-    static func connect(path: String, watch: StreamWatch) throws -> SocketTransport {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    /// Connects to the server's socket file (`…/.s.PGSQL.5432`), within `timeout` seconds (a
+    /// server whose listen queue is full refuses at once with EAGAIN: tried again until then).
+    static func connect(path: String, timeout: Double, watch: StreamWatch) throws -> SocketTransport {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw ReplicationConnection.Failure.io("socket", errno) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
@@ -108,17 +111,22 @@ final class SocketTransport: ReplicationTransport {
             throw ReplicationConnection.Failure.unsupported("the socket path \(path) is longer than a Unix socket address allows")
         }
         withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        let deadline = StreamWatch.uptime() + UInt64(timeout * 1e9)
+        while true {
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
             }
-        }
-        guard connected == 0 else {
+            if connected == 0 { break }
             let code = errno
+            if (code == EAGAIN || code == EINTR) && StreamWatch.uptime() < deadline {
+                usleep(10_000)
+                continue
+            }
             close(fd)
-            throw ReplicationConnection.Failure.connect(path, code)
+            throw code == EAGAIN ? ReplicationConnection.Failure.timedOut(timeout) : ReplicationConnection.Failure.connect(path, code)
         }
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         return SocketTransport(fd: fd, watch: watch)
     }
 

@@ -14,7 +14,7 @@ import Testing
 @Suite(.serialized) struct HTTPClientTests {
     /// A loopback TCP server on its own thread. Each accepted connection reads requests (up to
     /// the blank line) and answers each with `answer(n)`, the request's number over all
-    /// connections; nil: close the connection instead; "" : never answer.
+    /// connections; nil: close the connection instead; "RESET": reset it; "": never answer.
     final class ScriptedServer: @unchecked Sendable {
         let port: Int
         private let fd: Int32
@@ -59,6 +59,12 @@ import Testing
                                 pending = String(pending[end.upperBound...])
                                 let number = seen.count.add(1, ordering: .relaxed).newValue
                                 guard let text = answer(number) else {
+                                    close(client)
+                                    return
+                                }
+                                if text == "RESET" {
+                                    var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+                                    setsockopt(client, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
                                     close(client)
                                     return
                                 }
@@ -107,6 +113,24 @@ import Testing
         let again = try await client.get("/b", headers: [])
         #expect(again.status == 200)
         #expect(server.accepted == 2)
+    }
+
+    @Test func aKeptConnectionThatIsResetIsReplacedOnce() async throws {
+        let server = try ScriptedServer { number in number == 2 ? "RESET" : ScriptedServerAnswers.ok }
+        let client = HTTPClient(endpoint: URL(string: "http://127.0.0.1:\(server.port)/")!, timeout: 5)
+        #expect(try await client.get("/a", headers: []).status == 200)
+        #expect(try await client.get("/b", headers: []).status == 200)
+        #expect(server.accepted == 2)
+    }
+
+    @Test func connectionsInUseAtCloseAreNotKept() async throws {
+        let server = try ScriptedServer { _ in ScriptedServerAnswers.ok }
+        let client = HTTPClient(endpoint: URL(string: "http://127.0.0.1:\(server.port)/")!, timeout: 5)
+        #expect(try await client.get("/a", headers: []).status == 200)
+        client.closeIdle()
+        #expect(try await client.get("/b", headers: []).status == 200)  // a read ahead still running
+        #expect(try await client.get("/c", headers: []).status == 200)
+        #expect(server.accepted == 3)
     }
 
     @Test func connectionCloseIsNotReused() async throws {

@@ -2,6 +2,7 @@ import FeedArchive
 import FeedArchivePostgres
 import FeedArchiveTesting
 import Foundation
+import Synchronization
 import Testing
 
 /// `read_mode: stream` (the default): the replication protocol client, its bounds, its
@@ -283,9 +284,19 @@ import Testing
         let first = try await source.readPage(partition: "0", after: start.cursors["0"]!, through: head, maxRecords: 10)
         #expect(first.records.count == 10)
         let pid = try #require(Int32(try fixture.sql("SELECT active_pid FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")))
-        // Drain what the walsender sent before it stopped, then wait on a silent socket.
+        // Drain what the walsender sent before it stopped, then wait on a silent socket, while
+        // every other thread of the shared task pool is blocked too: the watchdog must still
+        // run (it has a thread of its own; as a task it waited for a free pool thread).
         kill(pid, SIGSTOP)
         defer { kill(pid, SIGCONT) }
+        final class Blockers: Sendable { let stop = Atomic<Bool>(false) }
+        let blockers = Blockers()
+        defer { blockers.stop.store(true, ordering: .relaxed) }
+        for _ in 1..<max(2, ProcessInfo.processInfo.activeProcessorCount) {
+            Task.detached {
+                for _ in 0..<200 where !blockers.stop.load(ordering: .relaxed) { usleep(50_000) }
+            }
+        }
         let clock = ContinuousClock()
         let began = clock.now
         var next = first.next!
