@@ -195,12 +195,14 @@ import Testing
         func activePID() throws -> String {
             try fixture.sql("SELECT coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
         }
-        /// The walsender a prefetch started (empty if none appears within a second).
+        /// The walsender a prefetch started (empty if none appears within ten seconds). Waits
+        /// with `Task.sleep`: the prefetch runs on the cooperative pool, which a blocked thread
+        /// would starve while the whole suite runs.
         func prefetchedWalsender(_ source: PostgresSource) async throws -> String {
             await source.prefetch()
             var pid = ""
-            for _ in 0..<50 where pid.isEmpty {
-                usleep(20_000)
+            for _ in 0..<500 where pid.isEmpty {
+                try await Task.sleep(for: .milliseconds(20))
                 pid = try activePID()
             }
             return pid
