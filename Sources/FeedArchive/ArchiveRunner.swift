@@ -226,9 +226,12 @@ public struct ArchiveRunner {
                 continue
             }
             if page.records.isEmpty { break reading }
-            for record in page.records {
+            for index in page.records.indices {
                 if options.stop.isSet { return .runEnds }
-                try await batcher.add(record, partition: partition, token: &token, summary: &summary)
+                // Suspends only to close a batch: not once per change.
+                if try !batcher.append(page.records[index], partition: partition, token: token) {
+                    try await batcher.add(page.records[index], partition: partition, token: &token, summary: &summary)
+                }
             }
             guard let next = page.next else {
                 throw FeedArchiveError.data(path: nil, message: "the \(source.kind) source ended a page inside a group without saying where to resume (position \(page.records.last!.position)): a source bug, nothing was committed")
@@ -343,18 +346,27 @@ struct Batcher {
     var pendingRecords: Int64 { (open?.records ?? 0) + (inFlight?.records ?? 0) }
     var pendingBytes: Int64 { (open?.writer.rawBytes ?? 0) + (inFlight?.rawBytes ?? 0) }
 
+    /// Adds `record` to the open batch, or to a new one after the open batch is closed (it is
+    /// full, or `record` belongs to a later hour or another partition path).
     mutating func add(_ record: FeedRecord, partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
+        if try !append(record, partition: partition, token: token) {
+            try await close(partition: partition, token: &token, summary: &summary)
+            _ = try append(record, partition: partition, token: token)
+        }
+    }
+
+    /// `add` without suspending, for a page's changes one after another: false, with nothing
+    /// added, when the open batch must be closed first.
+    mutating func append(_ record: FeedRecord, partition: String, token: ContinuationToken) throws -> Bool {
         let bucket = record.timestamp.map { bucketer.bucket($0) }
-        let partitionPath = renderPartitionPath(job.archive.partitionPath, value: record.pathValue)
+        let partitionPath = job.archive.partitionPath == nil ? nil : renderPartitionPath(job.archive.partitionPath, value: record.pathValue)
         // Field by field, not `if let current = open`: copying the batch state per change
         // retains and releases each of its references.
         if open != nil && open!.lastCursor != nil {
             let full = open!.records >= job.batch.maxRecords
                 || open!.writer.rawBytes + Int64(record.line.count + 1) > job.batch.maxBytes
             let laterBucket = bucket != nil && open!.bucket != nil && bucket! > open!.bucket!
-            if full || laterBucket || partitionPath != open!.partitionPath {
-                try await close(partition: partition, token: &token, summary: &summary)
-            }
+            if full || laterBucket || partitionPath != open!.partitionPath { return false }
         }
         if open == nil {
             var relative = "data"
@@ -378,6 +390,7 @@ struct Batcher {
             open!.minTs = min(open!.minTs ?? ts, ts)
             open!.maxTs = max(open!.maxTs ?? ts, ts)
         }
+        return true
     }
 
     /// Ends the open batch (it ends on a cursor: pages end on one) and starts its commit on the

@@ -123,7 +123,8 @@ struct MessageReader {
 final class Relation: Sendable {
     struct Column: Sendable {
         let name: String
-        let nameLiteral: [UInt8]
+        /// The name as a JSON string, followed by `:`, in `Relation.nameLiterals`.
+        let nameLiteral: Range<Int>
         let typeOID: UInt32
         let isKey: Bool
         /// How values become JSON, looked up once per Relation rather than once per value.
@@ -137,14 +138,28 @@ final class Relation: Sendable {
     let columns: [Column]
     /// `"schema.table"` as a JSON string, ready to copy.
     let qualifiedLiteral: [UInt8]
+    /// Every column's `"name":`, one after another: one buffer, so that a tuple copies names
+    /// without retaining an array per column.
+    let nameLiterals: [UInt8]
 
-    init(oid: UInt32, schema: String, name: String, replicaIdentity: UInt8, columns: [Column], qualifiedLiteral: [UInt8]) {
+    init(oid: UInt32, schema: String, name: String, replicaIdentity: UInt8, columns: [(name: String, typeOID: UInt32, isKey: Bool)]) {
         self.oid = oid
         self.schema = schema
         self.name = name
         self.replicaIdentity = replicaIdentity
-        self.columns = columns
-        self.qualifiedLiteral = qualifiedLiteral
+        var literals: [UInt8] = []
+        self.columns = columns.map { column in
+            let start = literals.count
+            JSONText.appendString(column.name, to: &literals)
+            literals.append(UInt8(ascii: ":"))
+            return Column(
+                name: column.name, nameLiteral: start..<literals.count, typeOID: column.typeOID, isKey: column.isKey,
+                encoding: PGValue.encoding(of: column.typeOID))
+        }
+        self.nameLiterals = literals
+        var qualified: [UInt8] = []
+        JSONText.appendString(schema + "." + name, to: &qualified)
+        self.qualifiedLiteral = qualified
     }
 }
 
@@ -262,20 +277,16 @@ struct PGOutputDecoder {
             let name = try reader.cString("the relation's name")
             let identity = try reader.byte("the replica identity")
             let count = Int(try reader.uint16("the column count"))
-            var columns: [Relation.Column] = []
+            var columns: [(name: String, typeOID: UInt32, isKey: Bool)] = []
             columns.reserveCapacity(count)
             for _ in 0..<count {
                 let flags = try reader.byte("a column's flags")
                 let column = try reader.cString("a column name")
                 let typeOID = try reader.uint32("a column's type")
                 _ = try reader.uint32("a column's type modifier")
-                var literal: [UInt8] = []
-                JSONText.appendString(column, to: &literal)
-                columns.append(Relation.Column(name: column, nameLiteral: literal, typeOID: typeOID, isKey: flags & 1 == 1, encoding: PGValue.encoding(of: typeOID)))
+                columns.append((column, typeOID, flags & 1 == 1))
             }
-            var qualified: [UInt8] = []
-            JSONText.appendString(schema + "." + name, to: &qualified)
-            relations[oid] = Relation(oid: oid, schema: schema, name: name, replicaIdentity: identity, columns: columns, qualifiedLiteral: qualified)
+            relations[oid] = Relation(oid: oid, schema: schema, name: name, replicaIdentity: identity, columns: columns)
             return .none
         case UInt8(ascii: "Y"):
             let oid = try reader.uint32("Type's OID")
@@ -468,28 +479,30 @@ struct PGOutputDecoder {
         out.append(0x7B)
         var first = true
         try relation.columns.withUnsafeBufferPointer { columns in
-            for position in 0..<count {
-                let value: TupleValue
-                switch try reader.byte("a column kind") {
-                case UInt8(ascii: "n"): value = .null
-                case UInt8(ascii: "u"): value = .unchangedToast
-                case UInt8(ascii: "t"): value = .text(try reader.slice(Int(try reader.uint32("a value length")), "a column value"))
-                case UInt8(ascii: "b"): throw PGOutputError(message: "binary column values are not requested and not decoded")
-                case let other: throw PGOutputError(message: "unknown column kind \(other)")
-                }
-                if keysOnly && !columns[position].isKey { continue }
-                if case .unchangedToast = value {
-                    unchanged?.pointee.append(columns[position].nameLiteral)
-                    if unchanged != nil { continue }
-                }
-                if !first { out.append(0x2C) }
-                first = false
-                out.append(contentsOf: columns[position].nameLiteral)
-                out.append(0x3A)
-                switch value {
-                case .null: JSONText.appendLiteral("null", to: &out)
-                case .unchangedToast: JSONText.appendLiteral(#"{"unchanged_toast":true}"#, to: &out)
-                case .text(let text): PGValue.appendJSON(text: text, encoding: columns[position].encoding, to: &out)
+            try relation.nameLiterals.withUnsafeBytes { names in
+                for position in 0..<count {
+                    let value: TupleValue
+                    switch try reader.byte("a column kind") {
+                    case UInt8(ascii: "n"): value = .null
+                    case UInt8(ascii: "u"): value = .unchangedToast
+                    case UInt8(ascii: "t"): value = .text(try reader.slice(Int(try reader.uint32("a value length")), "a column value"))
+                    case UInt8(ascii: "b"): throw PGOutputError(message: "binary column values are not requested and not decoded")
+                    case let other: throw PGOutputError(message: "unknown column kind \(other)")
+                    }
+                    if keysOnly && !columns[position].isKey { continue }
+                    if case .unchangedToast = value {
+                        // The name without its `:`.
+                        unchanged?.pointee.append(Array(names[columns[position].nameLiteral.dropLast()]))
+                        if unchanged != nil { continue }
+                    }
+                    if !first { out.append(0x2C) }
+                    first = false
+                    out.append(contentsOf: UnsafeRawBufferPointer(rebasing: names[columns[position].nameLiteral]))
+                    switch value {
+                    case .null: JSONText.appendLiteral("null", to: &out)
+                    case .unchangedToast: JSONText.appendLiteral(#"{"unchanged_toast":true}"#, to: &out)
+                    case .text(let text): PGValue.appendJSON(text: text, encoding: columns[position].encoding, to: &out)
+                    }
                 }
             }
         }
