@@ -377,7 +377,7 @@ struct Batcher {
             let temp = directory + "/" + sanitizePathComponent(partition) + "_" + record.position.rawValue + ".tmp"
             let writer = try BlobWriter(
                 fs: archive.fs, tempPath: temp, compression: job.archive.compression, level: job.archive.level,
-                workers: job.archive.workers, mode: job.archive.fileMode)
+                workers: job.archive.workers ?? source.defaultCompressionWorkers, mode: job.archive.fileMode)
             open = Open(
                 writer: writer, partition: partition, directory: relative, partitionPath: partitionPath, bucket: bucket,
                 first: record.position, last: record.position, fromToken: token.encoded)

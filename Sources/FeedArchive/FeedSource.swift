@@ -175,6 +175,10 @@ public protocol FeedSource: AnyObject {
     /// unpublished tables). The run records it with a `heartbeat` manifest line, moves the
     /// checkpoint and acknowledges it. Nil: nothing to do.
     func heartbeat(partition: String, after cursor: String) async throws -> String?
+    /// zstd worker threads for a job that does not set `archive.workers`. A source whose
+    /// server needs a core of this machine to keep up says 0: compression then runs on the
+    /// reading thread, in small steps, rather than in a third busy thread.
+    var defaultCompressionWorkers: Int { get }
 }
 
 extension FeedSource {
@@ -182,6 +186,8 @@ extension FeedSource {
     public func checkRetained(from token: ContinuationToken) async throws {}
     public func acknowledge(_ token: ContinuationToken) async throws {}
     public func prefetch() async {}
+    /// One or two workers beside the reader, when the machine has cores to spare.
+    public var defaultCompressionWorkers: Int { min(2, max(0, ProcessInfo.processInfo.activeProcessorCount - 1)) }
     public func close() async {}
     public func statusFacts() async throws -> [(String, String)] { [] }
     public func metrics() async throws -> [String: Double] { [:] }

@@ -59,8 +59,9 @@ public struct ArchiveSettings: Sendable {
     public var root: String
     public var compression: Compression
     public var level: Int
-    /// zstd worker threads (0: compress on the reading thread).
-    public var workers: Int
+    /// zstd worker threads (0: compress on the reading thread); nil: the source's default
+    /// (`FeedSource.defaultCompressionWorkers`).
+    public var workers: Int?
     /// Optional partition path template; `{value}` is the source's path value for a change.
     public var partitionPath: String?
     /// Time zone of the `date=`/`hour=` folders.
@@ -83,10 +84,11 @@ public struct ArchiveSettings: Sendable {
             let range = compression == .lz4 ? -1...12 : -7...22
             guard range.contains(level) else { throw node.error("archive.level for \(compression.rawValue) must be in \(range.lowerBound)...\(range.upperBound)") }
         }
-        var workers = min(2, max(0, ProcessInfo.processInfo.activeProcessorCount - 1))
+        var workers: Int?
         if let node = map.optional("workers") {
-            workers = try node.int("archive.workers")
-            guard (0...64).contains(workers) else { throw node.error("archive.workers must be in 0...64") }
+            let value = try node.int("archive.workers")
+            guard (0...64).contains(value) else { throw node.error("archive.workers must be in 0...64") }
+            workers = value
         }
         let partitionPath = try map.optional("partition_path").map { try $0.string("archive.partition_path") }
         var timeZone = "UTC"

@@ -26,6 +26,12 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     /// about once a page (README, "Performance > PostgreSQL"). Peeks page alike, so that both
     /// read modes give the same pages.
     static let pageLimit = 256
+    /// Compression on the reading thread unless the job sets `archive.workers`: the walsender
+    /// is the bottleneck and, with the server on this machine, needs a core to itself; a zstd
+    /// worker as a third busy thread preempts it or the reader (on 2 cores, the 200,000-row
+    /// transaction took ~10% longer with one worker). The same on any machine, so that a job's
+    /// blobs do not change bytes when it moves.
+    public var defaultCompressionWorkers: Int { 0 }
     public let settings: PostgresSourceSettings
     let logger: Logger
 

@@ -111,6 +111,26 @@ final class PostgresJob {
         #expect(runs >= 2)
     }
 
+    /// A job without `archive.workers` compresses on the reading thread (the walsender needs
+    /// the other core): a blob larger than a zstd worker's job is exactly the single-threaded
+    /// frame of its content, which a worker's frame is not.
+    @Test func withoutWorkersAJobCompressesOnItsReadingThread() async throws {
+        let pg = try PostgresJob()
+        #expect(try await Binary.run(["setup", pg.job]).status == 0)
+        try pg.cluster.psql("INSERT INTO items (name, qty) SELECT md5(g::text) || repeat('x', 200), g FROM generate_series(1, 20000) g", database: pg.database)
+        let run = try await Binary.run(["run", pg.job])
+        #expect(run.status == 0, "\(run.stderr)")
+        let files = (FileManager.default.enumerator(atPath: pg.jobRoot + "/data")?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".zst") }
+        #expect(files.count == 1, "\(files)")  // one transaction: one blob, whatever max_records says
+        for file in files {
+            let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: pg.jobRoot + "/data/" + file)))
+            let content = try Compression.zstd.makeDecoder().decodeAll(bytes)
+            #expect(content.count > 4 << 20)
+            #expect(try Compression.zstd.makeEncoder(level: 3, workers: 0).encodeAll(content) == bytes)
+            #expect(try Compression.zstd.makeEncoder(level: 3, workers: 1).encodeAll(content) != bytes)
+        }
+    }
+
     /// kill -9 at random moments (at least 30 times) while the writer commits: nothing lost,
     /// nothing twice, verify clean.
     @Test func killNineAtRandomMomentsLosesNothing() async throws {
