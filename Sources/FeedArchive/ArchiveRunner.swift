@@ -351,7 +351,8 @@ struct Batcher {
     mutating func add(_ record: FeedRecord, partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
         if try !append(record, partition: partition, token: token) {
             try await close(partition: partition, token: &token, summary: &summary)
-            _ = try append(record, partition: partition, token: token)
+            let added = try append(record, partition: partition, token: token)
+            assert(added, "a batch just opened refused a change")
         }
     }
 

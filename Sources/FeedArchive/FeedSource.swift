@@ -186,8 +186,11 @@ extension FeedSource {
     public func checkRetained(from token: ContinuationToken) async throws {}
     public func acknowledge(_ token: ContinuationToken) async throws {}
     public func prefetch() async {}
-    /// One or two workers beside the reader, when the machine has cores to spare.
-    public var defaultCompressionWorkers: Int { min(2, max(0, ProcessInfo.processInfo.activeProcessorCount - 1)) }
+    /// One worker beside the reader, two when the machine has the cores. Never none: one or
+    /// more workers write the same bytes, none writes others, and a blob must not change bytes
+    /// when its job moves to a machine with fewer cores (DESIGN.md: contents depend only on
+    /// positions and job settings).
+    public var defaultCompressionWorkers: Int { min(2, max(1, ProcessInfo.processInfo.activeProcessorCount - 1)) }
     public func close() async {}
     public func statusFacts() async throws -> [(String, String)] { [] }
     public func metrics() async throws -> [String: Double] { [:] }

@@ -217,7 +217,7 @@ public final class JobArchive {
                 throw FeedArchiveError.data(
                     path: final,
                     message: "a blob with this name already exists with SHA-256 \((existing.sha256 ?? "").prefix(16))…, the re-read batch hashes to \(result.sha256.prefix(16))…: the source returned other data for the same positions",
-                    hint: "nothing was written. The same changes compress to other bytes when archive.level, archive.workers or the zstd library changed since the blob was written; if so, put the old settings back for this backfill (PostgreSQL jobs without archive.workers used one worker before feedarchive 0.6.0 and none since: for a blob above 2 MiB of JSON written before, set `workers: 1`). Otherwise compare the source with `feedarchive cat`, and if the range cannot be recovered, sign it off with `feedarchive ack-gap`")
+                    hint: "nothing was written. The same changes compress to other bytes when archive.level, archive.workers or the zstd library changed since the blob was written; if so, put the old settings back for this backfill (PostgreSQL jobs without archive.workers compressed with workers before feedarchive 0.6.0 and without since: for a blob above 2 MiB of JSON written before, set `workers: 1`; any number of workers gives the same bytes). Otherwise compare the source with `feedarchive cat`, and if the range cannot be recovered, sign it off with `feedarchive ack-gap`")
             }
             if try fs.size(final) == result.bytes && fileHash(final) == result.sha256 {
                 try fs.remove(writer.tempPath)

@@ -34,6 +34,9 @@ import Testing
         #expect(job.batch.maxDuration == 5400)
         #expect(job.start == .now)
         #expect(job.archive.fileMode == 0o640 && job.archive.directoryMode == 0o750)
+        #expect(job.archive.workers == nil)  // the source's default
+        let explicit = Self.valid.replacingOccurrences(of: "  compression: lz4\n", with: "  compression: zstd\n  workers: 0\n")
+        #expect(try JobConfig.parse(yaml: explicit, file: "orders.yaml").archive.workers == 0)
     }
 
     /// Each broken job gives `file:line:column: message` with the place of the mistake.
