@@ -44,8 +44,11 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     private var spareBuffer: [UInt8] = []
     /// The replication stream `prefetch` is opening, then the stream it opened, until the first
     /// read adopts it (or `close` ends it).
-    var early: Task<ReplicationConnection, any Error>?
-    var earlyStream: ReplicationConnection?
+    var early: EarlyStream?
+    enum EarlyStream {
+        case opening(Task<ReplicationConnection, any Error>)
+        case open(ReplicationConnection)
+    }
     /// The snapshot being read by a backfill.
     private var snapshot: SnapshotReader?
     /// Whether this source is acknowledged at all (a live run is, from its start; verify and
@@ -564,8 +567,7 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
         }
         if settings.readMode == .stream {
             var reader = ReadStream(decoder: decoder, windowEnd: decoder.skipBefore, head: head, expect: cursor)
-            let early = await prefetched()
-            earlyStream = nil
+            let early = await takePrefetched()
             if decoder.skipBefore < head {
                 if let early {
                     reader.replication = early

@@ -97,24 +97,37 @@ extension PostgresSource {
     /// it, and the decoder skips by position what commits before a later cursor. A stream that
     /// fails to open is forgotten; the read then opens its own and reports what fails.
     public func prefetch() async {
-        guard settings.readMode == .stream, stream == nil, early == nil, earlyStream == nil else { return }
-        early = Task { try await self.openReplication(from: LSN(0)) }
+        guard settings.readMode == .stream, stream == nil, early == nil else { return }
+        early = .opening(Task { try await self.openReplication(from: LSN(0)) })
     }
 
-    /// The prefetched stream, once open; nil when none was asked for or it failed to open.
+    /// The prefetched stream, once open (it stays prefetched); nil when none was asked for or
+    /// it failed to open.
     func prefetched() async -> ReplicationConnection? {
-        if let task = early {
-            early = nil
-            earlyStream = try? await task.value
+        switch early {
+        case .opening(let task)?:
+            guard let connection = try? await task.value else {
+                early = nil
+                return nil
+            }
+            early = .open(connection)
+            return connection
+        case .open(let connection)?:
+            return connection
+        case nil:
+            return nil
         }
-        return earlyStream
+    }
+
+    /// The prefetched stream, no longer prefetched: the caller reads it or finishes it.
+    func takePrefetched() async -> ReplicationConnection? {
+        let connection = await prefetched()
+        early = nil
+        return connection
     }
 
     func closeEarlyStream() async {
-        if let early = await prefetched() {
-            earlyStream = nil
-            await finish(early)
-        }
+        if let early = await takePrefetched() { await finish(early) }
     }
 
     /// Ends the replication stream, if one is open, with a last status update (the durable
