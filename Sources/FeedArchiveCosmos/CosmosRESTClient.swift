@@ -27,9 +27,9 @@ final class CosmosRESTClient: Sendable {
     let settings: CosmosSourceSettings
     private let http: HTTPClient
 
-    init(settings: CosmosSourceSettings) {
+    init(settings: CosmosSourceSettings, proxy: HTTPProxy? = nil) {
         self.settings = settings
-        http = HTTPClient(endpoint: settings.endpoint, timeout: settings.timeout)
+        http = HTTPClient(endpoint: settings.endpoint, timeout: settings.timeout, proxy: proxy)
     }
 
     private let closed = Atomic<Bool>(false)

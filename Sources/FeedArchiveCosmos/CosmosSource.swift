@@ -70,9 +70,15 @@ public final class CosmosSource: FeedSource, Sendable {
     }
     private let state = Mutex(State())
 
-    public init(settings: CosmosSourceSettings) {
+    /// `proxy`: the HTTP proxy to reach the account through (`make` takes it from the
+    /// environment, as curl does: `https_proxy`, `no_proxy`, …).
+    init(settings: CosmosSourceSettings, proxy: HTTPProxy?) {
         self.settings = settings
-        self.client = CosmosRESTClient(settings: settings)
+        self.client = CosmosRESTClient(settings: settings, proxy: proxy)
+    }
+
+    public convenience init(settings: CosmosSourceSettings) {
+        self.init(settings: settings, proxy: nil)
     }
 
     /// The source for a job file; refuses start positions the feed mode cannot serve.
@@ -87,7 +93,13 @@ public final class CosmosSource: FeedSource, Sendable {
             default: break
             }
         }
-        return CosmosSource(settings: settings)
+        let proxy: HTTPProxy?
+        do {
+            proxy = try HTTPProxy.resolve(for: settings.endpoint, environment: ProcessInfo.processInfo.environment)
+        } catch let invalid as HTTPProxy.Invalid {
+            throw FeedArchiveError.badJobFile(place: "\(invalid.variable) (environment, for \(job.file))", message: invalid.message)
+        }
+        return CosmosSource(settings: settings, proxy: proxy)
     }
 
     var containerPath: String { "dbs/\(settings.database)/colls/\(settings.container)" }

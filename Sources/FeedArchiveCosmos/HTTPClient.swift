@@ -7,13 +7,13 @@ import NIOSSL
 import Synchronization
 
 /// A small HTTP/1.1 client over SwiftNIO, for the Cosmos DB REST API: GET requests on
-/// keep-alive connections, TLS for `https` (the system's trust roots, the host name checked),
-/// and a time limit per request.
+/// keep-alive connections, TLS for `https` (the system's trust roots, or the bundle
+/// `SSL_CERT_FILE` names; the host name checked), an optional HTTP proxy (`HTTPProxy`: a
+/// `CONNECT` tunnel for https), and a time limit per request.
 ///
 /// Why not URLSession: on Linux it is FoundationNetworking over libcurl, and linking it cost
 /// every command ~12 ms of start-up (libcurl and the ~30 libraries it loads), SQLite and
-/// PostgreSQL runs included. SwiftNIO is linked anyway (the PostgreSQL source). Not supported,
-/// unlike libcurl: `HTTPS_PROXY` and other proxy settings.
+/// PostgreSQL runs included. SwiftNIO is linked anyway (the PostgreSQL source).
 final class HTTPClient: Sendable {
     struct Response {
         var status: Int
@@ -26,12 +26,14 @@ final class HTTPClient: Sendable {
         case timedOut(Double)
         case closedEarly
         case badResponse(String)
+        case proxyRefused(String)
 
         var description: String {
             switch self {
             case .timedOut(let seconds): "timed out after \(Int(seconds)) s"
             case .closedEarly: "the server closed the connection before it answered"
             case .badResponse(let text): text
+            case .proxyRefused(let text): text
             }
         }
     }
@@ -42,16 +44,26 @@ final class HTTPClient: Sendable {
     let secure: Bool
     /// The path every request target starts with (the endpoint's, ending in `/`).
     let basePath: String
+    let proxy: HTTPProxy?
+    /// PEM trust roots replacing the system's (`SSL_CERT_FILE`, as OpenSSL and curl read it).
+    let certificateBundle: String?
     /// Made with the first `https` connection (it reads the system's trust roots).
     private let tls = Mutex<NIOSSLContext?>(nil)
     private let hostHeader: String
+    /// `host:port`, what a proxy is asked to tunnel to.
+    private let authority: String
     /// Connections whose last exchange ended cleanly, for reuse; none once `closeIdle` ran.
     private let idle = Mutex<[Connection]>([])
     private let closed = Atomic<Bool>(false)
     static let keepIdle = 8
 
     /// `endpoint` is an http(s) URL with a host (`CosmosSourceSettings` checks it).
-    init(endpoint: URL, timeout: Double) {
+    init(
+        endpoint: URL, timeout: Double, proxy: HTTPProxy? = nil,
+        certificateBundle: String? = ProcessInfo.processInfo.environment["SSL_CERT_FILE"]
+    ) {
+        self.proxy = proxy
+        self.certificateBundle = certificateBundle.flatMap { $0.isEmpty ? nil : $0 }
         host = endpoint.host ?? "localhost"
         secure = endpoint.scheme == "https"
         port = endpoint.port ?? (secure ? 443 : 80)
@@ -60,12 +72,15 @@ final class HTTPClient: Sendable {
         basePath = path.hasSuffix("/") ? path : path + "/"
         let name = host.contains(":") ? "[\(host)]" : host  // an IPv6 literal
         hostHeader = endpoint.port == nil ? name : "\(name):\(port)"
+        authority = "\(name):\(port)"
     }
 
     private func tlsContext() throws -> NIOSSLContext {
         try tls.withLock { context in
             if let context { return context }
-            let made = try NIOSSLContext(configuration: .makeClientConfiguration())
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            if let certificateBundle { configuration.trustRoots = .file(certificateBundle) }
+            let made = try NIOSSLContext(configuration: configuration)
             context = made
             return made
         }
@@ -103,8 +118,11 @@ final class HTTPClient: Sendable {
     }
 
     private func exchange(on connection: Connection, target: String, headers: [(String, String)]) async throws -> Response {
-        var request = HTTPRequestHead(version: .http1_1, method: .GET, uri: target)
+        // Through a proxy, plain http asks the proxy for the absolute URL (https is tunnelled).
+        let plainProxy = secure ? nil : proxy
+        var request = HTTPRequestHead(version: .http1_1, method: .GET, uri: plainProxy == nil ? target : "http://\(hostHeader)\(target)")
         request.headers.add(name: "Host", value: hostHeader)
+        if let authorization = plainProxy?.authorization { request.headers.add(name: "Proxy-Authorization", value: authorization) }
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         let head = request
         let channel = connection.channel
@@ -112,6 +130,10 @@ final class HTTPClient: Sendable {
         let timeout = self.timeout
         let result = channel.eventLoop.flatSubmit { () -> EventLoopFuture<Response> in
             let promise = channel.eventLoop.makePromise(of: Response.self)
+            if let failure = collector.failure {
+                promise.fail(failure)
+                return promise.futureResult
+            }
             guard channel.isActive else {
                 promise.fail(Failure.closedEarly)  // an idle connection the server closed
                 return promise.futureResult
@@ -149,23 +171,116 @@ final class HTTPClient: Sendable {
         let tls = secure ? try tlsContext() : nil
         // No SNI for an address literal (RFC 6066); the certificate is still checked against it.
         let serverName = (try? SocketAddress(ipAddress: host, port: 0)) == nil ? host : nil
+        let tunnel = secure ? proxy : nil
+        let handshake = tunnel.map { TunnelHandshake(proxy: $0, target: authority) }
+        @Sendable func addHandlers(_ channel: any Channel) throws {
+            let pipeline = channel.pipeline.syncOperations
+            if let tls { try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName)) }
+            try pipeline.addHTTPClientHandlers()
+            try pipeline.addHandler(collector)
+        }
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.milliseconds(Int64(timeout * 1000)))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let pipeline = channel.pipeline.syncOperations
-                    if let tls { try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName)) }
-                    try pipeline.addHTTPClientHandlers()
-                    try pipeline.addHandler(collector)
+                    if let handshake {
+                        try channel.pipeline.syncOperations.addHandler(handshake)
+                    } else {
+                        try addHandlers(channel)
+                    }
                 }
             }
-            .connect(host: host, port: port).get()
+            .connect(host: proxy?.host ?? host, port: proxy?.port ?? port).get()
+        if let handshake {
+            // CONNECT first; TLS and HTTP start on the tunnel once the proxy says 200.
+            let timeout = self.timeout
+            do {
+                try await channel.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+                    let timer = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
+                        handshake.fail(Failure.timedOut(timeout))
+                    }
+                    handshake.start(channel)
+                    return handshake.done.futureResult.always { _ in timer.cancel() }
+                }.get()
+                try await channel.eventLoop.submit { try addHandlers(channel) }.get()
+            } catch {
+                channel.close(promise: nil)
+                throw error
+            }
+        }
         return Connection(channel: channel, collector: collector)
     }
 
     struct Connection: Sendable {
         let channel: any Channel
         let collector: ResponseCollector
+    }
+}
+
+/// Asks an HTTP proxy for a tunnel (`CONNECT host:port`) and waits for its 2xx answer, then
+/// leaves the pipeline. Touched only on its channel's event loop.
+final class TunnelHandshake: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    let proxy: HTTPProxy
+    let target: String
+    private(set) var done: EventLoopPromise<Void>!
+    private var answer = ByteBuffer()
+    private var context: ChannelHandlerContext?
+
+    init(proxy: HTTPProxy, target: String) {
+        self.proxy = proxy
+        self.target = target
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        done = context.eventLoop.makePromise()
+    }
+
+    func start(_ channel: any Channel) {
+        var request = "CONNECT \(target) HTTP/1.1\r\nHost: \(target)\r\n"
+        if let authorization = proxy.authorization { request += "Proxy-Authorization: \(authorization)\r\n" }
+        request += "\r\n"
+        channel.writeAndFlush(ByteBuffer(string: request), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        answer.writeBuffer(&incoming)
+        let bytes = Array(answer.readableBytesView)
+        let blank: [UInt8] = [13, 10, 13, 10]
+        guard let end = bytes.indices.dropLast(3).first(where: { bytes[$0..<$0 + 4].elementsEqual(blank) }) else {
+            if answer.readableBytes > 16 << 10 { fail(HTTPClient.Failure.proxyRefused("the proxy \(proxy.description) (\(proxy.variable)) sent an answer to CONNECT without an end")) }
+            return
+        }
+        let lineEnd = bytes.firstIndex(of: 13) ?? end
+        let statusLine = String(decoding: bytes[..<lineEnd], as: UTF8.self)
+        let parts = statusLine.split(separator: " ", maxSplits: 2)
+        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let status = Int(parts[1]), (200..<300).contains(status) else {
+            fail(HTTPClient.Failure.proxyRefused("the proxy \(proxy.description) (\(proxy.variable)) refused CONNECT \(target): \(statusLine)"))
+            return
+        }
+        guard end + 4 == bytes.count else {
+            fail(HTTPClient.Failure.proxyRefused("the proxy \(proxy.description) (\(proxy.variable)) sent bytes after its answer to CONNECT"))
+            return
+        }
+        context.pipeline.syncOperations.removeHandler(self, promise: nil)
+        done.succeed()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(HTTPClient.Failure.proxyRefused("the proxy \(proxy.description) (\(proxy.variable)) closed the connection before it answered CONNECT \(target)"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(error)
+        context.close(promise: nil)
+    }
+
+    func fail(_ error: any Error) {
+        done?.fail(error)
+        context?.close(promise: nil)
     }
 }
 
@@ -178,6 +293,9 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
     private var head: HTTPResponseHead?
     private var body = ByteBuffer()
     private var answered = false
+    /// The first error the connection saw while no request waited (a failed TLS handshake
+    /// shows before the first request is handed over): that request's answer.
+    private(set) var failure: (any Error)?
 
     func expect(_ promise: EventLoopPromise<HTTPClient.Response>) {
         self.promise = promise
@@ -208,6 +326,7 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if promise == nil && failure == nil { failure = error }
         fail(error)
         context.close(promise: nil)
     }

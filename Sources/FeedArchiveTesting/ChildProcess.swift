@@ -4,7 +4,12 @@ import Foundation
 /// posix_spawn with stdout/stderr sent to files (or /dev/null) and stdin from /dev/null. The
 /// child starts with default signal handling and an empty mask whatever the test runner set,
 /// so SIGTERM means the same to it as under cron.
-public func spawn(_ executable: String, _ arguments: [String], stdout: String = "/dev/null", stderr: String = "/dev/null") throws -> pid_t {
+/// `environment`: variables set (a value) or removed (nil) for the child only, on top of this
+/// process's environment (setenv here would reach every test running meanwhile).
+public func spawn(
+    _ executable: String, _ arguments: [String], stdout: String = "/dev/null", stderr: String = "/dev/null",
+    environment: [String: String?] = [:]
+) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -25,7 +30,11 @@ public func spawn(_ executable: String, _ arguments: [String], stdout: String = 
     let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0
-    let code = posix_spawnp(&pid, executable, &actions, &attributes, argv, environ)
+    var variables = ProcessInfo.processInfo.environment
+    for (name, value) in environment { variables[name] = value }
+    let envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { envp.forEach { free($0) } }
+    let code = posix_spawnp(&pid, executable, &actions, &attributes, argv, envp)
     guard code == 0 else { throw FeedArchiveError.io(operation: "posix_spawn", path: executable, errno: code) }
     return pid
 }

@@ -1,3 +1,4 @@
+import FeedArchiveTesting
 import Foundation
 import Synchronization
 import Testing
@@ -14,7 +15,9 @@ import Testing
 @Suite(.serialized) struct HTTPClientTests {
     /// A loopback TCP server on its own thread. Each accepted connection reads requests (up to
     /// the blank line) and answers each with `answer(n)`, the request's number over all
-    /// connections; nil: close the connection instead; "RESET": reset it; "": never answer.
+    /// connections; nil: close the connection instead; "RESET": reset it; "": never answer;
+    /// "TUNNEL <port>": answer 200 and relay the connection to that loopback port (a proxy's
+    /// `CONNECT`).
     final class ScriptedServer: @unchecked Sendable {
         let port: Int
         private let fd: Int32
@@ -69,6 +72,10 @@ import Testing
                                     return
                                 }
                                 if text.isEmpty { continue }  // silent
+                                if text.hasPrefix("TUNNEL "), let port = UInt16(text.dropFirst(7)) {
+                                    Self.relay(client, toPort: port, after: Array(pending.utf8))
+                                    return
+                                }
                                 _ = text.utf8CString.withUnsafeBufferPointer { write(client, $0.baseAddress, $0.count - 1) }
                             }
                         }
@@ -79,6 +86,39 @@ import Testing
         }
 
         deinit { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+
+        /// Answers `CONNECT` with 200, then copies bytes both ways between `client` and the
+        /// loopback `port` until either side closes.
+        static func relay(_ client: Int32, toPort port: UInt16, after pending: [UInt8]) {
+            let target = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = port.bigEndian
+            let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(target, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            guard connected == 0 else {
+                close(target)
+                close(client)
+                return
+            }
+            let established = Array("HTTP/1.1 200 Connection established\r\n\r\n".utf8)
+            _ = write(client, established, established.count)
+            if !pending.isEmpty { _ = write(target, pending, pending.count) }
+            @Sendable func pump(_ from: Int32, _ to: Int32) {
+                var chunk = [UInt8](repeating: 0, count: 16384)
+                while true {
+                    let count = read(from, &chunk, chunk.count)
+                    guard count > 0, write(to, chunk, count) == count else { break }
+                }
+                shutdown(to, Int32(SHUT_WR))
+            }
+            let back = Thread { pump(target, client) }
+            back.start()
+            pump(client, target)
+            while !back.isFinished { usleep(10_000) }
+            close(target)
+            close(client)
+        }
     }
 
     static func ok(_ body: String, extra: String = "") -> String {
@@ -152,6 +192,140 @@ import Testing
         } catch {
             #expect("\(error)" == "timed out after 1 s")
         }
+    }
+}
+
+/// The client through an HTTP proxy: settings read from the environment as curl reads them,
+/// plain http as an absolute URL, https through a `CONNECT` tunnel to a real TLS server
+/// (Python's, with a certificate `openssl` makes for the test), and a proxy that refuses.
+@Suite(.serialized) struct HTTPProxyTests {
+    typealias ScriptedServer = HTTPClientTests.ScriptedServer
+
+    @Test func proxySettingsComeFromTheEnvironmentAsCurlReadsThem() throws {
+        let https = URL(string: "https://acct.documents.azure.com:443/")!
+        let http = URL(string: "http://emulator.internal:8081/")!
+        #expect(try HTTPProxy.resolve(for: https, environment: [:]) == nil)
+        let proxy = try HTTPProxy.resolve(for: https, environment: ["HTTPS_PROXY": "http://us%40r:p%3Ass@proxy.corp:3128"])
+        #expect(proxy?.host == "proxy.corp" && proxy?.port == 3128 && proxy?.variable == "HTTPS_PROXY")
+        #expect(proxy?.authorization == "Basic " + Data("us@r:p:ss".utf8).base64EncodedString())
+        #expect(try HTTPProxy.resolve(for: https, environment: ["https_proxy": "proxy.corp"])?.port == 1080)
+        // http_proxy only in lower case (CGI puts a request's Proxy header in HTTP_PROXY).
+        #expect(try HTTPProxy.resolve(for: http, environment: ["HTTP_PROXY": "http://proxy.corp:3128"]) == nil)
+        #expect(try HTTPProxy.resolve(for: http, environment: ["http_proxy": "http://proxy.corp:3128"])?.variable == "http_proxy")
+        #expect(try HTTPProxy.resolve(for: http, environment: ["ALL_PROXY": "http://proxy.corp:3128"])?.variable == "ALL_PROXY")
+        for list in ["*", "azure.com", ".documents.azure.com", "other.org, acct.documents.azure.com:443"] {
+            #expect(try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://p:1", "no_proxy": list]) == nil, "\(list)")
+        }
+        #expect(try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://p:1", "NO_PROXY": "zure.com,azure.co"]) != nil)
+        #expect(throws: HTTPProxy.Invalid.self) { try HTTPProxy.resolve(for: https, environment: ["https_proxy": "https://p:1"]) }
+        #expect(throws: HTTPProxy.Invalid.self) { try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://:8080"]) }
+    }
+
+    @Test func plainHTTPAsksTheProxyForTheAbsoluteURL() async throws {
+        let proxy = try ScriptedServer { _ in ScriptedServerAnswers.ok }
+        let client = HTTPClient(
+            endpoint: URL(string: "http://emulator.invalid:8081/base/")!, timeout: 5,
+            proxy: HTTPProxy(host: "127.0.0.1", port: proxy.port, authorization: "Basic dTpw", variable: "http_proxy"))
+        #expect(try await client.get(client.basePath + "dbs/x", headers: []).status == 200)
+        #expect(try await client.get(client.basePath + "dbs/y", headers: []).status == 200)
+        let requests = proxy.requests
+        #expect(requests.first?.hasPrefix("GET http://emulator.invalid:8081/base/dbs/x HTTP/1.1\r\n") == true, "\(requests)")
+        #expect(requests.first?.contains("Host: emulator.invalid:8081") == true)
+        #expect(requests.first?.contains("Proxy-Authorization: Basic dTpw") == true)
+        #expect(proxy.accepted == 1)  // kept alive, as without a proxy
+    }
+
+    @Test func httpsGoesThroughAConnectTunnel() async throws {
+        let dir = TempDirectory("feedarchive-proxy")
+        let key = dir.path + "/key.pem", certificate = dir.path + "/cert.pem"
+        let made = try run("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"])
+        #expect(made == 0)
+        let script = dir.write(
+            "server.py",
+            """
+            import http.server, ssl, sys
+            class Handler(http.server.BaseHTTPRequestHandler):
+                protocol_version = "HTTP/1.1"
+                def do_GET(self):
+                    body = ('{"path":"%s"}' % self.path).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, *args):
+                    pass
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(sys.argv[1], sys.argv[2])
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+            print(server.server_address[1], flush=True)
+            server.serve_forever()
+            """)
+        let tls = Process()
+        tls.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        tls.arguments = ["python3", script, certificate, key]
+        let output = Pipe()
+        tls.standardOutput = output
+        tls.standardError = FileHandle.nullDevice
+        try tls.run()
+        defer {
+            kill(tls.processIdentifier, SIGKILL)  // SIGTERM may be blocked in the test's threads, and so in the child
+            tls.waitUntilExit()
+        }
+        var line: [UInt8] = []
+        while let byte = try output.fileHandleForReading.read(upToCount: 1)?.first, byte != 0x0A { line.append(byte) }
+        let tlsPort = try #require(UInt16(String(decoding: line, as: UTF8.self)))
+
+        let proxy = try ScriptedServer { _ in "TUNNEL \(tlsPort)" }
+        let client = HTTPClient(
+            endpoint: URL(string: "https://localhost:\(tlsPort)/")!, timeout: 10,
+            proxy: HTTPProxy(host: "127.0.0.1", port: proxy.port, authorization: "Basic dTpw", variable: "https_proxy"),
+            certificateBundle: certificate)
+        let first = try await client.get("/dbs/x", headers: [])
+        #expect(first.status == 200 && String(buffer: first.body) == #"{"path":"/dbs/x"}"#)
+        #expect(try await client.get("/dbs/y", headers: []).status == 200)
+        let requests = proxy.requests
+        #expect(requests.count == 1, "\(requests)")  // one CONNECT; the requests went inside TLS
+        #expect(requests.first?.hasPrefix("CONNECT localhost:\(tlsPort) HTTP/1.1\r\n") == true, "\(requests)")
+        #expect(requests.first?.contains("Proxy-Authorization: Basic dTpw") == true)
+        #expect(proxy.accepted == 1)
+
+        // Without the test's certificate the server is not trusted: the tunnel is not a way around TLS.
+        let untrusting = HTTPClient(
+            endpoint: URL(string: "https://localhost:\(tlsPort)/")!, timeout: 10,
+            proxy: HTTPProxy(host: "127.0.0.1", port: proxy.port, authorization: nil, variable: "https_proxy"),
+            certificateBundle: nil)
+        do {
+            _ = try await untrusting.get("/dbs/x", headers: [])
+            Issue.record("a server with an untrusted certificate was believed")
+        } catch {
+            #expect("\(error)".contains("CERTIFICATE_VERIFY_FAILED"), "\(error)")
+        }
+    }
+
+    @Test func aProxyThatRefusesIsNamed() async throws {
+        let proxy = try ScriptedServer { _ in "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n" }
+        let client = HTTPClient(
+            endpoint: URL(string: "https://acct.documents.azure.com/")!, timeout: 5,
+            proxy: HTTPProxy(host: "127.0.0.1", port: proxy.port, authorization: nil, variable: "HTTPS_PROXY"))
+        do {
+            _ = try await client.get("/dbs", headers: [])
+            Issue.record("the request went through a proxy that refused")
+        } catch {
+            #expect("\(error)" == "the proxy 127.0.0.1:\(proxy.port) (HTTPS_PROXY) refused CONNECT acct.documents.azure.com:443: HTTP/1.1 407 Proxy Authentication Required")
+        }
+    }
+
+    /// Runs a command to its end; its exit status.
+    func run(_ command: String, _ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [command] + arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
     }
 }
 

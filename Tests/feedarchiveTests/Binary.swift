@@ -24,16 +24,16 @@ enum Binary {
     }
 
     /// Runs the binary to completion.
-    static func run(_ arguments: [String]) async throws -> Result {
-        let process = try start(arguments)
+    static func run(_ arguments: [String], environment: [String: String?] = [:]) async throws -> Result {
+        let process = try start(arguments, environment: environment)
         return await process.finish()
     }
 
-    static func start(_ arguments: [String]) throws -> Running {
+    static func start(_ arguments: [String], environment: [String: String?] = [:]) throws -> Running {
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw TestFailure("feedarchive binary not found at \(path): run `swift build` first (scripts/test does)")
         }
-        return try Running(executable: path, arguments: arguments)
+        return try Running(executable: path, arguments: arguments, environment: environment)
     }
 
     /// A child process started with posix_spawn, its output captured to files (no pipe can
@@ -43,11 +43,11 @@ enum Binary {
         let outFile: String
         let errFile: String
 
-        init(executable: String, arguments: [String]) throws {
+        init(executable: String, arguments: [String], environment: [String: String?] = [:]) throws {
             let id = UUID().uuidString
             outFile = NSTemporaryDirectory() + "/fa-out-" + id
             errFile = NSTemporaryDirectory() + "/fa-err-" + id
-            pid = try spawn(executable, arguments, stdout: outFile, stderr: errFile)
+            pid = try spawn(executable, arguments, stdout: outFile, stderr: errFile, environment: environment)
         }
 
         func signal(_ signal: Int32) { kill(pid, signal) }

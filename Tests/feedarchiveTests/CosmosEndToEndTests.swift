@@ -151,6 +151,23 @@ import Testing
         try await expectEveryCurrentDocumentOnce(server, job)
     }
 
+    /// The account is reached through the proxy the environment names, as curl would:
+    /// `http_proxy` pointing nowhere fails the run (source unavailable), `no_proxy` bypasses it,
+    /// and a proxy URL that cannot be used is a configuration error naming the variable.
+    @Test func aProxyFromTheEnvironmentIsUsedBypassedOrRefused() async throws {
+        let server = try CosmosTestServer(ranges: 1)
+        let job = CosmosJob(server: server, mode: "latest_version", start: "beginning", timeout: "2s")
+        try server.control(["action": "generate", "count": 20, "seed": 300])
+        let unreachable = try await Binary.run(["run", job.job], environment: ["http_proxy": "http://127.0.0.1:9", "no_proxy": nil, "NO_PROXY": nil])  // nothing listens there
+        #expect(unreachable.status == 69, "\(unreachable.stderr)")
+        #expect(unreachable.stderr.contains("127.0.0.1:9"), "\(unreachable.stderr)")
+        let direct = try await Binary.run(["run", job.job], environment: ["http_proxy": "http://127.0.0.1:9", "no_proxy": "localhost,127.0.0.1"])
+        #expect(direct.status == 0, "\(direct.stderr)")
+        let unusable = try await Binary.run(["run", job.job], environment: ["http_proxy": "https://proxy.example:3128", "no_proxy": nil, "NO_PROXY": nil])
+        #expect(unusable.status == 78, "\(unusable.stderr)")
+        #expect(unusable.stderr.contains("http_proxy") && unusable.stderr.contains("only http:// proxies"), "\(unusable.stderr)")
+    }
+
     /// A latest-version archive holds the current version of every live document, no change
     /// twice, and verifies clean.
     func expectEveryCurrentDocumentOnce(_ server: CosmosTestServer, _ job: CosmosJob) async throws {
