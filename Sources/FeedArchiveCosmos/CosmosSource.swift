@@ -99,6 +99,11 @@ public final class CosmosSource: FeedSource, Sendable {
         } catch let invalid as HTTPProxy.Invalid {
             throw FeedArchiveError.badJobFile(place: "\(invalid.variable) (environment, for \(job.file))", message: invalid.message)
         }
+        if let bundle = ProcessInfo.processInfo.environment["SSL_CERT_FILE"], !bundle.isEmpty, settings.endpoint.scheme == "https",
+            !FileManager.default.isReadableFile(atPath: bundle)
+        {
+            throw FeedArchiveError.badJobFile(place: "SSL_CERT_FILE (environment, for \(job.file))", message: "\(bundle) is not a readable file of PEM certificates")
+        }
         return CosmosSource(settings: settings, proxy: proxy)
     }
 

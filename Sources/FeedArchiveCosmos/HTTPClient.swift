@@ -7,7 +7,7 @@ import NIOSSL
 import Synchronization
 
 /// A small HTTP/1.1 client over SwiftNIO, for the Cosmos DB REST API: GET requests on
-/// keep-alive connections, TLS for `https` (the system's trust roots, or the bundle
+/// keep-alive connections, TLS for `https` (the system's trust roots and the bundle
 /// `SSL_CERT_FILE` names; the host name checked), an optional HTTP proxy (`HTTPProxy`: a
 /// `CONNECT` tunnel for https), and a time limit per request.
 ///
@@ -45,7 +45,7 @@ final class HTTPClient: Sendable {
     /// The path every request target starts with (the endpoint's, ending in `/`).
     let basePath: String
     let proxy: HTTPProxy?
-    /// PEM trust roots replacing the system's (`SSL_CERT_FILE`, as OpenSSL and curl read it).
+    /// PEM trust roots added to the system's (`SSL_CERT_FILE`).
     let certificateBundle: String?
     /// Made with the first `https` connection (it reads the system's trust roots).
     private let tls = Mutex<NIOSSLContext?>(nil)
@@ -79,7 +79,8 @@ final class HTTPClient: Sendable {
         try tls.withLock { context in
             if let context { return context }
             var configuration = TLSConfiguration.makeClientConfiguration()
-            if let certificateBundle { configuration.trustRoots = .file(certificateBundle) }
+            // Added to the system's roots, as OpenSSL adds SSL_CERT_FILE to its default directory.
+            if let certificateBundle { configuration.additionalTrustRoots = [.file(certificateBundle)] }
             let made = try NIOSSLContext(configuration: configuration)
             context = made
             return made
@@ -172,7 +173,6 @@ final class HTTPClient: Sendable {
         // No SNI for an address literal (RFC 6066); the certificate is still checked against it.
         let serverName = (try? SocketAddress(ipAddress: host, port: 0)) == nil ? host : nil
         let tunnel = secure ? proxy : nil
-        let handshake = tunnel.map { TunnelHandshake(proxy: $0, target: authority) }
         @Sendable func addHandlers(_ channel: any Channel) throws {
             let pipeline = channel.pipeline.syncOperations
             if let tls { try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName)) }
@@ -183,26 +183,31 @@ final class HTTPClient: Sendable {
             .connectTimeout(.milliseconds(Int64(timeout * 1000)))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let handshake {
-                        try channel.pipeline.syncOperations.addHandler(handshake)
-                    } else {
-                        try addHandlers(channel)
-                    }
+                    if tunnel == nil { try addHandlers(channel) }
                 }
             }
             .connect(host: proxy?.host ?? host, port: proxy?.port ?? port).get()
-        if let handshake {
-            // CONNECT first; TLS and HTTP start on the tunnel once the proxy says 200.
+        if let tunnel {
+            // CONNECT first (on the channel that connected: the initializer runs for every
+            // address tried); TLS and HTTP start on the tunnel once the proxy says 2xx.
             let timeout = self.timeout
+            let target = authority
             do {
                 try await channel.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+                    let handshake = TunnelHandshake(proxy: tunnel, target: target, done: channel.eventLoop.makePromise())
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(handshake)
+                    } catch {
+                        handshake.done.fail(error)
+                        return handshake.done.futureResult
+                    }
                     let timer = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
-                        handshake.fail(Failure.timedOut(timeout))
+                        handshake.done.fail(Failure.timedOut(timeout))
                     }
                     handshake.start(channel)
-                    return handshake.done.futureResult.always { _ in timer.cancel() }
+                    // The handlers go in as the handshake leaves, on the event loop: no gap.
+                    return handshake.done.futureResult.flatMapThrowing { try addHandlers(channel) }.always { _ in timer.cancel() }
                 }.get()
-                try await channel.eventLoop.submit { try addHandlers(channel) }.get()
             } catch {
                 channel.close(promise: nil)
                 throw error
@@ -218,23 +223,19 @@ final class HTTPClient: Sendable {
 }
 
 /// Asks an HTTP proxy for a tunnel (`CONNECT host:port`) and waits for its 2xx answer, then
-/// leaves the pipeline. Touched only on its channel's event loop.
+/// leaves the pipeline. One per channel, touched only on its event loop; on a failure `done`
+/// fails and the client closes the channel.
 final class TunnelHandshake: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     let proxy: HTTPProxy
     let target: String
-    private(set) var done: EventLoopPromise<Void>!
+    let done: EventLoopPromise<Void>
     private var answer = ByteBuffer()
-    private var context: ChannelHandlerContext?
 
-    init(proxy: HTTPProxy, target: String) {
+    init(proxy: HTTPProxy, target: String, done: EventLoopPromise<Void>) {
         self.proxy = proxy
         self.target = target
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-        done = context.eventLoop.makePromise()
+        self.done = done
     }
 
     func start(_ channel: any Channel) {
@@ -275,12 +276,11 @@ final class TunnelHandshake: ChannelInboundHandler, RemovableChannelHandler, @un
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         fail(error)
-        context.close(promise: nil)
     }
 
-    func fail(_ error: any Error) {
-        done?.fail(error)
-        context?.close(promise: nil)
+    /// A second completion of `done` is ignored.
+    private func fail(_ error: any Error) {
+        done.fail(error)
     }
 }
 

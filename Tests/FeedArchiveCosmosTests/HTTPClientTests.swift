@@ -213,12 +213,26 @@ import Testing
         #expect(try HTTPProxy.resolve(for: http, environment: ["HTTP_PROXY": "http://proxy.corp:3128"]) == nil)
         #expect(try HTTPProxy.resolve(for: http, environment: ["http_proxy": "http://proxy.corp:3128"])?.variable == "http_proxy")
         #expect(try HTTPProxy.resolve(for: http, environment: ["ALL_PROXY": "http://proxy.corp:3128"])?.variable == "ALL_PROXY")
-        for list in ["*", "azure.com", ".documents.azure.com", "other.org, acct.documents.azure.com:443"] {
+        for list in ["*", "azure.com", ".documents.azure.com", "other.org, acct.documents.azure.com:443", "other.org azure.com."] {
             #expect(try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://p:1", "no_proxy": list]) == nil, "\(list)")
         }
-        #expect(try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://p:1", "NO_PROXY": "zure.com,azure.co"]) != nil)
-        #expect(throws: HTTPProxy.Invalid.self) { try HTTPProxy.resolve(for: https, environment: ["https_proxy": "https://p:1"]) }
+        for list in ["zure.com,azure.co", "other.org,*"] {
+            #expect(try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://p:1", "NO_PROXY": list]) != nil, "\(list)")
+        }
+        #expect(try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://p:1", "no_proxy": "", "NO_PROXY": "azure.com"]) == nil)
+        // An address matches only itself, not as a suffix.
+        let address = URL(string: "http://10.0.0.5:8081/")!
+        #expect(try HTTPProxy.resolve(for: address, environment: ["http_proxy": "http://p:1", "no_proxy": "0.5"]) != nil)
+        #expect(try HTTPProxy.resolve(for: address, environment: ["http_proxy": "http://p:1", "no_proxy": "10.0.0.5"]) == nil)
         #expect(throws: HTTPProxy.Invalid.self) { try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://:8080"]) }
+        // A password never shows in a message, nor in the proxy's description.
+        do {
+            _ = try HTTPProxy.resolve(for: https, environment: ["https_proxy": "https://alice:s3cret@p:1"])
+            Issue.record("an https:// proxy was accepted")
+        } catch {
+            #expect("\(error)" == "https_proxy: 'https://***@p:1': only http:// proxies are supported (an https endpoint goes through a CONNECT tunnel, so its traffic stays encrypted)")
+        }
+        #expect("\(proxy!)" == "proxy.corp:3128")
     }
 
     @Test func plainHTTPAsksTheProxyForTheAbsoluteURL() async throws {

@@ -29,11 +29,14 @@ enum Binary {
         return await process.finish()
     }
 
+    /// A proxy in the shell that runs the tests is not for the loopback test servers.
+    static let withoutProxy: [String: String?] = ["http_proxy": nil, "https_proxy": nil, "HTTPS_PROXY": nil, "all_proxy": nil, "ALL_PROXY": nil]
+
     static func start(_ arguments: [String], environment: [String: String?] = [:]) throws -> Running {
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw TestFailure("feedarchive binary not found at \(path): run `swift build` first (scripts/test does)")
         }
-        return try Running(executable: path, arguments: arguments, environment: environment)
+        return try Running(executable: path, arguments: arguments, environment: withoutProxy.merging(environment) { $1 })
     }
 
     /// A child process started with posix_spawn, its output captured to files (no pipe can

@@ -163,9 +163,10 @@ import Testing
         #expect(unreachable.stderr.contains("127.0.0.1:9"), "\(unreachable.stderr)")
         let direct = try await Binary.run(["run", job.job], environment: ["http_proxy": "http://127.0.0.1:9", "no_proxy": "localhost,127.0.0.1"])
         #expect(direct.status == 0, "\(direct.stderr)")
-        let unusable = try await Binary.run(["run", job.job], environment: ["http_proxy": "https://proxy.example:3128", "no_proxy": nil, "NO_PROXY": nil])
+        let unusable = try await Binary.run(["run", job.job], environment: ["http_proxy": "https://alice:s3cret@proxy.example:3128", "no_proxy": nil, "NO_PROXY": nil])
         #expect(unusable.status == 78, "\(unusable.stderr)")
         #expect(unusable.stderr.contains("http_proxy") && unusable.stderr.contains("only http:// proxies"), "\(unusable.stderr)")
+        #expect(!unusable.stderr.contains("s3cret"), "\(unusable.stderr)")
     }
 
     /// A latest-version archive holds the current version of every live document, no change
