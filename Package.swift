@@ -7,7 +7,7 @@ let package = Package(
     name: "feedarchive",
     platforms: [.macOS(.v14)],
     products: [
-        .executable(name: "feedarchive", targets: ["feedarchive"]),
+        .executable(name: "feedarchive", targets: ["FeedArchiveCLI"]),
         .library(name: "FeedArchive", targets: ["FeedArchive"]),
         .library(name: "FeedArchiveSQLite", targets: ["FeedArchiveSQLite"]),
         .library(name: "FeedArchivePostgres", targets: ["FeedArchivePostgres"]),
@@ -79,7 +79,7 @@ let package = Package(
             dependencies: ["FeedArchive"],
             swiftSettings: strict),
         .executableTarget(
-            name: "feedarchive",
+            name: "FeedArchiveCLI",
             dependencies: [
                 "FeedArchive", "FeedArchiveSQLite", "FeedArchivePostgres", "FeedArchiveCosmos", "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -103,7 +103,7 @@ let package = Package(
             dependencies: ["FeedArchivePostgres", "FeedArchiveTesting"],
             swiftSettings: strict),
         .testTarget(
-            name: "feedarchiveTests",
+            name: "FeedArchiveCLITests",
             dependencies: ["FeedArchive", "FeedArchiveTesting", "CSQLite"],
             swiftSettings: strict),
     ]
