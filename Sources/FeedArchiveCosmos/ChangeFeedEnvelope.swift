@@ -25,17 +25,15 @@ struct ChangeFeedEnvelope {
 
     func records(buffer: UnsafeBufferPointer<UInt8>, cursorAfter: String) throws -> [FeedRecord] {
         var chunks = LineChunks()
-        var partLiteral: [UInt8] = []
-        JSONText.appendString(partition, to: &partLiteral)
+        var envelope = EnvelopeWriter(partition: partition)
         var pending: [(Position, Int64?)] = []
         var lastLSN: Int64 = -1
         var index: UInt64 = 0
-        var time = TimeText()
         let scanner = JSONScanner(bytes: buffer)
         try ChangeFeedBody(scanner: scanner).forEachItem { item, members in
             let start = chunks.startLine()
             pending.append(
-                try append(item, members: members, scanner: scanner, partLiteral: partLiteral, time: &time, into: &chunks.out) { lsn in
+                try append(item, members: members, scanner: scanner, envelope: &envelope, into: &chunks.out) { lsn in
                     guard lsn > 0 else { throw scanner.failure("an item has no _lsn") }
                     guard lsn >= lastLSN else {
                         throw scanner.failure("item positions go backwards within a page (_lsn \(lsn) after \(lastLSN))")
@@ -54,21 +52,15 @@ struct ChangeFeedEnvelope {
         return records
     }
 
-    /// The last `ts` written and its text: items of a page mostly share a few seconds.
-    struct TimeText {
-        var micros: Int64 = .min
-        var text: [UInt8] = []
-    }
-
     /// Writes one envelope; returns the item's `_lsn` and time (microseconds).
     private func append(
-        _ item: Range<Int>, members: [JSONScanner.Member], scanner: JSONScanner, partLiteral: [UInt8], time: inout TimeText,
+        _ item: Range<Int>, members: [JSONScanner.Member], scanner: JSONScanner, envelope: inout EnvelopeWriter,
         into out: inout [UInt8], position: (Int64) throws -> Position
     ) throws -> (Position, Int64?) {
         var document: Range<Int>?
         var documentMembers: [JSONScanner.Member] = []
         var previous: Range<Int>?
-        var op: UInt8 = 0x77  // w
+        var op = ChangeOp.write
         var lsn: Int64?
         var seconds: Int64?
         var metadataMembers: [JSONScanner.Member] = []
@@ -93,12 +85,12 @@ struct ChangeFeedEnvelope {
             seconds = scanner.integer(scanner.member(meta, "crts")) ?? scanner.integer(scanner.member(documentMembers, "_ts"))
             operation = scanner.member(meta, "operationType")
             switch scanner.decodeString(operation) {
-            case "create": op = 0x63
-            case "replace", "upsert": op = 0x75
-            case "delete": op = 0x64
-            default: op = 0x77
+            case "create": op = .create
+            case "replace", "upsert": op = .update
+            case "delete": op = .delete
+            default: op = .write
             }
-            if op == 0x64 { document = nil }
+            if op == .delete { document = nil }
         }
         guard let lsn else { throw scanner.failure("an item has no _lsn (lsn in metadata for all-versions items)") }
         let place = try position(lsn)
@@ -108,64 +100,49 @@ struct ChangeFeedEnvelope {
             return micros
         }
 
-        JSONText.appendLiteral(#"{"pos":""#, to: &out)
-        out.append(contentsOf: place.rawValue.utf8)
-        JSONText.appendLiteral(#"","part":"#, to: &out)
-        out.append(contentsOf: partLiteral)
-        JSONText.appendLiteral(#","op":""#, to: &out)
-        out.append(op)
-        JSONText.appendLiteral(#"","ts":"#, to: &out)
-        if let micros {
-            if micros != time.micros {
-                time.micros = micros
-                time.text.removeAll(keepingCapacity: true)
-                appendRFC3339(microseconds: micros, to: &time.text)
-            }
-            out.append(0x22)
-            out.append(contentsOf: time.text)
-            out.append(0x22)
-        } else {
-            JSONText.appendLiteral("null", to: &out)
-        }
-        // key: the id and the partition key value, from the document or (deletes) the metadata.
-        JSONText.appendLiteral(#","key":{"id":"#, to: &out)
-        let id = scanner.member(documentMembers, "id") ?? scanner.member(metadataMembers, "id")
-        try appendRaw(id, "id", scanner, lsn: lsn, to: &out)
-        JSONText.appendLiteral(#","pk":"#, to: &out)
-        var keyValue = try partitionKeyValue(documentMembers, scanner: scanner)
-        if keyValue == nil, let metaKey = scanner.member(metadataMembers, "partitionKey") {
-            if let fields = try scanner.members(of: metaKey) {
-                keyValue = fields.first { scanner.keyEquals($0.key, "pk") || String(decoding: scanner.bytes[$0.key], as: UTF8.self) == keyPath.last }?.value ?? fields.first?.value
-            } else {
-                keyValue = metaKey
-            }
-        }
-        try appendRaw(keyValue, "partition key", scanner, lsn: lsn, to: &out)
-        JSONText.appendLiteral(#"},"after":"#, to: &out)
-        try appendRaw(document, "document", scanner, lsn: lsn, to: &out)
-        JSONText.appendLiteral(#","before":"#, to: &out)
-        try appendRaw(previous, "previous image", scanner, lsn: lsn, to: &out)
-        JSONText.appendLiteral(#","source":{"_rid":"#, to: &out)
-        try appendRaw(scanner.member(documentMembers, "_rid"), "_rid", scanner, lsn: lsn, to: &out)
-        JSONText.appendLiteral(#","_etag":"#, to: &out)
-        try appendRaw(scanner.member(documentMembers, "_etag"), "_etag", scanner, lsn: lsn, to: &out)
-        JSONText.appendLiteral(#","_lsn":"#, to: &out)
-        JSONText.appendInt(lsn, to: &out)
-        JSONText.appendLiteral(#","_ts":"#, to: &out)
-        if let ts = scanner.integer(scanner.member(documentMembers, "_ts")) ?? seconds {
-            JSONText.appendInt(ts, to: &out)
-        } else {
-            JSONText.appendLiteral("null", to: &out)
-        }
-        if mode == .allVersionsAndDeletes {
-            JSONText.appendLiteral(#","operationType":"#, to: &out)
-            try appendRaw(operation, "operationType", scanner, lsn: lsn, to: &out)
-            if let previousLSN = scanner.integer(scanner.member(metadataMembers, "previousImageLSN")) {
-                JSONText.appendLiteral(#","previousImageLSN":"#, to: &out)
-                JSONText.appendInt(previousLSN, to: &out)
-            }
-        }
-        JSONText.appendLiteral("}}", to: &out)
+        try envelope.write(
+            to: &out, position: place, op: op, timestamp: micros,
+            key: { out in
+                // The id and the partition key value, from the document or (deletes) the metadata.
+                JSONText.appendLiteral(#"{"id":"#, to: &out)
+                let id = scanner.member(documentMembers, "id") ?? scanner.member(metadataMembers, "id")
+                try appendRaw(id, "id", scanner, lsn: lsn, to: &out)
+                JSONText.appendLiteral(#","pk":"#, to: &out)
+                var keyValue = try partitionKeyValue(documentMembers, scanner: scanner)
+                if keyValue == nil, let metaKey = scanner.member(metadataMembers, "partitionKey") {
+                    if let fields = try scanner.members(of: metaKey) {
+                        keyValue = fields.first { scanner.keyEquals($0.key, "pk") || String(decoding: scanner.bytes[$0.key], as: UTF8.self) == keyPath.last }?.value ?? fields.first?.value
+                    } else {
+                        keyValue = metaKey
+                    }
+                }
+                try appendRaw(keyValue, "partition key", scanner, lsn: lsn, to: &out)
+                out.append(0x7D)
+            },
+            after: { out in try appendRaw(document, "document", scanner, lsn: lsn, to: &out) },
+            before: { out in try appendRaw(previous, "previous image", scanner, lsn: lsn, to: &out) },
+            source: { out in
+                JSONText.appendLiteral(#""_rid":"#, to: &out)
+                try appendRaw(scanner.member(documentMembers, "_rid"), "_rid", scanner, lsn: lsn, to: &out)
+                JSONText.appendLiteral(#","_etag":"#, to: &out)
+                try appendRaw(scanner.member(documentMembers, "_etag"), "_etag", scanner, lsn: lsn, to: &out)
+                JSONText.appendLiteral(#","_lsn":"#, to: &out)
+                JSONText.appendInt(lsn, to: &out)
+                JSONText.appendLiteral(#","_ts":"#, to: &out)
+                if let ts = scanner.integer(scanner.member(documentMembers, "_ts")) ?? seconds {
+                    JSONText.appendInt(ts, to: &out)
+                } else {
+                    EnvelopeWriter.null(&out)
+                }
+                if mode == .allVersionsAndDeletes {
+                    JSONText.appendLiteral(#","operationType":"#, to: &out)
+                    try appendRaw(operation, "operationType", scanner, lsn: lsn, to: &out)
+                    if let previousLSN = scanner.integer(scanner.member(metadataMembers, "previousImageLSN")) {
+                        JSONText.appendLiteral(#","previousImageLSN":"#, to: &out)
+                        JSONText.appendInt(previousLSN, to: &out)
+                    }
+                }
+            })
         return (place, micros)
     }
 

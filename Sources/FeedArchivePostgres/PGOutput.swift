@@ -189,33 +189,27 @@ struct PGOutputDecoder {
         /// Records of this transaction emitted so far.
         var emitted = 0
         /// The texts a transaction's records repeat, made once per transaction in one buffer:
-        /// `<16 hex digits>-` (the start of every position), the commit LSN as PostgreSQL
-        /// prints it, and the commit time as RFC 3339 (added at the first record).
+        /// `<16 hex digits>-` (the start of every position) and the commit LSN as PostgreSQL
+        /// prints it.
         private(set) var texts: [UInt8] = []
-        private var lsnEnd = 17
 
         var positionPrefix: ArraySlice<UInt8> { texts[0..<17] }
-        var lsnText: ArraySlice<UInt8> { texts[17..<lsnEnd] }
-        var timestampText: ArraySlice<UInt8> { texts[lsnEnd...] }
-
-        mutating func prepareTimestampText() {
-            if texts.count == lsnEnd { appendRFC3339(microseconds: timestamp, to: &texts) }
-        }
+        var lsnText: ArraySlice<UInt8> { texts[17...] }
 
         init(commitLSN: LSN, timestamp: Int64, xid: UInt32, skip: Bool) {
             self.commitLSN = commitLSN
             self.timestamp = timestamp
             self.xid = xid
             self.skip = skip
-            texts.reserveCapacity(72)  // 17 + at most 17 + a timestamp of at most 32
+            texts.reserveCapacity(34)  // 17 + at most 17
             commitLSN.appendFixedWidth(to: &texts)
             texts.append(UInt8(ascii: "-"))
             commitLSN.appendText(to: &texts)
-            lsnEnd = texts.count
         }
     }
 
     var relations: [UInt32: Relation] = [:]
+    var envelope = EnvelopeWriter()
     var types: [UInt32: String] = [:]
     var transaction: Transaction?
     /// Transactions whose commit LSN is below this were archived already.
@@ -332,48 +326,55 @@ struct PGOutputDecoder {
             transaction!.index += 1
             if transaction!.skip || (transaction!.commitLSN == skipBefore && index <= skipThroughIndex) { return .none }
             transaction!.emitted += 1
-            transaction!.prepareTimestampText()
-            let op: UInt8 = type == UInt8(ascii: "I") ? 0x63 : type == UInt8(ascii: "U") ? 0x75 : 0x64
+            let op: ChangeOp = type == UInt8(ascii: "I") ? .create : type == UInt8(ascii: "U") ? .update : .delete
             let current = transaction!
             try page.record(transaction: current, index: index) { out in
-                Self.appendHead(op: op, transaction: current, index: index, to: &out)
-                // key: the replica identity columns of the new row, or of the old one for a delete.
-                JSONText.appendLiteral(#","key":"#, to: &out)
                 var unchanged: [[UInt8]] = []
-                if let new {
-                    var tuple = MessageReader(message)
-                    tuple.offset = new
-                    try Self.appendTuple(&tuple, relation: relation, keysOnly: true, unchanged: nil, to: &out)
-                } else if let old {
-                    var tuple = MessageReader(message)
-                    tuple.offset = old.start
-                    try Self.appendTuple(&tuple, relation: relation, keysOnly: true, unchanged: nil, to: &out)
-                }
-                JSONText.appendLiteral(#","after":"#, to: &out)
-                if let new {
-                    var tuple = MessageReader(message)
-                    tuple.offset = new
-                    try Self.appendTuple(&tuple, relation: relation, keysOnly: false, unchanged: &unchanged, to: &out)
-                } else {
-                    JSONText.appendLiteral("null", to: &out)
-                }
-                JSONText.appendLiteral(#","before":"#, to: &out)
-                if let old, old.kind == UInt8(ascii: "O") {
-                    var tuple = MessageReader(message)
-                    tuple.offset = old.start
-                    try Self.appendTuple(&tuple, relation: relation, keysOnly: false, unchanged: nil, to: &out)
-                } else {
-                    JSONText.appendLiteral("null", to: &out)
-                }
-                var extra: [UInt8] = []
-                if type == UInt8(ascii: "U"), let old, old.kind == UInt8(ascii: "K") {
-                    // The key changed: keep the old one, or the old row would linger as a ghost.
-                    JSONText.appendLiteral(#","old_key":"#, to: &extra)
-                    var tuple = MessageReader(message)
-                    tuple.offset = old.start
-                    try Self.appendTuple(&tuple, relation: relation, keysOnly: true, unchanged: nil, to: &extra)
-                }
-                Self.appendSource(relation: relation, transaction: current, unchanged: unchanged, extra: extra, to: &out)
+                try envelope.write(
+                    to: &out, position: { Self.appendPosition(transaction: current, index: index, to: &$0) }, op: op,
+                    timestamp: current.timestamp,
+                    key: { out in
+                        // The replica identity columns of the new row, or of the old one for a delete.
+                        if let new {
+                            var tuple = MessageReader(message)
+                            tuple.offset = new
+                            try Self.appendTuple(&tuple, relation: relation, keysOnly: true, unchanged: nil, to: &out)
+                        } else if let old {
+                            var tuple = MessageReader(message)
+                            tuple.offset = old.start
+                            try Self.appendTuple(&tuple, relation: relation, keysOnly: true, unchanged: nil, to: &out)
+                        } else {
+                            EnvelopeWriter.null(&out)
+                        }
+                    },
+                    after: { out in
+                        if let new {
+                            var tuple = MessageReader(message)
+                            tuple.offset = new
+                            try Self.appendTuple(&tuple, relation: relation, keysOnly: false, unchanged: &unchanged, to: &out)
+                        } else {
+                            EnvelopeWriter.null(&out)
+                        }
+                    },
+                    before: { out in
+                        if let old, old.kind == UInt8(ascii: "O") {
+                            var tuple = MessageReader(message)
+                            tuple.offset = old.start
+                            try Self.appendTuple(&tuple, relation: relation, keysOnly: false, unchanged: nil, to: &out)
+                        } else {
+                            EnvelopeWriter.null(&out)
+                        }
+                    },
+                    source: { out in
+                        Self.appendSource(relation: relation, transaction: current, unchanged: unchanged, to: &out)
+                        if type == UInt8(ascii: "U"), let old, old.kind == UInt8(ascii: "K") {
+                            // The key changed: keep the old one, or the old row would linger as a ghost.
+                            JSONText.appendLiteral(#","old_key":"#, to: &out)
+                            var tuple = MessageReader(message)
+                            tuple.offset = old.start
+                            try Self.appendTuple(&tuple, relation: relation, keysOnly: true, unchanged: nil, to: &out)
+                        }
+                    })
             }
             return .records
         case UInt8(ascii: "T"):
@@ -390,15 +391,18 @@ struct PGOutputDecoder {
                 current.index += 1
                 if current.skip || (current.commitLSN == skipBefore && index <= skipThroughIndex) { continue }
                 current.emitted += 1
-                current.prepareTimestampText()
                 emitted = true
-                try page.record(transaction: current, index: index) { out in
-                    Self.appendHead(op: 0x74, transaction: current, index: index, to: &out)
-                    JSONText.appendLiteral(#","key":null,"after":null,"before":null"#, to: &out)
-                    var extra: [UInt8] = []
-                    if options & 1 != 0 { JSONText.appendLiteral(#","cascade":true"#, to: &extra) }
-                    if options & 2 != 0 { JSONText.appendLiteral(#","restart_identity":true"#, to: &extra) }
-                    Self.appendSource(relation: relation, transaction: current, unchanged: [], extra: extra, to: &out)
+                let truncated = current
+                try page.record(transaction: truncated, index: index) { out in
+                    envelope.write(
+                        to: &out, position: { Self.appendPosition(transaction: truncated, index: index, to: &$0) }, op: .truncate,
+                        timestamp: truncated.timestamp, key: EnvelopeWriter.null, after: EnvelopeWriter.null,
+                        before: EnvelopeWriter.null,
+                        source: { out in
+                            Self.appendSource(relation: relation, transaction: truncated, unchanged: [], to: &out)
+                            if options & 1 != 0 { JSONText.appendLiteral(#","cascade":true"#, to: &out) }
+                            if options & 2 != 0 { JSONText.appendLiteral(#","restart_identity":true"#, to: &out) }
+                        })
                 }
             }
             return emitted ? .records : .none
@@ -407,9 +411,8 @@ struct PGOutputDecoder {
         }
     }
 
-    /// `{"pos":…,"part":"0","op":…,"ts":…`
-    static func appendHead<Sink: ByteOutput & ~Copyable>(op: UInt8, transaction: Transaction, index: Int, to out: inout Sink) {
-        JSONText.appendLiteral(#"{"pos":""#, to: &out)
+    /// The position: the commit LSN in 16 hex digits, `-`, the change's index in 8 digits.
+    static func appendPosition<Sink: ByteOutput & ~Copyable>(transaction: Transaction, index: Int, to out: inout Sink) {
         out.append(contentsOf: transaction.positionPrefix)
         var digits = UInt64(0)  // 8 digits, no heap
         var rest = index
@@ -422,16 +425,11 @@ struct PGOutputDecoder {
             }
             out.append(contentsOf: UnsafeRawBufferPointer(buffer))
         }
-        JSONText.appendLiteral(#"","part":"0","op":""#, to: &out)
-        out.append(op)
-        JSONText.appendLiteral(#"","ts":""#, to: &out)
-        out.append(contentsOf: transaction.timestampText)
-        out.append(0x22)
     }
 
-    /// `,"source":{…}}` — closes the envelope.
-    static func appendSource<Sink: ByteOutput & ~Copyable>(relation: Relation, transaction: Transaction, unchanged: [[UInt8]], extra: [UInt8] = [], to out: inout Sink) {
-        JSONText.appendLiteral(#","source":{"table":"#, to: &out)
+    /// The members of `source`: table, xid, commit LSN, origin, unchanged TOAST columns.
+    static func appendSource<Sink: ByteOutput & ~Copyable>(relation: Relation, transaction: Transaction, unchanged: [[UInt8]], to out: inout Sink) {
+        JSONText.appendLiteral(#""table":"#, to: &out)
         out.append(contentsOf: relation.qualifiedLiteral)
         JSONText.appendLiteral(#","xid":"#, to: &out)
         JSONText.appendInt(Int64(transaction.xid), to: &out)
@@ -450,8 +448,6 @@ struct PGOutputDecoder {
             }
             out.append(0x5D)
         }
-        out.append(contentsOf: extra)
-        JSONText.appendLiteral("}}", to: &out)
     }
 
     static func skipTuple(_ reader: inout MessageReader) throws {
@@ -536,7 +532,7 @@ struct PageBuilder: ~Copyable {
     mutating func record(transaction: PGOutputDecoder.Transaction, index: Int, _ write: (inout ByteWriter) throws -> Void) throws {
         scratch.removeAll()
         try write(&scratch)
-        // The envelope starts `{"pos":"` and the 25-byte position written by appendHead.
+        // The envelope starts `{"pos":"` and the 25-byte position written by appendPosition.
         let line = scratch.bytes
         let position = Position(utf8: UnsafeRawBufferPointer(rebasing: line[8..<33]))!
         let start = bytes.count

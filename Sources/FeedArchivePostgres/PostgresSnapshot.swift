@@ -139,6 +139,7 @@ struct SnapshotReader: Sendable {
     mutating func nextPage(maxRecords: Int, logger: Logger) async throws -> FeedPage {
         var bytes: [UInt8] = []
         var pending: [(Position, Range<Int>, String)] = []
+        var envelope = EnvelopeWriter()
         while table < tables.count && pending.count < maxRecords {
             let current = tables[table]
             let want = maxRecords - pending.count
@@ -161,17 +162,18 @@ struct SnapshotReader: Sendable {
                 for cell in row { texts.append(try cell.decode(String?.self)) }
                 let start = bytes.count
                 let position = Position("0000000000000000-" + zeroPadded(UInt64(index), width: 12))!
-                JSONText.appendLiteral(#"{"pos":""#, to: &bytes)
-                bytes.append(contentsOf: position.rawValue.utf8)
-                JSONText.appendLiteral(#"","part":"0","op":"r","ts":null,"key":"#, to: &bytes)
-                append(object: current.key, of: current, texts: texts, to: &bytes)
-                JSONText.appendLiteral(#","after":"#, to: &bytes)
-                append(object: Array(current.columns.indices), of: current, texts: texts, to: &bytes)
-                JSONText.appendLiteral(#","before":null,"source":{"table":"#, to: &bytes)
-                JSONText.appendString(current.name, to: &bytes)
-                JSONText.appendLiteral(#","snapshot_lsn":""#, to: &bytes)
-                bytes.append(contentsOf: lsn.description.utf8)
-                JSONText.appendLiteral("\"}}", to: &bytes)
+                envelope.write(
+                    to: &bytes, position: position, op: .read, timestamp: nil,  // a snapshot has no commit time
+                    key: { append(object: current.key, of: current, texts: texts, to: &$0) },
+                    after: { append(object: Array(current.columns.indices), of: current, texts: texts, to: &$0) },
+                    before: EnvelopeWriter.null,
+                    source: { out in
+                        JSONText.appendLiteral(#""table":"#, to: &out)
+                        JSONText.appendString(current.name, to: &out)
+                        JSONText.appendLiteral(#","snapshot_lsn":""#, to: &out)
+                        out.append(contentsOf: lsn.description.utf8)
+                        out.append(0x22)
+                    })
                 index += 1
                 lastKey = current.key.map { texts[$0] ?? "" }
                 pending.append((position, start..<bytes.count, Self.cursor(table: current.name, index: index, key: lastKey!)))

@@ -88,8 +88,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         defer { dbLock.unlock() }
         return try body(database)
     }
-    private var lastTimestamp: Int64 = .min
-    private var lastTimestampText: [UInt8] = []
+    private var envelope = EnvelopeWriter()
 
     public static func make(job: JobConfig) throws -> SQLiteSource {
         try SQLiteSource(settings: SQLiteSourceSettings.parse(job.sourceSettings))
@@ -268,53 +267,37 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         }
     }
 
-    private static let opCodes: [String: UInt8] = [
-        "c": 0x63, "u": 0x75, "d": 0x64, "r": 0x72, "t": 0x74, "w": 0x77,
-        "insert": 0x63, "update": 0x75, "delete": 0x64, "create": 0x63,
-    ]
-
-    /// `{"pos","part","op","ts","key","after","before","source"}` written as bytes; the
-    /// document is copied as-is when it is valid JSON.
+    /// One envelope; the document is copied as-is when it is valid JSON, and kept as a JSON
+    /// string, marked in `source`, when it is not.
     private func encodeEnvelope(_ statement: Statement, sequence: Int64, position: Position, timestamp: Int64?, into out: inout [UInt8]) {
-        JSONText.appendLiteral(#"{"pos":""#, to: &out)
-        out.append(contentsOf: position.rawValue.utf8)
-        JSONText.appendLiteral(#"","part":"0","op":""#, to: &out)
-        var op: UInt8 = 0x63
-        if !statement.isNull(4), let text = statement.string(4), let code = Self.opCodes[text.lowercased()] { op = code }
-        out.append(op)
-        JSONText.appendLiteral(#"","ts":"#, to: &out)
-        if let timestamp {
-            out.append(0x22)
-            if timestamp != lastTimestamp {  // feeds come in time order: most changes repeat the last one
-                lastTimestamp = timestamp
-                lastTimestampText.removeAll(keepingCapacity: true)
-                appendRFC3339(microseconds: timestamp, to: &lastTimestampText)
-            }
-            out.append(contentsOf: lastTimestampText)
-            out.append(0x22)
-        } else {
-            JSONText.appendLiteral("null", to: &out)
-        }
-        JSONText.appendLiteral(#","key":"#, to: &out)
-        switch statement.type(2) {
-        case SQLITE_INTEGER: JSONText.appendInt(statement.int(2), to: &out)
-        case SQLITE_NULL: JSONText.appendLiteral("null", to: &out)
-        default: JSONText.appendString(utf8: statement.text(2), to: &out)
-        }
-        JSONText.appendLiteral(#","after":"#, to: &out)
-        let document = statement.text(1)
+        var op = ChangeOp.create
+        if !statement.isNull(4), let text = statement.string(4), let named = ChangeOp(name: text) { op = named }
         var notJSON = false
-        if statement.isNull(1) {
-            JSONText.appendLiteral("null", to: &out)
-        } else if !JSONText.appendIfValid(document, to: &out) {
-            notJSON = true  // kept, as a JSON string, rather than dropped
-            JSONText.appendString(utf8: document, to: &out)
-        }
-        JSONText.appendLiteral(#","before":null,"source":{"table":"#, to: &out)
-        out.append(contentsOf: tableLiteral)
-        JSONText.appendLiteral(#","seq":"#, to: &out)
-        JSONText.appendInt(sequence, to: &out)
-        if notJSON { JSONText.appendLiteral(#","document_not_json":true"#, to: &out) }
-        JSONText.appendLiteral("}}", to: &out)
+        envelope.write(
+            to: &out, position: position, op: op, timestamp: timestamp,
+            key: { out in
+                switch statement.type(2) {
+                case SQLITE_INTEGER: JSONText.appendInt(statement.int(2), to: &out)
+                case SQLITE_NULL: EnvelopeWriter.null(&out)
+                default: JSONText.appendString(utf8: statement.text(2), to: &out)
+                }
+            },
+            after: { out in
+                let document = statement.text(1)
+                if statement.isNull(1) {
+                    EnvelopeWriter.null(&out)
+                } else if !JSONText.appendIfValid(document, to: &out) {
+                    notJSON = true  // kept, as a JSON string, rather than dropped
+                    JSONText.appendString(utf8: document, to: &out)
+                }
+            },
+            before: EnvelopeWriter.null,
+            source: { out in
+                JSONText.appendLiteral(#""table":"#, to: &out)
+                out.append(contentsOf: tableLiteral)
+                JSONText.appendLiteral(#","seq":"#, to: &out)
+                JSONText.appendInt(sequence, to: &out)
+                if notJSON { JSONText.appendLiteral(#","document_not_json":true"#, to: &out) }
+            })
     }
 }

@@ -130,9 +130,19 @@ public enum FeedSourceConformance {
                     }
                     try check(JSONText.isValid(record.line), "envelope-valid", "invalid JSON line at \(record.position)")
                     let text = String(decoding: record.line, as: UTF8.self)
-                    for key in ["\"pos\":", "\"part\":", "\"op\":", "\"ts\":", "\"key\":", "\"after\":", "\"before\":", "\"source\":"] {
-                        try check(text.contains(key), "envelope-valid", "envelope at \(record.position) lacks \(key)")
+                    try check(
+                        text.hasPrefix(#"{"pos":"\#(record.position.rawValue)","part":"#), "envelope-valid",
+                        "envelope at \(record.position) does not start with its position: \(text.prefix(60))")
+                    // The fields in the order `Envelope.fields` gives, each once at the top level.
+                    var searchFrom = text.startIndex
+                    for field in Envelope.fields {
+                        let found = text.range(of: "\"\(field)\":", range: searchFrom..<text.endIndex)
+                        try check(found != nil, "envelope-valid", "envelope at \(record.position) lacks \(field), or has it out of order")
+                        searchFrom = found?.upperBound ?? searchFrom
                     }
+                    let op = text.range(of: #","op":""#).map { text.utf8[$0.upperBound] }
+                    try check(
+                        op.flatMap(ChangeOp.init(rawValue:)) != nil, "envelope-valid", "envelope at \(record.position) has no known op")
                     result.records.append(record)
                     lastCursor = record.cursor ?? lastCursor
                     result.cursorsAfter.append((partition, lastCursor))

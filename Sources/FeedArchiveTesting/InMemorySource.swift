@@ -173,23 +173,15 @@ public final class InMemorySource: FeedSource, Sendable {
     }
 
     static func envelope(_ change: Change, partition: String, position: Position) -> [UInt8] {
-        var out: [UInt8] = Array(#"{"pos":""#.utf8)
-        out += Array(position.rawValue.utf8)
-        out += Array(#"","part":"#.utf8)
-        JSONText.appendString(partition, to: &out)
-        out += Array(#","op":"c","ts":"#.utf8)
-        if let ts = change.timestamp {
-            out.append(0x22)
-            appendRFC3339(microseconds: ts, to: &out)
-            out.append(0x22)
-        } else {
-            out += Array("null".utf8)
-        }
-        out += Array(#","key":null,"after":"#.utf8)
-        out += Array(change.document.utf8)
-        out += Array(#","before":null,"source":{"group":"#.utf8)
-        JSONText.appendInt(change.group, to: &out)
-        out += Array("}}".utf8)
+        var out: [UInt8] = []
+        var writer = EnvelopeWriter(partition: partition)
+        writer.write(
+            to: &out, position: position, op: .create, timestamp: change.timestamp, key: EnvelopeWriter.null,
+            after: { $0.append(contentsOf: Array(change.document.utf8)) }, before: EnvelopeWriter.null,
+            source: { out in
+                JSONText.appendLiteral(#""group":"#, to: &out)
+                JSONText.appendInt(change.group, to: &out)
+            })
         return out
     }
 

@@ -75,7 +75,7 @@ public func describeDecodingError(_ error: any Error) -> String {
 /// `_feedarchive/job.json`: who this archive belongs to. Written once, on the first run.
 public struct JobIdentity: Codable, Equatable, Sendable {
     public static let format = 1
-    public static let envelopeVersion = 1
+    public static let envelopeVersion = Envelope.version
 
     public var format: Int
     public var job: String
