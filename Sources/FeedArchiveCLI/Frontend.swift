@@ -1,8 +1,5 @@
 import ArgumentParser
 import FeedArchive
-import FeedArchiveCosmos
-import FeedArchivePostgres
-import FeedArchiveSQLite
 import Foundation
 
 /// Turns command-line job names into job files and sources; reports errors with exit codes.
@@ -36,26 +33,12 @@ enum Frontend {
 
     /// The source module for the job's `source.kind`.
     static func makeSource(_ job: JobConfig) throws -> any FeedSource {
-        switch job.sourceKind {
-        case "sqlite": return try SQLiteSource.make(job: job)
-        case "postgres": return try PostgresSource.make(job: job)
-        case "cosmos": return try CosmosSource.make(job: job)
-        default:
-            throw FeedArchiveError.badJobFile(place: job.sourceSettings.place, message: "unknown source kind '\(job.sourceKind)' (known: sqlite, postgres, cosmos)")
-        }
+        try SourceRegistry.all.makeSource(for: job)
     }
 
     /// Opens the job's source, runs `body` with it, and closes it on every path.
     static func withSource<T>(_ job: JobConfig, _ body: (any FeedSource) async throws -> T) async throws -> T {
-        let source = try makeSource(job)
-        do {
-            let result = try await body(source)
-            await source.close()
-            return result
-        } catch {
-            await source.close()
-            throw error
-        }
+        try await SourceRegistry.all.withSource(job, body)
     }
 
     /// The exit code for any error; unknown errors are I/O-ish failures.

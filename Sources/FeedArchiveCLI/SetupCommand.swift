@@ -1,6 +1,5 @@
 import ArgumentParser
 import FeedArchive
-import FeedArchivePostgres
 import Foundation
 
 struct SetupCommand: AsyncParsableCommand {
@@ -23,14 +22,10 @@ struct SetupCommand: AsyncParsableCommand {
     func run() async throws {
         do {
             let config = try selection.load()
-            try await Frontend.withSource(config) { source in
-                guard let postgres = source as? PostgresSource else {
-                    print("\(config.name): a \(source.kind) source needs no setup")
-                    return
-                }
-                try await postgres.setup()
-                let settings = postgres.settings
-                print("\(config.name): publication \(settings.publication) and slot \(settings.slot) are ready on \(settings.endpoint)")
+            if let lines = try await SourceRegistry.all.factory(for: config).setup(job: config) {
+                for line in lines { print("\(config.name): \(line)") }
+            } else {
+                print("\(config.name): a \(config.sourceKind) source needs no setup")
             }
         } catch {
             Frontend.printError(error, job: selection.job)

@@ -14,12 +14,9 @@ public struct RetryPolicy: Sendable {
         self.maxDelay = maxDelay
     }
 
-    /// Errors worth another try: the source was unavailable or asked us to come back.
+    /// Errors worth another try (`FeedArchiveError.isRetryable`).
     public static func isTransient(_ error: any Error) -> Bool {
-        switch error as? FeedArchiveError {
-        case .sourceUnavailable, .temporary: true
-        default: false
-        }
+        (error as? FeedArchiveError)?.isRetryable ?? false
     }
 
     /// Runs `operation`, retrying transient failures until attempts, the deadline or a stop signal end it.
