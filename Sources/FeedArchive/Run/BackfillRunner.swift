@@ -47,7 +47,6 @@ public struct BackfillRunner {
             throw FeedArchiveError.usage("job \(job.name) has no archive yet: run it once before backfilling")
         }
         _ = try await archive.establishIdentity(source: identity, kind: source.kind) { throw FeedArchiveError.usage("no archive") }
-        let runner = ArchiveRunner(job: job, source: source, fs: fs)
 
         let untilText = until ?? "checkpoint"
         // The same command resumes an unfinished backfill; once one has finished, running it
@@ -73,7 +72,7 @@ public struct BackfillRunner {
                 continue
             }
             var fromToken = try await source.resolve(StartSpec.parse(from))
-            try runner.checkTokenBelongs(fromToken, to: identity, place: "--from")
+            try source.checkTokenBelongs(fromToken, to: identity, place: "--from")
             var untilToken: ContinuationToken
             if StartSpec.parse(from) == .beginning, untilText == "checkpoint", let snapshot = try await source.snapshotRange() {
                 (fromToken, untilToken) = snapshot  // the feed does not reach back: a snapshot of the rows
@@ -81,7 +80,7 @@ public struct BackfillRunner {
                 untilToken = try ContinuationToken.decode(checkpoint.token, what: "the checkpoint token")
             } else {
                 untilToken = try await source.resolve(.token(untilText))
-                try runner.checkTokenBelongs(untilToken, to: identity, place: "--until")
+                try source.checkTokenBelongs(untilToken, to: identity, place: "--until")
             }
             let created = BackfillPlan(
                 id: id, from: fromToken.encoded, until: untilToken.encoded,
@@ -101,7 +100,7 @@ public struct BackfillRunner {
         if let last = archive.manifest.entries.last(where: { $0.lineage == plan.lineage }), let text = last.toToken {
             token = try ContinuationToken.decode(text, what: "the backfill's last to_token")
         } else {
-            try archive.append(
+            try archive.commitLine(
                 ManifestEntry(
                     kind: .epoch, lineage: plan.lineage, fromToken: plan.from, toToken: plan.from, run: archive.runID,
                     reason: "backfill from \(from) until \(untilText)"),
@@ -114,18 +113,21 @@ public struct BackfillRunner {
         if !head.isEmpty {
             try await source.checkRetained(from: token)
             let deadline = (options.maxDuration ?? job.batch.maxDuration).map { started.addingTimeInterval($0) }
-            var batcher = Batcher(job: job, archive: archive, source: source, options: options)
-            batcher.lineage = plan.lineage
+            var loop = RunLoop(
+                job: job, archive: archive, source: source, options: options, lineage: plan.lineage, token: token,
+                heads: head, deadline: deadline, summary: summary)
             do {
-                try await runner.readAndCommit(head: head, deadline: deadline, options: options, batcher: &batcher, token: &token, summary: &summary)
+                try await loop.read()
             } catch {
-                try await batcher.abandon()
+                try await loop.abandon()
                 throw error
             }
             if options.stop.isSet {
-                try await batcher.abandon()
+                try await loop.abandon()
                 throw FeedArchiveError.interrupted(signal: options.stop.signal)
             }
+            token = loop.token
+            summary = loop.summary
         }
         let done = untilToken.cursors.allSatisfy { part, cursor in fromToken.cursors[part] == nil || token.cursors[part] == cursor }
         summary.stoppedBy = done ? "until (backfill complete)" : summary.stoppedBy
@@ -143,18 +145,5 @@ extension BackfillRunner {
         let from = try ContinuationToken.decode(plan.from, what: "the backfill's from token")
         let until = try ContinuationToken.decode(plan.until, what: "the backfill's until token")
         return from.cursors.keys.allSatisfy { until.cursors[$0] == nil || reached.cursors[$0] == until.cursors[$0] }
-    }
-}
-
-extension JobArchive {
-    /// `ack-gap`: a person signs off a known loss between two tokens; verify then reports that
-    /// gap as acknowledged instead of as an error.
-    public func acknowledgeGap(from: ContinuationToken, until: ContinuationToken, reason: String) throws {
-        guard let checkpoint else { throw FeedArchiveError.usage("the job has no archive yet") }
-        try append(
-            ManifestEntry(
-                kind: .gapAck, lineage: "gap-ack", part: from.cursors.keys.sorted().joined(separator: ","),
-                fromToken: from.encoded, toToken: until.encoded, run: runID, reason: reason),
-            newToken: checkpoint.token)
     }
 }

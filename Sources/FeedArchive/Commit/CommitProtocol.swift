@@ -1,0 +1,179 @@
+import Foundation
+
+// The commit protocol, in the order of its steps (docs/DESIGN.md, "Commit protocol"). Every
+// command that writes goes through these functions and no others: `run` and `backfill` for
+// blobs and topology lines, `epoch`, `ack-gap` and heartbeats for lines without a blob, and
+// recovery (`Recovery.swift`) for the checkpoint it rolls forward.
+//
+//   1. lock             openForWriting
+//   2. recover          recover (Recovery.swift)
+//   3. read             RunLoop (Run/RunLoop.swift) cuts pages into batches
+//   4. blob temp file   beginBlob, then BlobWriter.append for each record
+//   5. fsync, rename    commit(blob:): finish (fsync), placeBlob (rename, fsync folders)
+//   6. manifest line    appendManifestLine: the commit point
+//   7. checkpoint       writeCheckpoint
+//   8. acknowledge      acknowledge, only once the checkpoint is durable
+//
+// A failure before step 6 leaves the feed where it was: the next run reads it again.
+
+extension JobArchive {
+    // MARK: 1. The lock
+
+    /// Creates the job's folders (fsyncing each new one into its parent) and takes the lock.
+    public func openForWriting() throws -> JobLock {
+        try createDirectories(layout.metaDirectory)
+        try createDirectories(layout.manifestDirectory)
+        try createDirectories(layout.dataDirectory)
+        let lock = try JobLock(path: layout.lockFile, mode: settings.fileMode)
+        // Folders an earlier, killed run created may not be in their parents on disk yet.
+        try fs.syncDirectory(parentDirectory(of: layout.jobRoot))
+        try makeDirectoryChainDurable(layout.manifestDirectory)
+        try makeDirectoryChainDurable(layout.dataDirectory)
+        return lock
+    }
+
+    // MARK: 4. The blob's temp file, in its final folder
+
+    /// Creates the folder of a blob (durably) and its temp file `<part>_<firstPos>.tmp`: the
+    /// final name holds the last position, which is known only when the batch ends.
+    func beginBlob(
+        relativeDirectory: String, partition: String, first: Position, compression: Compression, level: Int, workers: Int
+    ) throws -> BlobWriter {
+        let directory = layout.absolute(relativeDirectory)
+        try createDirectories(directory)
+        let temp = directory + "/" + sanitizePathComponent(partition) + "_" + first.rawValue + ".tmp"
+        return try BlobWriter(
+            fs: fs, tempPath: temp, compression: compression, level: level, workers: workers, mode: settings.fileMode)
+    }
+
+    // MARK: 5–7. A finished blob: durable, then named in the manifest, then the checkpoint
+
+    /// Commits a blob whose records are all written: ends the frame and fsyncs the temp file,
+    /// renames it into place and fsyncs the folders, appends its manifest line (the commit
+    /// point), then replaces the checkpoint with `newToken` when given.
+    public func commit(blob writer: BlobWriter, relativePath: String, entry: ManifestEntry, newToken: String?) throws
+        -> BlobWriter.Result
+    {
+        let result = try writer.finish()  // 5. the frame ends; the temp file is fsynced and closed
+        try placeBlob(writer, result: result, relativePath: relativePath)  // 5. rename, fsync folders
+        var entry = entry
+        entry.path = relativePath
+        entry.sha256 = result.sha256
+        entry.bytes = result.bytes
+        entry.rawBytes = result.rawBytes
+        try appendManifestLine(entry)  // 6. the commit point
+        if let newToken { try writeCheckpoint(token: newToken) }  // 7.
+        return result
+    }
+
+    /// Step 5: renames the fsynced temp file to its final name and fsyncs its folder and every
+    /// folder above it this command has not made durable yet.
+    ///
+    /// A backfill re-reading a range a blob already holds: the same bytes are not written again
+    /// (the line still records the backfill's progress), or put back when the file was lost;
+    /// other bytes under the same name are a contradiction nobody should resolve silently.
+    func placeBlob(_ writer: BlobWriter, result: BlobWriter.Result, relativePath: String) throws {
+        let final = layout.absolute(relativePath)
+        if let existing = manifest.blob(named: relativePath) {
+            guard existing.sha256 == result.sha256 else {
+                try fs.remove(writer.tempPath)
+                throw FeedArchiveError.data(
+                    path: final,
+                    message: "a blob with this name already exists with SHA-256 \((existing.sha256 ?? "").prefix(16))…, the re-read batch hashes to \(result.sha256.prefix(16))…: the source returned other data for the same positions",
+                    hint: "nothing was written. The same changes compress to other bytes when archive.level, archive.workers or the zstd library changed since the blob was written (CHANGELOG.md names the versions that changed a default): if so, put the old settings back for this backfill. Otherwise compare the source with `feedarchive cat`, and if the range cannot be recovered, sign it off with `feedarchive ack-gap`")
+            }
+            if try fs.size(final) == result.bytes && fileHash(final) == result.sha256 {
+                try fs.remove(writer.tempPath)
+            } else {
+                try fs.rename(writer.tempPath, to: final)  // the lost or damaged blob, restored
+                try fs.syncDirectory(parentDirectory(of: final))
+            }
+        } else {
+            try fs.rename(writer.tempPath, to: final)
+            try fs.syncDirectory(parentDirectory(of: final))
+        }
+        try makeDirectoryChainDurable(parentDirectory(of: final))
+    }
+
+    // MARK: 6–7. Lines without a blob
+
+    /// Commits a line that names no blob (split, merge, heartbeat, a backfill's epoch, gap-ack)
+    /// and moves the checkpoint when given a token.
+    public func commitLine(_ entry: ManifestEntry, newToken: String?) throws {
+        try appendManifestLine(entry)
+        if let newToken { try writeCheckpoint(token: newToken) }
+    }
+
+    /// Starts the live lineage: an `epoch` line whose `to_token` is where reading begins, then
+    /// the checkpoint there.
+    public func startEpoch(token: ContinuationToken, reason: String) throws {
+        try commitLine(
+            ManifestEntry(kind: .epoch, lineage: "live", toToken: token.encoded, run: runID, reason: reason),
+            newToken: token.encoded)
+    }
+
+    /// `ack-gap`: a person signs off a known loss between two tokens; verify then reports that
+    /// gap as acknowledged instead of as an error. The live checkpoint stays where it is.
+    public func acknowledgeGap(from: ContinuationToken, until: ContinuationToken, reason: String) throws {
+        guard let checkpoint else { throw FeedArchiveError.usage("the job has no archive yet") }
+        try commitLine(
+            ManifestEntry(
+                kind: .gapAck, lineage: "gap-ack", part: from.cursors.keys.sorted().joined(separator: ","),
+                fromToken: from.encoded, toToken: until.encoded, run: runID, reason: reason),
+            newToken: checkpoint.token)
+    }
+
+    /// Rewrites the checkpoint with the same live token, tied to the manifest's new tail (after
+    /// a line of another lineage, so the checkpoint keeps naming the last line).
+    public func touchCheckpoint() throws {
+        guard let token = checkpoint?.token ?? manifest.liveToken else { return }
+        try writeCheckpoint(token: token)
+    }
+
+    // MARK: 6. The manifest line: the commit point
+
+    /// Appends `entry` with the next seq and the previous line's hash, and fsyncs the segment.
+    func appendManifestLine(_ entry: ManifestEntry) throws {
+        try store.append(entry, to: &manifest)
+    }
+
+    // MARK: 7. The checkpoint
+
+    /// Replaces checkpoint.json (temp file, fsync, rename, fsync folder) with `token`, tied to
+    /// the manifest's last line.
+    func writeCheckpoint(token: String) throws {
+        let next = Checkpoint(token: token, manifestSeq: manifest.tailSeq, manifestHash: manifest.tailHash)
+        try next.write(to: layout.checkpointFile, fs: fs, mode: settings.fileMode)
+        checkpoint = next
+    }
+
+    // MARK: 8. Acknowledge
+
+    /// Tells the source that everything up to `token` is durable (PostgreSQL confirms its slot).
+    /// Called only after the checkpoint holding `token` was written; a run repeats it at its
+    /// start, so an acknowledgement lost to a crash is made by the next run.
+    func acknowledge(_ token: ContinuationToken, to source: any FeedSource) async throws {
+        try await source.acknowledge(token)
+    }
+
+    // MARK: Folders
+
+    /// Creates a directory and makes each directory it created durable in its parent.
+    public func createDirectories(_ path: String) throws {
+        for created in try fs.createDirectories(path, mode: settings.directoryMode) {
+            try fs.syncDirectory(parentDirectory(of: created))
+        }
+    }
+
+    /// fsyncs the parent of every folder from `directory` up to the job root, once per folder
+    /// per command: a folder a killed run created (and never synced into its parent) becomes
+    /// durable before a manifest line names a blob inside it.
+    func makeDirectoryChainDurable(_ directory: String) throws {
+        var current = directory
+        while current.count > layout.jobRoot.count, !durableDirectories.contains(current) {
+            try fs.syncDirectory(parentDirectory(of: current))
+            durableDirectories.insert(current)
+            current = parentDirectory(of: current)
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import Foundation
+
+/// What recovery found and did at the start of a writing command.
+public struct RecoveryReport: Sendable {
+    /// A manifest line cut off because its append never completed.
+    public var cutTornLine: String?
+    /// The checkpoint was behind the manifest and was rolled forward from `from` to `to`.
+    public var rolledForward: (from: Int64, to: Int64)?
+    /// Files moved to quarantine (relative to the job root).
+    public var quarantined: [String] = []
+
+    public var isEmpty: Bool { cutTornLine == nil && rolledForward == nil && quarantined.isEmpty }
+
+    /// One line per action, for the log.
+    public var messages: [String] {
+        var lines: [String] = []
+        if let cutTornLine { lines.append("recovery: cut off a torn manifest line (\(cutTornLine))") }
+        if let (from, to) = rolledForward { lines.append("recovery: rolled the checkpoint forward from manifest seq \(from) to \(to)") }
+        for path in quarantined { lines.append("recovery: moved \(path) to quarantine (no manifest line names it)") }
+        return lines
+    }
+}
+
+extension JobArchive {
+    /// DESIGN.md "Recovery", the archive side: torn tail, checkpoint against manifest, strays.
+    public func recover() throws -> RecoveryReport {
+        var report = RecoveryReport()
+        identity = try JobIdentity.load(from: layout.identityFile, fs: fs)
+        let (manifest, damage) = try store.read()
+        self.manifest = manifest
+        if let damage, !damage.isTornTail {
+            throw FeedArchiveError.data(
+                path: "\(damage.file):\(damage.line)",
+                message: "the manifest is damaged before its last line: \(damage.message)",
+                hint: "nothing was changed; run `feedarchive verify \(jobName)` for the full picture and restore the manifest from a copy")
+        }
+        // Check everything before changing anything: a refusal must leave the archive as it was.
+        checkpoint = try Checkpoint.load(from: layout.checkpointFile, fs: fs)
+        let tail = manifest.tailSeq
+        if let checkpoint {
+            if checkpoint.manifestSeq > tail {
+                let torn = damage.map { " The line after seq \(tail) (\($0.file):\($0.line)) is damaged: \($0.message); it was committed, so it is not an unfinished append." } ?? ""
+                throw FeedArchiveError.data(
+                    path: layout.checkpointFile,
+                    message: "the checkpoint (manifest seq \(checkpoint.manifestSeq)) is ahead of the manifest (last intact seq \(tail)): changes it claims are archived have no manifest line.\(torn)",
+                    hint: "nothing was changed. Restore the manifest from a copy, or compare with `feedarchive verify \(jobName)` before moving the checkpoint aside")
+            }
+            if checkpoint.manifestSeq > 0 && hashOfLine(checkpoint.manifestSeq) != checkpoint.manifestHash {
+                throw FeedArchiveError.data(
+                    path: layout.checkpointFile,
+                    message: "the checkpoint names manifest seq \(checkpoint.manifestSeq) with hash \(checkpoint.manifestHash.prefix(12))…, but that line hashes differently: the checkpoint belongs to another manifest",
+                    hint: "nothing was changed; check that \(layout.jobRoot) is the archive this job writes")
+            }
+        }
+        if let damage {
+            try fs.truncate(damage.file, to: damage.offset)
+            report.cutTornLine = "\(damage.file):\(damage.line): \(damage.message)"
+        }
+        try store.syncTail()  // what we now trust as committed must be on disk
+        if tail > 0 && (checkpoint?.manifestSeq ?? 0) < tail {
+            guard let token = manifest.liveToken else {
+                throw FeedArchiveError.data(path: layout.manifestDirectory, message: "the manifest has no live line to start from")
+            }
+            let from = checkpoint?.manifestSeq ?? 0
+            try writeCheckpoint(token: token)
+            report.rolledForward = (from, tail)
+        }
+        report.quarantined = try quarantineStrays()
+        return report
+    }
+
+    /// Moves `.tmp` files and blobs no manifest line names into `quarantine/<run>/`.
+    func quarantineStrays() throws -> [String] {
+        let named = Set(manifest.entries.compactMap(\.path))
+        var strays = try dataFiles().filter { !named.contains($0) }
+        for name in try fs.list(layout.metaDirectory) ?? [] where name.hasSuffix(".tmp") {
+            strays.append("_feedarchive/" + name)
+        }
+        for relative in strays {
+            let target = layout.quarantineDirectory + "/" + runID + "/" + relative
+            try createDirectories(parentDirectory(of: target))
+            try fs.rename(layout.absolute(relative), to: target)
+            try fs.syncDirectory(parentDirectory(of: target))
+            try fs.syncDirectory(parentDirectory(of: layout.absolute(relative)))
+        }
+        return strays
+    }
+}

@@ -1,0 +1,58 @@
+import Foundation
+
+/// `_feedarchive/job.json`: who this archive belongs to. Written once, on the first run.
+public struct JobIdentity: Codable, Equatable, Sendable {
+    public static let format = 1
+    public static let envelopeVersion = Envelope.version
+
+    public var format: Int
+    public var job: String
+    public var sourceKind: String
+    public var sourceFingerprint: String
+    /// Identifying facts (file, table, system identifier…); never secrets.
+    public var source: [String: String]
+    public var originToken: String
+    public var envelopeVersion: Int
+    public var timeZone: String
+    public var createdAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case format, job
+        case sourceKind = "source_kind"
+        case sourceFingerprint = "source_fingerprint"
+        case source
+        case originToken = "origin_token"
+        case envelopeVersion = "envelope_version"
+        case timeZone = "time_zone"
+        case createdAt = "created_at"
+    }
+
+    public init(job: String, identity: SourceIdentity, kind: String, originToken: String, timeZone: String) {
+        self.format = Self.format
+        self.job = job
+        self.sourceKind = kind
+        self.sourceFingerprint = identity.fingerprint
+        self.source = identity.facts
+        self.originToken = originToken
+        self.envelopeVersion = Self.envelopeVersion
+        self.timeZone = timeZone
+        self.createdAt = formatRFC3339(microseconds: Int64(Date().timeIntervalSince1970) * 1_000_000)
+    }
+
+    public static func load(from path: String, fs: any FileSystem) throws -> JobIdentity? {
+        guard let bytes = try fs.read(path) else { return nil }
+        do {
+            return try JSONDecoder().decode(JobIdentity.self, from: Data(bytes))
+        } catch {
+            throw FeedArchiveError.data(path: path, message: "corrupt job identity: \(describeDecodingError(error))")
+        }
+    }
+
+    public func write(to path: String, fs: any FileSystem, mode: mode_t) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        var bytes = Array(try encoder.encode(self))
+        bytes.append(0x0A)
+        try fs.replaceAtomically(path, with: bytes, mode: mode)
+    }
+}

@@ -1,0 +1,205 @@
+import Foundation
+
+/// Cuts the stream of records into batches and streams each into a blob: a batch ends where
+/// a cursor exists and the next record would pass max records/bytes, move to a later hour
+/// bucket, or change the partition path. Late records stay in their batch.
+///
+/// A closed batch is committed (DESIGN.md steps 4–7) on the commit thread while the next one
+/// is read and compressed; commits stay one at a time and in feed order, because the next
+/// commit, a `split`/`merge` line, and the end of a run each wait for the one in flight
+/// (`settle`). The source is acknowledged (step 8) only in `settle`, after the checkpoint is
+/// durable. A run killed meanwhile is a crash like any other: recovery sorts out the rest.
+struct Batcher {
+    let job: JobConfig
+    let archive: JobArchive
+    let source: any FeedSource
+    let options: RunOptions
+    var bucketer: TimeBucketer
+    /// `live`, or `backfill-<id>`: a backfill never moves the live checkpoint.
+    var lineage = "live"
+
+    struct Open {
+        var writer: BlobWriter
+        var partition: String
+        var directory: String
+        var partitionPath: String?
+        var bucket: Int64?
+        var first: Position
+        var last: Position
+        var records: Int64 = 0
+        var minTs: Int64?
+        var maxTs: Int64?
+        var lastCursor: String?
+        var fromToken: String
+    }
+    var open: Open?
+
+    /// The batch being committed on the commit thread.
+    struct InFlight {
+        var commit: BackgroundCommit
+        var writer: BlobWriter
+        var records: Int64
+        var rawBytes: Int64
+        /// The token after the batch: what the source is acknowledged with once it is durable.
+        var token: ContinuationToken
+    }
+    var inFlight: InFlight?
+    /// One serial queue per process: commits never overlap, whatever the job.
+    static let commitQueue = DispatchQueue(label: "feedarchive.commit")
+
+    init(job: JobConfig, archive: JobArchive, source: any FeedSource, options: RunOptions) {
+        self.job = job
+        self.archive = archive
+        self.source = source
+        self.options = options
+        self.bucketer = TimeBucketer(timeZone: job.archive.timeZone)
+    }
+
+    var openRecords: Int { Int(open?.records ?? 0) }
+    /// No batch is open, or the open one may end here (its last record carries a cursor).
+    var atBoundary: Bool { open == nil || open?.lastCursor != nil }
+    /// Changes read but not yet committed: the open batch and the one being committed.
+    var pendingRecords: Int64 { (open?.records ?? 0) + (inFlight?.records ?? 0) }
+    var pendingBytes: Int64 { (open?.writer.rawBytes ?? 0) + (inFlight?.rawBytes ?? 0) }
+
+    /// Adds `record` to the open batch, or to a new one after the open batch is closed (it is
+    /// full, or `record` belongs to a later hour or another partition path).
+    mutating func add(_ record: FeedRecord, partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
+        if try !append(record, partition: partition, token: token) {
+            try await close(partition: partition, token: &token, summary: &summary)
+            let added = try append(record, partition: partition, token: token)
+            assert(added, "a batch just opened refused a change")
+        }
+    }
+
+    /// `add` without suspending, for a page's changes one after another: false, with nothing
+    /// added, when the open batch must be closed first.
+    mutating func append(_ record: FeedRecord, partition: String, token: ContinuationToken) throws -> Bool {
+        let bucket = record.timestamp.map { bucketer.bucket($0) }
+        let partitionPath = job.archive.partitionPath == nil ? nil : renderPartitionPath(job.archive.partitionPath, value: record.pathValue)
+        // Field by field, not `if let current = open`: copying the batch state per change
+        // retains and releases each of its references.
+        if open != nil && open!.lastCursor != nil {
+            let full = open!.records >= job.batch.maxRecords
+                || open!.writer.rawBytes + Int64(record.line.count + 1) > job.batch.maxBytes
+            let laterBucket = bucket != nil && open!.bucket != nil && bucket! > open!.bucket!
+            if full || laterBucket || partitionPath != open!.partitionPath { return false }
+        }
+        if open == nil {
+            var relative = "data"
+            if let partitionPath { relative += "/" + partitionPath }
+            if let bucket { relative += "/" + TimeBucketer.folders(bucket) }
+            let writer = try archive.beginBlob(
+                relativeDirectory: relative, partition: partition, first: record.position, compression: job.archive.compression,
+                level: job.archive.level, workers: job.archive.workers ?? source.defaultCompressionWorkers)
+            open = Open(
+                writer: writer, partition: partition, directory: relative, partitionPath: partitionPath, bucket: bucket,
+                first: record.position, last: record.position, fromToken: token.encoded)
+        }
+        try open!.writer.append(line: record.line)
+        open!.records += 1
+        open!.last = record.position
+        open!.lastCursor = record.cursor
+        if let ts = record.timestamp {
+            open!.minTs = min(open!.minTs ?? ts, ts)
+            open!.maxTs = max(open!.maxTs ?? ts, ts)
+        }
+        return true
+    }
+
+    /// Ends the open batch (it ends on a cursor: pages end on one) and starts its commit on the
+    /// commit thread, after the one before it is durable.
+    mutating func close(partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
+        guard let batch = open else { return }
+        guard let cursor = batch.lastCursor else {
+            throw FeedArchiveError.data(path: nil, message: "the \(source.kind) source ended a page inside a group (position \(batch.last)): a source bug, nothing was committed")
+        }
+        open = nil
+        do {
+            try await settle(summary: &summary)
+        } catch {
+            batch.writer.abort(fs: archive.fs)
+            throw error
+        }
+        if options.stop.isSet {
+            // A signal came while the last commit finished: start no other, and say so by
+            // throwing; a caller that went on (a split line after this batch) would skip it.
+            batch.writer.abort(fs: archive.fs)
+            throw FeedArchiveError.interrupted(signal: options.stop.signal)
+        }
+        let next = token.advancing(batch.partition, to: cursor)
+        let name = sanitizePathComponent(batch.partition) + "_" + batch.first.rawValue + "_" + batch.last.rawValue + job.archive.compression.fileExtension
+        let entry = ManifestEntry(
+            kind: .blob, lineage: lineage, part: batch.partition, records: batch.records,
+            firstPos: batch.first.rawValue, lastPos: batch.last.rawValue, fromToken: batch.fromToken, toToken: next.encoded,
+            minTs: batch.minTs.map { formatRFC3339(microseconds: $0) }, maxTs: batch.maxTs.map { formatRFC3339(microseconds: $0) },
+            run: archive.runID)
+        let work = CommitWork(
+            archive: archive, writer: batch.writer, relativePath: batch.directory + "/" + name, entry: entry,
+            newToken: lineage == "live" ? next.encoded : (archive.checkpoint?.token ?? next.encoded))
+        let rawBytes = batch.writer.rawBytes  // read before the writer is handed over
+        inFlight = InFlight(
+            commit: BackgroundCommit(on: Self.commitQueue, work), writer: batch.writer, records: batch.records,
+            rawBytes: rawBytes, token: next)
+        token = next
+    }
+
+    /// Waits for the commit in flight; once its checkpoint is durable, acknowledges the source
+    /// (step 8) and counts the blob. A failed commit deletes its temp file and is thrown.
+    mutating func settle(summary: inout RunSummary) async throws {
+        guard let flight = inFlight else { return }
+        inFlight = nil
+        let result: BlobWriter.Result
+        switch await flight.commit.result() {
+        case .failure(let error):
+            flight.writer.abort(fs: archive.fs)
+            throw error
+        case .success(let value):
+            result = value
+        }
+        if lineage == "live" { try await archive.acknowledge(flight.token, to: source) }  // 8. after the checkpoint is durable
+        summary.blobs += 1
+        summary.records += flight.records
+        summary.rawBytes += result.rawBytes
+        summary.bytes += result.bytes
+        options.liveness.beat()
+        options.onCommit?(RunProgress(blobs: summary.blobs, records: summary.records, rawBytes: summary.rawBytes))
+    }
+
+    /// Writes a `split`/`merge` manifest line whose `from_token` is the state before the change
+    /// and `to_token` the state after it (ended partitions gone, new cursors set), and moves the
+    /// checkpoint there: verify follows a partition's chain into the partitions that replace it.
+    mutating func record(_ change: TopologyChange, in partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
+        try await settle(summary: &summary)
+        if options.stop.isSet { throw FeedArchiveError.interrupted(signal: options.stop.signal) }
+        var next = token
+        for ended in change.ended { next.cursors[ended] = nil }
+        for (part, cursor) in change.cursors { next.cursors[part] = cursor }
+        let entry = ManifestEntry(
+            kind: change.kind == .split ? .split : .merge, lineage: lineage, part: partition,
+            fromToken: token.encoded, toToken: next.encoded, run: archive.runID, reason: change.reason)
+        try archive.commitLine(entry, newToken: lineage == "live" ? next.encoded : (archive.checkpoint?.token ?? next.encoded))
+        token = next
+        if lineage == "live" { try await archive.acknowledge(token, to: source) }
+    }
+
+    /// Drops the open batch (a partition set aside inside a group): its temp file is deleted.
+    mutating func abort() {
+        open?.writer.abort(fs: archive.fs)
+        open = nil
+    }
+
+    /// Ends the run early (signal, error): the open batch is dropped, and the commit in flight,
+    /// a whole batch, is let finish, so no thread is left writing. When that commit failed, its
+    /// temp file is deleted and its error (a full disk: exit 74) is thrown, ahead of the signal
+    /// or read error that ended the run. The source is acknowledged by the next run.
+    mutating func abandon() async throws {
+        abort()
+        guard let flight = inFlight else { return }
+        inFlight = nil
+        if case .failure(let error) = await flight.commit.result() {
+            flight.writer.abort(fs: archive.fs)
+            throw error
+        }
+    }
+}
