@@ -138,7 +138,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
                 defer { statement.reset() }
                 var previous: Int64 = 0
                 while try statement.step() {
-                    if let ts = timestamp(statement, 1), ts >= target { return statement.int(0) - 1 }
+                    if let ts = timestamp(statement, 1).micros, ts >= target { return statement.int(0) - 1 }
                     previous = statement.int(0)
                 }
                 return previous
@@ -247,9 +247,18 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         while try statement.step() {
             let sequence = statement.int(0)
             let position = Position.sequence(sequence)
-            let ts = timestamp(statement, 3)
+            let time = timestamp(statement, 3)
+            let ts = time.micros
+            if case .unconverted = time {
+                if rowWarnings.count < 20 {
+                    rowWarnings.append(
+                        "\(settings.path): table \(settings.table), \(settings.sequenceColumn) \(sequence): \(settings.timestampColumn ?? "") '\(statement.string(3) ?? "")' is not a time in years 1 to 9999; archived with ts null and the value in source.ts_unconverted")
+                } else {
+                    rowWarningsLeftOut += 1
+                }
+            }
             let start = bytes.count
-            encodeEnvelope(statement, sequence: sequence, position: position, timestamp: ts, into: &bytes)
+            encodeEnvelope(statement, sequence: sequence, position: position, timestamp: ts, unconvertedTime: time.micros == nil && !statement.isNull(3), into: &bytes)
             pending.append((position, ts, start..<bytes.count, statement.isNull(5) ? nil : statement.string(5), String(sequence)))
         }
         let records = pending.map { position, ts, range, pathValue, cursor in
@@ -258,18 +267,60 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         return FeedPage(records: records)
     }
 
-    private func timestamp(_ statement: Statement, _ column: Int32) -> Int64? {
+    /// Times the envelope can write: years 1 to 9999, what RFC 3339 spells.
+    static let writableMicros: ClosedRange<Int64> = -62_135_596_800_000_000...253_402_300_799_999_999
+
+    /// The time in a timestamp column as microseconds, nil for NULL; `.unconverted` for a value
+    /// that is not a time in years 1 to 9999 (text that is no time, a number out of range,
+    /// infinity): the change is archived with `ts: null` and the value under `source`.
+    private enum TimeValue {
+        case none
+        case micros(Int64)
+        case unconverted
+
+        var micros: Int64? {
+            if case .micros(let value) = self { return value }
+            return nil
+        }
+    }
+
+    private func timestamp(_ statement: Statement, _ column: Int32) -> TimeValue {
+        let micros: Int64?
         switch statement.type(column) {
-        case SQLITE_INTEGER: return statement.int(column).multipliedReportingOverflow(by: settings.timestampUnit).partialValue
-        case SQLITE_FLOAT: return Int64(statement.double(column) * Double(settings.timestampUnit))
-        case SQLITE_TEXT: return parseTimestampMicros(statement.text(column))
-        default: return nil
+        case SQLITE_NULL: return .none
+        case SQLITE_INTEGER:
+            let (value, overflow) = statement.int(column).multipliedReportingOverflow(by: settings.timestampUnit)
+            micros = overflow ? nil : value
+        case SQLITE_FLOAT:
+            let value = statement.double(column) * Double(settings.timestampUnit)
+            // Inside ±2^63 (exactly representable), so the conversion cannot trap.
+            micros = value.isFinite && abs(value) < 9_223_372_036_854_775_808.0 ? Int64(value) : nil
+        case SQLITE_TEXT: micros = parseTimestampMicros(statement.text(column))
+        default: micros = nil
+        }
+        guard let micros, Self.writableMicros.contains(micros) else { return .unconverted }
+        return .micros(micros)
+    }
+
+    /// Changes archived with a value in their raw form since the last `drainWarnings`, under `dbLock`.
+    private var rowWarnings: [String] = []
+    private var rowWarningsLeftOut = 0
+
+    public func drainWarnings() async -> [String] {
+        db { _ in
+            var warnings = rowWarnings
+            if rowWarningsLeftOut > 0 { warnings.append("\(rowWarningsLeftOut) more changes like these") }
+            rowWarnings = []
+            rowWarningsLeftOut = 0
+            return warnings
         }
     }
 
     /// One envelope; the document is copied as-is when it is valid JSON, and kept as a JSON
     /// string, marked in `source`, when it is not.
-    private func encodeEnvelope(_ statement: Statement, sequence: Int64, position: Position, timestamp: Int64?, into out: inout [UInt8]) {
+    private func encodeEnvelope(
+        _ statement: Statement, sequence: Int64, position: Position, timestamp: Int64?, unconvertedTime: Bool, into out: inout [UInt8]
+    ) {
         var op = ChangeOp.create
         if !statement.isNull(4), let text = statement.string(4), let named = ChangeOp(name: text) { op = named }
         var notJSON = false
@@ -298,6 +349,10 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
                 JSONText.appendLiteral(#","seq":"#, to: &out)
                 JSONText.appendInt(sequence, to: &out)
                 if notJSON { JSONText.appendLiteral(#","document_not_json":true"#, to: &out) }
+                if unconvertedTime {
+                    JSONText.appendLiteral(#","ts_unconverted":"#, to: &out)
+                    JSONText.appendString(utf8: statement.text(3), to: &out)
+                }
             })
     }
 }

@@ -177,13 +177,16 @@ public func parseByteSize(_ text: String) -> Int64? {
         ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("B", 1),
     ]
     for (suffix, scale) in units where text.hasSuffix(suffix) {
-        guard let value = Double(text.dropLast(suffix.count)) else { return nil }
-        return Int64(value * Double(scale))
+        guard let value = Double(text.dropLast(suffix.count)), value.isFinite else { return nil }
+        let bytes = value * Double(scale)
+        // Below 2^63 (exactly representable), so the conversion cannot trap.
+        guard bytes >= 0, bytes < 9_223_372_036_854_775_808.0 else { return nil }
+        return Int64(bytes)
     }
     return Int64(text)
 }
 
-/// `1h30m`, `90s`, `250ms`, `10m` → seconds.
+/// `1h30m`, `90s`, `250ms`, `10m` → seconds; nil for anything else, or for more than a century.
 public func parseDuration(_ text: String) -> Double? {
     var total = 0.0
     var number = ""
@@ -218,5 +221,7 @@ public func parseDuration(_ text: String) -> Double? {
         guard !sawUnit, let value = Double(number) else { return nil }
         total += value
     }
+    // At most about a century: every use (deadlines, sleeps in nanoseconds) stays in range.
+    guard total.isFinite, total <= 3_200_000_000 else { return nil }
     return total
 }

@@ -63,6 +63,7 @@ public struct ArchiveRunner {
         }
         if loop.summary.stoppedBy == "head" { try await recordHeartbeats(archive: archive, loop: &loop) }
         summary = loop.summary
+        summary.warnings += await source.drainWarnings()
         summary.toToken = loop.token.encoded
         summary.lag = try? await source.lag(from: loop.token)
         summary.sourceMetrics = (try? await source.metrics()) ?? [:]

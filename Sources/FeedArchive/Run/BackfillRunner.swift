@@ -128,6 +128,7 @@ public struct BackfillRunner {
             }
             token = loop.token
             summary = loop.summary
+            summary.warnings += await source.drainWarnings()
         }
         let done = untilToken.cursors.allSatisfy { part, cursor in fromToken.cursors[part] == nil || token.cursors[part] == cursor }
         summary.stoppedBy = done ? "until (backfill complete)" : summary.stoppedBy

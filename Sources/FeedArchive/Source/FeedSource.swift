@@ -138,6 +138,9 @@ public protocol FeedSource: AnyObject {
     func identity() async throws -> SourceIdentity
     /// Warnings worth showing the operator once per run (e.g. a sequence that can be reused).
     func warnings() async throws -> [String]
+    /// Warnings about single changes read since the last call (a value that could not be
+    /// converted and was archived in its raw form), for the run's summary.
+    func drainWarnings() async -> [String]
     /// Turns a start specification into a token (source forms like `seq=42` included).
     func resolve(_ start: StartSpec) async throws -> ContinuationToken
     /// Refuses (exit 65) when the source can no longer continue from `token`: the sequence
@@ -183,6 +186,7 @@ public protocol FeedSource: AnyObject {
 
 extension FeedSource {
     public func warnings() async throws -> [String] { [] }
+    public func drainWarnings() async -> [String] { [] }
     public func checkRetained(from token: ContinuationToken) async throws {}
     public func acknowledge(_ token: ContinuationToken) async throws {}
     public func prefetch() async {}
