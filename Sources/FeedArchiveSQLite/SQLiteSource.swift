@@ -59,6 +59,22 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         }
         let sequence = settings.sequenceColumn.lowercased()
         isRowidSequence = sequence == "rowid" || (pkCount == 1 && rowidAlias?.lowercased() == sequence)
+        // Pages resume after the last value read: values that repeat would be lost at a page,
+        // batch or limit boundary, so the column must be unique.
+        if !isRowidSequence {
+            let literal = { (text: String) in "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
+            let uniqueIndexes = try database.scalarInt(
+                """
+                SELECT count(*) FROM pragma_index_list(\(literal(settings.table))) AS l
+                WHERE l."unique" = 1 AND (SELECT count(*) FROM pragma_index_info(l.name)) = 1
+                  AND (SELECT name FROM pragma_index_info(l.name)) = \(literal(settings.sequenceColumn)) COLLATE NOCASE
+                """) ?? 0
+            if uniqueIndexes == 0 {
+                throw settings.error(
+                    "sequence_column",
+                    "column '\(settings.sequenceColumn)' of \(settings.table) is not unique (not the rowid, and no PRIMARY KEY or UNIQUE index on it alone): changes that share a value would be lost where a page ends between them. Use the table's INTEGER PRIMARY KEY AUTOINCREMENT, or add a UNIQUE index on the column")
+            }
+        }
         JSONText.appendString(settings.table, to: &tableLiteral)
     }
 
@@ -124,10 +140,10 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     public func resolve(_ start: StartSpec) async throws -> ContinuationToken {
         switch start {
         case .beginning:
-            let first = try db { try $0.scalarInt("SELECT min(\(seq)) FROM \(table)") } ?? 1
+            let first = try db { try $0.scalarInt("SELECT min(\(seq)) FROM \(table) WHERE \(seq) IS NOT NULL") } ?? 1
             return try await token(min(0, first - 1))
         case .now:
-            return try await token(try db { try $0.scalarInt("SELECT max(\(seq)) FROM \(table)") } ?? 0)
+            return try await token(try highestSequence() ?? 0)
         case .time(let date):
             guard settings.timestampColumn != nil else {
                 throw FeedArchiveError.usage("a start time needs source.timestamp_column; this job's table has none")
@@ -167,9 +183,29 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         return value
     }
 
+    /// The highest sequence value, after checking that every value is one a page query reads:
+    /// a column that is not the rowid can also hold NULL (never `> cursor`) or text (after every
+    /// integer), and those changes would never be archived. Both checks use the column's index.
+    private func highestSequence() throws -> Int64? {
+        try db { database in
+            if !isRowidSequence {
+                let stray = try database.prepare(
+                    "SELECT quote(\(seq)) FROM \(table) WHERE \(seq) IS NULL OR \(seq) > 9223372036854775807 LIMIT 1")
+                defer { stray.reset() }
+                if try stray.step() {
+                    throw FeedArchiveError.data(
+                        path: settings.path,
+                        message: "table \(settings.table) has a row whose \(settings.sequenceColumn) is \(stray.string(0) ?? "?"): the sequence must be an integer of 0 or more in every row, or that change is never archived",
+                        hint: "let SQLite assign the sequence (INTEGER PRIMARY KEY AUTOINCREMENT), or fix the row; nothing was archived by this run")
+                }
+            }
+            return try database.scalarInt("SELECT max(\(seq)) FROM \(table)")
+        }
+    }
+
     public func checkContinuity(from token: ContinuationToken) async throws {
         let cursor = try cursorValue(token)
-        let highest = try db { try $0.scalarInt("SELECT max(\(seq)) FROM \(table)") }
+        let highest = try highestSequence()
         if let highest, highest >= cursor { return }
         if highest == nil && cursor <= 0 { return }
         throw FeedArchiveError.data(
@@ -192,7 +228,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
 
     public func head(for token: ContinuationToken) async throws -> [String: String] {
         let cursor = try cursorValue(token)
-        let highest = try db { try $0.scalarInt("SELECT max(\(seq)) FROM \(table)") } ?? cursor
+        let highest = try highestSequence() ?? cursor
         return [Self.partition: String(max(highest, cursor))]
     }
 
@@ -246,6 +282,12 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         pending.reserveCapacity(maxRecords)
         while try statement.step() {
             let sequence = statement.int(0)
+            guard sequence >= 0, statement.type(0) == SQLITE_INTEGER else {
+                throw FeedArchiveError.data(
+                    path: settings.path,
+                    message: "table \(settings.table) has \(settings.sequenceColumn) \(statement.string(0).map { "'\($0)'" } ?? "NULL") after \(after): the sequence must be an integer of 0 or more, or the change cannot be given its place in the feed; nothing after \(after) was archived",
+                    hint: "let SQLite assign the sequence (INTEGER PRIMARY KEY AUTOINCREMENT), fix the row, or sign the range off with `feedarchive ack-gap` and move on with `feedarchive epoch`")
+            }
             let position = Position.sequence(sequence)
             let time = timestamp(statement, 3)
             let ts = time.micros
