@@ -21,6 +21,7 @@ extension JobArchive {
 
     /// Creates the job's folders (fsyncing each new one into its parent) and takes the lock.
     public func openForWriting() throws -> JobLock {
+        try checkNotInsideAnotherArchive()
         try createDirectories(layout.metaDirectory)
         try createDirectories(layout.manifestDirectory)
         try createDirectories(layout.dataDirectory)

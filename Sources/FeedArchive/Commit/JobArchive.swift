@@ -8,6 +8,8 @@ public final class JobArchive {
     public let fs: any FileSystem
     public let settings: ArchiveSettings
     public let jobName: String
+    /// The job file, for messages.
+    public let jobFile: String
     public let store: ManifestStore
     /// Identifies this command's writes in manifest lines and quarantine folders.
     public let runID: String
@@ -22,6 +24,7 @@ public final class JobArchive {
         self.fs = fs
         self.settings = job.archive
         self.jobName = job.name
+        self.jobFile = job.file
         self.store = ManifestStore(directory: layout.manifestDirectory, fs: fs, fileMode: job.archive.fileMode)
         let now = Date()
         var stamp: [UInt8] = []
@@ -45,18 +48,55 @@ public final class JobArchive {
         return seq == manifest.tailSeq ? manifest.tailHash : manifest.entries[Int(seq)].prev
     }
 
-    /// Every regular file under data/, relative to the job root.
+    /// Every file under data/, relative to the job root. Refuses, rather than walks into, a
+    /// symbolic link (it would lead outside the archive) and another job's archive (its files
+    /// would look like strays to recovery).
     public func dataFiles() throws -> [String] {
         var files: [String] = []
         func walk(_ relative: String) throws {
-            guard let names = try fs.list(layout.absolute(relative)) else { return }
-            for name in names.sorted() {
-                let child = relative + "/" + name
-                if fs.isDirectory(layout.absolute(child)) { try walk(child) } else { files.append(child) }
+            let path = layout.absolute(relative)
+            switch fs.entryKind(path) {
+            case nil: return
+            case .symbolicLink:
+                throw FeedArchiveError.data(
+                    path: path,
+                    message: "a symbolic link inside the archive: feedarchive never follows links inside a job's archive (recovery would move, and verify read, files outside it)",
+                    hint: "nothing was changed; move the link out of \(layout.jobRoot)")
+            case .directory:
+                guard let names = try fs.list(path) else { return }
+                if relative != "data", names.contains("_feedarchive") {
+                    throw FeedArchiveError.badJobFile(
+                        place: path,
+                        message: "another job's archive lies inside the archive of job \(jobName): its files would be taken for strays and moved to quarantine. Nothing was changed; give that job an archive.root outside \(layout.jobRoot)")
+                }
+                for name in names.sorted() { try walk(relative + "/" + name) }
+            case .file, .other:
+                files.append(relative)
             }
         }
         try walk("data")
         return files
+    }
+
+    /// Refuses (exit 78) a job root inside another job's archive, where that job's recovery
+    /// would take this job's files for its own strays.
+    func checkNotInsideAnotherArchive() throws {
+        var current = parentDirectory(of: absolutePath(layout.jobRoot))
+        while current != "/" && current != "." && !current.isEmpty {
+            if fs.entryKind(current + "/_feedarchive/job.json") != nil || fs.entryKind(current + "/_feedarchive/manifest") != nil {
+                let owner = (try? JobIdentity.load(from: current + "/_feedarchive/job.json", fs: fs))??.job ?? lastComponent(of: current)
+                throw FeedArchiveError.badJobFile(
+                    place: jobFile.isEmpty ? "archive.root" : "\(jobFile): archive.root",
+                    message: "the archive of job \(jobName) (\(layout.jobRoot)) would lie inside the archive of job \(owner) at \(current), whose recovery moves files it does not know into quarantine; choose an archive.root outside \(current)")
+            }
+            let parent = parentDirectory(of: current)
+            if parent == current { break }
+            current = parent
+        }
+    }
+
+    private func absolutePath(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
     }
 
     /// Writes job.json on the first run; compares it on every later one.

@@ -13,7 +13,13 @@ public final class JobLock {
     /// Takes the lock or throws `.locked` (exit 75) naming who holds it.
     public init(path: String, mode: mode_t) throws {
         self.path = path
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode)
+        // Never through a symbolic link: the holder's line would truncate the file it points to.
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode)
+        if fd < 0 && errno == ELOOP {
+            throw FeedArchiveError.data(
+                path: path, message: "the lock file is a symbolic link; feedarchive does not follow it",
+                hint: "nothing was changed; remove the link, the next run creates a plain lock file")
+        }
         if fd < 0 { throw FeedArchiveError.io(operation: "open lock file", path: path, errno: errno) }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let code = errno

@@ -76,8 +76,15 @@ extension JobArchive {
         for name in try fs.list(layout.metaDirectory) ?? [] where name.hasSuffix(".tmp") {
             strays.append("_feedarchive/" + name)
         }
+        // A folder of its own: run ids can repeat (a fixed pid in a container, a clock step).
+        var folder = runID
+        var attempt = 1
+        while !strays.isEmpty, fs.entryKind(layout.quarantineDirectory + "/" + folder) != nil {
+            attempt += 1
+            folder = runID + "-" + String(attempt)
+        }
         for relative in strays {
-            let target = layout.quarantineDirectory + "/" + runID + "/" + relative
+            let target = layout.quarantineDirectory + "/" + folder + "/" + relative
             try createDirectories(parentDirectory(of: target))
             try fs.rename(layout.absolute(relative), to: target)
             try fs.syncDirectory(parentDirectory(of: target))

@@ -39,7 +39,24 @@ public protocol FileSystem: Sendable {
     func size(_ path: String) throws -> Int64?
 }
 
+/// What a directory entry is, without following a symbolic link.
+public enum EntryKind: Sendable {
+    case file, directory, symbolicLink, other
+}
+
 extension FileSystem {
+    /// What `path` itself is (`lstat`: a symbolic link is reported, not followed); nil when absent.
+    public func entryKind(_ path: String) -> EntryKind? {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: return .file
+        case S_IFDIR: return .directory
+        case S_IFLNK: return .symbolicLink
+        default: return .other
+        }
+    }
+
     /// The durable replace: temp file, write, fsync, close, rename, fsync the directory.
     /// Readers see the old or the new contents, never a mix.
     public func replaceAtomically(_ path: String, with bytes: [UInt8], mode: mode_t) throws {

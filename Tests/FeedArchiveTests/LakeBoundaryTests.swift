@@ -1,0 +1,96 @@
+import FeedArchive
+import FeedArchiveTesting
+import Foundation
+import Testing
+
+/// A job stays inside its own archive: it never moves another job's files, never follows a
+/// symbolic link inside its archive, and never overwrites what an earlier recovery set aside.
+@Suite struct LakeBoundaryTests {
+    func job(_ dir: TempDirectory, name: String, root: String) throws -> JobConfig {
+        try JobConfig.parse(
+            yaml: "name: \(name)\nsource: {kind: memory}\narchive: {root: \(root)}\nbatch: {max_records: 5, page_size: 4}\n",
+            file: dir.path + "/\(name).yaml")
+    }
+
+    @Test func aRootInsideAnotherJobsArchiveIsRefusedAndNothingMoves() async throws {
+        let dir = TempDirectory("lake-nested")
+        let a = try job(dir, name: "a", root: "lake")
+        let sourceA = InMemorySource()
+        for _ in 0..<7 { sourceA.append() }
+        _ = try await ArchiveRunner(job: a, source: sourceA).run(RunOptions())
+
+        // b's archive would be lake/a/data/b: inside a's archive, where a's recovery looks.
+        let b = try job(dir, name: "b", root: "lake/a/data")
+        let sourceB = InMemorySource()
+        sourceB.append()
+        let error = await #expect(throws: FeedArchiveError.self) { _ = try await ArchiveRunner(job: b, source: sourceB).run(RunOptions()) }
+        #expect(error?.exitCode == 78)
+        #expect("\(error.map { "\($0)" } ?? "")".contains("inside the archive of job a"))
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/lake/a/data/b"))
+
+        // An archive that is already there (made by an older version) is not swept into a's quarantine.
+        try FileManager.default.createDirectory(atPath: dir.path + "/lake/a/data/b/_feedarchive", withIntermediateDirectories: true)
+        try Data("{}".utf8).write(to: URL(fileURLWithPath: dir.path + "/lake/a/data/b/_feedarchive/job.json"))
+        sourceA.append()
+        let refused = await #expect(throws: FeedArchiveError.self) { _ = try await ArchiveRunner(job: a, source: sourceA).run(RunOptions()) }
+        #expect(refused?.exitCode == 78)
+        #expect("\(refused.map { "\($0)" } ?? "")".contains("data/b"))
+        #expect(FileManager.default.fileExists(atPath: dir.path + "/lake/a/data/b/_feedarchive/job.json"))
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/lake/a/_feedarchive/quarantine"))
+    }
+
+    @Test func aSymlinkInsideTheArchiveIsNeverFollowed() async throws {
+        let dir = TempDirectory("lake-symlink")
+        let a = try job(dir, name: "a", root: "lake")
+        let source = InMemorySource()
+        for _ in 0..<3 { source.append() }
+        _ = try await ArchiveRunner(job: a, source: source).run(RunOptions())
+        let outside = dir.path + "/precious"
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        try Data("keep me".utf8).write(to: URL(fileURLWithPath: outside + "/file.txt"))
+        try FileManager.default.createSymbolicLink(atPath: dir.path + "/lake/a/data/link", withDestinationPath: outside)
+
+        source.append()
+        let error = await #expect(throws: FeedArchiveError.self) { _ = try await ArchiveRunner(job: a, source: source).run(RunOptions()) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("symbolic link"))
+        #expect(FileManager.default.fileExists(atPath: outside + "/file.txt"))
+        try FileManager.default.removeItem(atPath: dir.path + "/lake/a/data/link")
+
+        // The lock file as a symlink: refused, and the file it points to is not truncated.
+        let lock = dir.path + "/lake/a/_feedarchive/lock"
+        try FileManager.default.removeItem(atPath: lock)
+        try FileManager.default.createSymbolicLink(atPath: lock, withDestinationPath: outside + "/file.txt")
+        let lockError = await #expect(throws: FeedArchiveError.self) { _ = try await ArchiveRunner(job: a, source: source).run(RunOptions()) }
+        #expect("\(lockError.map { "\($0)" } ?? "")".contains("symbolic link"))
+        #expect(try String(contentsOfFile: outside + "/file.txt", encoding: .utf8) == "keep me")
+        try FileManager.default.removeItem(atPath: lock)
+        let summary = try await ArchiveRunner(job: a, source: source).run(RunOptions())
+        #expect(summary.records == 1)
+    }
+
+    @Test func quarantineFoldersNeverOverwriteAnEarlierOne() async throws {
+        let dir = TempDirectory("lake-quarantine")
+        let a = try job(dir, name: "a", root: "lake")
+        let source = InMemorySource()
+        source.append()
+        _ = try await ArchiveRunner(job: a, source: source).run(RunOptions())
+        let data = dir.path + "/lake/a/data"
+        var folders: Set<String> = []
+        for round in 0..<3 {
+            try Data("stray \(round)".utf8).write(to: URL(fileURLWithPath: data + "/0_000.tmp"))
+            // Recoveries in the same second by the same process: the run id repeats.
+            let archive = JobArchive(job: a)
+            let lock = try archive.openForWriting()
+            let report = try archive.recover()
+            lock.release()
+            #expect(report.quarantined == ["data/0_000.tmp"])
+            folders = Set(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/lake/a/_feedarchive/quarantine"))
+        }
+        #expect(folders.count == 3)
+        var kept: [String] = []
+        for folder in folders {
+            kept.append(try String(contentsOfFile: dir.path + "/lake/a/_feedarchive/quarantine/\(folder)/data/0_000.tmp", encoding: .utf8))
+        }
+        #expect(kept.sorted() == ["stray 0", "stray 1", "stray 2"])
+    }
+}
