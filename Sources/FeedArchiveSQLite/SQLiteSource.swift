@@ -124,6 +124,14 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         ])
     }
 
+    public var archiveShape: [String: String] {
+        [
+            "source.document_column": settings.documentColumn ?? "", "source.key_column": settings.keyColumn ?? "",
+            "source.timestamp_column": settings.timestampColumn ?? "", "source.timestamp_unit": String(settings.timestampUnit),
+            "source.op_column": settings.opColumn ?? "", "source.partition_column": settings.partitionColumn ?? "",
+        ]
+    }
+
     public func warnings() async throws -> [String] {
         if isRowidSequence && !tableSQL.uppercased().contains("AUTOINCREMENT") {
             return [

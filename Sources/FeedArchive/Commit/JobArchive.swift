@@ -100,8 +100,14 @@ public final class JobArchive {
     }
 
     /// Writes job.json on the first run; compares it on every later one.
-    public func establishIdentity(source: SourceIdentity, kind: String, origin: () async throws -> ContinuationToken) async throws -> JobIdentity {
-        if let identity {
+    ///
+    /// `shape` holds the settings that decide what blobs look like and where they go (see
+    /// `JobIdentity.shape`); a change of one is refused (exit 78), and an archive made before
+    /// job.json recorded them gets them recorded now.
+    public func establishIdentity(
+        source: SourceIdentity, kind: String, shape: [String: String] = [:], origin: () async throws -> ContinuationToken
+    ) async throws -> JobIdentity {
+        if var identity {
             guard identity.sourceKind == kind else {
                 throw FeedArchiveError.data(
                     path: layout.identityFile,
@@ -117,10 +123,25 @@ public final class JobArchive {
                     message: "the source is not the one this archive was made from (\(changed.joined(separator: "; ")))",
                     hint: "if the new source really continues this feed, start a new epoch: `feedarchive epoch \(jobName) --from beginning --reason \"...\"`")
             }
+            guard let recorded = identity.shape else {
+                identity.shape = shape
+                try replaceIdentity(identity)
+                return identity
+            }
+            let changed = Set(recorded.keys).union(shape.keys).sorted().compactMap { key -> String? in
+                let old = recorded[key] ?? "", new = shape[key] ?? ""
+                return old == new ? nil : "\(key): '\(old)' -> '\(new)'"
+            }
+            guard changed.isEmpty else {
+                throw FeedArchiveError.badJobFile(
+                    place: jobFile.isEmpty ? layout.identityFile : jobFile,
+                    message: "settings that shape the archive changed since \(layout.jobRoot) was made (\(changed.joined(separator: "; "))): blobs from now on would not match the ones before (other names, folders or envelope contents). Nothing was changed; put the settings back, or archive under a new job name")
+            }
             return identity
         }
         let token = try await origin()
-        let created = JobIdentity(job: jobName, identity: source, kind: kind, originToken: token.encoded, timeZone: settings.timeZone)
+        var created = JobIdentity(job: jobName, identity: source, kind: kind, originToken: token.encoded, timeZone: settings.timeZone)
+        created.shape = shape
         try created.write(to: layout.identityFile, fs: fs, mode: settings.fileMode)
         identity = created
         return created

@@ -111,6 +111,16 @@ public struct ArchiveSettings: Sendable {
     }
 }
 
+extension ArchiveSettings {
+    /// The archive settings that decide blob names, folders and format (job.json records them).
+    public var shape: [String: String] {
+        [
+            "archive.compression": compression.rawValue, "archive.partition_path": partitionPath ?? "",
+            "archive.time_zone": timeZone,
+        ]
+    }
+}
+
 /// When to cut a batch and when to stop a run.
 public struct BatchLimits: Sendable {
     public var maxRecords: Int = 100_000

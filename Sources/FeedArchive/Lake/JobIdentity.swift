@@ -15,6 +15,10 @@ public struct JobIdentity: Codable, Equatable, Sendable {
     public var envelopeVersion: Int
     public var timeZone: String
     public var createdAt: String
+    /// The settings that decide what blobs look like and where they go (compression, partition
+    /// path, time zone, and the source's own, e.g. SQLite's document column), compared on every
+    /// run. Nil in a job.json written before they were recorded.
+    public var shape: [String: String]?
 
     enum CodingKeys: String, CodingKey {
         case format, job
@@ -25,6 +29,7 @@ public struct JobIdentity: Codable, Equatable, Sendable {
         case envelopeVersion = "envelope_version"
         case timeZone = "time_zone"
         case createdAt = "created_at"
+        case shape
     }
 
     public init(job: String, identity: SourceIdentity, kind: String, originToken: String, timeZone: String) {

@@ -29,7 +29,8 @@ public struct ArchiveRunner {
 
         let identity = try await source.identity()
         summary.warnings = try await source.warnings()
-        let jobIdentity = try await archive.establishIdentity(source: identity, kind: source.kind) {
+        let jobIdentity = try await archive.establishIdentity(
+            source: identity, kind: source.kind, shape: job.archive.shape.merging(source.archiveShape) { $1 }) {
             try await source.resolve(job.start)
         }
         if archive.manifest.entries.isEmpty {

@@ -46,7 +46,8 @@ public struct BackfillRunner {
         guard archive.identity != nil, let checkpoint = archive.checkpoint else {
             throw FeedArchiveError.usage("job \(job.name) has no archive yet: run it once before backfilling")
         }
-        _ = try await archive.establishIdentity(source: identity, kind: source.kind) { throw FeedArchiveError.usage("no archive") }
+        _ = try await archive.establishIdentity(
+            source: identity, kind: source.kind, shape: job.archive.shape.merging(source.archiveShape) { $1 }) { throw FeedArchiveError.usage("no archive") }
 
         let untilText = until ?? "checkpoint"
         // The same command resumes an unfinished backfill; once one has finished, running it

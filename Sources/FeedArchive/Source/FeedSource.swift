@@ -138,6 +138,10 @@ public protocol FeedSource: AnyObject {
     func identity() async throws -> SourceIdentity
     /// Warnings worth showing the operator once per run (e.g. a sequence that can be reused).
     func warnings() async throws -> [String]
+    /// The source settings that decide what an envelope holds (SQLite: the document, key, time,
+    /// op and partition columns), by their job-file key; recorded in job.json with the archive's
+    /// and compared on every run.
+    var archiveShape: [String: String] { get }
     /// Warnings about single changes read since the last call (a value that could not be
     /// converted and was archived in its raw form), for the run's summary.
     func drainWarnings() async -> [String]
@@ -187,6 +191,7 @@ public protocol FeedSource: AnyObject {
 extension FeedSource {
     public func warnings() async throws -> [String] { [] }
     public func drainWarnings() async -> [String] { [] }
+    public var archiveShape: [String: String] { [:] }
     public func checkRetained(from token: ContinuationToken) async throws {}
     public func acknowledge(_ token: ContinuationToken) async throws {}
     public func prefetch() async {}
