@@ -374,13 +374,14 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         var op = ChangeOp.create
         if !statement.isNull(4), let text = statement.string(4), let named = ChangeOp(name: text) { op = named }
         var notJSON = false
+        var (keyNotUTF8, documentNotUTF8) = (false, false)
         envelope.write(
             to: &out, position: position, op: op, timestamp: timestamp,
             key: { out in
                 switch statement.type(2) {
                 case SQLITE_INTEGER: JSONText.appendInt(statement.int(2), to: &out)
                 case SQLITE_NULL: EnvelopeWriter.null(&out)
-                default: JSONText.appendString(utf8: statement.text(2), to: &out)
+                default: keyNotUTF8 = !EnvelopeWriter.appendText(statement.text(2), to: &out)
                 }
             },
             after: { out in
@@ -389,7 +390,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
                     EnvelopeWriter.null(&out)
                 } else if !JSONText.appendIfValid(document, to: &out) {
                     notJSON = true  // kept, as a JSON string, rather than dropped
-                    JSONText.appendString(utf8: document, to: &out)
+                    documentNotUTF8 = !EnvelopeWriter.appendText(document, to: &out)
                 }
             },
             before: EnvelopeWriter.null,
@@ -399,9 +400,13 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
                 JSONText.appendLiteral(#","seq":"#, to: &out)
                 JSONText.appendInt(sequence, to: &out)
                 if notJSON { JSONText.appendLiteral(#","document_not_json":true"#, to: &out) }
+                if documentNotUTF8 { JSONText.appendLiteral(#","document_not_utf8":true"#, to: &out) }
+                if keyNotUTF8 { JSONText.appendLiteral(#","key_not_utf8":true"#, to: &out) }
                 if unconvertedTime {
                     JSONText.appendLiteral(#","ts_unconverted":"#, to: &out)
-                    JSONText.appendString(utf8: statement.text(3), to: &out)
+                    if !EnvelopeWriter.appendText(statement.text(3), to: &out) {
+                        JSONText.appendLiteral(#","ts_not_utf8":true"#, to: &out)
+                    }
                 }
             })
     }
