@@ -10,6 +10,8 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     // (through `db`), by the caller or the read-ahead thread.
     public let kind = "sqlite"
     public static let partition = "0"
+    /// Envelope bytes after which a page ends (it always holds at least one change).
+    static let pageByteLimit = 4 << 20
     let settings: SQLiteSourceSettings
     private let database: SQLiteDatabase
     private let tableSQL: String
@@ -88,7 +90,8 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
             return try db { _ in try buildPage(key) }
         },
         following: { key, page in
-            guard page.records.count == key.maxRecords, let last = page.records.last?.cursor.flatMap({ Int64($0) }), last < key.through else { return nil }
+            let full = page.records.count == key.maxRecords || page.records.reduce(0, { $0 + $1.line.count }) >= SQLiteSource.pageByteLimit
+            guard full, let last = page.records.last?.cursor.flatMap({ Int64($0) }), last < key.through else { return nil }
             return PageKey(after: last, through: key.through, maxRecords: key.maxRecords)
         })
 
@@ -285,10 +288,13 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         defer { statement.reset() }  // ends the read transaction
         // One buffer for the whole page; records are slices of it (no allocation per change).
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(maxRecords * 512)
+        bytes.reserveCapacity(min(maxRecords * 512, Self.pageByteLimit))
         var pending: [(Position, Int64?, Range<Int>, String?, String)] = []
         pending.reserveCapacity(maxRecords)
-        while try statement.step() {
+        // A page ends at maxRecords rows or once it holds pageByteLimit bytes, whichever comes
+        // first (every row ends on a cursor): memory follows bytes, not rows, so a feed of large
+        // documents stays within a few pages plus the largest document.
+        while bytes.count < Self.pageByteLimit, try statement.step() {
             let sequence = statement.int(0)
             guard sequence >= 0, statement.type(0) == SQLITE_INTEGER else {
                 throw FeedArchiveError.data(
