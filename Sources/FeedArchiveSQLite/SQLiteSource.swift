@@ -9,7 +9,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     // @unchecked: the connection, its statements and caches are touched only under `dbLock`
     // (through `db`), by the caller or the read-ahead thread.
     public let kind = "sqlite"
-    public static let partition = "0"
+    public static let partition = Envelope.singlePartition
     /// Envelope bytes after which a page ends (it always holds at least one change).
     static let pageByteLimit = 4 << 20
     let settings: SQLiteSourceSettings

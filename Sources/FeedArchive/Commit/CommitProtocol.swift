@@ -7,14 +7,15 @@ import Foundation
 //
 //   1. lock             openForWriting
 //   2. recover          recover (Recovery.swift)
-//   3. read             RunLoop (Run/RunLoop.swift) cuts pages into batches
-//   4. blob temp file   beginBlob, then BlobWriter.append for each record
-//   5. fsync, rename    commit(blob:): finish (fsync), placeBlob (rename, fsync folders)
-//   6. manifest line    appendManifestLine: the commit point
-//   7. checkpoint       writeCheckpoint
-//   8. acknowledge      acknowledge, only once the checkpoint is durable
+//   3. check the source ArchiveRunner: identity, token, continuity
+//   4. read             RunLoop (Run/RunLoop.swift) cuts pages into batches
+//   5. blob temp file   beginBlob, then BlobWriter.append for each record
+//   6. fsync, rename    commit(blob:): finish (fsync), placeBlob (rename, fsync folders)
+//   7. manifest line    appendManifestLine: the commit point
+//   8. checkpoint       writeCheckpoint
+//   9. acknowledge      acknowledge, only once the checkpoint is durable
 //
-// A failure before step 6 leaves the feed where it was: the next run reads it again.
+// A failure before step 7 leaves the feed where it was: the next run reads it again.
 
 extension JobArchive {
     // MARK: 1. The lock
@@ -33,7 +34,7 @@ extension JobArchive {
         return lock
     }
 
-    // MARK: 4. The blob's temp file, in its final folder
+    // MARK: 5. The blob's temp file, in its final folder
 
     /// Creates the folder of a blob (durably) and its temp file `<part>_<firstPos>.tmp`: the
     /// final name holds the last position, which is known only when the batch ends.
@@ -47,7 +48,7 @@ extension JobArchive {
             fs: fs, tempPath: temp, compression: compression, level: level, workers: workers, mode: settings.fileMode)
     }
 
-    // MARK: 5–7. A finished blob: durable, then named in the manifest, then the checkpoint
+    // MARK: 6–8. A finished blob: durable, then named in the manifest, then the checkpoint
 
     /// Commits a blob whose records are all written: ends the frame and fsyncs the temp file,
     /// renames it into place and fsyncs the folders, appends its manifest line (the commit
@@ -55,19 +56,19 @@ extension JobArchive {
     public func commit(blob writer: BlobWriter, relativePath: String, entry: ManifestEntry, newToken: String?) throws
         -> BlobWriter.Result
     {
-        let result = try writer.finish()  // 5. the frame ends; the temp file is fsynced and closed
-        try placeBlob(writer, result: result, relativePath: relativePath)  // 5. rename, fsync folders
+        let result = try writer.finish()  // 6. the frame ends; the temp file is fsynced and closed
+        try placeBlob(writer, result: result, relativePath: relativePath)  // 6. rename, fsync folders
         var entry = entry
         entry.path = relativePath
         entry.sha256 = result.sha256
         entry.bytes = result.bytes
         entry.rawBytes = result.rawBytes
-        try appendManifestLine(entry)  // 6. the commit point
-        if let newToken { try writeCheckpoint(token: newToken) }  // 7.
+        try appendManifestLine(entry)  // 7. the commit point
+        if let newToken { try writeCheckpoint(token: newToken) }  // 8.
         return result
     }
 
-    /// Step 5: renames the fsynced temp file to its final name and fsyncs its folder and every
+    /// Step 6: renames the fsynced temp file to its final name and fsyncs its folder and every
     /// folder above it this command has not made durable yet.
     ///
     /// A backfill re-reading a range a blob already holds: the same bytes are not written again
@@ -81,7 +82,7 @@ extension JobArchive {
                 throw FeedArchiveError.data(
                     path: final,
                     message: "a blob with this name already exists with SHA-256 \((existing.sha256 ?? "").prefix(16))…, the re-read batch hashes to \(result.sha256.prefix(16))…: the source returned other data for the same positions",
-                    hint: "nothing was written. The same changes compress to other bytes when archive.level, archive.workers or the zstd library changed since the blob was written (CHANGELOG.md names the versions that changed a default): if so, put the old settings back for this backfill. Otherwise compare the source with `feedarchive cat`, and if the range cannot be recovered, sign it off with `feedarchive ack-gap`")
+                    hint: "nothing was written. The same changes compress to other bytes when archive.level, archive.workers or the zstd library changed since the blob was written : if so, put the old settings back for this backfill (a PostgreSQL job's blob above 2 MiB of JSON written by feedarchive before 0.6.0 needs `archive.workers: 1`). Otherwise compare the source with `feedarchive cat`, and if the range cannot be recovered, sign it off with `feedarchive ack-gap`")
             }
             if try fs.size(final) == result.bytes && fileHash(final) == result.sha256 {
                 try fs.remove(writer.tempPath)
@@ -96,13 +97,20 @@ extension JobArchive {
         try makeDirectoryChainDurable(parentDirectory(of: final))
     }
 
-    // MARK: 6–7. Lines without a blob
+    // MARK: 7–8. Lines without a blob
 
     /// Commits a line that names no blob (split, merge, heartbeat, a backfill's epoch, gap-ack)
     /// and moves the checkpoint when given a token.
     public func commitLine(_ entry: ManifestEntry, newToken: String?) throws {
         try appendManifestLine(entry)
         if let newToken { try writeCheckpoint(token: newToken) }
+    }
+
+    /// The checkpoint after a line of `lineage` that reaches `token`: the live lineage moves it
+    /// there; any other lineage (a backfill, a gap-ack) keeps the live token, tied to the new
+    /// last line.
+    func checkpointToken(after lineage: String, reaching token: String) -> String {
+        lineage == "live" ? token : (checkpoint?.token ?? token)
     }
 
     /// Starts the live lineage: an `epoch` line whose `to_token` is where reading begins, then
@@ -131,14 +139,14 @@ extension JobArchive {
         try writeCheckpoint(token: token)
     }
 
-    // MARK: 6. The manifest line: the commit point
+    // MARK: 7. The manifest line: the commit point
 
     /// Appends `entry` with the next seq and the previous line's hash, and fsyncs the segment.
     func appendManifestLine(_ entry: ManifestEntry) throws {
         try store.append(entry, to: &manifest)
     }
 
-    // MARK: 7. The checkpoint
+    // MARK: 8. The checkpoint
 
     /// Replaces checkpoint.json (temp file, fsync, rename, fsync folder) with `token`, tied to
     /// the manifest's last line.
@@ -148,7 +156,7 @@ extension JobArchive {
         checkpoint = next
     }
 
-    // MARK: 8. Acknowledge
+    // MARK: 9. Acknowledge
 
     /// Tells the source that everything up to `token` is durable (PostgreSQL confirms its slot).
     /// Called only after the checkpoint holding `token` was written; a run repeats it at its

@@ -9,7 +9,7 @@
 public struct EnvelopeWriter: Sendable {
     /// The partition as a JSON string literal, quotes included.
     @usableFromInline let partitionLiteral: [UInt8]
-    @usableFromInline var lastMicros: Int64 = .min
+    @usableFromInline var lastMicros: Int64?
     @usableFromInline var lastTimeText: [UInt8] = []
 
     /// A writer for the records of `partition` (`Envelope.singlePartition` for a source that has one).

@@ -1,6 +1,6 @@
 import Foundation
 
-/// One batch's commit (DESIGN.md steps 4–7), handed to the commit thread.
+/// One batch's commit (DESIGN.md steps 6–8), handed to the commit thread.
 struct CommitWork: @unchecked Sendable {
     // @unchecked: while the commit runs, the run's task touches neither this writer nor the
     // archive's mutable state (manifest, checkpoint, durable-folder cache); it only creates

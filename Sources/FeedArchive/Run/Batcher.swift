@@ -4,10 +4,10 @@ import Foundation
 /// a cursor exists and the next record would pass max records/bytes, move to a later hour
 /// bucket, or change the partition path. Late records stay in their batch.
 ///
-/// A closed batch is committed (DESIGN.md steps 4–7) on the commit thread while the next one
+/// A closed batch is committed (DESIGN.md steps 6–8) on the commit thread while the next one
 /// is read and compressed; commits stay one at a time and in feed order, because the next
 /// commit, a `split`/`merge` line, and the end of a run each wait for the one in flight
-/// (`settle`). The source is acknowledged (step 8) only in `settle`, after the checkpoint is
+/// (`settle`). The source is acknowledged (step 9) only in `settle`, after the checkpoint is
 /// durable. A run killed meanwhile is a crash like any other: recovery sorts out the rest.
 struct Batcher {
     let job: JobConfig
@@ -136,7 +136,7 @@ struct Batcher {
             run: archive.runID)
         let work = CommitWork(
             archive: archive, writer: batch.writer, relativePath: batch.directory + "/" + name, entry: entry,
-            newToken: lineage == "live" ? next.encoded : (archive.checkpoint?.token ?? next.encoded))
+            newToken: archive.checkpointToken(after: lineage, reaching: next.encoded))
         let rawBytes = batch.writer.rawBytes  // read before the writer is handed over
         inFlight = InFlight(
             commit: BackgroundCommit(on: Self.commitQueue, work), writer: batch.writer, records: batch.records,
@@ -145,7 +145,7 @@ struct Batcher {
     }
 
     /// Waits for the commit in flight; once its checkpoint is durable, acknowledges the source
-    /// (step 8) and counts the blob. A failed commit deletes its temp file and is thrown.
+    /// (step 9) and counts the blob. A failed commit deletes its temp file and is thrown.
     mutating func settle(summary: inout RunSummary) async throws {
         guard let flight = inFlight else { return }
         inFlight = nil
@@ -178,7 +178,7 @@ struct Batcher {
         let entry = ManifestEntry(
             kind: change.kind == .split ? .split : .merge, lineage: lineage, part: partition,
             fromToken: token.encoded, toToken: next.encoded, run: archive.runID, reason: change.reason)
-        try archive.commitLine(entry, newToken: lineage == "live" ? next.encoded : (archive.checkpoint?.token ?? next.encoded))
+        try archive.commitLine(entry, newToken: archive.checkpointToken(after: lineage, reaching: next.encoded))
         token = next
         if lineage == "live" { try await archive.acknowledge(token, to: source) }
     }
