@@ -13,7 +13,13 @@ public protocol FeedSourceFactory: SendableMetatype {
 }
 
 extension FeedSourceFactory {
-    public static func setup(job: JobConfig) async throws -> [String]? { nil }
+    /// Nothing to create: the source is made (its settings checked, its database opened) and
+    /// closed, so a bad job is reported by `setup` as by `run`.
+    public static func setup(job: JobConfig) async throws -> [String]? {
+        let source = try make(job: job)
+        await source.close()
+        return nil
+    }
 }
 
 /// The sources a program knows, by kind.
