@@ -136,6 +136,11 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     }
 
     public func warnings() async throws -> [String] {
+        if !isRowidSequence {
+            return [
+                "\(settings.path): table \(settings.table) uses \(settings.sequenceColumn) as its sequence, a column SQLite does not assign: values the application chooses can commit out of order, and a row committed after a higher value was archived is never read. Use the table's INTEGER PRIMARY KEY AUTOINCREMENT."
+            ]
+        }
         if isRowidSequence && !tableSQL.uppercased().contains("AUTOINCREMENT") {
             return [
                 "\(settings.path): table \(settings.table) uses its rowid as the sequence without AUTOINCREMENT: after its newest rows are deleted SQLite can reuse their rowids, and such changes would be skipped. Declare the key INTEGER PRIMARY KEY AUTOINCREMENT."

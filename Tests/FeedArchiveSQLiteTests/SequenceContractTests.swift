@@ -35,6 +35,7 @@ import Testing
         let job = try job(dir, sequence: "n")
         let summary = try await ArchiveRunner(job: job, source: try SQLiteSource.make(job: job)).run(RunOptions())
         #expect(summary.records == 5)
+        #expect(summary.warnings.contains { $0.contains("a column SQLite does not assign") })
         #expect(try archivedLines(job).count == 5)
     }
 
