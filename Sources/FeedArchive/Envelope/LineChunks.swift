@@ -1,6 +1,6 @@
 /// The envelope lines of one page, written into chunks below glibc's mmap threshold (512 KiB,
 /// set by the executable). A chunk freed after its page is compressed is reused for a later
-/// page; one buffer for a whole page (about 1 MB) was a fresh mapping each time, and its page
+/// page; one buffer for a whole page (about 1 MB) would be a fresh mapping each time, whose page
 /// faults and zeroing cost up to a tenth of a run's CPU. Lines are slices of their chunk, taken
 /// once the chunk is full (a slice taken earlier would make the next append copy the chunk).
 public struct LineChunks {
