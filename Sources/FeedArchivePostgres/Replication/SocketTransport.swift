@@ -7,59 +7,6 @@ import Synchronization
     import Glibc
 #endif
 
-/// The byte stream under a `ReplicationConnection`.
-///
-/// Two kinds: `SocketTransport`, a plain Unix-domain socket that the reader reads on its own
-/// thread (as pg_recvlogical does), and `ChannelTransport`, a SwiftNIO channel, for TCP (where
-/// TLS may be negotiated). Reading is for the connection's one reader; `send` and `fail` may
-/// come from any thread (the watchdog's status updates and time-outs).
-protocol ReplicationTransport: AnyObject, Sendable {
-    /// Sends `bytes` after everything sent before; errors show on the read side.
-    func send(_ bytes: ByteBuffer)
-    /// Appends what arrived next to `buffer`'s unread bytes (at least one byte; with `need`,
-    /// the whole message being gathered fits without growing again). Waits while nothing has
-    /// arrived, marking the wait in `watch` for the watchdog.
-    func receive(into buffer: inout ByteBuffer, need: Int) async throws
-    /// Ends the connection: the reader gets `error` (after what arrived before, for a channel).
-    func fail(_ error: any Error)
-    /// From the reader, between messages: takes in what the server has sent meanwhile, without
-    /// waiting, so that the server's send buffer does not fill while the reader is busy.
-    func drain()
-}
-
-extension ReplicationTransport {
-    func drain() {}
-}
-
-/// What the reader, the watchdog and status updates share about one connection.
-final class StreamWatch: Sendable {
-    struct State {
-        /// Since when the reader waits for bytes (uptime nanoseconds).
-        var waitingSince: UInt64?
-        /// The longest wait, in seconds, before the connection counts as lost.
-        var waitLimit: Double
-        /// Streaming has started (CopyBothResponse): the watchdog sends status updates.
-        var streaming = false
-        /// The LSN status updates report as flushed: what the archive has made durable.
-        var acknowledged: UInt64 = 0
-        /// When the last status update was sent (uptime nanoseconds).
-        var lastStatus: UInt64 = 0
-        /// The connection is done with: the watchdog thread ends.
-        var stopped = false
-    }
-
-    let state: Mutex<State>
-
-    init(waitLimit: Double) { state = Mutex(State(waitLimit: waitLimit)) }
-
-    static func uptime() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
-
-    /// How long the reader has been waiting, in seconds (nil when it is not waiting).
-    func waited(now: UInt64) -> Double? {
-        state.withLock { state in state.waitingSince.map { Double(now &- $0) / 1e9 } }
-    }
-}
-
 /// A Unix-domain socket read by the reader itself: a non-blocking `recv` of whatever the
 /// kernel holds, and `poll` when it holds nothing; between messages, `drain` takes in what
 /// arrived meanwhile.
@@ -68,9 +15,9 @@ final class StreamWatch: Sendable {
 /// and an event-loop thread woken for every few of them (thousands of times a second) lands
 /// on the walsender's core and preempts it; with two cores the walsender then runs at
 /// 75–85%, and it is the bottleneck. A reader that reads on its own thread sleeps only when it
-/// has drained the socket, and wakes on its own core, as pg_recvlogical does (see README,
-/// "Performance > PostgreSQL"). The price: `receive` blocks its thread in `poll` while the
-/// server is silent, in slices of `slice` seconds, like the other short blocking waits.
+/// has drained the socket, and wakes on its own core, as pg_recvlogical does. The price:
+/// `receive` blocks its thread in `poll` while the server is silent, in slices of `slice`
+/// seconds, like the other short blocking waits.
 final class SocketTransport: ReplicationTransport {
     private let fd: Int32
     private let watch: StreamWatch

@@ -4,8 +4,8 @@ import Synchronization
 
 /// Runs `operation` with a time limit. When the limit passes first, the caller gets a
 /// transient error at once and the operation is left behind: a server that dies at the wrong
-/// moment can leave a postgres-nio future that never completes (seen with an immediate-mode
-/// restart during connection start-up), and a cron job must not wait for it forever while
+/// moment can leave a postgres-nio future that never completes (an immediate-mode
+/// restart during connection start-up can), and a cron job must not wait for it forever while
 /// holding the job's lock. The caller closes the connection the operation used.
 func withDeadline<T: Sendable>(
     _ seconds: Double, _ what: String, _ operation: @escaping @Sendable () async throws -> T
