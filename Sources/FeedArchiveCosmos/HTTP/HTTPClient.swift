@@ -11,7 +11,7 @@ import Synchronization
 /// `SSL_CERT_FILE` names; the host name checked), an optional HTTP proxy (`HTTPProxy`: a
 /// `CONNECT` tunnel for https), and a time limit per request.
 ///
-/// Why not URLSession: on Linux it is FoundationNetworking over libcurl, and linking it cost
+/// Why not URLSession: on Linux it is FoundationNetworking over libcurl, and linking it costs
 /// every command ~12 ms of start-up (libcurl and the ~30 libraries it loads), SQLite and
 /// PostgreSQL runs included. SwiftNIO is linked anyway (the PostgreSQL source).
 final class HTTPClient: Sendable {
@@ -219,120 +219,5 @@ final class HTTPClient: Sendable {
     struct Connection: Sendable {
         let channel: any Channel
         let collector: ResponseCollector
-    }
-}
-
-/// Asks an HTTP proxy for a tunnel (`CONNECT host:port`) and waits for its 2xx answer, then
-/// leaves the pipeline. One per channel, touched only on its event loop; on a failure `done`
-/// fails and the client closes the channel.
-final class TunnelHandshake: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-    let proxy: HTTPProxy
-    let target: String
-    let done: EventLoopPromise<Void>
-    private var answer = ByteBuffer()
-
-    init(proxy: HTTPProxy, target: String, done: EventLoopPromise<Void>) {
-        self.proxy = proxy
-        self.target = target
-        self.done = done
-    }
-
-    func start(_ channel: any Channel) {
-        var request = "CONNECT \(target) HTTP/1.1\r\nHost: \(target)\r\n"
-        if let authorization = proxy.authorization { request += "Proxy-Authorization: \(authorization)\r\n" }
-        request += "\r\n"
-        channel.writeAndFlush(ByteBuffer(string: request), promise: nil)
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        answer.writeBuffer(&incoming)
-        let bytes = Array(answer.readableBytesView)
-        let blank: [UInt8] = [13, 10, 13, 10]
-        guard let end = bytes.indices.dropLast(3).first(where: { bytes[$0..<$0 + 4].elementsEqual(blank) }) else {
-            if answer.readableBytes > 16 << 10 { fail(HTTPClient.Failure.proxyRefused("the proxy \(proxy.description) (\(proxy.variable)) sent an answer to CONNECT without an end")) }
-            return
-        }
-        let lineEnd = bytes.firstIndex(of: 13) ?? end
-        let statusLine = String(decoding: bytes[..<lineEnd], as: UTF8.self)
-        let parts = statusLine.split(separator: " ", maxSplits: 2)
-        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let status = Int(parts[1]), (200..<300).contains(status) else {
-            fail(HTTPClient.Failure.proxyRefused("the proxy \(proxy.description) (\(proxy.variable)) refused CONNECT \(target): \(statusLine)"))
-            return
-        }
-        guard end + 4 == bytes.count else {
-            fail(HTTPClient.Failure.proxyRefused("the proxy \(proxy.description) (\(proxy.variable)) sent bytes after its answer to CONNECT"))
-            return
-        }
-        context.pipeline.syncOperations.removeHandler(self, promise: nil)
-        done.succeed()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        fail(HTTPClient.Failure.proxyRefused("the proxy \(proxy.description) (\(proxy.variable)) closed the connection before it answered CONNECT \(target)"))
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(error)
-    }
-
-    /// A second completion of `done` is ignored.
-    private func fail(_ error: any Error) {
-        done.fail(error)
-    }
-}
-
-/// Gathers one response at a time into the promise the client set. Touched only on its
-/// channel's event loop (hence `@unchecked Sendable`: the client holds it to reach it there).
-final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-
-    private var promise: EventLoopPromise<HTTPClient.Response>?
-    private var head: HTTPResponseHead?
-    private var body = ByteBuffer()
-    private var answered = false
-    /// The first error the connection saw while no request waited (a failed TLS handshake
-    /// shows before the first request is handed over): that request's answer.
-    private(set) var failure: (any Error)?
-
-    func expect(_ promise: EventLoopPromise<HTTPClient.Response>) {
-        self.promise = promise
-        head = nil
-        body.clear()
-        answered = false
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        answered = true
-        switch unwrapInboundIn(data) {
-        case .head(let received):
-            head = received
-        case .body(var part):
-            body.writeBuffer(&part)
-        case .end:
-            guard let head, let promise else { return }
-            self.promise = nil
-            var fields: [String: String] = [:]
-            for (name, value) in head.headers { fields[name.lowercased()] = value }
-            promise.succeed(HTTPClient.Response(status: Int(head.status.code), headers: fields, body: body))
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        fail(answered ? HTTPClient.Failure.badResponse("the server closed the connection in the middle of its answer") : HTTPClient.Failure.closedEarly)
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if promise == nil && failure == nil { failure = error }
-        fail(error)
-        context.close(promise: nil)
-    }
-
-    private func fail(_ error: any Error) {
-        promise?.fail(error)
-        promise = nil
     }
 }
