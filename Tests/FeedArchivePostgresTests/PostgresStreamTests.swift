@@ -371,22 +371,39 @@ import Testing
             let page = try await reader.readPage(partition: "0", after: start, through: head, maxRecords: 10)
             #expect(page.records.count == 2, "\(user)")
             await reader.close()
-            // The wrong password: transient (exit 69 after retries), naming what to check.
+            // The wrong password, on the replication connection (read) and on the query
+            // connection (identity): refused at once (exit 78, never retried), naming the setting.
             if password != nil {
                 let wrong = try source(user: user, password: "wrong")
+                var attempts = 0
                 do {
-                    _ = try await wrong.readPage(partition: "0", after: start, through: head, maxRecords: 10)
+                    _ = try await RetryPolicy(attempts: 6, initialDelay: 0.01, maxDelay: 0.02).run(deadline: nil, stop: StopSignal()) {
+                        attempts += 1
+                        return try await wrong.readPage(partition: "0", after: start, through: head, maxRecords: 10)
+                    }
                     Issue.record("\(user) got in with a wrong password")
                 } catch let error as FeedArchiveError {
-                    #expect(error.exitCode == 69, "\(user): \(error)")
-                    #expect("\(error)".contains("source.password"), "\(user): \(error)")
+                    #expect(error.exitCode == 78 && !error.isRetryable, "\(user): \(error)")
+                    #expect("\(error)".hasPrefix("source.password:"), "\(user): \(error)")
+                }
+                #expect(attempts == 1, "\(user): read \(attempts) times")
+                do {
+                    _ = try await wrong.identity()
+                    Issue.record("\(user) got in with a wrong password")
+                } catch let error as FeedArchiveError {
+                    #expect(error.exitCode == 78 && !error.isRetryable, "\(user): \(error)")
+                    #expect("\(error)".hasPrefix("source.password:"), "\(user): \(error)")
                 }
                 await wrong.close()
             }
         }
-        // Without TLS, u_tls is refused (pg_hba's hostnossl reject): the stream above was encrypted.
+        // Without TLS, u_tls is refused (pg_hba's hostnossl reject, 28000): the stream above was encrypted.
         let plain = try source(user: "u_tls", password: "pw-tls", extra: "sslmode: disable\n")
-        await #expect(throws: FeedArchiveError.self) { _ = try await plain.readPage(partition: "0", after: start, through: "FFFFFFFF/0", maxRecords: 10) }
+        await #expect {
+            _ = try await plain.readPage(partition: "0", after: start, through: "FFFFFFFF/0", maxRecords: 10)
+        } throws: { error in
+            (error as? FeedArchiveError)?.exitCode == 78 && "\(error)".hasPrefix("source.user:")
+        }
         await plain.close()
     }
 }

@@ -9,6 +9,9 @@ public struct PostgresSourceSettings: Sendable {
     public var database: String
     public var user: String
     public var password: String?
+    /// The job-file key the password came from (`source.password` or `source.password_file`),
+    /// for the error that says the server refused it.
+    var passwordKey = "source.password"
     /// `disable`, `prefer`, `require` (encrypted, certificate not checked) or `verify-full`.
     public var sslMode: String
     public var slot: String
@@ -55,7 +58,9 @@ public struct PostgresSourceSettings: Sendable {
         guard let slot = try name("slot") else { throw map.node.error("source is missing the required key 'slot' (the replication slot feedarchive reads)") }
         let publication = try name("publication") ?? slot
         var password = try map.optional("password")?.string("source.password")
+        var passwordKey = "source.password"
         if let fileNode = map.optional("password_file") {
+            passwordKey = "source.password_file"
             let path = JobConfig.resolve(try fileNode.string("source.password_file"), base: parentDirectory(of: node.file))
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
                 throw fileNode.error("cannot read the password file \(path)")
@@ -98,6 +103,7 @@ public struct PostgresSourceSettings: Sendable {
             queryTimeout: try map.optional("query_timeout")?.duration("source.query_timeout") ?? 300,
             heartbeatAfter: try map.optional("heartbeat_after")?.byteSize("source.heartbeat_after") ?? 64 << 20)
         settings.readMode = readMode
+        settings.passwordKey = passwordKey
         try map.finish()
         return settings
     }
