@@ -285,7 +285,7 @@ func latestVersions(_ server: CosmosTestServer) throws -> [String] {
         await #expect { _ = try await latest.resolve(.token(foreign.encoded)) } throws: { ($0 as? FeedArchiveError)?.exitCode == 65 }
     }
 
-    @Test func aWrongKeyOrMissingContainerIsABadJobFile() async throws {
+    @Test func aWrongKeyOrMissingContainerExits78() async throws {
         let server = try CosmosTestServer(ranges: 1)
         let dir = TempDirectory()
         for (replace, with, expected) in [
@@ -303,6 +303,60 @@ func latestVersions(_ server: CosmosTestServer) throws -> [String] {
                 #expect(!error.description.contains(with.hasPrefix("c2Vj") ? with : "never"))
             }
         }
+    }
+}
+
+extension CosmosSourceTests {
+    /// A wrong key on the read path: refused at once, naming the key's setting, never retried.
+    @Test func aWrongKeyIsRefusedNamingTheSettingAndNeverRetried() async throws {
+        let server = try CosmosTestServer(ranges: 1)
+        let dir = TempDirectory()
+        try server.control(["action": "generate", "count": 10, "seed": 3])
+        let right = try CosmosSource.make(job: try cosmosJob(server, in: dir))
+        let token = try await right.resolve(.beginning)
+        await right.close()
+        let (partition, cursor) = try #require(token.cursors.first)
+        let wrongKey = "c2VjcmV0IGtleSB3aXRoIGEgdHlwbw=="
+        let text = try cosmosJobText(server, in: dir).replacingOccurrences(of: CosmosTestServer.key, with: wrongKey)
+        let wrong = try CosmosSource.make(job: try JobConfig.parse(yaml: text, file: dir.path + "/cosmos.yaml"))
+        var attempts = 0
+        do {
+            _ = try await RetryPolicy(attempts: 6, initialDelay: 0.01, maxDelay: 0.02).run(deadline: nil, stop: StopSignal()) {
+                attempts += 1
+                return try await wrong.readPage(partition: partition, after: cursor, through: "", maxRecords: 10)
+            }
+            Issue.record("a read with a wrong key succeeded")
+        } catch let error as FeedArchiveError {
+            guard case .sourceRefused(let setting, let message, let hint) = error else {
+                Issue.record("not a refusal: \(error)")
+                return
+            }
+            #expect(setting == "source.key")
+            #expect(message.contains("401"), "\(message)")
+            #expect(hint?.contains("key") == true, "\(hint ?? "")")
+            #expect(error.exitCode == 78 && !error.isRetryable)
+            #expect(!error.description.contains(wrongKey))
+        }
+        #expect(attempts == 1)
+        await wrong.close()
+    }
+
+    /// A 403 (the account's firewall, or keys disabled on the account): refused, with what
+    /// gives access.
+    @Test func aForbiddenRequestIsRefusedWithWhatGivesAccess() async throws {
+        let server = try CosmosTestServer(ranges: 1)
+        let dir = TempDirectory()
+        let source = try CosmosSource.make(job: try cosmosJob(server, in: dir))
+        let body = #"{"code":"Forbidden","message":"Request originated from IP 192.0.2.1 through public internet. This is blocked by your Cosmos DB account firewall settings."}"#
+        let forbidden = CosmosResponse(status: 403, headers: [:], body: Data(body.utf8))
+        #expect {
+            try source.check(forbidden, what: "the database account")
+        } throws: { error in
+            guard let error = error as? FeedArchiveError, case .sourceRefused(let setting, let message, let hint) = error else { return false }
+            return setting == "source.key" && message.contains("403") && message.contains("firewall") && (hint ?? "").contains("firewall")
+                && !error.isRetryable
+        }
+        await source.close()
     }
 }
 

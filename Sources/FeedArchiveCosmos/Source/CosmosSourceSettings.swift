@@ -19,6 +19,9 @@ public struct CosmosSourceSettings: Sendable {
     let authorization: MasterKeyAuthorization
     /// Where each setting came from, for errors the account reports (wrong key, no container).
     var places: [String: String] = [:]
+    /// The job-file key the account key came from (`source.key` or `source.key_file`), for the
+    /// error that says the account refused it.
+    var keySetting = "source.key"
 
     /// Reads and checks the settings. The key comes from `key: ${ENV_VAR}` or `key_file:`
     /// (relative to the job file); it is never printed.
@@ -48,6 +51,7 @@ public struct CosmosSourceSettings: Sendable {
         let keyNode = map.optional("key")
         let keyFileNode = map.optional("key_file")
         let keyText: String
+        var keySetting = "source.key"
         switch (keyNode, keyFileNode) {
         case (nil, nil):
             throw map.node.error("source needs the account key: key: ${ENV_VAR} or key_file: PATH")
@@ -58,6 +62,7 @@ public struct CosmosSourceSettings: Sendable {
             keyText = try node.string("source.key")
         case (nil, let node?):
             places["key"] = node.place
+            keySetting = "source.key_file"
             let path = JobConfig.resolve(try node.string("source.key_file"), base: parentDirectory(of: node.file))
             guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
                 throw node.error("cannot read the key file \(path)")
@@ -100,6 +105,7 @@ public struct CosmosSourceSettings: Sendable {
             endpoint: endpoint, database: database, container: container, mode: mode, maxItemCount: maxItemCount,
             partitionKeyPath: path, timeout: timeout, throttleRetries: throttleRetries, authorization: authorization)
         settings.places = places
+        settings.keySetting = keySetting
         return settings
     }
 
