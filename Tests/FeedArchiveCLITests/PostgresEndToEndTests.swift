@@ -231,7 +231,7 @@ final class PostgresJob {
     }
 
     /// A password from `${ENV}` over TCP (scram-sha-256): it works, and it reaches no output,
-    /// log, job.json, manifest or metrics file; a wrong one is exit 69 naming the user, not the secret.
+    /// log, job.json, manifest or metrics file; a wrong one is exit 78 naming the setting and the user, not the secret.
     @Test func aPasswordNeverLeaves() async throws {
         let pg = try PostgresJob()
         let secret = "s3cret-\(UUID().uuidString.prefix(8))"
@@ -250,7 +250,7 @@ final class PostgresJob {
         #expect(ok.status == 0, "\(ok.stderr)")
         setenv("FA_TEST_SECRET", "wrong-\(secret)", 1)
         let refused = try await Binary.run(["run", path, "--log-format", "json"])
-        #expect(refused.status == 69, "\(refused.stderr)")
+        #expect(refused.status == 78, "\(refused.stderr)")
         #expect(refused.stderr.contains("archiver"), "\(refused.stderr)")
         var everything = ok.stdout + ok.stderr + refused.stdout + refused.stderr + (try String(contentsOfFile: metrics, encoding: .utf8))
         for file in (FileManager.default.enumerator(atPath: pg.jobRoot + "/_feedarchive")?.allObjects as? [String] ?? []) {
