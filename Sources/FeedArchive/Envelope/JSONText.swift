@@ -116,7 +116,7 @@ public enum JSONText {
 
     /// True when `bytes` is exactly one JSON value (surrounding whitespace allowed) in valid UTF-8.
     public static func isValid(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        var scanner = JSONScanner(bytes: bytes)
+        var scanner = JSONChecker(bytes: bytes)
         return scanner.document()
     }
 
@@ -138,7 +138,7 @@ public enum JSONText {
     /// Whether `bytes` is one JSON value, and whether a raw line break occurs in it.
     @usableFromInline
     static func check(_ bytes: UnsafeBufferPointer<UInt8>) -> (valid: Bool, sawLineBreak: Bool) {
-        var scanner = JSONScanner(bytes: bytes)
+        var scanner = JSONChecker(bytes: bytes)
         return (scanner.document(), scanner.sawLineBreak)
     }
 

@@ -6,11 +6,11 @@ import Foundation
 /// so `after` can be the document's own bytes. One pass over the items: each is handed over
 /// with its members as soon as its closing brace is found.
 struct ChangeFeedBody {
-    let scanner: JSONScanner
+    let scanner: ChangeFeedScanner
 
     /// Calls `body` with each item of the `Documents` array, in order: its byte range and its
     /// members (a scratch array reused from item to item).
-    func forEachItem(_ body: (Range<Int>, [JSONScanner.Member]) throws -> Void) throws {
+    func forEachItem(_ body: (Range<Int>, [ChangeFeedScanner.Member]) throws -> Void) throws {
         let bytes = scanner.bytes
         let end = bytes.count
         var index = 0
@@ -18,7 +18,7 @@ struct ChangeFeedBody {
         guard index < end, bytes[index] == 0x7B else { throw scanner.failure("the body is not a JSON object") }
         index += 1
         var sawDocuments = false
-        var members: [JSONScanner.Member] = []
+        var members: [ChangeFeedScanner.Member] = []
         members.reserveCapacity(16)
         while true {
             scanner.skipSpace(&index, end)

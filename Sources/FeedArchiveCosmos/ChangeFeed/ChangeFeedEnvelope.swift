@@ -29,7 +29,7 @@ struct ChangeFeedEnvelope {
         var pending: [(Position, Int64?)] = []
         var lastLSN: Int64 = -1
         var index: UInt64 = 0
-        let scanner = JSONScanner(bytes: buffer)
+        let scanner = ChangeFeedScanner(bytes: buffer)
         try ChangeFeedBody(scanner: scanner).forEachItem { item, members in
             let start = chunks.startLine()
             pending.append(
@@ -54,16 +54,16 @@ struct ChangeFeedEnvelope {
 
     /// Writes one envelope; returns the item's `_lsn` and time (microseconds).
     private func append(
-        _ item: Range<Int>, members: [JSONScanner.Member], scanner: JSONScanner, envelope: inout EnvelopeWriter,
+        _ item: Range<Int>, members: [ChangeFeedScanner.Member], scanner: ChangeFeedScanner, envelope: inout EnvelopeWriter,
         into out: inout [UInt8], position: (Int64) throws -> Position
     ) throws -> (Position, Int64?) {
         var document: Range<Int>?
-        var documentMembers: [JSONScanner.Member] = []
+        var documentMembers: [ChangeFeedScanner.Member] = []
         var previous: Range<Int>?
         var op = ChangeOp.write
         var lsn: Int64?
         var seconds: Int64?
-        var metadataMembers: [JSONScanner.Member] = []
+        var metadataMembers: [ChangeFeedScanner.Member] = []
         var operation: Range<Int>?
         switch mode {
         case .latestVersion:
@@ -147,7 +147,7 @@ struct ChangeFeedEnvelope {
     }
 
     /// The value at the partition key path inside the document, as raw JSON.
-    private func partitionKeyValue(_ members: [JSONScanner.Member], scanner: JSONScanner) throws -> Range<Int>? {
+    private func partitionKeyValue(_ members: [ChangeFeedScanner.Member], scanner: ChangeFeedScanner) throws -> Range<Int>? {
         var current = members
         for (offset, segment) in keyPath.enumerated() {
             guard let value = scanner.member(current, named: segment) else { return nil }
@@ -159,7 +159,7 @@ struct ChangeFeedEnvelope {
     }
 
     /// Copies a value of the item, checked as it is copied, or writes `null` for none.
-    private func appendRaw(_ range: Range<Int>?, _ what: String, _ scanner: JSONScanner, lsn: Int64, to out: inout [UInt8]) throws {
+    private func appendRaw(_ range: Range<Int>?, _ what: String, _ scanner: ChangeFeedScanner, lsn: Int64, to out: inout [UInt8]) throws {
         guard let range else { return JSONText.appendLiteral("null", to: &out) }
         guard JSONText.appendIfValid(UnsafeBufferPointer(rebasing: scanner.bytes[range]), to: &out) else {
             throw scanner.failure("the \(what) at _lsn \(lsn) is not valid JSON")

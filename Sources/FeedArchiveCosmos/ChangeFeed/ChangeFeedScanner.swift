@@ -4,7 +4,7 @@ import Foundation
 /// Just enough JSON scanning for change feed bodies: values are skipped by structure, strings
 /// decoded only where a field is needed. Errors say where the body went wrong. The bytes must
 /// outlive the scanner (it is made inside `withUnsafeBufferPointer`).
-struct JSONScanner {
+struct ChangeFeedScanner {
     let bytes: UnsafeBufferPointer<UInt8>
 
     struct Member {

@@ -1,6 +1,6 @@
 /// A recursive-descent JSON checker over bytes; depth is capped so hostile input cannot
 /// exhaust the stack.
-struct JSONScanner {
+struct JSONChecker {
     let bytes: UnsafeBufferPointer<UInt8>
     var index = 0
     static let maxDepth = 512
