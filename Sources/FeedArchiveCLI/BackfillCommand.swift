@@ -43,7 +43,7 @@ struct BackfillCommand: AsyncParsableCommand {
         guard let stallLimit = parseDuration(stallTimeout) else {
             throw ValidationError("--stall-timeout '\(stallTimeout)' is not a duration such as 15m (0 turns it off)")
         }
-        do {
+        try await Frontend.run(job: job, log: log) {
             let config = try selection.load()
             let options = RunOptions(maxDuration: maxDuration.flatMap(parseDuration), stop: stop)
             Watchdog(limit: stallLimit, log: log).watch(config, options.liveness)
@@ -51,9 +51,6 @@ struct BackfillCommand: AsyncParsableCommand {
                 try await BackfillRunner(job: config, source: source).run(from: from, until: until, options: options)
             }
             log.summary(summary)
-        } catch {
-            log.failure(job: job, error: error)
-            throw ExitCode(Frontend.exitCode(for: error))
         }
     }
 }
@@ -83,7 +80,7 @@ struct AckGapCommand: AsyncParsableCommand {
     var reason: String
 
     func run() async throws {
-        do {
+        try await Frontend.run(job: job) {
             let config = try selection.load()
             let fromToken = try ContinuationToken.decode(from, what: "--from")
             let untilToken = try ContinuationToken.decode(until, what: "--until")
@@ -99,9 +96,6 @@ struct AckGapCommand: AsyncParsableCommand {
             }
             try archive.acknowledgeGap(from: fromToken, until: untilToken, reason: reason)
             FileHandle.standardError.write(Data("feedarchive: \(config.name): gap acknowledged (\(reason))\n".utf8))
-        } catch {
-            Frontend.printError(error, job: job)
-            throw ExitCode(Frontend.exitCode(for: error))
         }
     }
 }

@@ -25,11 +25,8 @@ struct CatCommand: AsyncParsableCommand {
     var until: String?
 
     func run() async throws {
-        do {
+        try await Frontend.run(job: job) {
             try emit()
-        } catch {
-            Frontend.printError(error, job: job)
-            throw ExitCode(Frontend.exitCode(for: error))
         }
     }
 

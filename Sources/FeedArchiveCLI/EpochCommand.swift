@@ -28,7 +28,7 @@ struct EpochCommand: AsyncParsableCommand {
     var reason: String
 
     func run() async throws {
-        do {
+        try await Frontend.run(job: job) {
             let config = try selection.load()
             let archive = JobArchive(job: config)
             let lock = try archive.openForWriting()
@@ -47,9 +47,6 @@ struct EpochCommand: AsyncParsableCommand {
             }
             try archive.startEpoch(token: token, reason: reason)
             FileHandle.standardError.write(Data("feedarchive: \(config.name): new epoch from \(from) (\(reason)); checkpoint \(token.encoded)\n".utf8))
-        } catch {
-            Frontend.printError(error, job: job)
-            throw ExitCode(Frontend.exitCode(for: error))
         }
     }
 }

@@ -41,14 +41,21 @@ enum Frontend {
         try await SourceRegistry.all.withSource(job, body)
     }
 
-    /// The exit code for any error; unknown errors are I/O-ish failures.
-    static func exitCode(for error: any Error) -> Int32 {
-        if let error = error as? FeedArchiveError { return error.exitCode }
-        if error is CodecError { return 65 }
-        return 74
+    /// The one way a command ends on an error: the message on stderr, after the job's name
+    /// (through the run log for `run` and `backfill`), then the exit code the error carries.
+    /// An `ExitCode` the body throws (status and verify's 1) passes through.
+    static func run<T>(job: String?, log: RunLog? = nil, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            if let log { log.failure(job: job, error: error) } else { printError(error, job: job) }
+            throw ExitCode(FeedArchiveError.exitCode(for: error))
+        }
     }
 
-    static func printError(_ error: any Error, job: String?) {
+    private static func printError(_ error: any Error, job: String?) {
         let prefix = job.map { "feedarchive: \($0): " } ?? "feedarchive: "
         FileHandle.standardError.write(Data((prefix + "\(error)\n").utf8))
     }
@@ -67,8 +74,6 @@ func humanBytes(_ bytes: Int64) -> String {
     }
     return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
 }
-
-
 
 /// The job a single-job command works on: a name looked up in `--jobs-dir`, or a job file.
 struct JobSelection: ParsableArguments {

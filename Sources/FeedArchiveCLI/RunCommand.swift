@@ -54,12 +54,8 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let stop = stopSignal
         let log = RunLog(format: logFormat)
-        var paths: [String] = []
-        do {
-            paths = all ? try Frontend.allJobs(jobsDirectory: jobsDir) : try jobs.map { try Frontend.jobPath($0, jobsDirectory: jobsDir) }
-        } catch {
-            log.failure(job: nil, error: error)
-            throw ExitCode(Frontend.exitCode(for: error))
+        let paths = try await Frontend.run(job: nil, log: log) {
+            all ? try Frontend.allJobs(jobsDirectory: jobsDir) : try jobs.map { try Frontend.jobPath($0, jobsDirectory: jobsDir) }
         }
         var firstFailure: Int32 = 0
         // An interruption outranks an earlier job's failure: whoever reads the exit code must
@@ -73,7 +69,7 @@ struct RunCommand: AsyncParsableCommand {
                 // and each says so (a cron wrapper must not take them for finished runs).
                 let error = FeedArchiveError.interrupted(signal: stop.signal)
                 for skipped in paths[index...] { log.failure(job: skipped, error: error) }
-                interruption = Frontend.exitCode(for: error)
+                interruption = FeedArchiveError.exitCode(for: error)
                 break
             }
             let code = await runOne(path: path, stop: stop, log: log, watchdog: watchdog, metrics: &metrics)
@@ -101,7 +97,7 @@ struct RunCommand: AsyncParsableCommand {
             job = try JobConfig.load(path: path)
         } catch {
             log.failure(job: path, error: error)
-            return Frontend.exitCode(for: error)
+            return FeedArchiveError.exitCode(for: error)
         }
         var options = RunOptions(
             maxDuration: maxDuration.flatMap(parseDuration), maxRecords: maxRecords, maxBytes: maxBytes.flatMap(parseByteSize), stop: stop)
@@ -118,7 +114,7 @@ struct RunCommand: AsyncParsableCommand {
                 try await ArchiveRunner(job: job, source: source).run(options)
             }
         } catch {
-            code = Frontend.exitCode(for: error)
+            code = FeedArchiveError.exitCode(for: error)
             message = "\(error)"
             if case .locked = error as? FeedArchiveError { locked = true }
             progress?.clear()
@@ -178,7 +174,7 @@ struct RunLog {
     }
 
     func failure(job: String?, error: any Error) {
-        let code = Frontend.exitCode(for: error)
+        let code = FeedArchiveError.exitCode(for: error)
         let text = "feedarchive: \(job.map { "\($0): " } ?? "")error (exit \(code)): \(error)"
         var fields: [(String, Any)] = [("level", "error"), ("event", "run"), ("exit", Int(code)), ("message", "\(error)")]
         if let job { fields.append(("job", job)) }

@@ -20,16 +20,13 @@ struct SetupCommand: AsyncParsableCommand {
     @OptionGroup var selection: JobSelection
 
     func run() async throws {
-        do {
+        try await Frontend.run(job: selection.job) {
             let config = try selection.load()
             if let lines = try await SourceRegistry.all.factory(for: config).setup(job: config) {
                 for line in lines { print("\(config.name): \(line)") }
             } else {
                 print("\(config.name): a \(config.sourceKind) source needs no setup")
             }
-        } catch {
-            Frontend.printError(error, job: selection.job)
-            throw ExitCode(Frontend.exitCode(for: error))
         }
     }
 }

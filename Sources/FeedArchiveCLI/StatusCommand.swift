@@ -26,13 +26,8 @@ struct StatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        do {
+        try await Frontend.run(job: job) {
             try await show()
-        } catch let error as ExitCode {
-            throw error
-        } catch {
-            Frontend.printError(error, job: job)
-            throw ExitCode(Frontend.exitCode(for: error))
         }
     }
 

@@ -31,8 +31,7 @@ struct VerifyCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        var report: VerifyReport
-        do {
+        let report = try await Frontend.run(job: job) {
             let config = try selection.load()
             var progress: (@Sendable (Int, Int) -> Void)?
             if Frontend.stderrIsTerminal && !json {
@@ -41,7 +40,7 @@ struct VerifyCommand: AsyncParsableCommand {
                     if done == total { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
                 }
             }
-            report = try Verifier(job: config).verify(deep: deep, progress: progress)
+            var report = try Verifier(job: config).verify(deep: deep, progress: progress)
             if againstSource {
                 var compared = report
                 try await Frontend.withSource(config) { source in
@@ -49,9 +48,7 @@ struct VerifyCommand: AsyncParsableCommand {
                 }
                 report = compared
             }
-        } catch {
-            Frontend.printError(error, job: job)
-            throw ExitCode(Frontend.exitCode(for: error))
+            return report
         }
         if json {
             let encoder = JSONEncoder()
