@@ -20,7 +20,6 @@ struct BackfillCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var selection: JobSelection
-    var job: String { selection.job }
 
     @Option(help: "Start after this token, or at beginning / an RFC 3339 time / a source form such as seq=42.")
     var from: String
@@ -38,17 +37,16 @@ struct BackfillCommand: AsyncParsableCommand {
     var stallTimeout = "15m"
 
     func run() async throws {
-        let stop = stopSignal
         let log = RunLog(format: logFormat)
         guard let stallLimit = parseDuration(stallTimeout) else {
             throw ValidationError("--stall-timeout '\(stallTimeout)' is not a duration such as 15m (0 turns it off)")
         }
-        try await Frontend.run(job: job, log: log) {
-            let config = try selection.load()
-            let options = RunOptions(maxDuration: maxDuration.flatMap(parseDuration), stop: stop)
-            Watchdog(limit: stallLimit, log: log).watch(config, options.liveness)
-            let summary = try await Frontend.withSource(config) { source in
-                try await BackfillRunner(job: config, source: source).run(from: from, until: until, options: options)
+        try await Frontend.run(job: selection.job, log: log) {
+            let job = try selection.load()
+            let options = RunOptions(maxDuration: maxDuration.flatMap(parseDuration), stop: stopSignal)
+            Watchdog(limit: stallLimit, log: log).watch(job, options.liveness)
+            let summary = try await SourceRegistry.all.withSource(job) { source in
+                try await BackfillRunner(job: job, source: source).run(from: from, until: until, options: options)
             }
             log.summary(summary)
         }

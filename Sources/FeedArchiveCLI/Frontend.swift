@@ -2,7 +2,7 @@ import ArgumentParser
 import FeedArchive
 import Foundation
 
-/// Turns command-line job names into job files and sources; reports errors with exit codes.
+/// Turns command-line job names into job files; reports errors with exit codes.
 enum Frontend {
     /// A job argument is a path to a YAML file, or a name looked up as `<jobs-dir>/<name>.yaml`.
     static func jobPath(_ argument: String, jobsDirectory: String) throws -> String {
@@ -29,16 +29,6 @@ enum Frontend {
 
     static func loadJob(_ argument: String, jobsDirectory: String) throws -> JobConfig {
         try JobConfig.load(path: jobPath(argument, jobsDirectory: jobsDirectory))
-    }
-
-    /// The source module for the job's `source.kind`.
-    static func makeSource(_ job: JobConfig) throws -> any FeedSource {
-        try SourceRegistry.all.makeSource(for: job)
-    }
-
-    /// Opens the job's source, runs `body` with it, and closes it on every path.
-    static func withSource<T>(_ job: JobConfig, _ body: (any FeedSource) async throws -> T) async throws -> T {
-        try await SourceRegistry.all.withSource(job, body)
     }
 
     /// The one way a command ends on an error: the message on stderr, after the job's name
