@@ -7,8 +7,7 @@ struct AckGapCommand: AsyncParsableCommand {
         commandName: "ack-gap",
         abstract: "Sign off a known loss: verify then reports that gap as acknowledged, not as an error.",
         discussion: """
-            For changes that cannot be recovered (the source no longer holds them). The manifest
-            keeps the line with your reason; nothing is deleted.
+            For changes that cannot be recovered (the source no longer holds them). The manifest keeps the line with your reason; nothing is deleted.
 
             Example:
               feedarchive ack-gap orders --from sqlite:eyJj... --until sqlite:eyJj... --reason "outbox pruned before backfill, INC-1234"

@@ -7,11 +7,7 @@ struct BackfillCommand: AsyncParsableCommand {
         commandName: "backfill",
         abstract: "Re-archive a range of the feed into its own lineage, e.g. to mend a gap verify found.",
         discussion: """
-            Reads from --from up to --until (default: the live checkpoint) through the same commit
-            protocol as `run`, into lineage backfill-<id>. It never moves the live checkpoint.
-            Running the same command again resumes where it stopped; --max-duration lets cron run
-            it in slices. A blob that already exists with the same bytes is skipped; the same name
-            with other bytes is refused (exit 65). A range the source no longer holds is refused.
+            Reads from --from up to --until (default: the live checkpoint) through the same commit protocol as `run`, into lineage backfill-<id>. It never moves the live checkpoint. Running the same command again resumes where it stopped; --max-duration lets cron run it in slices. A blob that already exists with the same bytes is skipped; the same name with other bytes is refused (exit 65). A range the source no longer holds is refused.
 
             Examples:
               feedarchive backfill quickstart --from beginning

@@ -7,8 +7,7 @@ struct CatCommand: AsyncParsableCommand {
         commandName: "cat",
         abstract: "Print a job's archived changes in feed order, one JSON envelope per line.",
         discussion: """
-            Reads only the archive (the source is not needed). --from/--until take an RFC 3339
-            time (filters on each change's ts) or a token printed by feedarchive (a blob boundary).
+            Reads only the archive (the source is not needed). --from/--until take an RFC 3339 time (filters on each change's ts) or a token printed by feedarchive (a blob boundary).
 
             Examples:
               feedarchive cat quickstart | head

@@ -7,11 +7,7 @@ struct EpochCommand: AsyncParsableCommand {
         commandName: "epoch",
         abstract: "Start a new lineage when continuity with the source cannot be proven.",
         discussion: """
-            feedarchive refuses to continue when the source is another one than job.json records,
-            or its sequence went backwards. When a person has checked that this is expected (the
-            database was restored, the table rebuilt), this command records the new source identity
-            and an `epoch` manifest line with the reason, and moves the checkpoint to --from.
-            Nothing already archived is changed.
+            feedarchive refuses to continue when the source is another one than job.json records, or its sequence went backwards. When a person has checked that this is expected (the database was restored, the table rebuilt), this command records the new source identity and an `epoch` manifest line with the reason, and moves the checkpoint to --from. Nothing already archived is changed.
 
             Examples:
               feedarchive epoch quickstart --from beginning --reason "restored shop.db from backup"

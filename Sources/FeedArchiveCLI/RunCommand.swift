@@ -7,9 +7,7 @@ struct RunCommand: AsyncParsableCommand {
         commandName: "run",
         abstract: "Archive new changes of one or more jobs, up to the feed head seen at start.",
         discussion: """
-            Takes the job lock, recovers from any earlier crash, reads from the checkpoint in
-            whole pages, writes each batch as one blob, and moves the checkpoint after the blob and
-            its manifest line are durable. Made to be started by cron: one summary line on stderr.
+            Takes the job lock, recovers from any earlier crash, reads from the checkpoint in whole pages, writes each batch as one blob, and moves the checkpoint after the blob and its manifest line are durable. Made to be started by cron: one summary line on stderr.
 
             Examples:
               feedarchive run quickstart

@@ -7,10 +7,7 @@ struct SetupCommand: AsyncParsableCommand {
         commandName: "setup",
         abstract: "Create what a job's source needs (PostgreSQL: the publication and the replication slot).",
         discussion: """
-            Idempotent: what exists is kept, listed tables missing from the publication are added.
-            For a PostgreSQL job, the publication is created FOR TABLE source.tables and the slot
-            with the pgoutput plugin; the server needs wal_level = logical. A job with
-            `create: true` does the same on its first run. SQLite jobs need no setup.
+            Idempotent: what exists is kept, listed tables missing from the publication are added. For a PostgreSQL job, the publication is created FOR TABLE source.tables and the slot with the pgoutput plugin; the server needs wal_level = logical. A job with `create: true` does the same on its first run. SQLite jobs need no setup.
 
             Examples:
               feedarchive setup orders

@@ -7,8 +7,7 @@ struct StatusCommand: AsyncParsableCommand {
         commandName: "status",
         abstract: "Show a job's checkpoint, lag, last run and archive size.",
         discussion: """
-            With --max-age, exits 1 when no run of the job succeeded within that time: put it in
-            your monitoring so a job that silently stopped is noticed.
+            With --max-age, exits 1 when no run of the job succeeded within that time: put it in your monitoring so a job that silently stopped is noticed.
 
             Examples:
               feedarchive status quickstart

@@ -7,10 +7,7 @@ struct VerifyCommand: AsyncParsableCommand {
         commandName: "verify",
         abstract: "Prove a job's archive complete and intact from its origin to its checkpoint.",
         discussion: """
-            Checks the manifest's hash chain, token continuity per partition, every blob's size and
-            SHA-256, stray files, and the checkpoint against the manifest tail. --deep also
-            decompresses every blob and checks its records; --against-source re-reads the source
-            where it still holds the range and compares counts and hashes. Read-only. Exit 0 clean, 1 problems.
+            Checks the manifest's hash chain, token continuity per partition, every blob's size and SHA-256, stray files, and the checkpoint against the manifest tail. --deep also decompresses every blob and checks its records; --against-source re-reads the source where it still holds the range and compares counts and hashes. Read-only. Exit 0 clean, 1 problems.
 
             Examples:
               feedarchive verify quickstart
