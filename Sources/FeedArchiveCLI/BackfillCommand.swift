@@ -7,11 +7,7 @@ struct BackfillCommand: AsyncParsableCommand {
         commandName: "backfill",
         abstract: "Re-archive a range of the feed into its own lineage, e.g. to mend a gap verify found.",
         discussion: """
-            Reads from --from up to --until (default: the live checkpoint) through the same commit
-            protocol as `run`, into lineage backfill-<id>. It never moves the live checkpoint.
-            Running the same command again resumes where it stopped; --max-duration lets cron run
-            it in slices. A blob that already exists with the same bytes is skipped; the same name
-            with other bytes is refused (exit 65). A range the source no longer holds is refused.
+            Reads from --from up to --until (default: the live checkpoint) through the same commit protocol as `run`, into lineage backfill-<id>. It never moves the live checkpoint. Running the same command again resumes where it stopped; --max-duration lets cron run it in slices. A blob that already exists with the same bytes is skipped; the same name with other bytes is refused (exit 65). A range the source no longer holds is refused.
 
             Examples:
               feedarchive backfill quickstart --from beginning
@@ -20,7 +16,6 @@ struct BackfillCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var selection: JobSelection
-    var job: String { selection.job }
 
     @Option(help: "Start after this token, or at beginning / an RFC 3339 time / a source form such as seq=42.")
     var from: String
@@ -38,70 +33,18 @@ struct BackfillCommand: AsyncParsableCommand {
     var stallTimeout = "15m"
 
     func run() async throws {
-        let stop = stopSignal
         let log = RunLog(format: logFormat)
         guard let stallLimit = parseDuration(stallTimeout) else {
             throw ValidationError("--stall-timeout '\(stallTimeout)' is not a duration such as 15m (0 turns it off)")
         }
-        do {
-            let config = try selection.load()
-            let options = RunOptions(maxDuration: maxDuration.flatMap(parseDuration), stop: stop)
-            Watchdog(limit: stallLimit, log: log).watch(config, options.liveness)
-            let summary = try await Frontend.withSource(config) { source in
-                try await BackfillRunner(job: config, source: source).run(from: from, until: until, options: options)
+        try await Frontend.run(job: selection.job, log: log) {
+            let job = try selection.load()
+            let options = RunOptions(maxDuration: maxDuration.flatMap(parseDuration), stop: stopSignal)
+            Watchdog(limit: stallLimit, log: log).watch(job, options.liveness)
+            let summary = try await SourceRegistry.all.withSource(job) { source in
+                try await BackfillRunner(job: job, source: source).run(from: from, until: until, options: options)
             }
             log.summary(summary)
-        } catch {
-            log.failure(job: job, error: error)
-            throw ExitCode(Frontend.exitCode(for: error))
-        }
-    }
-}
-
-struct AckGapCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "ack-gap",
-        abstract: "Sign off a known loss: verify then reports that gap as acknowledged, not as an error.",
-        discussion: """
-            For changes that cannot be recovered (the source no longer holds them). The manifest
-            keeps the line with your reason; nothing is deleted.
-
-            Example:
-              feedarchive ack-gap orders --from sqlite:eyJj... --until sqlite:eyJj... --reason "outbox pruned before backfill, INC-1234"
-            """)
-
-    @OptionGroup var selection: JobSelection
-    var job: String { selection.job }
-
-    @Option(help: "The token where the gap starts (as printed by verify).")
-    var from: String
-
-    @Option(help: "The token where the gap ends (as printed by verify).")
-    var until: String
-
-    @Option(help: "Why the loss is accepted (kept in the manifest).")
-    var reason: String
-
-    func run() async throws {
-        do {
-            let config = try selection.load()
-            let fromToken = try ContinuationToken.decode(from, what: "--from")
-            let untilToken = try ContinuationToken.decode(until, what: "--until")
-            guard fromToken.kind == untilToken.kind, fromToken.source == untilToken.source else {
-                throw FeedArchiveError.usage("--from and --until are tokens of different sources")
-            }
-            let archive = JobArchive(job: config)
-            let lock = try archive.openForWriting()
-            defer { lock.release() }
-            _ = try archive.recover()
-            if let identity = archive.identity, let source = fromToken.source, !identity.sourceFingerprint.hasPrefix(source) {
-                throw FeedArchiveError.data(path: archive.layout.identityFile, message: "the tokens belong to another source than this archive's")
-            }
-            try archive.acknowledgeGap(from: fromToken, until: untilToken, reason: reason)
-            FileHandle.standardError.write(Data("feedarchive: \(config.name): gap acknowledged (\(reason))\n".utf8))
-        } catch {
-            Frontend.printError(error, job: job)
-            throw ExitCode(Frontend.exitCode(for: error))
         }
     }
 }

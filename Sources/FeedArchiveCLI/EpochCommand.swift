@@ -7,11 +7,7 @@ struct EpochCommand: AsyncParsableCommand {
         commandName: "epoch",
         abstract: "Start a new lineage when continuity with the source cannot be proven.",
         discussion: """
-            feedarchive refuses to continue when the source is another one than job.json records,
-            or its sequence went backwards. When a person has checked that this is expected (the
-            database was restored, the table rebuilt), this command records the new source identity
-            and an `epoch` manifest line with the reason, and moves the checkpoint to --from.
-            Nothing already archived is changed.
+            feedarchive refuses to continue when the source is another one than job.json records, or its sequence went backwards. When a person has checked that this is expected (the database was restored, the table rebuilt), this command records the new source identity and an `epoch` manifest line with the reason, and moves the checkpoint to --from. Nothing already archived is changed.
 
             Examples:
               feedarchive epoch quickstart --from beginning --reason "restored shop.db from backup"
@@ -19,7 +15,6 @@ struct EpochCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var selection: JobSelection
-    var job: String { selection.job }
 
     @Option(help: "Where the new lineage starts: beginning, now, an RFC 3339 time or a token.")
     var from: String
@@ -28,28 +23,10 @@ struct EpochCommand: AsyncParsableCommand {
     var reason: String
 
     func run() async throws {
-        do {
-            let config = try selection.load()
-            let archive = JobArchive(job: config)
-            let lock = try archive.openForWriting()
-            defer { lock.release() }
-            _ = try archive.recover()
-            let (identity, token, kind) = try await Frontend.withSource(config) { source in
-                (try await source.identity(), try await source.resolve(StartSpec.parse(from)), source.kind)
-            }
-            if var recorded = archive.identity {
-                recorded.sourceFingerprint = identity.fingerprint
-                recorded.source = identity.facts
-                try archive.replaceIdentity(recorded)
-            } else {
-                try archive.replaceIdentity(
-                    JobIdentity(job: config.name, identity: identity, kind: kind, originToken: token.encoded, timeZone: config.archive.timeZone))
-            }
-            try archive.startEpoch(token: token, reason: reason)
-            FileHandle.standardError.write(Data("feedarchive: \(config.name): new epoch from \(from) (\(reason)); checkpoint \(token.encoded)\n".utf8))
-        } catch {
-            Frontend.printError(error, job: job)
-            throw ExitCode(Frontend.exitCode(for: error))
+        try await Frontend.run(job: selection.job) {
+            let job = try selection.load()
+            let token = try await Epoch.start(job: job, from: StartSpec.parse(from), reason: reason, source: .registry(.all))
+            FileHandle.standardError.write(Data("feedarchive: \(job.name): new epoch from \(from) (\(reason)); checkpoint \(token.encoded)\n".utf8))
         }
     }
 }

@@ -12,12 +12,9 @@ struct FeedArchiveCommand: AsyncParsableCommand {
         commandName: "feedarchive",
         abstract: "Archive database change feeds into a durable, verifiable data lake.",
         discussion: """
-            Jobs are YAML files (see jobs/). A job reads its source from the last checkpoint,
-            writes compressed append-only blobs, and moves the checkpoint only after they are durable.
+            Jobs are YAML files (see jobs/). A job reads its source from the last checkpoint, writes compressed append-only blobs, and moves the checkpoint only after they are durable.
 
-            Exit codes: 0 done, 1 verify found problems, 64 usage, 65 data error, 69 source
-            unavailable, 74 I/O error, 75 locked or temporary failure, 78 bad job file,
-            130/143 interrupted.
+            Exit codes: 0 done, 1 verify found problems, 64 usage, 65 data error, 69 source unavailable, 74 I/O error, 75 locked or temporary failure, 78 bad job file, 130/143 interrupted.
 
             Examples:
               feedarchive run quickstart

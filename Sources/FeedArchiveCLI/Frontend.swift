@@ -2,7 +2,7 @@ import ArgumentParser
 import FeedArchive
 import Foundation
 
-/// Turns command-line job names into job files and sources; reports errors with exit codes.
+/// Turns command-line job names into job files; reports errors with exit codes.
 enum Frontend {
     /// A job argument is a path to a YAML file, or a name looked up as `<jobs-dir>/<name>.yaml`.
     static func jobPath(_ argument: String, jobsDirectory: String) throws -> String {
@@ -31,24 +31,21 @@ enum Frontend {
         try JobConfig.load(path: jobPath(argument, jobsDirectory: jobsDirectory))
     }
 
-    /// The source module for the job's `source.kind`.
-    static func makeSource(_ job: JobConfig) throws -> any FeedSource {
-        try SourceRegistry.all.makeSource(for: job)
+    /// The one way a command ends on an error: the message on stderr, after the job's name
+    /// (through the run log for `run` and `backfill`), then the exit code the error carries.
+    /// An `ExitCode` the body throws (status and verify's 1) passes through.
+    static func run<T>(job: String?, log: RunLog? = nil, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            if let log { log.failure(job: job, error: error) } else { printError(error, job: job) }
+            throw ExitCode(FeedArchiveError.exitCode(for: error))
+        }
     }
 
-    /// Opens the job's source, runs `body` with it, and closes it on every path.
-    static func withSource<T>(_ job: JobConfig, _ body: (any FeedSource) async throws -> T) async throws -> T {
-        try await SourceRegistry.all.withSource(job, body)
-    }
-
-    /// The exit code for any error; unknown errors are I/O-ish failures.
-    static func exitCode(for error: any Error) -> Int32 {
-        if let error = error as? FeedArchiveError { return error.exitCode }
-        if error is CodecError { return 65 }
-        return 74
-    }
-
-    static func printError(_ error: any Error, job: String?) {
+    private static func printError(_ error: any Error, job: String?) {
         let prefix = job.map { "feedarchive: \($0): " } ?? "feedarchive: "
         FileHandle.standardError.write(Data((prefix + "\(error)\n").utf8))
     }
@@ -67,8 +64,6 @@ func humanBytes(_ bytes: Int64) -> String {
     }
     return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
 }
-
-
 
 /// The job a single-job command works on: a name looked up in `--jobs-dir`, or a job file.
 struct JobSelection: ParsableArguments {

@@ -7,10 +7,7 @@ struct SetupCommand: AsyncParsableCommand {
         commandName: "setup",
         abstract: "Create what a job's source needs (PostgreSQL: the publication and the replication slot).",
         discussion: """
-            Idempotent: what exists is kept, listed tables missing from the publication are added.
-            For a PostgreSQL job, the publication is created FOR TABLE source.tables and the slot
-            with the pgoutput plugin; the server needs wal_level = logical. A job with
-            `create: true` does the same on its first run. SQLite jobs need no setup.
+            Idempotent: what exists is kept, listed tables missing from the publication are added. For a PostgreSQL job, the publication is created FOR TABLE source.tables and the slot with the pgoutput plugin; the server needs wal_level = logical. A job with `create: true` does the same on its first run. SQLite jobs need no setup.
 
             Examples:
               feedarchive setup orders
@@ -20,16 +17,13 @@ struct SetupCommand: AsyncParsableCommand {
     @OptionGroup var selection: JobSelection
 
     func run() async throws {
-        do {
+        try await Frontend.run(job: selection.job) {
             let config = try selection.load()
             if let lines = try await SourceRegistry.all.factory(for: config).setup(job: config) {
                 for line in lines { print("\(config.name): \(line)") }
             } else {
                 print("\(config.name): a \(config.sourceKind) source needs no setup")
             }
-        } catch {
-            Frontend.printError(error, job: selection.job)
-            throw ExitCode(Frontend.exitCode(for: error))
         }
     }
 }

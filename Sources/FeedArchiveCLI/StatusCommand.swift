@@ -7,8 +7,7 @@ struct StatusCommand: AsyncParsableCommand {
         commandName: "status",
         abstract: "Show a job's checkpoint, lag, last run and archive size.",
         discussion: """
-            With --max-age, exits 1 when no run of the job succeeded within that time: put it in
-            your monitoring so a job that silently stopped is noticed.
+            With --max-age, exits 1 when no run of the job succeeded within that time: put it in your monitoring so a job that silently stopped is noticed.
 
             Examples:
               feedarchive status quickstart
@@ -17,7 +16,6 @@ struct StatusCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var selection: JobSelection
-    var job: String { selection.job }
 
     @Option(help: "Exit 1 when the last successful run is older than this (e.g. 2h).")
     var maxAge: String?
@@ -26,84 +24,48 @@ struct StatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        do {
-            try await show()
-        } catch let error as ExitCode {
-            throw error
-        } catch {
-            Frontend.printError(error, job: job)
-            throw ExitCode(Frontend.exitCode(for: error))
+        try await Frontend.run(job: selection.job) {
+            var report = try await StatusReport(job: try selection.load(), source: .registry(.all))
+            if let maxAge {
+                guard let seconds = parseDuration(maxAge) else { throw FeedArchiveError.usage("--max-age '\(maxAge)' is not a duration") }
+                report.checkFreshness(maxAge: seconds)
+            }
+            print(try json ? report.json() : text(report))
+            if report.isStale { throw ExitCode(1) }
         }
     }
 
-    private func show() async throws {
-        let config = try selection.load()
-        let archive = JobArchive(job: config)
-        let damage = try archive.load()
-        let totals = ArchiveTotals(archive.manifest)
-        let record = RunRecord.load(archive.layout)
-        var lag: Int64?
-        var lagError: String?
-        var facts: [(String, String)] = []
-        if let token = archive.checkpoint.flatMap({ try? ContinuationToken.decode($0.token) }) {
-            do {
-                (lag, facts) = try await Frontend.withSource(config) { (try await $0.lag(from: token), try await $0.statusFacts()) }
-            } catch {
-                lagError = "\(error)"
-            }
+    private func text(_ report: StatusReport) -> String {
+        func time(_ seconds: Double?) -> String {
+            seconds.map { formatRFC3339(microseconds: Int64($0) * 1_000_000) } ?? "never"
         }
-        var stale = false
-        var maxAgeSeconds: Double?
-        if let maxAge {
-            guard let seconds = parseDuration(maxAge) else { throw FeedArchiveError.usage("--max-age '\(maxAge)' is not a duration") }
-            maxAgeSeconds = seconds
-            let last = record?.lastSuccessAt ?? 0
-            stale = Date().timeIntervalSince1970 - last > seconds
-        }
-        let cursors = archive.checkpoint.flatMap { try? ContinuationToken.decode($0.token) }?.cursors
-        if json {
-            var object: [String: Any] = [
-                "job": config.name, "archive": archive.layout.jobRoot, "blobs": totals.blobs, "records": totals.records,
-                "bytes": totals.bytes, "raw_bytes": totals.rawBytes, "manifest_seq": archive.manifest.tailSeq,
-            ]
-            object["checkpoint"] = archive.checkpoint?.token
-            object["cursors"] = cursors
-            object["lag"] = lag
-            if !facts.isEmpty { object["source"] = Dictionary(facts, uniquingKeysWith: { $1 }) }
-            object["last_run_at"] = record?.lastRunAt
-            object["last_exit_code"] = record?.lastExitCode
-            object["last_success_at"] = record?.lastSuccessAt
-            if maxAgeSeconds != nil { object["stale"] = stale }
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
-            print(String(decoding: data, as: UTF8.self))
+        var lines = [
+            "job         \(report.job)  (\(report.jobFile))",
+            "archive     \(report.archiveRoot)",
+        ]
+        if let checkpoint = report.checkpoint {
+            let place = report.cursors.map { cursors in cursors.keys.sorted().map { "part \($0) at \(cursors[$0]!)" }.joined(separator: ", ") } ?? "?"
+            lines.append("checkpoint  \(place)  (manifest seq \(checkpoint.manifestSeq), updated \(checkpoint.updatedAt))")
+            lines.append("token       \(checkpoint.token)")
         } else {
-            func time(_ seconds: Double?) -> String {
-                seconds.map { formatRFC3339(microseconds: Int64($0) * 1_000_000) } ?? "never"
-            }
-            print("job         \(config.name)  (\(config.file))")
-            print("archive     \(archive.layout.jobRoot)")
-            if let checkpoint = archive.checkpoint {
-                let where_ = cursors.map { $0.keys.sorted().map { "part \($0) at \(cursors![$0]!)" }.joined(separator: ", ") } ?? "?"
-                print("checkpoint  \(where_)  (manifest seq \(checkpoint.manifestSeq), updated \(checkpoint.updatedAt))")
-                print("token       \(checkpoint.token)")
-            } else {
-                print("checkpoint  none (the job has not run)")
-            }
-            if lag != nil || facts.isEmpty {
-                print("lag         \(lag.map { "\($0) changes" } ?? "unknown\(lagError.map { " (\($0))" } ?? "")")")
-            }
-            for (label, value) in facts { print(label.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + value) }
-            if let record {
-                print("last run    \(time(record.lastRunAt)), exit \(record.lastExitCode), \(record.lastRecords) changes in \(record.lastBlobs) blobs, \(String(format: "%.2f", record.lastSeconds)) s")
-                print("last ok     \(time(record.lastSuccessAt))")
-            } else {
-                print("last run    never")
-            }
-            let ratio = totals.ratio > 0 ? String(format: ", ratio %.1fx", totals.ratio) : ""
-            print("blobs       \(totals.blobs), \(totals.records) changes, \(humanBytes(totals.bytes)) compressed from \(humanBytes(totals.rawBytes))\(ratio)")
-            if let damage { print("manifest    damaged at \(damage.file):\(damage.line): \(damage.message)") }
-            if stale { print("STALE       no successful run within \(maxAge!)") }
+            lines.append("checkpoint  none (the job has not run)")
         }
-        if stale { throw ExitCode(1) }
+        if report.lag != nil || report.sourceFacts.isEmpty {
+            lines.append("lag         \(report.lag.map { "\($0) changes" } ?? "unknown\(report.lagError.map { " (\($0))" } ?? "")")")
+        }
+        for (label, value) in report.sourceFacts { lines.append(label.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + value) }
+        if let record = report.lastRun {
+            lines.append(
+                "last run    \(time(record.lastRunAt)), exit \(record.lastExitCode), \(record.lastRecords) changes in \(record.lastBlobs) blobs, \(String(format: "%.2f", record.lastSeconds)) s")
+            lines.append("last ok     \(time(record.lastSuccessAt))")
+        } else {
+            lines.append("last run    never")
+        }
+        let totals = report.totals
+        let ratio = totals.ratio > 0 ? String(format: ", ratio %.1fx", totals.ratio) : ""
+        lines.append("blobs       \(totals.blobs), \(totals.records) changes, \(humanBytes(totals.bytes)) compressed from \(humanBytes(totals.rawBytes))\(ratio)")
+        if let damage = report.damage { lines.append("manifest    damaged at \(damage.file):\(damage.line): \(damage.message)") }
+        if report.isStale, let maxAge { lines.append("STALE       no successful run within \(maxAge)") }
+        return lines.joined(separator: "\n")
     }
 }

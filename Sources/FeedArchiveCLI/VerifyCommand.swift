@@ -7,10 +7,7 @@ struct VerifyCommand: AsyncParsableCommand {
         commandName: "verify",
         abstract: "Prove a job's archive complete and intact from its origin to its checkpoint.",
         discussion: """
-            Checks the manifest's hash chain, token continuity per partition, every blob's size and
-            SHA-256, stray files, and the checkpoint against the manifest tail. --deep also
-            decompresses every blob and checks its records; --against-source re-reads the source
-            where it still holds the range and compares counts and hashes. Read-only. Exit 0 clean, 1 problems.
+            Checks the manifest's hash chain, token continuity per partition, every blob's size and SHA-256, stray files, and the checkpoint against the manifest tail. --deep also decompresses every blob and checks its records; --against-source re-reads the source where it still holds the range and compares counts and hashes. Read-only. Exit 0 clean, 1 problems.
 
             Examples:
               feedarchive verify quickstart
@@ -19,7 +16,6 @@ struct VerifyCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var selection: JobSelection
-    var job: String { selection.job }
 
     @Flag(help: "Also decompress every blob and check its records.")
     var deep = false
@@ -31,46 +27,33 @@ struct VerifyCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        var report: VerifyReport
-        do {
-            let config = try selection.load()
-            var progress: (@Sendable (Int, Int) -> Void)?
-            if Frontend.stderrIsTerminal && !json {
-                progress = { @Sendable done, total in
-                    FileHandle.standardError.write(Data("\r\u{1B}[Kverify: \(done)/\(total) blobs".utf8))
-                    if done == total { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-                }
-            }
-            report = try Verifier(job: config).verify(deep: deep, progress: progress)
-            if againstSource {
-                var compared = report
-                try await Frontend.withSource(config) { source in
-                    try await Verifier(job: config).compareWithSource(source, report: &compared)
-                }
-                report = compared
-            }
-        } catch {
-            Frontend.printError(error, job: job)
-            throw ExitCode(Frontend.exitCode(for: error))
+        try await Frontend.run(job: selection.job) {
+            let verifier = Verifier(job: try selection.load())
+            let report = try await verifier.verify(deep: deep, against: againstSource ? .registry(.all) : nil, progress: progress)
+            print(try json ? report.json() : text(report))
+            if !report.isClean { throw ExitCode(1) }
         }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-            var data = try encoder.encode(report)
-            if var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] {
-                object["clean"] = report.isClean
-                data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
-            }
-            print(String(decoding: data, as: UTF8.self))
-        } else {
-            for problem in report.problems {
-                print("PROBLEM \(problem.kind): \(problem.path): \(problem.message)")
-                if let fix = problem.fix { print("  fix: \(fix)") }
-            }
-            for note in report.notes { print("note: \(note)") }
-            let verdict = report.isClean ? "clean" : "\(report.problems.count) problems"
-            print("verify \(report.job)\(deep ? " --deep" : ""): \(verdict); \(report.blobs) blobs, \(report.records) changes, \(humanBytes(report.bytes)), \(report.duplicateRanges) duplicate ranges")
+    }
+
+    /// `verify: 12/40 blobs` on a terminal, for the text report only.
+    private var progress: (@Sendable (Int, Int) -> Void)? {
+        guard Frontend.stderrIsTerminal && !json else { return nil }
+        return { @Sendable done, total in
+            FileHandle.standardError.write(Data("\r\u{1B}[Kverify: \(done)/\(total) blobs".utf8))
+            if done == total { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         }
-        if !report.isClean { throw ExitCode(1) }
+    }
+
+    private func text(_ report: VerifyReport) -> String {
+        var lines: [String] = []
+        for problem in report.problems {
+            lines.append("PROBLEM \(problem.kind): \(problem.path): \(problem.message)")
+            if let fix = problem.fix { lines.append("  fix: \(fix)") }
+        }
+        for note in report.notes { lines.append("note: \(note)") }
+        let verdict = report.isClean ? "clean" : "\(report.problems.count) problems"
+        lines.append(
+            "verify \(report.job)\(deep ? " --deep" : ""): \(verdict); \(report.blobs) blobs, \(report.records) changes, \(humanBytes(report.bytes)), \(report.duplicateRanges) duplicate ranges")
+        return lines.joined(separator: "\n")
     }
 }

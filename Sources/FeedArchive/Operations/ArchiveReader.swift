@@ -1,0 +1,103 @@
+import Foundation
+
+/// Reads a job's archived changes in feed order, one envelope per line: the live lineage's
+/// blobs in manifest order, decoded. Reads only the archive; the source is not needed.
+public struct ArchiveReader {
+    /// Where reading starts (`--from`) or stops (`--until`).
+    public enum Bound: Equatable, Sendable {
+        /// A time in microseconds since the Unix epoch: filters each change on its `ts`.
+        case time(Int64)
+        /// A token at a blob boundary: the `to_token` of a manifest line.
+        case token(String)
+
+        /// An RFC 3339 time, or else a token.
+        public init(_ text: String) {
+            if let date = parseRFC3339(text) {
+                self = .time(Int64(date.timeIntervalSince1970 * 1_000_000))
+            } else {
+                self = .token(text)
+            }
+        }
+    }
+
+    /// Output is handed over in chunks of whole lines of at least this many bytes (the last
+    /// one excepted), so a long archive streams with bounded memory.
+    static let chunkBytes = 1 << 20
+
+    /// The archive as loaded; its manifest is intact but for a torn last line.
+    public let archive: JobArchive
+
+    /// Loads the job's archive; a manifest damaged before its last line is a data error (65).
+    public init(job: JobConfig, fs: any FileSystem = PosixFileSystem()) throws {
+        archive = JobArchive(job: job, fs: fs)
+        if let damage = try archive.load(), !damage.isTornTail {
+            throw FeedArchiveError.data(path: "\(damage.file):\(damage.line)", message: damage.message)
+        }
+    }
+
+    /// Hands `output` the changes after `from` and before `until`, in feed order. A token bound
+    /// selects whole blobs (after the blob that ends at `from`, through the blob that ends at
+    /// `until`); a time bound keeps the changes whose `ts` is at or after `from` and before
+    /// `until` (changes without one are kept). A missing or undecodable blob is a data error
+    /// (65); a token at no blob boundary of this archive is a usage error (64).
+    public func read(from: Bound?, until: Bound?, to output: ([UInt8]) throws -> Void) throws {
+        let entries = archive.manifest.entries
+        func boundary(_ text: String, _ flag: String) throws -> Int {
+            guard let index = entries.firstIndex(where: { $0.toToken == text }) else {
+                throw FeedArchiveError.usage("\(flag) \(text.prefix(40))…: not a time, and not a token at a blob boundary of this archive")
+            }
+            return index
+        }
+        var startIndex = 0
+        var endIndex = entries.count
+        var fromTime: Int64?
+        var untilTime: Int64?
+        switch from {
+        case .time(let micros): fromTime = micros
+        case .token(let text): startIndex = try boundary(text, "--from") + 1
+        case nil: break
+        }
+        switch until {
+        case .time(let micros): untilTime = micros
+        case .token(let text): endIndex = try boundary(text, "--until") + 1
+        case nil: break
+        }
+        var buffer: [UInt8] = []
+        for entry in entries[min(startIndex, endIndex)..<endIndex] where entry.kind == .blob && entry.lineage == "live" {
+            guard let path = entry.path, let compression = Compression.of(path: path) else { continue }
+            let absolute = archive.layout.absolute(path)
+            guard let bytes = try archive.fs.read(absolute) else {
+                throw FeedArchiveError.data(path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing")
+            }
+            let decoded: [UInt8]
+            do {
+                decoded = try compression.makeDecoder().decodeAll(bytes)
+            } catch {
+                throw FeedArchiveError.data(path: absolute, message: "cannot decode: \(error)")
+            }
+            if fromTime == nil && untilTime == nil {
+                buffer.append(contentsOf: decoded)
+            } else {
+                for line in decoded.split(separator: 0x0A) {
+                    let ts = Self.timestamp(in: line)
+                    if let fromTime, let ts, ts < fromTime { continue }
+                    if let untilTime, let ts, ts >= untilTime { continue }
+                    buffer.append(contentsOf: line)
+                    buffer.append(0x0A)
+                }
+            }
+            if buffer.count > Self.chunkBytes {
+                try output(buffer)
+                buffer.removeAll(keepingCapacity: true)
+            }
+        }
+        if !buffer.isEmpty { try output(buffer) }
+    }
+
+    /// The envelope's `ts`, found without decoding the whole line.
+    static func timestamp(in line: ArraySlice<UInt8>) -> Int64? {
+        let key = Array(#","ts":""#.utf8)
+        guard let start = line.firstRange(of: key)?.upperBound, let end = line[start...].firstIndex(of: 0x22) else { return nil }
+        return Array(line[start..<end]).withUnsafeBufferPointer { parseTimestampMicros($0) }
+    }
+}
