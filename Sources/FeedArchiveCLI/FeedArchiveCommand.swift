@@ -30,10 +30,10 @@ struct FeedArchiveCommand: AsyncParsableCommand {
 
     /// ArgumentParser's own usage errors exit 64 (EX_USAGE) as DESIGN.md says, not 2.
     static func main() async {
-        // glibc raises its mmap threshold to the largest block freed so far; after the first
-        // blob, MiB-sized buffers (zstd contexts, pages built on the read-ahead thread) come
-        // from the heap and their memory is rarely returned, so RSS grew with every blob
-        // (1M-change run: 82 MiB, 63 MiB with this). A fixed threshold keeps them mmapped.
+        // glibc raises its mmap threshold to the largest block freed so far: MiB-sized buffers
+        // (zstd contexts, pages built on the read-ahead thread) would then come from the heap,
+        // whose memory is rarely returned, and RSS would grow with every blob. A fixed
+        // threshold keeps them mmapped.
         _ = mallopt(M_MMAP_THRESHOLD, 512 << 10)
         // Take SIGINT/SIGTERM at once, before parsing, for the commands that poll the flag (a
         // signal during start-up must not kill a run about to touch the archive). The read-only

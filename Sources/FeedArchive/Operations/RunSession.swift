@@ -84,22 +84,31 @@ public struct RunSession {
         observer.willRun(job, options: &options)
         var summary: RunSummary?
         var code: Int32 = 0
-        var message: String?
         var locked = false
+        let layout = ArchiveLayout(root: job.archive.root, job: job.name)
+        // The run's end is recorded while it still holds the lock (a run starting right after
+        // must not take a half-written last_run.json for a stray); a run that failed before
+        // taking the lock is recorded after.
+        var record: RunRecord?
+        var recorded = false
+        let fs = self.fs
+        func recordEnd(_ summary: RunSummary?, _ error: (any Error)?) {
+            recorded = true
+            let code = error.map { FeedArchiveError.exitCode(for: $0) } ?? 0
+            record = try? RunRecord.record(
+                layout, exitCode: code, summary: summary, message: error.map { "\($0)" }, mode: job.archive.fileMode, fs: fs)
+        }
         do {
             summary = try await source.withSource(job) { source in
-                try await ArchiveRunner(job: job, source: source, fs: fs).run(options)
+                try await ArchiveRunner(job: job, source: source, fs: fs).run(options, onEnd: recordEnd)
             }
         } catch {
             code = FeedArchiveError.exitCode(for: error)
-            message = "\(error)"
             if case .locked = error as? FeedArchiveError { locked = true }
             observer.failed(job: job.name, error: error)
+            if !recorded && !locked { recordEnd(nil, error) }
         }
-        let layout = ArchiveLayout(root: job.archive.root, job: job.name)
-        if !locked,
-            let record = try? RunRecord.record(layout, exitCode: code, summary: summary, message: message, mode: job.archive.fileMode, fs: fs)
-        {
+        if let record {
             let manifest = (try? ManifestStore(directory: layout.manifestDirectory, fs: fs, fileMode: 0o640).read().0) ?? Manifest()
             metrics.append(MetricsFile.JobMetrics(job: job.name, record: record, totals: ArchiveTotals(manifest), source: summary?.sourceMetrics ?? [:]))
         }

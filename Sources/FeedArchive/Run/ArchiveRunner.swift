@@ -14,16 +14,30 @@ public struct ArchiveRunner {
         self.fs = fs
     }
 
-    public func run(_ options: RunOptions) async throws -> RunSummary {
-        try await Liveness.$current.withValue(options.liveness) { try await runWatched(options) }
+    /// Runs the job. `onEnd` is called once the run has ended, with its summary or its error,
+    /// while the run still holds the job lock: what it records of its end (last_run.json) is
+    /// written before another run can start. It is not called when the lock was not taken.
+    public func run(
+        _ options: RunOptions, onEnd: (RunSummary?, (any Error)?) -> Void = { _, _ in }
+    ) async throws -> RunSummary {
+        try await Liveness.$current.withValue(options.liveness) {
+            let archive = JobArchive(job: job, fs: fs)
+            let lock = try archive.openForWriting()  // 1. the lock
+            defer { lock.release() }
+            do {
+                let summary = try await runLocked(options, archive: archive)
+                onEnd(summary, nil)
+                return summary
+            } catch {
+                onEnd(nil, error)
+                throw error
+            }
+        }
     }
 
-    private func runWatched(_ options: RunOptions) async throws -> RunSummary {
+    private func runLocked(_ options: RunOptions, archive: JobArchive) async throws -> RunSummary {
         let started = Date()
         var summary = RunSummary(job: job.name)
-        let archive = JobArchive(job: job, fs: fs)
-        let lock = try archive.openForWriting()  // 1. the lock
-        defer { lock.release() }
         summary.recovery = try archive.recover().messages  // 2. recovery
         await source.prefetch()
 
