@@ -55,7 +55,8 @@ public enum FeedArchiveError: Error, CustomStringConvertible, Sendable {
             return "job is locked by another run (\(holder)); lock file \(path)"
         case .temporary(let message): return message
         case .interrupted(let signal):
-            return "interrupted by \(signal == SIGINT ? "SIGINT" : "SIGTERM"); the blob in progress was dropped, committed blobs are kept"
+            return
+                "interrupted by \(signal == SIGINT ? "SIGINT" : "SIGTERM"); the blob in progress was dropped, committed blobs are kept"
         }
     }
 }

@@ -29,7 +29,10 @@ struct BackfillCommand: AsyncParsableCommand {
     @Option(help: "Log format on stderr: text or json.")
     var logFormat: LogFormat = .text
 
-    @Option(help: "End a backfill that makes no progress (no page read, no commit) for this long, with exit 75; 0 turns it off.")
+    @Option(
+        help:
+            "End a backfill that makes no progress (no page read, no commit) for this long, with exit 75; 0 turns it off."
+    )
     var stallTimeout = "15m"
 
     func run() async throws {

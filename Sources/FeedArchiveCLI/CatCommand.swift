@@ -25,7 +25,8 @@ struct CatCommand: AsyncParsableCommand {
     func run() async throws {
         try await Frontend.run(job: selection.job) {
             let reader = try ArchiveReader(job: try selection.load())
-            try reader.read(from: from.map(ArchiveReader.Bound.init), until: until.map(ArchiveReader.Bound.init)) { chunk in
+            try reader.read(from: from.map(ArchiveReader.Bound.init), until: until.map(ArchiveReader.Bound.init)) {
+                chunk in
                 FileHandle.standardOutput.write(Data(chunk))
             }
         }

@@ -25,8 +25,11 @@ struct EpochCommand: AsyncParsableCommand {
     func run() async throws {
         try await Frontend.run(job: selection.job) {
             let job = try selection.load()
-            let token = try await Epoch.start(job: job, from: StartSpec.parse(from), reason: reason, source: .registry(.all))
-            FileHandle.standardError.write(Data("feedarchive: \(job.name): new epoch from \(from) (\(reason)); checkpoint \(token.encoded)\n".utf8))
+            let token = try await Epoch.start(
+                job: job, from: StartSpec.parse(from), reason: reason, source: .registry(.all))
+            FileHandle.standardError.write(
+                Data("feedarchive: \(job.name): new epoch from \(from) (\(reason)); checkpoint \(token.encoded)\n".utf8)
+            )
         }
     }
 }

@@ -24,7 +24,8 @@ struct FeedArchiveCommand: AsyncParsableCommand {
             """,
         version: "feedarchive \(FeedArchiveVersion.current)",
         subcommands: [
-            RunCommand.self, StatusCommand.self, CatCommand.self, VerifyCommand.self, BackfillCommand.self, AckGapCommand.self,
+            RunCommand.self, StatusCommand.self, CatCommand.self, VerifyCommand.self, BackfillCommand.self,
+            AckGapCommand.self,
             EpochCommand.self, SetupCommand.self,
         ])
 

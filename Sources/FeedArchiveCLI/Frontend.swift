@@ -16,7 +16,9 @@ enum Frontend {
             let candidate = jobsDirectory + "/" + argument + suffix
             if FileManager.default.fileExists(atPath: candidate) { return candidate }
         }
-        throw FeedArchiveError.usage("no job named '\(argument)': looked for \(jobsDirectory)/\(argument).yaml (pass a path to use another file)")
+        throw FeedArchiveError.usage(
+            "no job named '\(argument)': looked for \(jobsDirectory)/\(argument).yaml (pass a path to use another file)"
+        )
     }
 
     /// Every job file in the jobs folder (`run --all`).

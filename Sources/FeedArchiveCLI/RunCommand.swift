@@ -39,23 +39,35 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Write node_exporter textfile metrics here, atomically.")
     var metricsFile: String?
 
-    @Option(help: "End a run that makes no progress (no page read, no commit) for this long, with exit 75; 0 turns it off.")
+    @Option(
+        help: "End a run that makes no progress (no page read, no commit) for this long, with exit 75; 0 turns it off.")
     var stallTimeout = "15m"
 
     func validate() throws {
         if jobs.isEmpty && !all { throw ValidationError("name at least one job, or pass --all") }
-        if let maxDuration, parseDuration(maxDuration) == nil { throw ValidationError("--max-duration '\(maxDuration)' is not a duration such as 90s or 10m") }
-        if let maxBytes, parseByteSize(maxBytes) == nil { throw ValidationError("--max-bytes '\(maxBytes)' is not a size such as 1GB") }
-        if parseDuration(stallTimeout) == nil { throw ValidationError("--stall-timeout '\(stallTimeout)' is not a duration such as 15m (0 turns it off)") }
+        if let maxDuration, parseDuration(maxDuration) == nil {
+            throw ValidationError("--max-duration '\(maxDuration)' is not a duration such as 90s or 10m")
+        }
+        if let maxBytes, parseByteSize(maxBytes) == nil {
+            throw ValidationError("--max-bytes '\(maxBytes)' is not a size such as 1GB")
+        }
+        if parseDuration(stallTimeout) == nil {
+            throw ValidationError("--stall-timeout '\(stallTimeout)' is not a duration such as 15m (0 turns it off)")
+        }
     }
 
     func run() async throws {
         let log = RunLog(format: logFormat)
         try await Frontend.run(job: nil, log: log) {
-            let paths = all ? try Frontend.allJobs(jobsDirectory: jobsDir) : try jobs.map { try Frontend.jobPath($0, jobsDirectory: jobsDir) }
+            let paths =
+                all
+                ? try Frontend.allJobs(jobsDirectory: jobsDir)
+                : try jobs.map { try Frontend.jobPath($0, jobsDirectory: jobsDir) }
             let options = RunOptions(
-                maxDuration: maxDuration.flatMap(parseDuration), maxRecords: maxRecords, maxBytes: maxBytes.flatMap(parseByteSize), stop: stopSignal)
-            let session = RunSession(jobFiles: paths, options: options, source: .registry(.all), metricsFile: metricsFile)
+                maxDuration: maxDuration.flatMap(parseDuration), maxRecords: maxRecords,
+                maxBytes: maxBytes.flatMap(parseByteSize), stop: stopSignal)
+            let session = RunSession(
+                jobFiles: paths, options: options, source: .registry(.all), metricsFile: metricsFile)
             let reporter = RunReporter(
                 log: log, watchdog: Watchdog(limit: parseDuration(stallTimeout) ?? 0, log: log),
                 showsProgress: Frontend.stderrIsTerminal && logFormat == .text)

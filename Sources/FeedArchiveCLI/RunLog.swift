@@ -15,23 +15,33 @@ struct RunLog {
         case .text:
             FileHandle.standardError.write(Data((text + "\n").utf8))
         case .json:
-            var object: [String: Any] = ["time": formatRFC3339(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000))]
+            var object: [String: Any] = [
+                "time": formatRFC3339(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000))
+            ]
             for (key, value) in fields { object[key] = value }
-            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+            let data =
+                (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+                ?? Data()
             FileHandle.standardError.write(data + Data("\n".utf8))
         }
     }
 
     func summary(_ summary: RunSummary) {
         for warning in summary.warnings {
-            write([("level", "warning"), ("job", summary.job), ("message", warning)], text: "feedarchive: \(summary.job): warning: \(warning)")
+            write(
+                [("level", "warning"), ("job", summary.job), ("message", warning)],
+                text: "feedarchive: \(summary.job): warning: \(warning)")
         }
         for line in summary.recovery {
-            write([("level", "notice"), ("job", summary.job), ("message", line)], text: "feedarchive: \(summary.job): \(line)")
+            write(
+                [("level", "notice"), ("job", summary.job), ("message", line)],
+                text: "feedarchive: \(summary.job): \(line)")
         }
-        let ratio = summary.bytes > 0 ? String(format: " (%.1fx)", Double(summary.rawBytes) / Double(summary.bytes)) : ""
+        let ratio =
+            summary.bytes > 0 ? String(format: " (%.1fx)", Double(summary.rawBytes) / Double(summary.bytes)) : ""
         let lag = summary.lag.map { ", lag \($0)" } ?? ""
-        let text = "feedarchive: \(summary.job): ok, \(summary.blobs) blobs, \(summary.records) changes, \(humanBytes(summary.rawBytes)) -> \(humanBytes(summary.bytes))\(ratio) in \(String(format: "%.2f", summary.seconds)) s, stopped at \(summary.stoppedBy)\(lag)"
+        let text =
+            "feedarchive: \(summary.job): ok, \(summary.blobs) blobs, \(summary.records) changes, \(humanBytes(summary.rawBytes)) -> \(humanBytes(summary.bytes))\(ratio) in \(String(format: "%.2f", summary.seconds)) s, stopped at \(summary.stoppedBy)\(lag)"
         var fields: [(String, Any)] = [
             ("level", "info"), ("event", "run"), ("job", summary.job), ("exit", 0), ("blobs", summary.blobs),
             ("records", summary.records), ("raw_bytes", summary.rawBytes), ("bytes", summary.bytes),
@@ -45,7 +55,9 @@ struct RunLog {
     func failure(job: String?, error: any Error) {
         let code = FeedArchiveError.exitCode(for: error)
         let text = "feedarchive: \(job.map { "\($0): " } ?? "")error (exit \(code)): \(error)"
-        var fields: [(String, Any)] = [("level", "error"), ("event", "run"), ("exit", Int(code)), ("message", "\(error)")]
+        var fields: [(String, Any)] = [
+            ("level", "error"), ("event", "run"), ("exit", Int(code)), ("message", "\(error)"),
+        ]
         if let job { fields.append(("job", job)) }
         write(fields, text: text)
     }
@@ -90,7 +102,10 @@ final class ProgressLine: Sendable {
     init(job: String) { self.job = job }
 
     func update(_ progress: RunProgress) {
-        FileHandle.standardError.write(Data("\r\u{1B}[K\(job): \(progress.blobs) blobs, \(progress.records) changes, \(humanBytes(progress.rawBytes))".utf8))
+        FileHandle.standardError.write(
+            Data(
+                "\r\u{1B}[K\(job): \(progress.blobs) blobs, \(progress.records) changes, \(humanBytes(progress.rawBytes))"
+                    .utf8))
     }
 
     func clear() { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }

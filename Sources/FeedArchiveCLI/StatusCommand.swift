@@ -27,7 +27,9 @@ struct StatusCommand: AsyncParsableCommand {
         try await Frontend.run(job: selection.job) {
             var report = try await StatusReport(job: try selection.load(), source: .registry(.all))
             if let maxAge {
-                guard let seconds = parseDuration(maxAge) else { throw FeedArchiveError.usage("--max-age '\(maxAge)' is not a duration") }
+                guard let seconds = parseDuration(maxAge) else {
+                    throw FeedArchiveError.usage("--max-age '\(maxAge)' is not a duration")
+                }
                 report.checkFreshness(maxAge: seconds)
             }
             print(try json ? report.json() : text(report))
@@ -44,27 +46,40 @@ struct StatusCommand: AsyncParsableCommand {
             "archive     \(report.archiveRoot)",
         ]
         if let checkpoint = report.checkpoint {
-            let place = report.cursors.map { cursors in cursors.keys.sorted().map { "part \($0) at \(cursors[$0]!)" }.joined(separator: ", ") } ?? "?"
-            lines.append("checkpoint  \(place)  (manifest seq \(checkpoint.manifestSeq), updated \(checkpoint.updatedAt))")
+            let place =
+                report.cursors.map { cursors in
+                    cursors.keys.sorted().map { "part \($0) at \(cursors[$0]!)" }.joined(separator: ", ")
+                } ?? "?"
+            lines.append(
+                "checkpoint  \(place)  (manifest seq \(checkpoint.manifestSeq), updated \(checkpoint.updatedAt))")
             lines.append("token       \(checkpoint.token)")
         } else {
             lines.append("checkpoint  none (the job has not run)")
         }
         if report.lag != nil || report.sourceFacts.isEmpty {
-            lines.append("lag         \(report.lag.map { "\($0) changes" } ?? "unknown\(report.lagError.map { " (\($0))" } ?? "")")")
+            lines.append(
+                "lag         \(report.lag.map { "\($0) changes" } ?? "unknown\(report.lagError.map { " (\($0))" } ?? "")")"
+            )
         }
-        for (label, value) in report.sourceFacts { lines.append(label.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + value) }
+        for (label, value) in report.sourceFacts {
+            lines.append(label.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + value)
+        }
         if let record = report.lastRun {
             lines.append(
-                "last run    \(time(record.lastRunAt)), exit \(record.lastExitCode), \(record.lastRecords) changes in \(record.lastBlobs) blobs, \(String(format: "%.2f", record.lastSeconds)) s")
+                "last run    \(time(record.lastRunAt)), exit \(record.lastExitCode), \(record.lastRecords) changes in \(record.lastBlobs) blobs, \(String(format: "%.2f", record.lastSeconds)) s"
+            )
             lines.append("last ok     \(time(record.lastSuccessAt))")
         } else {
             lines.append("last run    never")
         }
         let totals = report.totals
         let ratio = totals.ratio > 0 ? String(format: ", ratio %.1fx", totals.ratio) : ""
-        lines.append("blobs       \(totals.blobs), \(totals.records) changes, \(humanBytes(totals.bytes)) compressed from \(humanBytes(totals.rawBytes))\(ratio)")
-        if let damage = report.damage { lines.append("manifest    damaged at \(damage.file):\(damage.line): \(damage.message)") }
+        lines.append(
+            "blobs       \(totals.blobs), \(totals.records) changes, \(humanBytes(totals.bytes)) compressed from \(humanBytes(totals.rawBytes))\(ratio)"
+        )
+        if let damage = report.damage {
+            lines.append("manifest    damaged at \(damage.file):\(damage.line): \(damage.message)")
+        }
         if report.isStale, let maxAge { lines.append("STALE       no successful run within \(maxAge)") }
         return lines.joined(separator: "\n")
     }

@@ -20,7 +20,8 @@ struct VerifyCommand: AsyncParsableCommand {
     @Flag(help: "Also decompress every blob and check its records.")
     var deep = false
 
-    @Flag(help: "Also re-read each blob's range from the source, where it still holds it, and compare counts and hashes.")
+    @Flag(
+        help: "Also re-read each blob's range from the source, where it still holds it, and compare counts and hashes.")
     var againstSource = false
 
     @Flag(help: "Print a JSON report.")
@@ -29,7 +30,8 @@ struct VerifyCommand: AsyncParsableCommand {
     func run() async throws {
         try await Frontend.run(job: selection.job) {
             let verifier = Verifier(job: try selection.load())
-            let report = try await verifier.verify(deep: deep, against: againstSource ? .registry(.all) : nil, progress: progress)
+            let report = try await verifier.verify(
+                deep: deep, against: againstSource ? .registry(.all) : nil, progress: progress)
             print(try json ? report.json() : text(report))
             if !report.isClean { throw ExitCode(1) }
         }
@@ -53,7 +55,8 @@ struct VerifyCommand: AsyncParsableCommand {
         for note in report.notes { lines.append("note: \(note)") }
         let verdict = report.isClean ? "clean" : "\(report.problems.count) problems"
         lines.append(
-            "verify \(report.job)\(deep ? " --deep" : ""): \(verdict); \(report.blobs) blobs, \(report.records) changes, \(humanBytes(report.bytes)), \(report.duplicateRanges) duplicate ranges")
+            "verify \(report.job)\(deep ? " --deep" : ""): \(verdict); \(report.blobs) blobs, \(report.records) changes, \(humanBytes(report.bytes)), \(report.duplicateRanges) duplicate ranges"
+        )
         return lines.joined(separator: "\n")
     }
 }

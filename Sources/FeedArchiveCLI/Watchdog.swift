@@ -44,19 +44,23 @@ final class Watchdog: Sendable {
 
     private func fire(_ current: Watched) -> Never {
         let error = FeedArchiveError.temporary(
-            "no progress for \(Int(current.liveness.idleSeconds.rounded())) s (--stall-timeout \(formatLimit)): a read or write that does not return; the process ends here, as kill -9 would: nothing committed is lost, and the next run recovers and goes on")
+            "no progress for \(Int(current.liveness.idleSeconds.rounded())) s (--stall-timeout \(formatLimit)): a read or write that does not return; the process ends here, as kill -9 would: nothing committed is lost, and the next run recovers and goes on"
+        )
         log.failure(job: current.job.name, error: error)
         // last_run.json is written with an fsync: when the stall is a disk that does not answer,
         // that write hangs too, so it gets a few seconds on its own thread and no more.
         let written = DispatchSemaphore(value: 0)
         let layout = ArchiveLayout(root: current.job.archive.root, job: current.job.name)
         Thread.detachNewThread {
-            _ = try? RunRecord.record(layout, exitCode: 75, summary: nil, message: "\(error)", mode: current.job.archive.fileMode)
+            _ = try? RunRecord.record(
+                layout, exitCode: 75, summary: nil, message: "\(error)", mode: current.job.archive.fileMode)
             written.signal()
         }
         _ = written.wait(timeout: .now() + 5)
         _exit(75)
     }
 
-    private var formatLimit: String { limit >= 60 && limit.truncatingRemainder(dividingBy: 60) == 0 ? "\(Int(limit / 60))m" : "\(limit)s" }
+    private var formatLimit: String {
+        limit >= 60 && limit.truncatingRemainder(dividingBy: 60) == 0 ? "\(Int(limit / 60))m" : "\(limit)s"
+    }
 }

@@ -19,7 +19,9 @@ final class ReadAhead<Key: Equatable & Sendable, Page>: @unchecked Sendable {
     private let following: @Sendable (Key, Page) -> Key?
 
     /// `build` reads one page; `following` says which page comes after it (nil: the chain ends).
-    init(depth: Int, build: @escaping @Sendable (Key) throws -> Page, following: @escaping @Sendable (Key, Page) -> Key?) {
+    init(
+        depth: Int, build: @escaping @Sendable (Key) throws -> Page, following: @escaping @Sendable (Key, Page) -> Key?
+    ) {
         self.depth = depth
         self.build = build
         self.following = following
@@ -55,7 +57,10 @@ final class ReadAhead<Key: Equatable & Sendable, Page>: @unchecked Sendable {
         defer { condition.unlock() }
         guard !closed else { return }
         next = key
-        if workerRunning { condition.broadcast(); return }
+        if workerRunning {
+            condition.broadcast()
+            return
+        }
         workerRunning = true
         let thread = Thread { [self] in work() }
         thread.name = "feedarchive-read-ahead"

@@ -56,7 +56,9 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         ] {
             guard let column, !(key == "sequence_column" && column.lowercased() == "rowid") else { continue }
             if !lower.contains(column.lowercased()) {
-                throw settings.error(key, "table '\(settings.table)' has no column '\(column)' (columns: \(columns.joined(separator: ", ")))")
+                throw settings.error(
+                    key,
+                    "table '\(settings.table)' has no column '\(column)' (columns: \(columns.joined(separator: ", ")))")
             }
         }
         let sequence = settings.sequenceColumn.lowercased()
@@ -65,16 +67,18 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         // batch or limit boundary, so the column must be unique.
         if !isRowidSequence {
             let literal = { (text: String) in "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
-            let uniqueIndexes = try database.scalarInt(
-                """
-                SELECT count(*) FROM pragma_index_list(\(literal(settings.table))) AS l
-                WHERE l."unique" = 1 AND (SELECT count(*) FROM pragma_index_info(l.name)) = 1
-                  AND (SELECT name FROM pragma_index_info(l.name)) = \(literal(settings.sequenceColumn)) COLLATE NOCASE
-                """) ?? 0
+            let uniqueIndexes =
+                try database.scalarInt(
+                    """
+                    SELECT count(*) FROM pragma_index_list(\(literal(settings.table))) AS l
+                    WHERE l."unique" = 1 AND (SELECT count(*) FROM pragma_index_info(l.name)) = 1
+                      AND (SELECT name FROM pragma_index_info(l.name)) = \(literal(settings.sequenceColumn)) COLLATE NOCASE
+                    """) ?? 0
             if uniqueIndexes == 0 {
                 throw settings.error(
                     "sequence_column",
-                    "column '\(settings.sequenceColumn)' of \(settings.table) is not unique (not the rowid, and no PRIMARY KEY or UNIQUE index on it alone): changes that share a value would be lost where a page ends between them. Use the table's INTEGER PRIMARY KEY AUTOINCREMENT, or add a UNIQUE index on the column")
+                    "column '\(settings.sequenceColumn)' of \(settings.table) is not unique (not the rowid, and no PRIMARY KEY or UNIQUE index on it alone): changes that share a value would be lost where a page ends between them. Use the table's INTEGER PRIMARY KEY AUTOINCREMENT, or add a UNIQUE index on the column"
+                )
             }
         }
         JSONText.appendString(settings.table, to: &tableLiteral)
@@ -90,8 +94,12 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
             return try db { _ in try buildPage(key) }
         },
         following: { key, page in
-            let full = page.records.count == key.maxRecords || page.records.reduce(0, { $0 + $1.line.count }) >= SQLiteSource.pageByteLimit
-            guard full, let last = page.records.last?.cursor.flatMap({ Int64($0) }), last < key.through else { return nil }
+            let full =
+                page.records.count == key.maxRecords
+                || page.records.reduce(0, { $0 + $1.line.count }) >= SQLiteSource.pageByteLimit
+            guard full, let last = page.records.last?.cursor.flatMap({ Int64($0) }), last < key.through else {
+                return nil
+            }
             return PageKey(after: last, through: key.through, maxRecords: key.maxRecords)
         })
 
@@ -130,7 +138,8 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     public var archiveShape: [String: String] {
         [
             "source.document_column": settings.documentColumn ?? "", "source.key_column": settings.keyColumn ?? "",
-            "source.timestamp_column": settings.timestampColumn ?? "", "source.timestamp_unit": String(settings.timestampUnit),
+            "source.timestamp_column": settings.timestampColumn ?? "",
+            "source.timestamp_unit": String(settings.timestampUnit),
             "source.op_column": settings.opColumn ?? "", "source.partition_column": settings.partitionColumn ?? "",
         ]
     }
@@ -150,7 +159,8 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     }
 
     private func token(_ cursor: Int64) async throws -> ContinuationToken {
-        ContinuationToken(kind: kind, source: try await identity().shortFingerprint, cursors: [Self.partition: String(cursor)])
+        ContinuationToken(
+            kind: kind, source: try await identity().shortFingerprint, cursors: [Self.partition: String(cursor)])
     }
 
     public func resolve(_ start: StartSpec) async throws -> ContinuationToken {
@@ -166,7 +176,8 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
             }
             let target = Int64(date.timeIntervalSince1970 * 1_000_000)
             let cursor: Int64 = try db { database in
-                let statement = try database.prepare("SELECT \(seq), \(quoted(settings.timestampColumn!)) FROM \(table) ORDER BY \(seq)")
+                let statement = try database.prepare(
+                    "SELECT \(seq), \(quoted(settings.timestampColumn!)) FROM \(table) ORDER BY \(seq)")
                 defer { statement.reset() }
                 var previous: Int64 = 0
                 while try statement.step() {
@@ -178,7 +189,9 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
             return try await token(cursor)
         case .token(let text):
             if text.hasPrefix("seq=") {
-                guard let value = Int64(text.dropFirst(4)) else { throw FeedArchiveError.usage("'\(text)': seq= needs an integer") }
+                guard let value = Int64(text.dropFirst(4)) else {
+                    throw FeedArchiveError.usage("'\(text)': seq= needs an integer")
+                }
                 return try await token(value)
             }
             let parsed = try ContinuationToken.decode(text)
@@ -211,8 +224,11 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
                 if try stray.step() {
                     throw FeedArchiveError.data(
                         path: settings.path,
-                        message: "table \(settings.table) has a row whose \(settings.sequenceColumn) is \(stray.string(0) ?? "?"): the sequence must be an integer of 0 or more in every row, or that change is never archived",
-                        hint: "let SQLite assign the sequence (INTEGER PRIMARY KEY AUTOINCREMENT), or fix the row; nothing was archived by this run")
+                        message:
+                            "table \(settings.table) has a row whose \(settings.sequenceColumn) is \(stray.string(0) ?? "?"): the sequence must be an integer of 0 or more in every row, or that change is never archived",
+                        hint:
+                            "let SQLite assign the sequence (INTEGER PRIMARY KEY AUTOINCREMENT), or fix the row; nothing was archived by this run"
+                    )
                 }
             }
             return try database.scalarInt("SELECT max(\(seq)) FROM \(table)")
@@ -226,8 +242,11 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         if highest == nil && cursor <= 0 { return }
         throw FeedArchiveError.data(
             path: settings.path,
-            message: "the sequence went backwards: the checkpoint is at \(settings.sequenceColumn) \(cursor), but the highest \(settings.sequenceColumn) in \(settings.table) is \(highest.map(String.init) ?? "none (the table is empty)"); this is not the feed the archive continues",
-            hint: "if the table was rebuilt on purpose, start a new epoch: `feedarchive epoch JOB --from beginning --reason \"table rebuilt\"`")
+            message:
+                "the sequence went backwards: the checkpoint is at \(settings.sequenceColumn) \(cursor), but the highest \(settings.sequenceColumn) in \(settings.table) is \(highest.map(String.init) ?? "none (the table is empty)"); this is not the feed the archive continues",
+            hint:
+                "if the table was rebuilt on purpose, start a new epoch: `feedarchive epoch JOB --from beginning --reason \"table rebuilt\"`"
+        )
     }
 
     public func checkRetained(from token: ContinuationToken) async throws {
@@ -238,7 +257,9 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         if oldest > cursor + 1 {
             throw FeedArchiveError.data(
                 path: settings.path,
-                message: "the table no longer holds the range: it starts at \(settings.sequenceColumn) \(oldest), the backfill starts after \(cursor); rows in between were deleted or never existed")
+                message:
+                    "the table no longer holds the range: it starts at \(settings.sequenceColumn) \(oldest), the backfill starts after \(cursor); rows in between were deleted or never existed"
+            )
         }
     }
 
@@ -267,15 +288,19 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         }
         let optional = [settings.keyColumn, settings.timestampColumn, settings.opColumn, settings.partitionColumn]
             .map { $0.map(quoted) ?? "NULL" }
-        let sql = "SELECT \(seq), \(document), \(optional.joined(separator: ", ")) FROM \(table) WHERE \(seq) > ?1 AND \(seq) <= ?2 ORDER BY \(seq) LIMIT ?3"
+        let sql =
+            "SELECT \(seq), \(document), \(optional.joined(separator: ", ")) FROM \(table) WHERE \(seq) > ?1 AND \(seq) <= ?2 ORDER BY \(seq) LIMIT ?3"
         let statement = try database.prepare(sql)
         pageStatement = statement
         return statement
     }
 
-    public func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws -> FeedPage {
+    public func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws
+        -> FeedPage
+    {
         guard let after = Int64(cursor), let through = Int64(head) else {
-            throw FeedArchiveError.data(path: nil, message: "sqlite cursor '\(cursor)' or head '\(head)' is not an integer")
+            throw FeedArchiveError.data(
+                path: nil, message: "sqlite cursor '\(cursor)' or head '\(head)' is not an integer")
         }
         return try readAhead.page(PageKey(after: after, through: through, maxRecords: maxRecords))
     }
@@ -304,8 +329,11 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
             guard sequence >= 0, statement.type(0) == SQLITE_INTEGER else {
                 throw FeedArchiveError.data(
                     path: settings.path,
-                    message: "table \(settings.table) has \(settings.sequenceColumn) \(statement.string(0).map { "'\($0)'" } ?? "NULL") after \(after): the sequence must be an integer of 0 or more, or the change cannot be given its place in the feed; nothing after \(after) was archived",
-                    hint: "let SQLite assign the sequence (INTEGER PRIMARY KEY AUTOINCREMENT), fix the row, or sign the range off with `feedarchive ack-gap` and move on with `feedarchive epoch`")
+                    message:
+                        "table \(settings.table) has \(settings.sequenceColumn) \(statement.string(0).map { "'\($0)'" } ?? "NULL") after \(after): the sequence must be an integer of 0 or more, or the change cannot be given its place in the feed; nothing after \(after) was archived",
+                    hint:
+                        "let SQLite assign the sequence (INTEGER PRIMARY KEY AUTOINCREMENT), fix the row, or sign the range off with `feedarchive ack-gap` and move on with `feedarchive epoch`"
+                )
             }
             let position = Position.sequence(sequence)
             let time = timestamp(statement, 3)
@@ -313,14 +341,18 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
             if case .unconverted = time {
                 if rowWarnings.count < 20 {
                     rowWarnings.append(
-                        "\(settings.path): table \(settings.table), \(settings.sequenceColumn) \(sequence): \(settings.timestampColumn ?? "") '\(statement.string(3) ?? "")' is not a time in years 1 to 9999; archived with ts null and the value in source.ts_unconverted")
+                        "\(settings.path): table \(settings.table), \(settings.sequenceColumn) \(sequence): \(settings.timestampColumn ?? "") '\(statement.string(3) ?? "")' is not a time in years 1 to 9999; archived with ts null and the value in source.ts_unconverted"
+                    )
                 } else {
                     rowWarningsLeftOut += 1
                 }
             }
             let start = bytes.count
-            encodeEnvelope(statement, sequence: sequence, position: position, timestamp: ts, unconvertedTime: time.micros == nil && !statement.isNull(3), into: &bytes)
-            pending.append((position, ts, start..<bytes.count, statement.isNull(5) ? nil : statement.string(5), String(sequence)))
+            encodeEnvelope(
+                statement, sequence: sequence, position: position, timestamp: ts,
+                unconvertedTime: time.micros == nil && !statement.isNull(3), into: &bytes)
+            pending.append(
+                (position, ts, start..<bytes.count, statement.isNull(5) ? nil : statement.string(5), String(sequence)))
         }
         let records = pending.map { position, ts, range, pathValue, cursor in
             FeedRecord(position: position, timestamp: ts, line: bytes[range], pathValue: pathValue, cursor: cursor)
@@ -380,7 +412,8 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     /// One envelope; the document is copied as-is when it is valid JSON, and kept as a JSON
     /// string, marked in `source`, when it is not.
     private func encodeEnvelope(
-        _ statement: Statement, sequence: Int64, position: Position, timestamp: Int64?, unconvertedTime: Bool, into out: inout [UInt8]
+        _ statement: Statement, sequence: Int64, position: Position, timestamp: Int64?, unconvertedTime: Bool,
+        into out: inout [UInt8]
     ) {
         var op = ChangeOp.create
         if !statement.isNull(4), let text = statement.string(4), let named = ChangeOp(name: text) { op = named }

@@ -29,11 +29,15 @@ public struct SQLiteSourceSettings: Sendable {
             guard let node = map.optional(key) else { return nil }
             places[key] = node
             let value = try node.string("source.\(key)")
-            if key != "path" && !isIdentifier(value) { throw node.error("source.\(key) must be a column or table name, not '\(value)'") }
+            if key != "path" && !isIdentifier(value) {
+                throw node.error("source.\(key) must be a column or table name, not '\(value)'")
+            }
             return value
         }
         guard let path = try string("path") else { throw map.node.error("source is missing the required key 'path'") }
-        guard let table = try string("table") else { throw map.node.error("source is missing the required key 'table'") }
+        guard let table = try string("table") else {
+            throw map.node.error("source is missing the required key 'table'")
+        }
         var unit: Int64 = 1_000_000
         if let node = map.optional("timestamp_unit") {
             switch try node.string("source.timestamp_unit") {
@@ -44,7 +48,8 @@ public struct SQLiteSourceSettings: Sendable {
             }
         }
         var settings = SQLiteSourceSettings(
-            path: JobConfig.resolve(path, base: base), table: table, sequenceColumn: try string("sequence_column") ?? "rowid",
+            path: JobConfig.resolve(path, base: base), table: table,
+            sequenceColumn: try string("sequence_column") ?? "rowid",
             documentColumn: try string("document_column"), keyColumn: try string("key_column"),
             timestampColumn: try string("timestamp_column"), timestampUnit: unit, opColumn: try string("op_column"),
             partitionColumn: try string("partition_column"))
@@ -54,8 +59,11 @@ public struct SQLiteSourceSettings: Sendable {
     }
 
     static func isIdentifier(_ text: String) -> Bool {
-        guard let first = text.unicodeScalars.first, first == "_" || (first.isASCII && first.properties.isAlphabetic) else { return false }
-        return text.unicodeScalars.allSatisfy { $0 == "_" || ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) }
+        guard let first = text.unicodeScalars.first, first == "_" || (first.isASCII && first.properties.isAlphabetic)
+        else { return false }
+        return text.unicodeScalars.allSatisfy {
+            $0 == "_" || ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0)))
+        }
     }
 
     /// An error about a setting, at its place in the job file.

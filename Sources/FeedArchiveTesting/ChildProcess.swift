@@ -47,7 +47,6 @@ public func reap(_ pid: pid_t) -> Int32 {
     return signal == 0 ? (status >> 8) & 0xFF : 128 + signal
 }
 
-
 /// `reap` on a thread of its own: a test task waiting for a child (the binary under test runs
 /// for seconds) must not hold one of the cooperative pool's few threads, which the other tests
 /// running in parallel need.

@@ -46,7 +46,8 @@ public final class CosmosTestServer: @unchecked Sendable {
         guard let found else {
             kill(pid, SIGKILL)
             _ = reap(pid)
-            throw FeedArchiveError.sourceUnavailable("the cosmos test server did not start (see \(directory)/server.log)")
+            throw FeedArchiveError.sourceUnavailable(
+                "the cosmos test server did not start (see \(directory)/server.log)")
         }
         port = found
     }
@@ -74,8 +75,11 @@ public final class CosmosTestServer: @unchecked Sendable {
         done.wait()
         let (data, status, error) = box.get()
         if let error { throw FeedArchiveError.sourceUnavailable("control \(command["action"] ?? "?"): \(error)") }
-        guard status == 200, let data, let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw FeedArchiveError.sourceUnavailable("control \(command["action"] ?? "?"): HTTP \(status) \(String(decoding: data ?? Data(), as: UTF8.self))")
+        guard status == 200, let data, let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else {
+            throw FeedArchiveError.sourceUnavailable(
+                "control \(command["action"] ?? "?"): HTTP \(status) \(String(decoding: data ?? Data(), as: UTF8.self))"
+            )
         }
         return object
     }

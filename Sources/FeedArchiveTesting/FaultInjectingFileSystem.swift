@@ -19,7 +19,10 @@ public final class FaultInjectingFileSystem: FileSystem, Sendable {
         public var skip: Int
         public var sticky: Bool
 
-        public init(_ operation: Operation, pathContains: String = "", errno: Int32 = ENOSPC, skip: Int = 0, sticky: Bool = false) {
+        public init(
+            _ operation: Operation, pathContains: String = "", errno: Int32 = ENOSPC, skip: Int = 0,
+            sticky: Bool = false
+        ) {
             self.operation = operation
             self.pathContains = pathContains
             self.errno = errno
@@ -49,7 +52,10 @@ public final class FaultInjectingFileSystem: FileSystem, Sendable {
     func check(_ operation: Operation, _ path: String) throws {
         beforeOperation?(operation, path)
         let failure: Int32? = faults.withLock { faults in
-            for index in faults.indices where faults[index].operation == operation && (faults[index].pathContains.isEmpty || path.contains(faults[index].pathContains)) {
+            for index in faults.indices
+            where faults[index].operation == operation
+                && (faults[index].pathContains.isEmpty || path.contains(faults[index].pathContains))
+            {
                 if faults[index].skip > 0 {
                     faults[index].skip -= 1
                     continue

@@ -39,11 +39,18 @@ public enum FeedSourceConformance {
         // From the beginning to the head: every change once, positions strictly increasing,
         // envelopes valid, pages within their limit and ending on a cursor.
         let beginning = try await source.resolve(.beginning)
-        try require(beginning.kind == source.kind, "token-kind", "token kind \(beginning.kind) for source \(source.kind)")
-        try require(beginning.source == identity.shortFingerprint, "token-fingerprint", "token source \(beginning.source ?? "nil")")
+        try require(
+            beginning.kind == source.kind, "token-kind", "token kind \(beginning.kind) for source \(source.kind)")
+        try require(
+            beginning.source == identity.shortFingerprint, "token-fingerprint",
+            "token source \(beginning.source ?? "nil")")
         let all = try await readAll(source, from: beginning, pageSize: 7, check: require)
-        try require(all.records.count == 25, "read-all", "read \(all.records.count) changes from the beginning, appended 25")
-        passed += ["token-kind", "token-fingerprint", "read-all", "positions-increase", "envelope-valid", "page-limit", "page-ends-on-cursor"]
+        try require(
+            all.records.count == 25, "read-all", "read \(all.records.count) changes from the beginning, appended 25")
+        passed += [
+            "token-kind", "token-fingerprint", "read-all", "positions-increase", "envelope-valid", "page-limit",
+            "page-ends-on-cursor",
+        ]
 
         // Token text round trip, and resolve(.token) accepts what it printed.
         let decoded = try ContinuationToken.decode(all.token.encoded)
@@ -55,9 +62,12 @@ public enum FeedSourceConformance {
         // Resuming from a cursor in the middle neither skips nor repeats a change.
         let cut = (11..<all.records.count).first { all.records[$0].cursor != nil } ?? 11
         let middle = all.cursorsAfter[cut]
-        let resumed = try await readAll(source, from: beginning.advancing(middle.0, to: middle.1), pageSize: 5, check: require)
+        let resumed = try await readAll(
+            source, from: beginning.advancing(middle.0, to: middle.1), pageSize: 5, check: require)
         let expected = Array(all.records[(cut + 1)...].map(\.position))
-        try require(resumed.records.map(\.position) == expected, "resume-exact", "resumed \(resumed.records.count) changes, expected \(expected.count)")
+        try require(
+            resumed.records.map(\.position) == expected, "resume-exact",
+            "resumed \(resumed.records.count) changes, expected \(expected.count)")
         passed.append("resume-exact")
 
         // The head is a stop target: changes appended after it was taken wait for the next run.
@@ -65,10 +75,12 @@ public enum FeedSourceConformance {
         try await feed.append(4)
         var beyond = 0
         for (partition, cursor) in all.token.cursors {
-            let page = try await source.readPage(partition: partition, after: cursor, through: head[partition] ?? cursor, maxRecords: 100)
+            let page = try await source.readPage(
+                partition: partition, after: cursor, through: head[partition] ?? cursor, maxRecords: 100)
             beyond += page.records.count
         }
-        try require(beyond == 0, "head-is-stop-target", "read \(beyond) changes past the head taken before they were appended")
+        try require(
+            beyond == 0, "head-is-stop-target", "read \(beyond) changes past the head taken before they were appended")
         passed.append("head-is-stop-target")
 
         // Lag counts what is left; the next read returns exactly the new changes.
@@ -78,19 +90,23 @@ public enum FeedSourceConformance {
         }
         let rest = try await readAll(source, from: all.token, pageSize: 100, check: require)
         try require(rest.records.count == 4, "read-new", "read \(rest.records.count) new changes, appended 4")
-        try require(rest.records.first!.position > all.records.last!.position, "read-new-order", "new changes do not follow the old")
+        try require(
+            rest.records.first!.position > all.records.last!.position, "read-new-order",
+            "new changes do not follow the old")
         passed += ["read-new", "read-new-order"]
 
         // `now` starts after everything that exists; continuity holds for a valid token.
         let now = try await source.resolve(.now)
         let fromNow = try await readAll(source, from: now, pageSize: 100, check: require)
-        try require(fromNow.records.isEmpty, "start-now", "resolve(.now) then read gave \(fromNow.records.count) old changes")
+        try require(
+            fromNow.records.isEmpty, "start-now", "resolve(.now) then read gave \(fromNow.records.count) old changes")
         try await source.checkContinuity(from: rest.token)
         try await source.acknowledge(rest.token)
         passed += ["start-now", "continuity", "acknowledge"]
 
         // A token of another kind is refused.
-        let foreign = ContinuationToken(kind: source.kind == "other" ? "another" : "other", source: nil, cursors: ["0": "1"])
+        let foreign = ContinuationToken(
+            kind: source.kind == "other" ? "another" : "other", source: nil, cursors: ["0": "1"])
         do {
             _ = try await source.resolve(.token(foreign.encoded))
             throw ConformanceFailure(check: "foreign-token", detail: "a token of kind \(foreign.kind) was accepted")
@@ -118,17 +134,25 @@ public enum FeedSourceConformance {
         for partition in token.cursors.keys.sorted() {
             guard var cursor = token.cursors[partition], let stop = head[partition] else { continue }
             while true {
-                let page = try await source.readPage(partition: partition, after: cursor, through: stop, maxRecords: pageSize)
+                let page = try await source.readPage(
+                    partition: partition, after: cursor, through: stop, maxRecords: pageSize)
                 if page.records.isEmpty { break }
-                try check(page.next != nil, "page-ends-on-cursor", "a page ended inside a group at \(page.records.last!.position) without a resume cursor")
+                try check(
+                    page.next != nil, "page-ends-on-cursor",
+                    "a page ended inside a group at \(page.records.last!.position) without a resume cursor")
                 let groups = page.records.filter { $0.cursor != nil }.count
-                try check(groups <= pageSize, "page-limit", "a page of \(page.records.count) changes (\(groups) cursor points) for a limit of \(pageSize)")
+                try check(
+                    groups <= pageSize, "page-limit",
+                    "a page of \(page.records.count) changes (\(groups) cursor points) for a limit of \(pageSize)")
                 var lastCursor = cursor
                 for record in page.records {
                     if let previous = result.records.last {
-                        try check(previous.position < record.position, "positions-increase", "\(record.position) after \(previous.position)")
+                        try check(
+                            previous.position < record.position, "positions-increase",
+                            "\(record.position) after \(previous.position)")
                     }
-                    try check(JSONText.isValid(record.line), "envelope-valid", "invalid JSON line at \(record.position)")
+                    try check(
+                        JSONText.isValid(record.line), "envelope-valid", "invalid JSON line at \(record.position)")
                     let text = String(decoding: record.line, as: UTF8.self)
                     try check(
                         text.hasPrefix(#"{"pos":"\#(record.position.rawValue)","part":"#), "envelope-valid",
@@ -137,12 +161,15 @@ public enum FeedSourceConformance {
                     var searchFrom = text.startIndex
                     for field in Envelope.fields {
                         let found = text.range(of: "\"\(field)\":", range: searchFrom..<text.endIndex)
-                        try check(found != nil, "envelope-valid", "envelope at \(record.position) lacks \(field), or has it out of order")
+                        try check(
+                            found != nil, "envelope-valid",
+                            "envelope at \(record.position) lacks \(field), or has it out of order")
                         searchFrom = found?.upperBound ?? searchFrom
                     }
                     let op = text.range(of: #","op":""#).map { text.utf8[$0.upperBound] }
                     try check(
-                        op.flatMap(ChangeOp.init(rawValue:)) != nil, "envelope-valid", "envelope at \(record.position) has no known op")
+                        op.flatMap(ChangeOp.init(rawValue:)) != nil, "envelope-valid",
+                        "envelope at \(record.position) has no known op")
                     result.records.append(record)
                     lastCursor = record.cursor ?? lastCursor
                     result.cursorsAfter.append((partition, lastCursor))

@@ -43,11 +43,17 @@ public enum GoldenFile {
             for line in text.split(separator: "\n") {
                 // Textual, so the field order and the escaping are compared too.
                 var normalized = String(line)
-                for (field, pattern) in [("created_at", #""created_at":"[^"]*""#), ("run", #""run":"[^"]*""#), ("prev", #""prev":"[0-9a-f]{64}""#)] {
-                    normalized = normalized.replacingOccurrences(of: pattern, with: "\"\(field)\":\"*\"", options: .regularExpression)
+                for (field, pattern) in [
+                    ("created_at", #""created_at":"[^"]*""#), ("run", #""run":"[^"]*""#),
+                    ("prev", #""prev":"[0-9a-f]{64}""#),
+                ] {
+                    normalized = normalized.replacingOccurrences(
+                        of: pattern, with: "\"\(field)\":\"*\"", options: .regularExpression)
                 }
                 for key in ["from_token", "to_token"] {
-                    guard let range = normalized.range(of: #""\#(key)":"[^"]*""#, options: .regularExpression) else { continue }
+                    guard let range = normalized.range(of: #""\#(key)":"[^"]*""#, options: .regularExpression) else {
+                        continue
+                    }
                     let value = String(normalized[range].dropFirst(key.count + 4).dropLast())
                     normalized.replaceSubrange(range, with: "\"\(key)\":\"\(try normalizedToken(value))\"")
                 }

@@ -39,14 +39,16 @@ public final class InMemorySource: FeedSource, Sendable {
     /// Appends one group (transaction) of `count` changes to a partition; returns its group number.
     @discardableResult
     public func append(
-        partition: String = "0", count: Int = 1, timestamp: Int64? = nil, pathValue: String? = nil, document: ((Int) -> String)? = nil
+        partition: String = "0", count: Int = 1, timestamp: Int64? = nil, pathValue: String? = nil,
+        document: ((Int) -> String)? = nil
     ) -> Int64 {
         state.withLock { state in
             var changes = state.partitions[partition] ?? []
             let group = (changes.last?.group ?? 0) + 1
             for index in 0..<count {
                 let text = document?(index) ?? #"{"group":\#(group),"index":\#(index)}"#
-                changes.append(Change(group: group, index: index, timestamp: timestamp, document: text, pathValue: pathValue))
+                changes.append(
+                    Change(group: group, index: index, timestamp: timestamp, document: text, pathValue: pathValue))
             }
             state.partitions[partition] = changes
             return group
@@ -96,7 +98,9 @@ public final class InMemorySource: FeedSource, Sendable {
         let fingerprint = try await identity().shortFingerprint
         switch start {
         case .beginning:
-            let cursors = state.withLock { state in Dictionary(uniqueKeysWithValues: state.partitions.keys.map { ($0, "0") }) }
+            let cursors = state.withLock { state in
+                Dictionary(uniqueKeysWithValues: state.partitions.keys.map { ($0, "0") })
+            }
             return ContinuationToken(kind: kind, source: fingerprint, cursors: cursors)
         case .now:
             let cursors = state.withLock { state in
@@ -124,7 +128,9 @@ public final class InMemorySource: FeedSource, Sendable {
         for (partition, cursor) in token.cursors {
             let last = state.withLock { $0.partitions[partition]?.last?.group ?? 0 }
             if let value = Int64(cursor), value > last {
-                throw FeedArchiveError.data(path: nil, message: "memory feed partition \(partition) went backwards: cursor \(value), last group \(last)")
+                throw FeedArchiveError.data(
+                    path: nil,
+                    message: "memory feed partition \(partition) went backwards: cursor \(value), last group \(last)")
             }
         }
     }
@@ -136,7 +142,9 @@ public final class InMemorySource: FeedSource, Sendable {
     }
 
     /// Whole groups only: a page ends where a group ends, even past `maxRecords` for a big group.
-    public func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws -> FeedPage {
+    public func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws
+        -> FeedPage
+    {
         guard let after = Int64(cursor), let through = Int64(head) else {
             throw FeedArchiveError.data(path: nil, message: "bad memory cursor \(cursor)")
         }
@@ -149,10 +157,12 @@ public final class InMemorySource: FeedSource, Sendable {
             }
             let changes = state.partitions[partition] ?? []
             if let children = state.splits[partition], after >= changes.last?.group ?? 0 {
-                let heads = Dictionary(uniqueKeysWithValues: children.map { ($0, String(state.partitions[$0]?.last?.group ?? 0)) })
+                let heads = Dictionary(
+                    uniqueKeysWithValues: children.map { ($0, String(state.partitions[$0]?.last?.group ?? 0)) })
                 return FeedPage(
                     topology: TopologyChange(
-                        kind: .split, ended: [partition], cursors: Dictionary(uniqueKeysWithValues: children.map { ($0, "0") }), heads: heads,
+                        kind: .split, ended: [partition],
+                        cursors: Dictionary(uniqueKeysWithValues: children.map { ($0, "0") }), heads: heads,
                         reason: "partition \(partition) split into \(children.joined(separator: ", "))"))
             }
             var records: [FeedRecord] = []
@@ -163,7 +173,8 @@ public final class InMemorySource: FeedSource, Sendable {
                 let position = Self.position(group: change.group, index: change.index)
                 records.append(
                     FeedRecord(
-                        position: position, timestamp: change.timestamp, line: Self.envelope(change, partition: partition, position: position)[...],
+                        position: position, timestamp: change.timestamp,
+                        line: Self.envelope(change, partition: partition, position: position)[...],
                         pathValue: change.pathValue, cursor: groupEnd ? String(change.group) : nil))
                 index += 1
                 if groupEnd && records.count >= maxRecords { break }

@@ -43,7 +43,9 @@ public final class PostgresTestCluster: Sendable {
         let log = directory + ".log"
         let status = reap(try spawn(script, ["start", directory, String(port)], stdout: log, stderr: log))
         let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        guard status == 0 else { throw FeedArchiveError.sourceUnavailable("scripts/pg-cluster start failed (\(status)): \(output)") }
+        guard status == 0 else {
+            throw FeedArchiveError.sourceUnavailable("scripts/pg-cluster start failed (\(status)): \(output)")
+        }
         socketDirectory = directory + "/socket"
         try? FileManager.default.removeItem(atPath: log)
     }
@@ -59,7 +61,11 @@ public final class PostgresTestCluster: Sendable {
         }
         let status = reap(
             try spawn(
-                "psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-tA", "-h", socketDirectory, "-p", String(port), "-U", "postgres", "-d", database, "-f", input],
+                "psql",
+                [
+                    "-X", "-q", "-v", "ON_ERROR_STOP=1", "-tA", "-h", socketDirectory, "-p", String(port), "-U",
+                    "postgres", "-d", database, "-f", input,
+                ],
                 stdout: base + ".out", stderr: base + ".err"))
         let output = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
         guard status == 0 else {
@@ -79,7 +85,9 @@ public final class PostgresTestCluster: Sendable {
     /// Stops the server in `mode` (`immediate` is a crash) and starts it again.
     public func restart(mode: String = "immediate") throws {
         let status = reap(try spawn(script, ["restart", directory, mode]))
-        guard status == 0 else { throw FeedArchiveError.sourceUnavailable("scripts/pg-cluster restart failed (\(status))") }
+        guard status == 0 else {
+            throw FeedArchiveError.sourceUnavailable("scripts/pg-cluster restart failed (\(status))")
+        }
     }
 
     /// A job file's `source:` block for `database`, connecting over the Unix socket.

@@ -1,7 +1,7 @@
 import FeedArchive
-import Glibc
 import FeedArchiveTesting
 import Foundation
+import Glibc
 import Testing
 
 /// Each kind of bad input gets its documented exit code and a message naming the file and
@@ -10,14 +10,19 @@ import Testing
     @Test func versionIsPrintedAndUnknownOptionsExit64() async throws {
         let version = try await Binary.run(["--version"])
         #expect(version.status == 0)
-        #expect(version.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "feedarchive \(FeedArchiveVersion.current)")
+        #expect(
+            version.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                == "feedarchive \(FeedArchiveVersion.current)")
         let unknown = try await Binary.run(["--no-such-option"])
         #expect(unknown.status == 64, "\(unknown.stderr)")
     }
 
     @Test func badJobFileExits78WithLineAndColumn() async throws {
         let dir = TempDirectory()
-        let file = dir.write("bad.yaml", "name: bad\nsource:\n  kind: sqlite\n  path: x.db\n  table: t\narchive:\n  root: lake\n  compresion: zstd\n")
+        let file = dir.write(
+            "bad.yaml",
+            "name: bad\nsource:\n  kind: sqlite\n  path: x.db\n  table: t\narchive:\n  root: lake\n  compresion: zstd\n"
+        )
         let result = try await Binary.run(["run", file])
         #expect(result.status == 78)
         #expect(result.stderr.contains("\(file):8:3: unknown key 'compresion' in archive"))
@@ -57,7 +62,11 @@ import Testing
         let lines = try String(contentsOfFile: segment, encoding: .utf8).split(separator: "\n")
         let handle = try #require(FileHandle(forWritingAtPath: segment))
         handle.seekToEndOfFile()
-        handle.write(Data(lines.last!.prefix(90).replacingOccurrences(of: "\"seq\":\(lines.count)", with: "\"seq\":\(lines.count + 1)").utf8))
+        handle.write(
+            Data(
+                lines.last!.prefix(90).replacingOccurrences(
+                    of: "\"seq\":\(lines.count)", with: "\"seq\":\(lines.count + 1)"
+                ).utf8))
         handle.closeFile()
         try ShopFeed.create(shop.db, count: 30)
         let result = try await Binary.run(["run", shop.job])
@@ -93,7 +102,9 @@ import Testing
         try FileManager.default.moveItem(atPath: other, toPath: shop.db)
         let result = try await Binary.run(["run", shop.job])
         #expect(result.status == 65)
-        #expect(result.stderr.contains("not the one this archive was made from") && result.stderr.contains("feedarchive epoch"))
+        #expect(
+            result.stderr.contains("not the one this archive was made from")
+                && result.stderr.contains("feedarchive epoch"))
         #expect(try await shop.archivedSequences() == Array(1...50))  // nothing lost or mixed in
     }
 
@@ -101,9 +112,10 @@ import Testing
         let first = ShopJob()
         try ShopFeed.create(first.db, count: 10)
         #expect(try await Binary.run(["run", first.job]).status == 0)
-        let token = try #require(try await Binary.run(["status", first.job, "--json"]).stdout
-            .split(separator: "\n").first { $0.contains("\"checkpoint\"") }?
-            .split(separator: "\"").dropFirst(3).first)
+        let token = try #require(
+            try await Binary.run(["status", first.job, "--json"]).stdout
+                .split(separator: "\n").first { $0.contains("\"checkpoint\"") }?
+                .split(separator: "\"").dropFirst(3).first)
         let second = ShopJob()
         try ShopFeed.create(second.db, count: 10)
         let result = try await Binary.run(["epoch", second.job, "--from", String(token), "--reason", "test"])
@@ -140,7 +152,9 @@ import Testing
         try sqlite(shop.db, "UPDATE outbox SET payload = '{\"edited\":true}' WHERE seq = 250")
         let edited = try await Binary.run(["verify", shop.job, "--against-source"])
         #expect(edited.status == 1)
-        #expect(edited.stdout.contains("PROBLEM source: data/") && edited.stdout.contains("0_00000000000000000201_00000000000000000300"))
+        #expect(
+            edited.stdout.contains("PROBLEM source: data/")
+                && edited.stdout.contains("0_00000000000000000201_00000000000000000300"))
         try sqlite(shop.db, "DELETE FROM outbox WHERE seq <= 300")  // the outbox was pruned
         let pruned = try await Binary.run(["verify", shop.job, "--against-source"])
         #expect(pruned.status == 0, "\(pruned.stdout)")

@@ -30,13 +30,16 @@ enum Binary {
     }
 
     /// A proxy in the shell that runs the tests is not for the loopback test servers.
-    static let withoutProxy: [String: String?] = ["http_proxy": nil, "https_proxy": nil, "HTTPS_PROXY": nil, "all_proxy": nil, "ALL_PROXY": nil]
+    static let withoutProxy: [String: String?] = [
+        "http_proxy": nil, "https_proxy": nil, "HTTPS_PROXY": nil, "all_proxy": nil, "ALL_PROXY": nil,
+    ]
 
     static func start(_ arguments: [String], environment: [String: String?] = [:]) throws -> Running {
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw TestFailure("feedarchive binary not found at \(path): run `swift build` first (scripts/test does)")
         }
-        return try Running(executable: path, arguments: arguments, environment: withoutProxy.merging(environment) { $1 })
+        return try Running(
+            executable: path, arguments: arguments, environment: withoutProxy.merging(environment) { $1 })
     }
 
     /// A child process started with posix_spawn, its output captured to files (no pipe can
@@ -77,7 +80,8 @@ enum Binary {
             return Result(
                 status: status,
                 stdout: (try? String(contentsOfFile: outFile, encoding: .utf8)) ?? "",
-                stderr: ((try? String(contentsOfFile: errFile, encoding: .utf8)) ?? "") + (hung ? "\n[test] killed: still running after \(Self.watchdogSeconds) s" : ""))
+                stderr: ((try? String(contentsOfFile: errFile, encoding: .utf8)) ?? "")
+                    + (hung ? "\n[test] killed: still running after \(Self.watchdogSeconds) s" : ""))
         }
     }
 }
@@ -106,7 +110,8 @@ enum ShopFeed {
 
     /// Starts a writer that keeps committing small transactions until `stop`.
     static func follow(_ db: String, log: String, wal: Bool) throws -> Writer {
-        Writer(pid: try spawn("python3", [script, db, "--follow", "--log", log, "--seed", "11"] + (wal ? ["--wal"] : [])))
+        Writer(
+            pid: try spawn("python3", [script, db, "--follow", "--log", log, "--seed", "11"] + (wal ? ["--wal"] : [])))
     }
 
     struct Writer {
@@ -120,7 +125,9 @@ enum ShopFeed {
     /// Every seq in the table, in order.
     static func sequences(_ db: String) throws -> [Int64] {
         var handle: OpaquePointer?
-        guard sqlite3_open_v2(db, &handle, SQLITE_OPEN_READONLY, nil) == SQLITE_OK else { throw TestFailure("open \(db)") }
+        guard sqlite3_open_v2(db, &handle, SQLITE_OPEN_READONLY, nil) == SQLITE_OK else {
+            throw TestFailure("open \(db)")
+        }
         defer { sqlite3_close(handle) }
         var statement: OpaquePointer?
         sqlite3_prepare_v2(handle, "SELECT seq FROM outbox ORDER BY seq", -1, &statement, nil)
@@ -138,7 +145,10 @@ final class ShopJob {
     var job: String { dir.path + "/shop.yaml" }
     var jobRoot: String { dir.path + "/lake/shop" }
 
-    init(compression: String = "zstd", maxRecords: Int = 50, pageSize: Int = 20, extraSource: String = "", start: String = "beginning") {
+    init(
+        compression: String = "zstd", maxRecords: Int = 50, pageSize: Int = 20, extraSource: String = "",
+        start: String = "beginning"
+    ) {
         dir.write(
             "shop.yaml",
             """

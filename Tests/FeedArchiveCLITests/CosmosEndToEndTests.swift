@@ -11,7 +11,10 @@ import Testing
         let dir = TempDirectory("feedarchive-cosmos-e2e")
         var job: String { dir.path + "/orders.yaml" }
 
-        init(server: CosmosTestServer, mode: String, start: String, maxItemCount: Int = 20, maxRecords: Int = 30, timeout: String = "5s") {
+        init(
+            server: CosmosTestServer, mode: String, start: String, maxItemCount: Int = 20, maxRecords: Int = 30,
+            timeout: String = "5s"
+        ) {
             dir.write("account.key", CosmosTestServer.key + "\n")
             dir.write(
                 "orders.yaml",
@@ -73,7 +76,8 @@ import Testing
         while (killed < 32 || runs < 45) && runs < 300 {
             runs += 1
             try server.control([
-                "action": "generate", "count": Int.random(in: 5...60, using: &generator), "transaction": Int.random(in: 1...3, using: &generator),
+                "action": "generate", "count": Int.random(in: 5...60, using: &generator),
+                "transaction": Int.random(in: 1...3, using: &generator),
                 "updates": 0.3, "deletes": 0.1, "seed": runs,
             ])
             if runs % 7 == 3, let victim = try server.liveRanges().randomElement(using: &generator) {
@@ -85,7 +89,10 @@ import Testing
                 merges += 1
             }
             if runs % 5 == 0 {
-                try server.control(["action": "storm", "status": 429, "count": Int.random(in: 2...8, using: &generator), "retry_after_ms": 15])
+                try server.control([
+                    "action": "storm", "status": 429, "count": Int.random(in: 2...8, using: &generator),
+                    "retry_after_ms": 15,
+                ])
             }
             if runs % 13 == 0 { try server.control(["action": "storm", "status": 503, "count": 2]) }
             let run = try Binary.start(["run", job.job])
@@ -101,14 +108,17 @@ import Testing
         #expect(final.status == 0, "\(final.stderr)")
 
         // Every change after the origin, once, and nothing else.
-        let expected = try server.history().filter { ($0["lsn"] as! Int) > origin }.map { "\($0["id"]!)@\($0["lsn"]!):\($0["op"]!)" }
+        let expected = try server.history().filter { ($0["lsn"] as! Int) > origin }.map {
+            "\($0["id"]!)@\($0["lsn"]!):\($0["op"]!)"
+        }
         let archived = try await job.archived()
         #expect(archived.count == expected.count, "archived \(archived.count), the server holds \(expected.count)")
         #expect(archived.sorted() == expected.sorted())
         let verify = try await Binary.run(["verify", job.job, "--deep", "--json"])
         #expect(verify.status == 0, "\(verify.stdout)")
         #expect(verify.stdout.contains(#""clean" : true"#))
-        let manifest = try String(contentsOfFile: job.dir.path + "/lake/orders/_feedarchive/manifest/00000001.jsonl", encoding: .utf8)
+        let manifest = try String(
+            contentsOfFile: job.dir.path + "/lake/orders/_feedarchive/manifest/00000001.jsonl", encoding: .utf8)
         #expect(manifest.contains(#""kind":"split""#) && manifest.contains(#""kind":"merge""#))
     }
 
@@ -128,7 +138,8 @@ import Testing
         #expect(stuck.status == 75, "\(stuck.stderr)")
         #expect(stuck.stderr.contains("orders: error (exit 75): no progress for"), "\(stuck.stderr)")
         #expect(Date().timeIntervalSince(started) < 30)
-        let record = try String(contentsOfFile: job.dir.path + "/lake/orders/_feedarchive/last_run.json", encoding: .utf8)
+        let record = try String(
+            contentsOfFile: job.dir.path + "/lake/orders/_feedarchive/last_run.json", encoding: .utf8)
         #expect(record.contains("no progress for"), "\(record)")
 
         try server.control(["action": "slow", "range": "1", "seconds": 0])
@@ -139,12 +150,15 @@ import Testing
 
     @Test func latestVersionRunsWithASplitArchiveEveryCurrentDocument() async throws {
         let server = try CosmosTestServer(ranges: 3)
-        let job = CosmosJob(server: server, mode: "latest_version", start: "beginning", maxItemCount: 50, maxRecords: 200)
+        let job = CosmosJob(
+            server: server, mode: "latest_version", start: "beginning", maxItemCount: 50, maxRecords: 200)
         try server.control(["action": "generate", "count": 500, "transaction": 2, "seed": 200])
         for round in 0..<4 {
             let result = try await Binary.run(["run", job.job])
             #expect(result.status == 0, "\(result.stderr)")
-            try server.control(["action": "generate", "count": 200, "updates": 0.4, "deletes": 0.05, "seed": 201 + round])
+            try server.control([
+                "action": "generate", "count": 200, "updates": 0.4, "deletes": 0.05, "seed": 201 + round,
+            ])
             if round == 1 { try server.control(["action": "split", "range": "0"]) }
         }
         #expect(try await Binary.run(["run", job.job]).status == 0)
@@ -158,14 +172,20 @@ import Testing
         let server = try CosmosTestServer(ranges: 1)
         let job = CosmosJob(server: server, mode: "latest_version", start: "beginning", timeout: "2s")
         try server.control(["action": "generate", "count": 20, "seed": 300])
-        let unreachable = try await Binary.run(["run", job.job], environment: ["http_proxy": "http://127.0.0.1:9", "no_proxy": nil, "NO_PROXY": nil])  // nothing listens there
+        let unreachable = try await Binary.run(
+            ["run", job.job], environment: ["http_proxy": "http://127.0.0.1:9", "no_proxy": nil, "NO_PROXY": nil])  // nothing listens there
         #expect(unreachable.status == 69, "\(unreachable.stderr)")
         #expect(unreachable.stderr.contains("127.0.0.1:9"), "\(unreachable.stderr)")
-        let direct = try await Binary.run(["run", job.job], environment: ["http_proxy": "http://127.0.0.1:9", "no_proxy": "localhost,127.0.0.1"])
+        let direct = try await Binary.run(
+            ["run", job.job], environment: ["http_proxy": "http://127.0.0.1:9", "no_proxy": "localhost,127.0.0.1"])
         #expect(direct.status == 0, "\(direct.stderr)")
-        let unusable = try await Binary.run(["run", job.job], environment: ["http_proxy": "https://alice:s3cret@proxy.example:3128", "no_proxy": nil, "NO_PROXY": nil])
+        let unusable = try await Binary.run(
+            ["run", job.job],
+            environment: ["http_proxy": "https://alice:s3cret@proxy.example:3128", "no_proxy": nil, "NO_PROXY": nil])
         #expect(unusable.status == 78, "\(unusable.stderr)")
-        #expect(unusable.stderr.contains("http_proxy") && unusable.stderr.contains("only http:// proxies"), "\(unusable.stderr)")
+        #expect(
+            unusable.stderr.contains("http_proxy") && unusable.stderr.contains("only http:// proxies"),
+            "\(unusable.stderr)")
         #expect(!unusable.stderr.contains("s3cret"), "\(unusable.stderr)")
     }
 

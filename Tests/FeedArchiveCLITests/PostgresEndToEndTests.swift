@@ -12,7 +12,9 @@ final class PostgresJob {
     var job: String { dir.path + "/items.yaml" }
     var jobRoot: String { dir.path + "/lake/items" }
 
-    init(cluster: PostgresTestCluster? = nil, maxRecords: Int = 300, pageSize: Int = 100, start: String = "beginning") throws {
+    init(cluster: PostgresTestCluster? = nil, maxRecords: Int = 300, pageSize: Int = 100, start: String = "beginning")
+        throws
+    {
         self.cluster = try cluster ?? PostgresTestCluster.shared()
         database = try self.cluster.makeDatabase("e2e")
         try self.cluster.psql(
@@ -48,22 +50,33 @@ final class PostgresJob {
         var sql = "SET synchronous_commit = on;\n"
         for index in 0..<transactions {
             sql += "BEGIN;\n"
-            let size = index == transactions / 2 ? 3000 : (random.next() % 10 == 0 ? Int(random.next() % 200) + 1 : Int(random.next() % 5) + 1)
+            let size =
+                index == transactions / 2
+                ? 3000 : (random.next() % 10 == 0 ? Int(random.next() % 200) + 1 : Int(random.next() % 5) + 1)
             sql += "INSERT INTO items (name, qty) SELECT 'w\(index)', g FROM generate_series(1, \(size)) g;\n"
-            if random.next() % 3 == 0 { sql += "UPDATE items SET qty = qty + 1 WHERE id IN (SELECT id FROM items ORDER BY random() LIMIT 3);\n" }
-            if random.next() % 4 == 0 { sql += "DELETE FROM items WHERE id IN (SELECT id FROM items ORDER BY random() LIMIT 2);\n" }
+            if random.next() % 3 == 0 {
+                sql += "UPDATE items SET qty = qty + 1 WHERE id IN (SELECT id FROM items ORDER BY random() LIMIT 3);\n"
+            }
+            if random.next() % 4 == 0 {
+                sql += "DELETE FROM items WHERE id IN (SELECT id FROM items ORDER BY random() LIMIT 2);\n"
+            }
             sql += "COMMIT;\n"
             if pause > 0 && index % 5 == 0 { sql += "SELECT pg_sleep(\(pause * 5));\n" }
         }
         let file = dir.write("writer.sql", sql)
         return try spawn(
-            "psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", cluster.socketDirectory, "-p", String(cluster.port), "-U", "postgres", "-d", database, "-f", file],
+            "psql",
+            [
+                "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", cluster.socketDirectory, "-p", String(cluster.port), "-U",
+                "postgres", "-d", database, "-f", file,
+            ],
             stdout: "/dev/null", stderr: dir.path + "/writer.err")
     }
 
     /// The table's history: (op, id) in commit order (one writer, so audit order is commit order).
     func history() throws -> [String] {
-        try cluster.psql("SELECT op || ':' || id FROM audit ORDER BY seq", database: database).split(separator: "\n").map(String.init)
+        try cluster.psql("SELECT op || ':' || id FROM audit ORDER BY seq", database: database).split(separator: "\n")
+            .map(String.init)
     }
 
     /// What the live lineage archived, in feed order, as (op, id).
@@ -78,7 +91,6 @@ final class PostgresJob {
         }
     }
 }
-
 
 @Suite(.serialized) struct PostgresEndToEndTests {
     /// Cron-like runs while a writer commits transactions of varied sizes; then the archive
@@ -105,7 +117,8 @@ final class PostgresJob {
         let status = try await Binary.run(["status", pg.job])
         // The slot was advanced exactly to the checkpoint (other databases' WAL makes the byte lag vary).
         let checkpointLSN = status.stdout.components(separatedBy: "part 0 at ").dropFirst().first?.prefix { $0 != " " }
-        let confirmed = try pg.cluster.psql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 's_\(pg.database)'")
+        let confirmed = try pg.cluster.psql(
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 's_\(pg.database)'")
         #expect(checkpointLSN.map(String.init) == confirmed, "\(status.stdout)")
         #expect(status.stdout.contains("slot lag") && status.stdout.contains("confirmed \(confirmed)"))
         #expect(runs >= 2)
@@ -117,10 +130,13 @@ final class PostgresJob {
     @Test func withoutWorkersAJobCompressesOnItsReadingThread() async throws {
         let pg = try PostgresJob()
         #expect(try await Binary.run(["setup", pg.job]).status == 0)
-        try pg.cluster.psql("INSERT INTO items (name, qty) SELECT md5(g::text) || repeat('x', 200), g FROM generate_series(1, 20000) g", database: pg.database)
+        try pg.cluster.psql(
+            "INSERT INTO items (name, qty) SELECT md5(g::text) || repeat('x', 200), g FROM generate_series(1, 20000) g",
+            database: pg.database)
         let run = try await Binary.run(["run", pg.job])
         #expect(run.status == 0, "\(run.stderr)")
-        let files = (FileManager.default.enumerator(atPath: pg.jobRoot + "/data")?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".zst") }
+        let files = (FileManager.default.enumerator(atPath: pg.jobRoot + "/data")?.allObjects as? [String] ?? []).filter
+        { $0.hasSuffix(".zst") }
         #expect(files.count == 1, "\(files)")  // one transaction: one blob, whatever max_records says
         for file in files {
             let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: pg.jobRoot + "/data/" + file)))
@@ -146,7 +162,11 @@ final class PostgresJob {
             usleep(UInt32.random(in: 5_000...150_000, using: &generator))
             run.signal(SIGKILL)
             let result = await run.finish()
-            if result.status == 128 + SIGKILL { killed += 1 } else { #expect([0, 75].contains(result.status), "\(result.stderr)") }
+            if result.status == 128 + SIGKILL {
+                killed += 1
+            } else {
+                #expect([0, 75].contains(result.status), "\(result.stderr)")
+            }
         }
         _ = reap(writer)
         #expect(killed >= 30, "only \(killed) of \(runs) runs were killed mid-way")
@@ -174,7 +194,8 @@ final class PostgresJob {
         _ = reap(writer)
         var outcomes: [Int32] = []
         for delay in [30_000, 120_000, 250_000] as [UInt32] {
-            try cluster.psql("INSERT INTO items (name, qty) SELECT 'more', g FROM generate_series(1, 2000) g", database: pg.database)
+            try cluster.psql(
+                "INSERT INTO items (name, qty) SELECT 'more', g FROM generate_series(1, 2000) g", database: pg.database)
             let run = try Binary.start(["run", pg.job])
             usleep(delay)
             try cluster.restart(mode: "immediate")
@@ -197,10 +218,13 @@ final class PostgresJob {
     /// killed with -9 twice and resumed; then verify is clean and every row is archived.
     @Test func snapshotBackfillKilledAndResumedCoversEveryRow() async throws {
         let pg = try PostgresJob(maxRecords: 500, pageSize: 200, start: "now")
-        try pg.cluster.psql("INSERT INTO items (name, qty) SELECT 'old', g FROM generate_series(1, 6000) g", database: pg.database)
+        try pg.cluster.psql(
+            "INSERT INTO items (name, qty) SELECT 'old', g FROM generate_series(1, 6000) g", database: pg.database)
         #expect(try await Binary.run(["setup", pg.job]).status == 0)
         #expect(try await Binary.run(["run", pg.job]).status == 0)
-        try pg.cluster.psql("INSERT INTO items (name, qty) VALUES ('new', 1); UPDATE items SET qty = -1 WHERE id <= 3", database: pg.database)
+        try pg.cluster.psql(
+            "INSERT INTO items (name, qty) VALUES ('new', 1); UPDATE items SET qty = -1 WHERE id <= 3",
+            database: pg.database)
         #expect(try await Binary.run(["run", pg.job]).status == 0)
         #expect(try await pg.archived() == ["c:6001", "u:1", "u:2", "u:3"])
         var killed = 0
@@ -217,9 +241,12 @@ final class PostgresJob {
         #expect(verify.status == 0, "\(verify.stdout)")
         // Every row of the table is in the snapshot, as op r with the row's columns.
         var snapshotIDs: Set<Int> = []
-        for file in (FileManager.default.enumerator(atPath: pg.jobRoot + "/data")?.allObjects as? [String] ?? []) where file.hasSuffix(".zst") {
+        for file in (FileManager.default.enumerator(atPath: pg.jobRoot + "/data")?.allObjects as? [String] ?? [])
+        where file.hasSuffix(".zst") {
             let bytes = try Data(contentsOf: URL(fileURLWithPath: pg.jobRoot + "/data/" + file))
-            for line in String(decoding: try Compression.zstd.makeDecoder().decodeAll(Array(bytes)), as: UTF8.self).split(separator: "\n") {
+            for line in String(decoding: try Compression.zstd.makeDecoder().decodeAll(Array(bytes)), as: UTF8.self)
+                .split(separator: "\n")
+            {
                 let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
                 guard object?["op"] as? String == "r" else { continue }
                 let after = object?["after"] as? [String: Any]
@@ -227,7 +254,10 @@ final class PostgresJob {
                 if let id = (object?["key"] as? [String: Any])?["id"] as? Int { snapshotIDs.insert(id) }
             }
         }
-        #expect(snapshotIDs == Set(1...6001), "snapshot holds \(snapshotIDs.count) rows (killed \(killed) times), missing \(Set(1...6001).subtracting(snapshotIDs).sorted().prefix(20)), extra \(snapshotIDs.subtracting(Set(1...6001)).sorted().prefix(5))")
+        #expect(
+            snapshotIDs == Set(1...6001),
+            "snapshot holds \(snapshotIDs.count) rows (killed \(killed) times), missing \(Set(1...6001).subtracting(snapshotIDs).sorted().prefix(20)), extra \(snapshotIDs.subtracting(Set(1...6001)).sorted().prefix(5))"
+        )
     }
 
     /// A password from `${ENV}` over TCP (scram-sha-256): it works, and it reaches no output,
@@ -235,11 +265,16 @@ final class PostgresJob {
     @Test func aPasswordNeverLeaves() async throws {
         let pg = try PostgresJob()
         let secret = "s3cret-\(UUID().uuidString.prefix(8))"
-        try pg.cluster.psql("DO $$ BEGIN CREATE ROLE archiver LOGIN REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$; ALTER ROLE archiver PASSWORD '\(secret)'; GRANT SELECT ON items TO archiver;", database: pg.database)
+        try pg.cluster.psql(
+            "DO $$ BEGIN CREATE ROLE archiver LOGIN REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$; ALTER ROLE archiver PASSWORD '\(secret)'; GRANT SELECT ON items TO archiver;",
+            database: pg.database)
         #expect(try await Binary.run(["setup", pg.job]).status == 0)  // as the superuser
         let job = try String(contentsOfFile: pg.job, encoding: .utf8)
             .replacingOccurrences(of: "create: true", with: "create: false")
-            .replacingOccurrences(of: "host: \(pg.cluster.socketDirectory)", with: "host: 127.0.0.1\n  password: ${FA_TEST_SECRET}\n  sslmode: disable")
+            .replacingOccurrences(
+                of: "host: \(pg.cluster.socketDirectory)",
+                with: "host: 127.0.0.1\n  password: ${FA_TEST_SECRET}\n  sslmode: disable"
+            )
             .replacingOccurrences(of: "user: postgres", with: "user: archiver")
         let path = pg.dir.write("tcp.yaml", job)
         try pg.cluster.psql("INSERT INTO items (name) VALUES ('a'), ('b')", database: pg.database)
@@ -252,8 +287,12 @@ final class PostgresJob {
         let refused = try await Binary.run(["run", path, "--log-format", "json"])
         #expect(refused.status == 78, "\(refused.stderr)")
         #expect(refused.stderr.contains("archiver"), "\(refused.stderr)")
-        var everything = ok.stdout + ok.stderr + refused.stdout + refused.stderr + (try String(contentsOfFile: metrics, encoding: .utf8))
-        for file in (FileManager.default.enumerator(atPath: pg.jobRoot + "/_feedarchive")?.allObjects as? [String] ?? []) {
+        var everything =
+            ok.stdout + ok.stderr + refused.stdout + refused.stderr
+            + (try String(contentsOfFile: metrics, encoding: .utf8))
+        for file
+            in (FileManager.default.enumerator(atPath: pg.jobRoot + "/_feedarchive")?.allObjects as? [String] ?? [])
+        {
             everything += (try? String(contentsOfFile: pg.jobRoot + "/_feedarchive/" + file, encoding: .utf8)) ?? ""
         }
         #expect(everything.contains("slot_lag_bytes"))
@@ -264,14 +303,18 @@ final class PostgresJob {
     /// moves past that WAL, and the changes that come later are still all archived.
     @Test func aHeartbeatMovesTheSlotPastUnpublishedWAL() async throws {
         let pg = try PostgresJob()
-        let job = try String(contentsOfFile: pg.job, encoding: .utf8).replacingOccurrences(of: "create: true", with: "create: true\n  heartbeat_after: 1MiB")
+        let job = try String(contentsOfFile: pg.job, encoding: .utf8).replacingOccurrences(
+            of: "create: true", with: "create: true\n  heartbeat_after: 1MiB")
         _ = pg.dir.write("items.yaml", job)
         #expect(try await Binary.run(["setup", pg.job]).status == 0)
         try pg.cluster.psql("INSERT INTO items (name) SELECT 'a' FROM generate_series(1, 10)", database: pg.database)
         #expect(try await Binary.run(["run", pg.job]).status == 0)
         let slot = "s_\(pg.database)"
-        let before = try pg.cluster.psql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
-        try pg.cluster.psql("CREATE TABLE other (id bigserial PRIMARY KEY, pad text); INSERT INTO other (pad) SELECT repeat('p', 100) FROM generate_series(1, 30000)", database: pg.database)
+        let before = try pg.cluster.psql(
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
+        try pg.cluster.psql(
+            "CREATE TABLE other (id bigserial PRIMARY KEY, pad text); INSERT INTO other (pad) SELECT repeat('p', 100) FROM generate_series(1, 30000)",
+            database: pg.database)
         // Where the unpublished WAL ends (the cluster is shared: other tests write WAL too, so
         // the slot's lag behind the current WAL says nothing here).
         let written = try pg.cluster.psql("SELECT pg_current_wal_lsn()")
@@ -279,10 +322,14 @@ final class PostgresJob {
         #expect(run.status == 0, "\(run.stderr)")
         let manifest = try String(contentsOfFile: pg.jobRoot + "/_feedarchive/manifest/00000001.jsonl", encoding: .utf8)
         #expect(manifest.contains(#""kind":"heartbeat""#))
-        let after = try pg.cluster.psql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
-        let past = try pg.cluster.psql("SELECT confirmed_flush_lsn >= '\(written)'::pg_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
+        let after = try pg.cluster.psql(
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
+        let past = try pg.cluster.psql(
+            "SELECT confirmed_flush_lsn >= '\(written)'::pg_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
         #expect(past == "t", "slot at \(after), was \(before); the unpublished WAL ends at \(written)")
-        try pg.cluster.psql("INSERT INTO items (name) SELECT 'b' FROM generate_series(1, 5); DELETE FROM items WHERE id = 1", database: pg.database)
+        try pg.cluster.psql(
+            "INSERT INTO items (name) SELECT 'b' FROM generate_series(1, 5); DELETE FROM items WHERE id = 1",
+            database: pg.database)
         #expect(try await Binary.run(["run", pg.job]).status == 0)
         #expect(try await pg.archived() == (try pg.history()))
         let verify = try await Binary.run(["verify", pg.job, "--deep"])
@@ -304,16 +351,24 @@ final class PostgresJob {
         let moved = try String(contentsOfFile: pg.job, encoding: .utf8)
             .replacingOccurrences(of: pg.cluster.socketDirectory, with: other.socketDirectory)
             .replacingOccurrences(of: "port: \(pg.cluster.port)", with: "port: \(other.port)")
-        let movedJob = pg.dir.write("items-moved.yaml", moved.replacingOccurrences(of: "name: items", with: "name: items"))
+        let movedJob = pg.dir.write(
+            "items-moved.yaml", moved.replacingOccurrences(of: "name: items", with: "name: items"))
         let refused = try await Binary.run(["run", movedJob])
         #expect(refused.status == 65, "\(refused.stderr)")
-        #expect(refused.stderr.contains("system_identifier") || refused.stderr.contains("another source"), "\(refused.stderr)")
+        #expect(
+            refused.stderr.contains("system_identifier") || refused.stderr.contains("another source"),
+            "\(refused.stderr)")
         // The slot dropped (and re-created by create: true): continuity cannot be proven.
         try pg.cluster.psql("SELECT pg_drop_replication_slot('s_\(pg.database)')", database: pg.database)
-        let withoutCreate = pg.dir.write("items-nocreate.yaml", try String(contentsOfFile: pg.job, encoding: .utf8).replacingOccurrences(of: "create: true", with: "create: false"))
+        let withoutCreate = pg.dir.write(
+            "items-nocreate.yaml",
+            try String(contentsOfFile: pg.job, encoding: .utf8).replacingOccurrences(
+                of: "create: true", with: "create: false"))
         let dropped = try await Binary.run(["run", withoutCreate])
         #expect(dropped.status == 65, "\(dropped.stderr)")
-        #expect(dropped.stderr.contains("does not exist") && dropped.stderr.contains("feedarchive epoch"), "\(dropped.stderr)")
+        #expect(
+            dropped.stderr.contains("does not exist") && dropped.stderr.contains("feedarchive epoch"),
+            "\(dropped.stderr)")
         let verify = try await Binary.run(["verify", pg.job])
         #expect(verify.status == 0, "\(verify.stdout)")
     }

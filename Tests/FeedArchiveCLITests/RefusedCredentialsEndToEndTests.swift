@@ -28,10 +28,13 @@ import Testing
 
     /// The job file of `pg` over TCP (where the test cluster checks passwords with
     /// scram-sha-256) as `user`, with `line` added to its source block.
-    func tcpJob(_ pg: PostgresJob, user: String, _ line: String, file: String, name: String = "items") throws -> String {
+    func tcpJob(_ pg: PostgresJob, user: String, _ line: String, file: String, name: String = "items") throws -> String
+    {
         let text = try String(contentsOfFile: pg.job, encoding: .utf8)
             .replacingOccurrences(of: "name: items", with: "name: \(name)")
-            .replacingOccurrences(of: "host: \(pg.cluster.socketDirectory)", with: "host: 127.0.0.1\n  sslmode: disable")
+            .replacingOccurrences(
+                of: "host: \(pg.cluster.socketDirectory)", with: "host: 127.0.0.1\n  sslmode: disable"
+            )
             .replacingOccurrences(of: "user: postgres", with: "user: \(user)\n  \(line)")
             .replacingOccurrences(of: "create: true", with: "create: false")
         return pg.dir.write(file, text)
@@ -40,15 +43,21 @@ import Testing
     @Test func aWrongPostgresPasswordExits78AtOnceNamingTheSetting() async throws {
         let pg = try PostgresJob(cluster: try ownCluster())
         let role = "pw_" + pg.database  // database names are unique, so is the role
-        try pg.cluster.psql("CREATE ROLE \(role) LOGIN REPLICATION PASSWORD 'right-one'; GRANT SELECT ON items TO \(role)", database: pg.database)
+        try pg.cluster.psql(
+            "CREATE ROLE \(role) LOGIN REPLICATION PASSWORD 'right-one'; GRANT SELECT ON items TO \(role)",
+            database: pg.database)
         let setup = try await Binary.run(["setup", pg.job])  // as the superuser, over the socket
         #expect(setup.status == 0, "\(setup.stderr)")
         try pg.cluster.psql("INSERT INTO items (name) VALUES ('a')", database: pg.database)
         // What a run that gets in takes now, on this machine, under this load (another
         // archive, from a slot of its own).
-        try pg.cluster.psql("SELECT pg_create_logical_replication_slot('c_\(pg.database)', 'pgoutput')", database: pg.database)
+        try pg.cluster.psql(
+            "SELECT pg_create_logical_replication_slot('c_\(pg.database)', 'pgoutput')", database: pg.database)
         let controlJob = try tcpJob(pg, user: role, "password: right-one", file: "control.yaml", name: "control")
-        _ = pg.dir.write("control.yaml", try String(contentsOfFile: controlJob, encoding: .utf8).replacingOccurrences(of: "slot: s_", with: "slot: c_"))
+        _ = pg.dir.write(
+            "control.yaml",
+            try String(contentsOfFile: controlJob, encoding: .utf8).replacingOccurrences(
+                of: "slot: s_", with: "slot: c_"))
         let (control, controlSeconds) = try await timed(["run", controlJob])
         #expect(control.status == 0, "\(control.stderr)")
 
@@ -64,7 +73,9 @@ import Testing
             #expect(result.stderr.contains("\(setting):"), "\(result.stderr)")
             #expect(result.stderr.contains("28P01"), "\(result.stderr)")
             #expect(!result.stderr.contains("wrong-one"), "the password is printed: \(result.stderr)")
-            #expect(seconds < controlSeconds + Self.retryFloor, "\(setting): \(seconds) s, a run that gets in takes \(controlSeconds) s")
+            #expect(
+                seconds < controlSeconds + Self.retryFloor,
+                "\(setting): \(seconds) s, a run that gets in takes \(controlSeconds) s")
             // The query connection and the prefetched replication stream each tried once.
             let attempts = log.lines(containing: "password authentication failed for user \"\(role)\"")
             #expect((1...2).contains(attempts.count), "\(setting): \(attempts.count) attempts")
@@ -82,7 +93,8 @@ import Testing
     @Test func anUnknownPostgresRoleExits78NamingTheUser() async throws {
         let pg = try PostgresJob(cluster: try ownCluster())
         #expect(try await Binary.run(["setup", pg.job]).status == 0)
-        let text = try String(contentsOfFile: pg.job, encoding: .utf8).replacingOccurrences(of: "user: postgres", with: "user: nobody_\(pg.database)")
+        let text = try String(contentsOfFile: pg.job, encoding: .utf8).replacingOccurrences(
+            of: "user: postgres", with: "user: nobody_\(pg.database)")
         let job = pg.dir.write("nobody.yaml", text)
         let log = ServerLog(pg.cluster)
         let result = try await Binary.run(["run", job])
@@ -108,7 +120,8 @@ import Testing
             let log = ServerLog(pg.cluster)
             let result = try await Binary.run(["run", job])
             #expect(result.status == 78, "\(mode): \(result.stderr)")
-            #expect(result.stderr.contains("source.user:") && result.stderr.contains("42501"), "\(mode): \(result.stderr)")
+            #expect(
+                result.stderr.contains("source.user:") && result.stderr.contains("42501"), "\(mode): \(result.stderr)")
             #expect(result.stderr.contains("ALTER ROLE \(role) REPLICATION"), "\(mode): \(result.stderr)")
             // Stream: the prefetched stream and the read's own each tried once; peek: one peek.
             let attempts = log.lines(containing: "must be superuser or replication role")
@@ -126,9 +139,13 @@ import Testing
         let server = try CosmosTestServer(ranges: 2)
         try server.control(["action": "generate", "count": 20, "seed": 1])
         let dir = TempDirectory("feedarchive-refused")
-        let source = server.sourceYAML().replacingOccurrences(of: "key: \(CosmosTestServer.key)", with: "key_file: account.key")
+        let source = server.sourceYAML().replacingOccurrences(
+            of: "key: \(CosmosTestServer.key)", with: "key_file: account.key")
         dir.write("right.key", CosmosTestServer.key + "\n")
-        let control = dir.write("control.yaml", "name: control\n\(source.replacingOccurrences(of: "account.key", with: "right.key"))\narchive:\n  root: lake\n")
+        let control = dir.write(
+            "control.yaml",
+            "name: control\n\(source.replacingOccurrences(of: "account.key", with: "right.key"))\narchive:\n  root: lake\n"
+        )
         let (ok, controlSeconds) = try await timed(["run", control])
         #expect(ok.status == 0, "\(ok.stderr)")
 
@@ -140,7 +157,8 @@ import Testing
         #expect(result.stderr.contains("source.key_file:"), "\(result.stderr)")
         #expect(result.stderr.contains("401"), "\(result.stderr)")
         #expect(!result.stderr.contains(wrongKey))
-        #expect(seconds < controlSeconds + Self.retryFloor, "\(seconds) s, a run that gets in takes \(controlSeconds) s")
+        #expect(
+            seconds < controlSeconds + Self.retryFloor, "\(seconds) s, a run that gets in takes \(controlSeconds) s")
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/lake/orders/_feedarchive/checkpoint.json"))
     }
 }

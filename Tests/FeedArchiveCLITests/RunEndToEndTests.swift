@@ -52,8 +52,13 @@ import Testing
         #expect(verify.status == 0, "\(verify.stdout)")
         #expect(verify.stdout.contains(#""clean" : true"#))
         // The checkpoint equals the manifest tail.
-        let checkpoint = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: shop.jobRoot + "/_feedarchive/checkpoint.json"))) as? [String: Any]
-        let manifestLines = try String(contentsOfFile: shop.jobRoot + "/_feedarchive/manifest/00000001.jsonl", encoding: .utf8).split(separator: "\n")
+        let checkpoint =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: shop.jobRoot + "/_feedarchive/checkpoint.json")))
+            as? [String: Any]
+        let manifestLines = try String(
+            contentsOfFile: shop.jobRoot + "/_feedarchive/manifest/00000001.jsonl", encoding: .utf8
+        ).split(separator: "\n")
         #expect((checkpoint?["manifest_seq"] as? Int) == manifestLines.count)
     }
 
@@ -93,7 +98,9 @@ import Testing
         let result = await run.finish()
         #expect(result.status == 143, "\(result.stderr)")
         #expect(result.stderr.contains("broken.yaml"), "\(result.stderr)")
-        #expect(result.stderr.contains("never.yaml") && result.stderr.components(separatedBy: "interrupted by SIGTERM").count == 3, "\(result.stderr)")
+        #expect(
+            result.stderr.contains("never.yaml")
+                && result.stderr.components(separatedBy: "interrupted by SIGTERM").count == 3, "\(result.stderr)")
         let verify = try await Binary.run(["verify", shop.job])
         #expect(verify.status == 0, "\(verify.stdout)")
     }
@@ -115,7 +122,9 @@ import Testing
             let result = await run.finish()
             let caught = result.stderr.contains("interrupted by SIGTERM")
             if caught { handled += 1 }
-            #expect(result.status == 143 && (caught || result.stderr.isEmpty), "SIGTERM after \(delay / 1000) ms: exit \(result.status): \(result.stderr)")
+            #expect(
+                result.status == 143 && (caught || result.stderr.isEmpty),
+                "SIGTERM after \(delay / 1000) ms: exit \(result.status): \(result.stderr)")
         }
         #expect(handled >= 10, "only \(handled) of 30 runs handled the signal: is the handler installed?")
         #expect(!shop.files(under: shop.jobRoot).contains { $0.hasSuffix(".tmp") })
@@ -184,7 +193,9 @@ import Testing
         }
         if compression != "none" { #expect(lines == 5000) }
         if compression != "lz4" {
-            let count = try duckdb("SELECT count(*), count(DISTINCT pos), count(DISTINCT after.order_id) > 1 FROM read_json('\(shop.jobRoot)/data/**/*\(suffix)')")
+            let count = try duckdb(
+                "SELECT count(*), count(DISTINCT pos), count(DISTINCT after.order_id) > 1 FROM read_json('\(shop.jobRoot)/data/**/*\(suffix)')"
+            )
             #expect(count == "(5000, 5000, True)", "\(compression): duckdb says \(count)")
         }
     }
@@ -201,7 +212,8 @@ import Testing
         }
         let out = NSTemporaryDirectory() + "/duckdb-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let pid = try spawn(python, ["-c", "import duckdb, sys; print(duckdb.sql(sys.argv[1]).fetchall()[0])", query], stdout: out)
+        let pid = try spawn(
+            python, ["-c", "import duckdb, sys; print(duckdb.sql(sys.argv[1]).fetchall()[0])", query], stdout: out)
         guard reap(pid) == 0 else { throw TestFailure("duckdb query failed: \(query)") }
         return try String(contentsOfFile: out, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
     }

@@ -17,12 +17,15 @@ final class CosmosConformanceFeed: ConformanceFeed {
 
     func append(_ count: Int) async throws {
         // Transactions of two share one _lsn, so groups are exercised too.
-        try server.control(["action": "generate", "count": count, "range": "0", "transaction": 2, "seed": Int.random(in: 0..<1_000_000)])
+        try server.control([
+            "action": "generate", "count": count, "range": "0", "transaction": 2, "seed": Int.random(in: 0..<1_000_000),
+        ])
     }
 }
 
 func cosmosJob(
-    _ server: CosmosTestServer, in dir: TempDirectory, mode: String = "latest_version", maxItemCount: Int = 100, maxRecords: Int = 200,
+    _ server: CosmosTestServer, in dir: TempDirectory, mode: String = "latest_version", maxItemCount: Int = 100,
+    maxRecords: Int = 200,
     start: String = "beginning", sourceExtra: String = ""
 ) throws -> JobConfig {
     let yaml = """
@@ -38,7 +41,6 @@ func cosmosJob(
         """
     return try JobConfig.parse(yaml: yaml, file: dir.path + "/cosmos.yaml")
 }
-
 
 /// (id, _lsn) of each archived change, and what the server's history says the latest-version
 /// feed holds: each live document at the LSN of its current version.
@@ -112,7 +114,8 @@ func latestVersions(_ server: CosmosTestServer) throws -> [String] {
         let merged = try #require(try server.control(["action": "merge", "ranges": ["1", "2"]])["merged"] as? String)
         try server.control(["action": "generate", "count": 200, "updates": 0.3, "deletes": 0.1, "seed": 6])
         let summary = try await ArchiveRunner(job: job, source: try CosmosSource.make(job: job)).run(RunOptions())
-        #expect(summary.warnings.filter { $0.contains("merged into range \(merged)") }.count == 2, "\(summary.warnings)")
+        #expect(
+            summary.warnings.filter { $0.contains("merged into range \(merged)") }.count == 2, "\(summary.warnings)")
 
         // All versions mode: the archive is the server's history, change for change.
         let expected = try server.history().map { "\($0["id"]!)@\($0["lsn"]!):\($0["op"]!)" }.sorted()
@@ -149,7 +152,9 @@ func latestVersions(_ server: CosmosTestServer) throws -> [String] {
         #expect(Date().timeIntervalSince(started) >= 12 * 0.03)
         #expect(summary.records == 300)
         #expect(summary.warnings.contains { $0.contains("retrying") })
-        let statuses = ((try server.control(["action": "stats"])["feed_requests"] as? [[Any]]) ?? []).compactMap { $0[1] as? Int }
+        let statuses = ((try server.control(["action": "stats"])["feed_requests"] as? [[Any]]) ?? []).compactMap {
+            $0[1] as? Int
+        }
         #expect(statuses.filter { $0 == 429 }.count == 12)
         #expect(statuses.filter { $0 == 503 }.count == 3)
         #expect(statuses.filter { $0 == 410 }.count >= 3)  // two while completing, then gone
@@ -170,9 +175,10 @@ func latestVersions(_ server: CosmosTestServer) throws -> [String] {
         } throws: { error in
             (error as? FeedArchiveError)?.exitCode == 69
         }
-        let parts = Set(try archivedLines(job).map { line in
-            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["part"] as? String ?? "?"
-        })
+        let parts = Set(
+            try archivedLines(job).map { line in
+                (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["part"] as? String ?? "?"
+            })
         #expect(parts == ["1", "2"])
         try server.control(["action": "calm"])
         _ = try await ArchiveRunner(job: job, source: try CosmosSource.make(job: job)).run(RunOptions())
@@ -190,7 +196,9 @@ func latestVersions(_ server: CosmosTestServer) throws -> [String] {
         let source = try CosmosSource.make(job: job)
         let token = try await source.resolve(.beginning)
         let (partition, cursor) = try #require(token.cursors.first)
-        #expect(try await source.readPage(partition: partition, after: cursor, through: "", maxRecords: 100).records.count == 10)
+        #expect(
+            try await source.readPage(partition: partition, after: cursor, through: "", maxRecords: 100).records.count
+                == 10)
         await source.close()
         await #expect(throws: FeedArchiveError.self) {
             try await source.readPage(partition: partition, after: cursor, through: "", maxRecords: 100)
@@ -206,9 +214,12 @@ func latestVersions(_ server: CosmosTestServer) throws -> [String] {
         try server.control(["action": "generate", "count": 600, "seed": 9])
         try server.control(["action": "slow", "range": "0", "seconds": 0.25])
         let parts = { (lines: ArraySlice<String>) in
-            lines.map { line in (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["part"] as? String ?? "?" }
+            lines.map { line in
+                (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["part"] as? String ?? "?"
+            }
         }
-        let first = try await ArchiveRunner(job: job, source: try CosmosSource.make(job: job)).run(RunOptions(maxDuration: 2))
+        let first = try await ArchiveRunner(job: job, source: try CosmosSource.make(job: job)).run(
+            RunOptions(maxDuration: 2))
         #expect(first.stoppedBy == "max-duration")
         let afterFirst = try archivedLines(job)
         #expect(Set(parts(afterFirst[...])) == ["0", "1", "2"])
@@ -228,9 +239,12 @@ func latestVersions(_ server: CosmosTestServer) throws -> [String] {
     @Test func verifyAgainstTheSourceRereadsEachBlobExactly() async throws {
         let server = try CosmosTestServer(ranges: 2)
         let dir = TempDirectory()
-        let job = try cosmosJob(server, in: dir, mode: "all_versions_and_deletes", maxItemCount: 30, maxRecords: 70, start: "now")
+        let job = try cosmosJob(
+            server, in: dir, mode: "all_versions_and_deletes", maxItemCount: 30, maxRecords: 70, start: "now")
         _ = try await ArchiveRunner(job: job, source: try CosmosSource.make(job: job)).run(RunOptions())
-        try server.control(["action": "generate", "count": 400, "transaction": 3, "updates": 0.3, "deletes": 0.1, "seed": 31])
+        try server.control([
+            "action": "generate", "count": 400, "transaction": 3, "updates": 0.3, "deletes": 0.1, "seed": 31,
+        ])
         _ = try await ArchiveRunner(job: job, source: try CosmosSource.make(job: job)).run(RunOptions())
         var report = try Verifier(job: job).verify(deep: true)
         try await Verifier(job: job).compareWithSource(try CosmosSource.make(job: job), report: &report)
@@ -267,10 +281,13 @@ func latestVersions(_ server: CosmosTestServer) throws -> [String] {
         let server = try CosmosTestServer(ranges: 2)
         let dir = TempDirectory()
         let latest = try CosmosSource.make(job: try cosmosJob(server, in: dir))
-        let all = try CosmosSource.make(job: try cosmosJob(server, in: dir, mode: "all_versions_and_deletes", start: "now"))
+        let all = try CosmosSource.make(
+            job: try cosmosJob(server, in: dir, mode: "all_versions_and_deletes", start: "now"))
         let token = try await latest.resolve(.beginning)
         #expect(token.extra["mode"] == "latest_version")
-        for attempt in [{ _ = try await all.resolve(.token(token.encoded)) }, { try await all.checkContinuity(from: token) }] {
+        for attempt in [
+            { _ = try await all.resolve(.token(token.encoded)) }, { try await all.checkContinuity(from: token) },
+        ] {
             do {
                 try await attempt()
                 Issue.record("a latest_version token was accepted in all_versions_and_deletes mode")
@@ -282,7 +299,9 @@ func latestVersions(_ server: CosmosTestServer) throws -> [String] {
         await #expect(throws: FeedArchiveError.self) { _ = try await all.resolve(.beginning) }
         var foreign = token
         foreign.source = "0123456789abcdef"
-        await #expect { _ = try await latest.resolve(.token(foreign.encoded)) } throws: { ($0 as? FeedArchiveError)?.exitCode == 65 }
+        await #expect { _ = try await latest.resolve(.token(foreign.encoded)) } throws: {
+            ($0 as? FeedArchiveError)?.exitCode == 65
+        }
     }
 
     @Test func aWrongKeyOrMissingContainerExits78() async throws {
@@ -321,7 +340,9 @@ extension CosmosSourceTests {
         let wrong = try CosmosSource.make(job: try JobConfig.parse(yaml: text, file: dir.path + "/cosmos.yaml"))
         var attempts = 0
         do {
-            _ = try await RetryPolicy(attempts: 6, initialDelay: 0.01, maxDelay: 0.02).run(deadline: nil, stop: StopSignal()) {
+            _ = try await RetryPolicy(attempts: 6, initialDelay: 0.01, maxDelay: 0.02).run(
+                deadline: nil, stop: StopSignal()
+            ) {
                 attempts += 1
                 return try await wrong.readPage(partition: partition, after: cursor, through: "", maxRecords: 10)
             }
@@ -347,13 +368,17 @@ extension CosmosSourceTests {
         let server = try CosmosTestServer(ranges: 1)
         let dir = TempDirectory()
         let source = try CosmosSource.make(job: try cosmosJob(server, in: dir))
-        let body = #"{"code":"Forbidden","message":"Request originated from IP 192.0.2.1 through public internet. This is blocked by your Cosmos DB account firewall settings."}"#
+        let body =
+            #"{"code":"Forbidden","message":"Request originated from IP 192.0.2.1 through public internet. This is blocked by your Cosmos DB account firewall settings."}"#
         let forbidden = CosmosResponse(status: 403, headers: [:], body: Data(body.utf8))
         #expect {
             try source.check(forbidden, what: "the database account")
         } throws: { error in
-            guard let error = error as? FeedArchiveError, case .sourceRefused(let setting, let message, let hint) = error else { return false }
-            return setting == "source.key" && message.contains("403") && message.contains("firewall") && (hint ?? "").contains("firewall")
+            guard let error = error as? FeedArchiveError,
+                case .sourceRefused(let setting, let message, let hint) = error
+            else { return false }
+            return setting == "source.key" && message.contains("403") && message.contains("firewall")
+                && (hint ?? "").contains("firewall")
                 && !error.isRetryable
         }
         await source.close()

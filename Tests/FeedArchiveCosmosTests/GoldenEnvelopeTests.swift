@@ -1,8 +1,9 @@
-@testable import FeedArchiveCosmos
 import FeedArchive
 import FeedArchiveTesting
 import Foundation
 import Testing
+
+@testable import FeedArchiveCosmos
 
 /// Fixed change feed pages, in both feed modes, give the recorded envelope lines, positions,
 /// times and cursors, byte for byte.
@@ -23,19 +24,24 @@ import Testing
     ]
 
     static func render(_ records: [FeedRecord]) -> String {
-        records.map { "\($0.position.rawValue) \($0.timestamp.map(String.init) ?? "-") \($0.cursor ?? "-") \(String(decoding: $0.line, as: UTF8.self))" }
-            .joined(separator: "\n") + "\n"
+        records.map {
+            "\($0.position.rawValue) \($0.timestamp.map(String.init) ?? "-") \($0.cursor ?? "-") \(String(decoding: $0.line, as: UTF8.self))"
+        }
+        .joined(separator: "\n") + "\n"
     }
 
     @Test func fixedPagesGiveTheRecordedEnvelopes() throws {
         let latestBody = #"{"_rid":"x","Documents":[\#(Self.latest.joined(separator: ", "))],"_count":4}"#
         let allBody = #"{"_rid":"x","Documents":[\#(Self.allVersions.joined(separator: ","))],"_count":5}"#
         var text = Self.render(
-            try ChangeFeedEnvelope(partition: "3", mode: .latestVersion, keyPath: ["pk"]).records(body: Array(latestBody.utf8), cursorAfter: "c9"))
+            try ChangeFeedEnvelope(partition: "3", mode: .latestVersion, keyPath: ["pk"]).records(
+                body: Array(latestBody.utf8), cursorAfter: "c9"))
         text += Self.render(
-            try ChangeFeedEnvelope(partition: "0-\"x\"", mode: .latestVersion, keyPath: ["deep", "pk"]).records(body: Array(latestBody.utf8), cursorAfter: "c10"))
+            try ChangeFeedEnvelope(partition: "0-\"x\"", mode: .latestVersion, keyPath: ["deep", "pk"]).records(
+                body: Array(latestBody.utf8), cursorAfter: "c10"))
         text += Self.render(
-            try ChangeFeedEnvelope(partition: "0", mode: .allVersionsAndDeletes, keyPath: ["pk"]).records(body: Array(allBody.utf8), cursorAfter: "c14"))
+            try ChangeFeedEnvelope(partition: "0", mode: .allVersionsAndDeletes, keyPath: ["pk"]).records(
+                body: Array(allBody.utf8), cursorAfter: "c14"))
         let mismatch = try GoldenFile.mismatch(text, name: "cosmos-envelopes.txt")
         #expect(mismatch == nil, "\(mismatch ?? "")")
         #expect(text.split(separator: "\n").count == 13)

@@ -38,10 +38,16 @@ import Testing
             address.sin_family = sa_family_t(AF_INET)
             address.sin_addr.s_addr = inet_addr("127.0.0.1")
             address.sin_port = 0
-            let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
             guard bound == 0, listen(listener, 16) == 0 else { throw POSIXError(.EADDRINUSE) }
             var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+            _ = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) }
+            }
             port = Int(UInt16(bigEndian: address.sin_port))
             fd = listener
             let seen = self.seen
@@ -67,7 +73,9 @@ import Testing
                                 }
                                 if text == "RESET" {
                                     var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
-                                    setsockopt(client, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+                                    setsockopt(
+                                        client, SOL_SOCKET, SO_LINGER, &linger,
+                                        socklen_t(MemoryLayout<Glibc.linger>.size))
                                     close(client)
                                     return
                                 }
@@ -76,7 +84,9 @@ import Testing
                                     Self.relay(client, toPort: port, after: Array(pending.utf8))
                                     return
                                 }
-                                _ = text.utf8CString.withUnsafeBufferPointer { write(client, $0.baseAddress, $0.count - 1) }
+                                _ = text.utf8CString.withUnsafeBufferPointer {
+                                    write(client, $0.baseAddress, $0.count - 1)
+                                }
                             }
                         }
                         close(client)
@@ -85,7 +95,10 @@ import Testing
             }
         }
 
-        deinit { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+        deinit {
+            shutdown(fd, Int32(SHUT_RDWR))
+            close(fd)
+        }
 
         /// Answers `CONNECT` with 200, then copies bytes both ways between `client` and the
         /// loopback `port` until either side closes.
@@ -95,7 +108,11 @@ import Testing
             address.sin_family = sa_family_t(AF_INET)
             address.sin_addr.s_addr = inet_addr("127.0.0.1")
             address.sin_port = port.bigEndian
-            let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(target, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(target, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
             guard connected == 0 else {
                 close(target)
                 close(client)
@@ -205,32 +222,53 @@ import Testing
         let https = URL(string: "https://acct.documents.azure.com:443/")!
         let http = URL(string: "http://emulator.internal:8081/")!
         #expect(try HTTPProxy.resolve(for: https, environment: [:]) == nil)
-        let proxy = try HTTPProxy.resolve(for: https, environment: ["HTTPS_PROXY": "http://us%40r:p%3Ass@proxy.corp:3128"])
+        let proxy = try HTTPProxy.resolve(
+            for: https, environment: ["HTTPS_PROXY": "http://us%40r:p%3Ass@proxy.corp:3128"])
         #expect(proxy?.host == "proxy.corp" && proxy?.port == 3128 && proxy?.variable == "HTTPS_PROXY")
         #expect(proxy?.authorization == "Basic " + Data("us@r:p:ss".utf8).base64EncodedString())
         #expect(try HTTPProxy.resolve(for: https, environment: ["https_proxy": "proxy.corp"])?.port == 1080)
         // http_proxy only in lower case (CGI puts a request's Proxy header in HTTP_PROXY).
         #expect(try HTTPProxy.resolve(for: http, environment: ["HTTP_PROXY": "http://proxy.corp:3128"]) == nil)
-        #expect(try HTTPProxy.resolve(for: http, environment: ["http_proxy": "http://proxy.corp:3128"])?.variable == "http_proxy")
-        #expect(try HTTPProxy.resolve(for: http, environment: ["ALL_PROXY": "http://proxy.corp:3128"])?.variable == "ALL_PROXY")
-        for list in ["*", "azure.com", ".documents.azure.com", "other.org, acct.documents.azure.com:443", "other.org azure.com."] {
-            #expect(try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://p:1", "no_proxy": list]) == nil, "\(list)")
+        #expect(
+            try HTTPProxy.resolve(for: http, environment: ["http_proxy": "http://proxy.corp:3128"])?.variable
+                == "http_proxy")
+        #expect(
+            try HTTPProxy.resolve(for: http, environment: ["ALL_PROXY": "http://proxy.corp:3128"])?.variable
+                == "ALL_PROXY")
+        for list in [
+            "*", "azure.com", ".documents.azure.com", "other.org, acct.documents.azure.com:443", "other.org azure.com.",
+        ] {
+            #expect(
+                try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://p:1", "no_proxy": list]) == nil,
+                "\(list)")
         }
         for list in ["zure.com,azure.co", "other.org,*"] {
-            #expect(try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://p:1", "NO_PROXY": list]) != nil, "\(list)")
+            #expect(
+                try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://p:1", "NO_PROXY": list]) != nil,
+                "\(list)")
         }
-        #expect(try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://p:1", "no_proxy": "", "NO_PROXY": "azure.com"]) == nil)
+        #expect(
+            try HTTPProxy.resolve(
+                for: https, environment: ["https_proxy": "http://p:1", "no_proxy": "", "NO_PROXY": "azure.com"]) == nil)
         // An address matches only itself, not as a suffix.
         let address = URL(string: "http://10.0.0.5:8081/")!
-        #expect(try HTTPProxy.resolve(for: address, environment: ["http_proxy": "http://p:1", "no_proxy": "0.5"]) != nil)
-        #expect(try HTTPProxy.resolve(for: address, environment: ["http_proxy": "http://p:1", "no_proxy": "10.0.0.5"]) == nil)
-        #expect(throws: HTTPProxy.Invalid.self) { try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://:8080"]) }
+        #expect(
+            try HTTPProxy.resolve(for: address, environment: ["http_proxy": "http://p:1", "no_proxy": "0.5"]) != nil)
+        #expect(
+            try HTTPProxy.resolve(for: address, environment: ["http_proxy": "http://p:1", "no_proxy": "10.0.0.5"])
+                == nil)
+        #expect(throws: HTTPProxy.Invalid.self) {
+            try HTTPProxy.resolve(for: https, environment: ["https_proxy": "http://:8080"])
+        }
         // A password never shows in a message, nor in the proxy's description.
         do {
             _ = try HTTPProxy.resolve(for: https, environment: ["https_proxy": "https://alice:s3cret@p:1"])
             Issue.record("an https:// proxy was accepted")
         } catch {
-            #expect("\(error)" == "https_proxy: 'https://***@p:1': only http:// proxies are supported (an https endpoint goes through a CONNECT tunnel, so its traffic stays encrypted)")
+            #expect(
+                "\(error)"
+                    == "https_proxy: 'https://***@p:1': only http:// proxies are supported (an https endpoint goes through a CONNECT tunnel, so its traffic stays encrypted)"
+            )
         }
         #expect("\(proxy!)" == "proxy.corp:3128")
     }
@@ -243,7 +281,9 @@ import Testing
         #expect(try await client.get(client.basePath + "dbs/x", headers: []).status == 200)
         #expect(try await client.get(client.basePath + "dbs/y", headers: []).status == 200)
         let requests = proxy.requests
-        #expect(requests.first?.hasPrefix("GET http://emulator.invalid:8081/base/dbs/x HTTP/1.1\r\n") == true, "\(requests)")
+        #expect(
+            requests.first?.hasPrefix("GET http://emulator.invalid:8081/base/dbs/x HTTP/1.1\r\n") == true, "\(requests)"
+        )
         #expect(requests.first?.contains("Host: emulator.invalid:8081") == true)
         #expect(requests.first?.contains("Proxy-Authorization: Basic dTpw") == true)
         #expect(proxy.accepted == 1)  // kept alive, as without a proxy
@@ -252,7 +292,12 @@ import Testing
     @Test func httpsGoesThroughAConnectTunnel() async throws {
         let dir = TempDirectory("feedarchive-proxy")
         let key = dir.path + "/key.pem", certificate = dir.path + "/cert.pem"
-        let made = try run("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"])
+        let made = try run(
+            "openssl",
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "1",
+                "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+            ])
         #expect(made == 0)
         let script = dir.write(
             "server.py",
@@ -318,7 +363,8 @@ import Testing
     }
 
     @Test func aProxyThatRefusesIsNamed() async throws {
-        let proxy = try ScriptedServer { _ in "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n" }
+        let proxy = try ScriptedServer { _ in "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+        }
         let client = HTTPClient(
             endpoint: URL(string: "https://acct.documents.azure.com/")!, timeout: 5,
             proxy: HTTPProxy(host: "127.0.0.1", port: proxy.port, authorization: nil, variable: "HTTPS_PROXY"))
@@ -326,7 +372,10 @@ import Testing
             _ = try await client.get("/dbs", headers: [])
             Issue.record("the request went through a proxy that refused")
         } catch {
-            #expect("\(error)" == "the proxy 127.0.0.1:\(proxy.port) (HTTPS_PROXY) refused CONNECT acct.documents.azure.com:443: HTTP/1.1 407 Proxy Authentication Required")
+            #expect(
+                "\(error)"
+                    == "the proxy 127.0.0.1:\(proxy.port) (HTTPS_PROXY) refused CONNECT acct.documents.azure.com:443: HTTP/1.1 407 Proxy Authentication Required"
+            )
         }
     }
 

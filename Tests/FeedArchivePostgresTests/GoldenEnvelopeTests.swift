@@ -1,8 +1,9 @@
 import FeedArchive
 import FeedArchiveTesting
-@testable import FeedArchivePostgres
 import Foundation
 import Testing
+
+@testable import FeedArchivePostgres
 
 /// pgoutput messages for fixed transactions (every change kind, every value encoding, replica
 /// identities DEFAULT and FULL, unchanged TOAST, an origin, a truncate) give the recorded
@@ -14,8 +15,12 @@ import Testing
         init(_ type: Character) { bytes = [type.asciiValue!] }
         mutating func u8(_ value: UInt8) { bytes.append(value) }
         mutating func u16(_ value: UInt16) { bytes += [UInt8(value >> 8), UInt8(value & 0xFF)] }
-        mutating func u32(_ value: UInt32) { for shift in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8((value >> UInt32(shift)) & 0xFF)) } }
-        mutating func u64(_ value: UInt64) { for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8((value >> UInt64(shift)) & 0xFF)) } }
+        mutating func u32(_ value: UInt32) {
+            for shift in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8((value >> UInt32(shift)) & 0xFF)) }
+        }
+        mutating func u64(_ value: UInt64) {
+            for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8((value >> UInt64(shift)) & 0xFF)) }
+        }
         mutating func cString(_ text: String) { bytes += Array(text.utf8) + [0] }
         /// TupleData: nil is a null, "\u{0}TOAST" an unchanged TOAST value, anything else text.
         mutating func tuple(_ values: [[UInt8]?]) {
@@ -51,7 +56,9 @@ import Testing
         return m.bytes
     }
 
-    static func relation(_ oid: UInt32, _ schema: String, _ name: String, identity: Character, _ columns: [(String, UInt32, Bool)]) -> [UInt8] {
+    static func relation(
+        _ oid: UInt32, _ schema: String, _ name: String, identity: Character, _ columns: [(String, UInt32, Bool)]
+    ) -> [UInt8] {
         var m = Message("R")
         m.u32(oid)
         m.cString(schema)
@@ -67,7 +74,9 @@ import Testing
         return m.bytes
     }
 
-    static func change(_ type: Character, _ oid: UInt32, old: (Character, [[UInt8]?])? = nil, new: [[UInt8]?]?) -> [UInt8] {
+    static func change(_ type: Character, _ oid: UInt32, old: (Character, [[UInt8]?])? = nil, new: [[UInt8]?]?)
+        -> [UInt8]
+    {
         var m = Message(type)
         m.u32(oid)
         if let old {
@@ -95,7 +104,8 @@ import Testing
         [
             t("\(id)"), name, t("12.50"), t(id % 2 == 0 ? "t" : "f"), t("2026-12-04 17:00:00.123456+00"),
             t("2026-12-04 17:00:00"), t(#"{"a": [1, 2], "b": "x\"y"}"#), t("\\x00ff41"), t(#"{a,"b c",NULL,"d\"e"}"#),
-            t(id % 3 == 0 ? "NaN" : id % 3 == 1 ? "-Infinity" : "1.5e-7"), t("2026-12-04"), t("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            t(id % 3 == 0 ? "NaN" : id % 3 == 1 ? "-Infinity" : "1.5e-7"), t("2026-12-04"),
+            t("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
             t("9007199254740993"), t("happy"), t(#"[1, "two"]"#), t("3.25"), t("{1,2,NULL}"),
         ]
     }
@@ -110,15 +120,29 @@ import Testing
         list.append(y.bytes)
         list.append(begin(final: 0x1_0000_0200, micros: micros, xid: 900))
         list.append(relation(16_400, "public", "orders", identity: "d", orderColumns))
-        list.append(relation(16_401, "sales", "line \"items\"", identity: "f", [("order_id", 23, true), ("sku", 25, true), ("qty", 21, false), ("note", 25, false)]))
+        list.append(
+            relation(
+                16_401, "sales", "line \"items\"", identity: "f",
+                [("order_id", 23, true), ("sku", 25, true), ("qty", 21, false), ("note", 25, false)]))
         list.append(change("I", 16_400, new: orderRow(1, name: t("caf\u{e9} \u{1}"))))
         list.append(change("I", 16_400, new: orderRow(2, name: [0x61, 0xFF, 0x62])))
         list.append(change("U", 16_400, new: orderRow(2, name: Array("\u{0}TOAST".utf8))))
-        list.append(change("U", 16_400, old: ("K", [t("2"), nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil]), new: orderRow(3, name: nil)))
+        list.append(
+            change(
+                "U", 16_400,
+                old: ("K", [t("2"), nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil]),
+                new: orderRow(3, name: nil)))
         list.append(change("I", 16_401, new: [t("3"), t("sku-1"), t("4"), nil]))
-        list.append(change("U", 16_401, old: ("O", [t("3"), t("sku-1"), t("4"), nil]), new: [t("3"), t("sku-1"), t("5"), t("more")]))
+        list.append(
+            change(
+                "U", 16_401, old: ("O", [t("3"), t("sku-1"), t("4"), nil]),
+                new: [t("3"), t("sku-1"), t("5"), t("more")]))
         list.append(change("D", 16_401, old: ("O", [t("3"), t("sku-1"), t("5"), t("more")]), new: nil))
-        list.append(change("D", 16_400, old: ("K", [t("1"), nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil]), new: nil))
+        list.append(
+            change(
+                "D", 16_400,
+                old: ("K", [t("1"), nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil]),
+                new: nil))
         list.append(commit(lsn: 0x1_0000_0200, end: 0x1_0000_0280, micros: micros))
         var origin = Message("O")
         origin.u64(0x0A0)
@@ -144,9 +168,10 @@ import Testing
             }
         }
         let records = page.page(resume: nil).records
-        let text = records.map {
-            "\($0.position.rawValue) \($0.timestamp.map(String.init) ?? "-") \($0.cursor ?? "-") \(String(decoding: $0.line, as: UTF8.self))"
-        }.joined(separator: "\n") + "\n"
+        let text =
+            records.map {
+                "\($0.position.rawValue) \($0.timestamp.map(String.init) ?? "-") \($0.cursor ?? "-") \(String(decoding: $0.line, as: UTF8.self))"
+            }.joined(separator: "\n") + "\n"
         let mismatch = try GoldenFile.mismatch(text, name: "pgoutput-envelopes.txt")
         #expect(mismatch == nil, "\(mismatch ?? "")")
         #expect(records.count == 10)

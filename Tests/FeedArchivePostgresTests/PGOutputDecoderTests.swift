@@ -1,8 +1,9 @@
 import FeedArchive
 import FeedArchiveTesting
-@testable import FeedArchivePostgres
 import Foundation
 import Testing
+
+@testable import FeedArchivePostgres
 
 /// The pgoutput decoder on bytes captured from a PostgreSQL 15 server (no server needed), and
 /// seeded mutation fuzzing: malformed messages are errors, never crashes.
@@ -88,7 +89,8 @@ struct PGOutputDecoderTests {
             var message = seeds[Int(next() % UInt64(seeds.count))]
             for _ in 0..<(1 + next() % 4) {
                 switch next() % 3 {
-                case 0 where !message.isEmpty: message[Int(next() % UInt64(message.count))] = UInt8(truncatingIfNeeded: next())
+                case 0 where !message.isEmpty:
+                    message[Int(next() % UInt64(message.count))] = UInt8(truncatingIfNeeded: next())
                 case 1 where !message.isEmpty: message.removeLast(Int(next() % UInt64(message.count)))
                 default: message.append(UInt8(truncatingIfNeeded: next()))
                 }
@@ -130,15 +132,21 @@ struct PGOutputDecoderTests {
         var plain = 0
         for iteration in 0..<20_000 {
             let length = iteration < 100 ? iteration % 4 : Int.random(in: 0...8, using: &generator)
-            let text = (0..<length).map { _ in alphabet[Int.random(in: 0..<(iteration % 3 == 0 ? 11 : alphabet.count), using: &generator)] }
+            let text = (0..<length).map { _ in
+                alphabet[Int.random(in: 0..<(iteration % 3 == 0 ? 11 : alphabet.count), using: &generator)]
+            }
             var out: [UInt8] = []
             text.withUnsafeBytes { PGValue.appendJSON(text: $0, typeOID: 20, to: &out) }
-            let isNumber = text.withUnsafeBufferPointer { JSONText.isValid($0) } && (text.first == UInt8(ascii: "-") || text.first.map { $0 >= 0x30 && $0 <= 0x39 } == true)
+            let isNumber =
+                text.withUnsafeBufferPointer { JSONText.isValid($0) }
+                && (text.first == UInt8(ascii: "-") || text.first.map { $0 >= 0x30 && $0 <= 0x39 } == true)
             if text.withUnsafeBufferPointer({ PGValue.isPlainInteger($0) }) {
                 plain += 1
                 #expect(isNumber, "\(String(decoding: text, as: UTF8.self)) taken for an integer")
             }
-            #expect(out == (isNumber ? text : Array("\"\(String(decoding: text, as: UTF8.self))\"".utf8)), "\(String(decoding: text, as: UTF8.self))")
+            #expect(
+                out == (isNumber ? text : Array("\"\(String(decoding: text, as: UTF8.self))\"".utf8)),
+                "\(String(decoding: text, as: UTF8.self))")
         }
         #expect(plain > 1_000)
     }
@@ -151,12 +159,16 @@ struct PGOutputDecoderTests {
             bytes.withUnsafeBytes { PGValue.appendJSON(text: $0, typeOID: 25, to: &out) }
             return out
         }
-        #expect(json(Array("plain text, longer than eight bytes".utf8)) == Array(#""plain text, longer than eight bytes""#.utf8))
-        #expect(json(Array("tab\there \"quoted\" line\nbreak".utf8)) == Array(#""tab\there \"quoted\" line\nbreak""#.utf8))
+        #expect(
+            json(Array("plain text, longer than eight bytes".utf8))
+                == Array(#""plain text, longer than eight bytes""#.utf8))
+        #expect(
+            json(Array("tab\there \"quoted\" line\nbreak".utf8)) == Array(#""tab\there \"quoted\" line\nbreak""#.utf8))
         #expect(json(Array("naïve café ünïcødé".utf8)) == Array(#""naïve café ünïcødé""#.utf8))
         let invalid: [UInt8] = Array("bad ".utf8) + [0xFF, 0xC3] + Array(" bytes, then more text".utf8)
         let out = json(invalid)
-        let decoded = try #require(try JSONSerialization.jsonObject(with: Data(out), options: .fragmentsAllowed) as? String)
+        let decoded = try #require(
+            try JSONSerialization.jsonObject(with: Data(out), options: .fragmentsAllowed) as? String)
         #expect(decoded == "bad \u{FFFD}\u{FFFD} bytes, then more text")
     }
 }

@@ -10,7 +10,9 @@ struct PostgresFixture {
     let database: String
     let slot: String
 
-    init(table: String = "CREATE TABLE items (id serial PRIMARY KEY, name text, qty int)", tables: [String] = ["items"]) throws {
+    init(table: String = "CREATE TABLE items (id serial PRIMARY KEY, name text, qty int)", tables: [String] = ["items"])
+        throws
+    {
         cluster = try PostgresTestCluster.shared()
         database = try cluster.makeDatabase()
         slot = "s_" + database
@@ -25,8 +27,13 @@ struct PostgresFixture {
         let create = !extra.contains("create: false")
         let extra = extra.replacingOccurrences(of: "create: false", with: "")
         let replaced = Set(extra.split(separator: "\n").compactMap { $0.split(separator: ":").first.map(String.init) })
-        let yaml = cluster.sourceBlock(database: database, slot: slot, tables: tables, create: create).replacingOccurrences(of: "source:\n", with: "")
-            .split(separator: "\n").map { $0.dropFirst(2) }.filter { line in !replaced.contains(String(line.prefix { $0 != ":" })) }
+        let yaml =
+            cluster.sourceBlock(database: database, slot: slot, tables: tables, create: create).replacingOccurrences(
+                of: "source:\n", with: ""
+            )
+            .split(separator: "\n").map { $0.dropFirst(2) }.filter { line in
+                !replaced.contains(String(line.prefix { $0 != ":" }))
+            }
             .joined(separator: "\n") + "\n" + extra
         return try PostgresSourceSettings.parse(try ConfigNode.parse(yaml: yaml, file: "/tmp/job.yaml"))
     }
@@ -36,7 +43,9 @@ struct PostgresFixture {
     @discardableResult func sql(_ text: String) throws -> String { try cluster.psql(text, database: database) }
 
     /// Every record from `token` to the head, in pages of `pageSize`.
-    func readAll(_ source: PostgresSource, from token: ContinuationToken, pageSize: Int = 1000) async throws -> (records: [FeedRecord], pages: [FeedPage]) {
+    func readAll(_ source: PostgresSource, from token: ContinuationToken, pageSize: Int = 1000) async throws -> (
+        records: [FeedRecord], pages: [FeedPage]
+    ) {
         let head = try await source.head(for: token)["0"]!
         var cursor = token.cursors["0"]!
         var records: [FeedRecord] = []
@@ -73,7 +82,9 @@ final class PostgresConformanceFeed: ConformanceFeed {
         var index = 0
         while left > 0 {
             let size = left >= 2 && index % 3 == 0 ? 2 : 1
-            sql += "BEGIN; " + String(repeating: "INSERT INTO items (name, qty) VALUES ('x', \(index)); ", count: size) + "COMMIT;\n"
+            sql +=
+                "BEGIN; " + String(repeating: "INSERT INTO items (name, qty) VALUES ('x', \(index)); ", count: size)
+                + "COMMIT;\n"
             left -= size
             index += 1
         }
@@ -207,7 +218,9 @@ final class PostgresConformanceFeed: ConformanceFeed {
         defer { Task { await source.close() } }
         try await source.setup()
         let start = try await source.resolve(.now)
-        try fixture.sql("INSERT INTO items (name, qty) SELECT 'n', g FROM generate_series(1, 5000) g; INSERT INTO items (name, qty) VALUES ('after', 0);")
+        try fixture.sql(
+            "INSERT INTO items (name, qty) SELECT 'n', g FROM generate_series(1, 5000) g; INSERT INTO items (name, qty) VALUES ('after', 0);"
+        )
         let (records, pages) = try await fixture.readAll(source, from: start, pageSize: 700)
         #expect(records.count == 5001)
         #expect(pages.allSatisfy { $0.records.count <= 700 })
@@ -226,7 +239,9 @@ final class PostgresConformanceFeed: ConformanceFeed {
         defer { Task { await source.close() } }
         try await source.setup()
         let start = try await source.resolve(.beginning)
-        try fixture.sql("INSERT INTO items (name) VALUES ('a'); INSERT INTO items (name) VALUES ('b'); INSERT INTO items (name) VALUES ('c');")
+        try fixture.sql(
+            "INSERT INTO items (name) VALUES ('a'); INSERT INTO items (name) VALUES ('b'); INSERT INTO items (name) VALUES ('c');"
+        )
         let all = try await fixture.readAll(source, from: start).records
         #expect(all.count == 3)
         // A source that is never acknowledged (verify, backfill) lets the slot go at the head.
@@ -254,7 +269,8 @@ final class PostgresConformanceFeed: ConformanceFeed {
         // acknowledgement: it goes out as a status update, then the stream ends, freeing the slot.
         #expect(try fixture.sql("SELECT active FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'") == "t")
         try await source.acknowledge(token)
-        let confirmed = try fixture.sql("SELECT confirmed_flush_lsn || ' ' || active FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
+        let confirmed = try fixture.sql(
+            "SELECT confirmed_flush_lsn || ' ' || active FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
         #expect(confirmed == records.last!.cursor! + " false")
         try await source.checkContinuity(from: token)
         // The checkpoint behind the slot: something else consumed it.
@@ -277,7 +293,12 @@ final class PostgresConformanceFeed: ConformanceFeed {
         let two = try PostgresFixture()
         let a = try one.source()
         let b = try two.source()
-        defer { Task { await a.close(); await b.close() } }
+        defer {
+            Task {
+                await a.close()
+                await b.close()
+            }
+        }
         try await a.setup()
         try await b.setup()
         let identityA = try await a.identity()
@@ -298,8 +319,12 @@ final class PostgresConformanceFeed: ConformanceFeed {
             #expect("\(error)".hasPrefix("/tmp/job.yaml:3:7:"))
         }
         let missing = "kind: postgres\nslot: s\n"
-        #expect(throws: FeedArchiveError.self) { try PostgresSourceSettings.parse(try ConfigNode.parse(yaml: missing, file: "/tmp/job.yaml")) }
+        #expect(throws: FeedArchiveError.self) {
+            try PostgresSourceSettings.parse(try ConfigNode.parse(yaml: missing, file: "/tmp/job.yaml"))
+        }
         let unknown = "kind: postgres\ndatabase: d\nslot: s\nslots: x\n"
-        #expect(throws: FeedArchiveError.self) { try PostgresSourceSettings.parse(try ConfigNode.parse(yaml: unknown, file: "/tmp/job.yaml")) }
+        #expect(throws: FeedArchiveError.self) {
+            try PostgresSourceSettings.parse(try ConfigNode.parse(yaml: unknown, file: "/tmp/job.yaml"))
+        }
     }
 }

@@ -25,7 +25,12 @@ import Testing
                 """, tables: ["items", "audit"])
         let stream = try fixture.source()
         let peek = try fixture.source("read_mode: peek\nread_window: 256KB")
-        defer { Task { await stream.close(); await peek.close() } }
+        defer {
+            Task {
+                await stream.close()
+                await peek.close()
+            }
+        }
         #expect(stream.settings.readMode == .stream && peek.settings.readMode == .peek)
         try await stream.setup()
         let start = try await stream.resolve(.beginning)
@@ -59,7 +64,8 @@ import Testing
     /// A run with nothing new for the publication (only an unpublished table changed) ends at
     /// once: the walsender's keepalive shows the head was passed.
     @Test func nothingNewEndsQuickly() async throws {
-        let fixture = try PostgresFixture(table: "CREATE TABLE items (id serial PRIMARY KEY, name text, qty int); CREATE TABLE other (id int)")
+        let fixture = try PostgresFixture(
+            table: "CREATE TABLE items (id serial PRIMARY KEY, name text, qty int); CREATE TABLE other (id int)")
         let source = try fixture.source()
         defer { Task { await source.close() } }
         try await source.setup()
@@ -84,7 +90,12 @@ import Testing
         let fixture = try PostgresFixture()
         let source = try fixture.source()
         let peek = try fixture.source("read_mode: peek")
-        defer { Task { await source.close(); await peek.close() } }
+        defer {
+            Task {
+                await source.close()
+                await peek.close()
+            }
+        }
         try await source.setup()
         let start = try await source.resolve(.now)
         try fixture.sql(String(repeating: "INSERT INTO items (name) VALUES ('x'), ('y');\n", count: 5))
@@ -116,10 +127,16 @@ import Testing
         try fixture.sql("INSERT INTO items (name) SELECT 'before' FROM generate_series(1, 10) g")
         let writer = try spawn(
             "psql",
-            ["-X", "-q", "-h", fixture.cluster.socketDirectory, "-p", String(fixture.cluster.port), "-U", "postgres", "-d", fixture.database, "-c",
-             "DO $$ BEGIN FOR i IN 1..600 LOOP INSERT INTO items (name) VALUES ('after'); COMMIT; PERFORM pg_sleep(0.01); END LOOP; END $$"],
+            [
+                "-X", "-q", "-h", fixture.cluster.socketDirectory, "-p", String(fixture.cluster.port), "-U", "postgres",
+                "-d", fixture.database, "-c",
+                "DO $$ BEGIN FOR i IN 1..600 LOOP INSERT INTO items (name) VALUES ('after'); COMMIT; PERFORM pg_sleep(0.01); END LOOP; END $$",
+            ],
             stdout: "/dev/null", stderr: "/dev/null")
-        defer { kill(writer, SIGTERM); _ = reap(writer) }
+        defer {
+            kill(writer, SIGTERM)
+            _ = reap(writer)
+        }
         usleep(300_000)
         let clock = ContinuousClock()
         let began = clock.now
@@ -147,7 +164,8 @@ import Testing
         try await source.acknowledge(start.advancing("0", to: cursor))
         var confirmed = ""
         for _ in 0..<50 {
-            confirmed = try fixture.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
+            confirmed = try fixture.sql(
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
             if confirmed == cursor { break }
             usleep(100_000)
         }
@@ -160,7 +178,9 @@ import Testing
             next = page.next!
         }
         try await source.acknowledge(start.advancing("0", to: next))
-        #expect(try fixture.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'") == next)
+        #expect(
+            try fixture.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
+                == next)
         // An acknowledgement in a stream that is closed by `close()` (a run stopped early).
         try fixture.sql(String(repeating: "INSERT INTO items (name) VALUES ('y');\n", count: 300))
         let later = start.advancing("0", to: next)
@@ -169,7 +189,9 @@ import Testing
         #expect(page.records.count == 1)
         try await source.acknowledge(later.advancing("0", to: page.records[0].cursor!))
         await source.close()
-        #expect(try fixture.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'") == page.records[0].cursor!)
+        #expect(
+            try fixture.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
+                == page.records[0].cursor!)
         #expect(try fixture.sql("SELECT active FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'") == "f")
     }
 
@@ -193,7 +215,8 @@ import Testing
         let source = try fixture.source()
         defer { Task { await source.close() } }
         func activePID() throws -> String {
-            try fixture.sql("SELECT coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
+            try fixture.sql(
+                "SELECT coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
         }
         /// The walsender a prefetch started (empty if none appears after 500 looks, 20 ms apart). Waits
         /// with `Task.sleep`: the prefetch runs on the cooperative pool, which a blocked thread
@@ -219,7 +242,8 @@ import Testing
         #expect(try activePID() == walsender, "the read opened another stream instead of adopting the prefetched one")
         var confirmed = ""
         for _ in 0..<250 where confirmed != afterA {
-            confirmed = try fixture.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
+            confirmed = try fixture.sql(
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
             if confirmed != afterA { try await Task.sleep(for: .milliseconds(20)) }
         }
         #expect(confirmed == afterA, "the acknowledgement before the read did not reach the slot")
@@ -242,7 +266,8 @@ import Testing
         try await source.setup()
         let start = try await source.resolve(.now)
         // 40 MB of rows: more than the reader buffers, so the walsender is still sending.
-        try fixture.sql("INSERT INTO items (name, qty) SELECT repeat(md5(g::text), 300), g FROM generate_series(1, 4000) g")
+        try fixture.sql(
+            "INSERT INTO items (name, qty) SELECT repeat(md5(g::text), 300), g FROM generate_series(1, 4000) g")
         let head = try await source.head(for: start)["0"]!
         var records: [FeedRecord] = []
         var cursor = start.cursors["0"]!
@@ -251,7 +276,9 @@ import Testing
         while true {
             if records.count >= 1000 && !terminated {
                 terminated = true
-                try fixture.sql("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")
+                try fixture.sql(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'"
+                )
                 usleep(200_000)
             }
             let page: FeedPage
@@ -281,11 +308,13 @@ import Testing
         defer { Task { await source.close() } }
         try await source.setup()
         let start = try await source.resolve(.now)
-        try fixture.sql("INSERT INTO items (name, qty) SELECT repeat(md5(g::text), 300), g FROM generate_series(1, 4000) g")
+        try fixture.sql(
+            "INSERT INTO items (name, qty) SELECT repeat(md5(g::text), 300), g FROM generate_series(1, 4000) g")
         let head = try await source.head(for: start)["0"]!
         let first = try await source.readPage(partition: "0", after: start.cursors["0"]!, through: head, maxRecords: 10)
         #expect(first.records.count == 10)
-        let pid = try #require(Int32(try fixture.sql("SELECT active_pid FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")))
+        let pid = try #require(
+            Int32(try fixture.sql("SELECT active_pid FROM pg_replication_slots WHERE slot_name = '\(fixture.slot)'")))
         // Drain what the walsender sent before it stopped, then wait on a silent socket, while
         // every other thread of the shared task pool is blocked too: the watchdog must still
         // run (it has a thread of its own; as a task it waited for a free pool thread).
@@ -323,14 +352,19 @@ import Testing
         let cluster = try PostgresTestCluster(name: "auth")
         let database = try cluster.makeDatabase()
         let hba = cluster.directory + "/data/pg_hba.conf"
-        var rules = ["trust", "password", "md5", "scram-sha-256"].map { "host all u_\($0.replacingOccurrences(of: "-", with: "_")) 127.0.0.1/32 \($0)" }
+        var rules = ["trust", "password", "md5", "scram-sha-256"].map {
+            "host all u_\($0.replacingOccurrences(of: "-", with: "_")) 127.0.0.1/32 \($0)"
+        }
         // u_tls may only connect with TLS: a self-signed certificate (sslmode require does not check it).
         rules += ["hostssl all u_tls 127.0.0.1/32 scram-sha-256", "hostnossl all u_tls 127.0.0.1/32 reject"]
         let data = cluster.directory + "/data"
         let owner = getuid() == 0 ? "chown postgres \(data)/server.key \(data)/server.crt && " : ""
         let certificate = try spawn(
             "/bin/sh",
-            ["-c", "openssl req -new -x509 -days 2 -nodes -subj /CN=localhost -keyout \(data)/server.key -out \(data)/server.crt && chmod 600 \(data)/server.key && \(owner)true"])
+            [
+                "-c",
+                "openssl req -new -x509 -days 2 -nodes -subj /CN=localhost -keyout \(data)/server.key -out \(data)/server.crt && chmod 600 \(data)/server.key && \(owner)true",
+            ])
         #expect(reap(certificate) == 0)
         let existing = try String(contentsOfFile: hba, encoding: .utf8)
         try (rules.joined(separator: "\n") + "\n" + existing).write(toFile: hba, atomically: false, encoding: .utf8)
@@ -346,22 +380,31 @@ import Testing
             ALTER SYSTEM SET ssl = on;
             SELECT pg_reload_conf();
             """)
-        try cluster.psql("CREATE TABLE items (id serial PRIMARY KEY, name text); GRANT SELECT ON items TO PUBLIC", database: database)
+        try cluster.psql(
+            "CREATE TABLE items (id serial PRIMARY KEY, name text); GRANT SELECT ON items TO PUBLIC", database: database
+        )
         let slot = "s_" + database
         func source(user: String, password: String?, extra: String = "") throws -> PostgresSource {
-            var yaml = "host: 127.0.0.1\nport: \(cluster.port)\ndatabase: \(database)\nuser: \(user)\nslot: \(slot)\ntables: [items]\nquery_timeout: 10s\n" + extra
+            var yaml =
+                "host: 127.0.0.1\nport: \(cluster.port)\ndatabase: \(database)\nuser: \(user)\nslot: \(slot)\ntables: [items]\nquery_timeout: 10s\n"
+                + extra
             if let password { yaml += "password: \(password)\n" }
-            return PostgresSource(settings: try PostgresSourceSettings.parse(try ConfigNode.parse(yaml: yaml, file: "/tmp/auth.yaml")))
+            return PostgresSource(
+                settings: try PostgresSourceSettings.parse(try ConfigNode.parse(yaml: yaml, file: "/tmp/auth.yaml")))
         }
         let admin = PostgresSource(
             settings: try PostgresSourceSettings.parse(
-                try ConfigNode.parse(yaml: "host: \(cluster.socketDirectory)\nport: \(cluster.port)\ndatabase: \(database)\nslot: \(slot)\ntables: [items]\n", file: "/tmp/a.yaml")))
+                try ConfigNode.parse(
+                    yaml:
+                        "host: \(cluster.socketDirectory)\nport: \(cluster.port)\ndatabase: \(database)\nslot: \(slot)\ntables: [items]\n",
+                    file: "/tmp/a.yaml")))
         try await admin.setup()
         await admin.close()
         let start = try cluster.psql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
         try cluster.psql("INSERT INTO items (name) VALUES ('a'), ('b')", database: database)
         let users: [(String, String?, String)] = [
-            ("u_trust", nil, "prefer"), ("u_password", "pw-password", "prefer"), ("u_md5", "pw-md5", "disable"), ("u_scram_sha_256", "pw-scram", "prefer"),
+            ("u_trust", nil, "prefer"), ("u_password", "pw-password", "prefer"), ("u_md5", "pw-md5", "disable"),
+            ("u_scram_sha_256", "pw-scram", "prefer"),
             ("u_tls", "pw-tls", "require"),
         ]
         for (user, password, mode) in users {
@@ -377,7 +420,9 @@ import Testing
                 let wrong = try source(user: user, password: "wrong")
                 var attempts = 0
                 do {
-                    _ = try await RetryPolicy(attempts: 6, initialDelay: 0.01, maxDelay: 0.02).run(deadline: nil, stop: StopSignal()) {
+                    _ = try await RetryPolicy(attempts: 6, initialDelay: 0.01, maxDelay: 0.02).run(
+                        deadline: nil, stop: StopSignal()
+                    ) {
                         attempts += 1
                         return try await wrong.readPage(partition: "0", after: start, through: head, maxRecords: 10)
                     }

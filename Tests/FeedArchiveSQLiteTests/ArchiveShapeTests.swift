@@ -8,7 +8,9 @@ import Testing
 /// The settings that shape an archive (compression, partition path, time zone, the columns an
 /// envelope is made of) are recorded in job.json; a change is refused instead of drifting.
 @Suite struct ArchiveShapeTests {
-    func job(_ dir: TempDirectory, compression: String = "zstd", document: String = "payload", timeZone: String = "UTC") throws -> JobConfig {
+    func job(_ dir: TempDirectory, compression: String = "zstd", document: String = "payload", timeZone: String = "UTC")
+        throws -> JobConfig
+    {
         try JobConfig.parse(
             yaml: """
                 name: shop
@@ -46,13 +48,15 @@ import Testing
         try writer.append(2)
         _ = try await run(try job(dir))
         let path = dir.path + "/lake/shop/_feedarchive/job.json"
-        var object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        var object = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
         #expect(object["shape"] != nil)
         object["shape"] = nil
         try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
         try writer.append(1)
         #expect(try await run(try job(dir)).records == 1)
-        let recorded = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        let recorded = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
         #expect((recorded["shape"] as? [String: String])?["source.document_column"] == "payload")
         await #expect(throws: FeedArchiveError.self) { _ = try await run(try job(dir, compression: "none")) }
     }

@@ -15,12 +15,17 @@ import Testing
     static func makeFeed(_ path: String, rows: ClosedRange<Int>) throws {
         let writer = try OutboxWriter(
             path: path,
-            schema: "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, k, at, op TEXT, region TEXT, doc TEXT)")
+            schema:
+                "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, k, at, op TEXT, region TEXT, doc TEXT)"
+        )
         let ops = ["insert", "u", "delete", "c", "UPDATE", "bogus", "t", "r", "w", "create"]
         try writer.exec("BEGIN")
         for n in rows {
             let key = n % 3 == 0 ? "\(n)" : n % 3 == 1 ? "'order-\(n)'" : "NULL"
-            let at = n % 4 == 0 ? "\(1_795_000_000 + n * 97)" : "'\(formatRFC3339(microseconds: Int64(1_795_000_000 + n * 97) * 1_000_000))'"
+            let at =
+                n % 4 == 0
+                ? "\(1_795_000_000 + n * 97)"
+                : "'\(formatRFC3339(microseconds: Int64(1_795_000_000 + n * 97) * 1_000_000))'"
             let doc: String
             switch n % 7 {
             case 0: doc = "NULL"
@@ -29,7 +34,9 @@ import Testing
             default: doc = "'{ \"n\" : \(n) , \"nested\" : { \"a\" : [ ] } }'"
             }
             let region = n % 5 == 0 ? "'eu/west'" : "'us'"
-            try writer.exec("INSERT INTO outbox(k, at, op, region, doc) VALUES (\(key), \(at), '\(ops[n % ops.count])', \(region), \(doc))")
+            try writer.exec(
+                "INSERT INTO outbox(k, at, op, region, doc) VALUES (\(key), \(at), '\(ops[n % ops.count])', \(region), \(doc))"
+            )
         }
         try writer.exec("COMMIT")
     }

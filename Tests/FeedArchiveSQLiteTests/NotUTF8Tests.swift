@@ -11,10 +11,14 @@ import Testing
     @Test func invalidUTF8KeysAndDocumentsAreKeptAsBase64AndMarked() async throws {
         let dir = TempDirectory("not-utf8")
         let writer = try OutboxWriter(
-            path: dir.path + "/feed.db", schema: "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, k TEXT, at TEXT, doc TEXT)")
+            path: dir.path + "/feed.db",
+            schema: "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, k TEXT, at TEXT, doc TEXT)")
         // CAST(x'…' AS TEXT) stores the bytes as they are: SQLite does not check UTF-8.
-        try writer.exec("INSERT INTO outbox(k, at, doc) VALUES (CAST(x'6bff00' AS TEXT), CAST(x'c328' AS TEXT), CAST(x'7b2261223a2200ff227d' AS TEXT))")
-        try writer.exec("INSERT INTO outbox(k, at, doc) VALUES ('plain', NULL, CAST(x'6e6f74206a736f6e2000c3a9' AS TEXT))")
+        try writer.exec(
+            "INSERT INTO outbox(k, at, doc) VALUES (CAST(x'6bff00' AS TEXT), CAST(x'c328' AS TEXT), CAST(x'7b2261223a2200ff227d' AS TEXT))"
+        )
+        try writer.exec(
+            "INSERT INTO outbox(k, at, doc) VALUES ('plain', NULL, CAST(x'6e6f74206a736f6e2000c3a9' AS TEXT))")
         let job = try JobConfig.parse(
             yaml: """
                 name: t
@@ -32,7 +36,9 @@ import Testing
         let source = try #require(first["source"] as? [String: Any])
         #expect(source["key_not_utf8"] as? Bool == true && source["document_not_utf8"] as? Bool == true)
         #expect(source["ts_not_utf8"] as? Bool == true)
-        #expect(Data(base64Encoded: try #require((source["ts_unconverted"] as? [String: String])?["base64"])) == Data([0xC3, 0x28]))
+        #expect(
+            Data(base64Encoded: try #require((source["ts_unconverted"] as? [String: String])?["base64"]))
+                == Data([0xC3, 0x28]))
         // Valid UTF-8 with a NUL that is not JSON: a JSON string, NUL escaped.
         #expect(lines[1].contains(#""after":"not json \u0000é""#), "\(lines[1])")
         #expect(!lines[1].contains("not_utf8"))

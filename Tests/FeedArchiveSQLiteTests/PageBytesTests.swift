@@ -10,7 +10,9 @@ import Testing
 @Suite struct PageBytesTests {
     @Test func largeDocumentsMakeSmallPagesAndAllArrive() async throws {
         let dir = TempDirectory("page-bytes")
-        let writer = try OutboxWriter(path: dir.path + "/feed.db", schema: "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT)")
+        let writer = try OutboxWriter(
+            path: dir.path + "/feed.db", schema: "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT)"
+        )
         let large = #"{"data":""# + String(repeating: "x", count: 1_500_000) + #""}"#
         let huge = #"{"data":""# + String(repeating: "y", count: 12_000_000) + #""}"#
         try writer.exec("BEGIN")
@@ -19,7 +21,8 @@ import Testing
         try writer.exec("INSERT INTO outbox(doc) VALUES ('{}')")
         try writer.exec("COMMIT")
         let job = try JobConfig.parse(
-            yaml: "name: t\nsource: {kind: sqlite, path: feed.db, table: outbox, sequence_column: seq, document_column: doc}\narchive: {root: lake}\n",
+            yaml:
+                "name: t\nsource: {kind: sqlite, path: feed.db, table: outbox, sequence_column: seq, document_column: doc}\narchive: {root: lake}\n",
             file: dir.path + "/t.yaml")
         let source = try SQLiteSource.make(job: job)
         var cursor = try await source.resolve(.beginning).cursors["0"]!

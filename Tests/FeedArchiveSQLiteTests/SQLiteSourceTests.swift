@@ -11,9 +11,15 @@ final class OutboxWriter {
     let path: String
     var count = 0
 
-    init(path: String, schema: String = "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT, created_at TEXT, payload TEXT)") throws {
+    init(
+        path: String,
+        schema: String =
+            "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT, created_at TEXT, payload TEXT)"
+    ) throws {
         var handle: OpaquePointer?
-        guard sqlite3_open(path, &handle) == SQLITE_OK, let handle else { throw FeedArchiveError.sourceUnavailable("open \(path)") }
+        guard sqlite3_open(path, &handle) == SQLITE_OK, let handle else {
+            throw FeedArchiveError.sourceUnavailable("open \(path)")
+        }
         self.handle = handle
         self.path = path
         try exec("PRAGMA journal_mode=WAL")
@@ -36,7 +42,9 @@ final class OutboxWriter {
         for _ in 0..<rows {
             count += 1
             let ts = formatRFC3339(microseconds: 1_795_000_000_000_000 + Int64(count) * 1_000_000)
-            try exec("INSERT INTO outbox(order_id, created_at, payload) VALUES ('ord-\(count)', '\(ts)', '{\"n\":\(count),\"text\":\"caf\u{e9} \\\"quoted\\\"\"}')")
+            try exec(
+                "INSERT INTO outbox(order_id, created_at, payload) VALUES ('ord-\(count)', '\(ts)', '{\"n\":\(count),\"text\":\"caf\u{e9} \\\"quoted\\\"\"}')"
+            )
         }
         try exec("COMMIT")
     }
@@ -49,7 +57,8 @@ final class SQLiteConformanceFeed: ConformanceFeed {
 
     init() throws {
         writer = try OutboxWriter(path: dir.path + "/shop.db")
-        let yaml = "kind: sqlite\npath: shop.db\ntable: outbox\nsequence_column: seq\ndocument_column: payload\nkey_column: order_id\ntimestamp_column: created_at\n"
+        let yaml =
+            "kind: sqlite\npath: shop.db\ntable: outbox\nsequence_column: seq\ndocument_column: payload\nkey_column: order_id\ntimestamp_column: created_at\n"
         settings = try SQLiteSourceSettings.parse(try ConfigNode.parse(yaml: yaml, file: dir.path + "/job.yaml"))
     }
 
@@ -64,7 +73,9 @@ final class SQLiteConformanceFeed: ConformanceFeed {
     }
 
     func settings(_ dir: TempDirectory, _ extra: String) throws -> SQLiteSourceSettings {
-        try SQLiteSourceSettings.parse(try ConfigNode.parse(yaml: "kind: sqlite\npath: shop.db\ntable: outbox\n" + extra, file: dir.path + "/job.yaml"))
+        try SQLiteSourceSettings.parse(
+            try ConfigNode.parse(
+                yaml: "kind: sqlite\npath: shop.db\ntable: outbox\n" + extra, file: dir.path + "/job.yaml"))
     }
 
     @Test func envelopeCopiesTheDocumentAndCarriesKeyAndTime() async throws {
@@ -74,13 +85,20 @@ final class SQLiteConformanceFeed: ConformanceFeed {
         let token = try await source.resolve(.beginning)
         let page = try await source.readPage(partition: "0", after: token.cursors["0"]!, through: "100", maxRecords: 10)
         let line = String(decoding: try #require(page.records.first).line, as: UTF8.self)
-        #expect(line == #"{"pos":"00000000000000000001","part":"0","op":"c","ts":"2026-11-18T11:06:41Z","key":"ord-1","after":{"n":1,"text":"café \"quoted\""},"before":null,"source":{"table":"outbox","seq":1}}"#)
+        #expect(
+            line
+                == #"{"pos":"00000000000000000001","part":"0","op":"c","ts":"2026-11-18T11:06:41Z","key":"ord-1","after":{"n":1,"text":"café \"quoted\""},"before":null,"source":{"table":"outbox","seq":1}}"#
+        )
         #expect(page.records.first?.timestamp == 1_795_000_001_000_000)
     }
 
     @Test func wholeRowBecomesAJSONObjectWhenThereIsNoDocumentColumn() async throws {
         let dir = TempDirectory()
-        let writer = try OutboxWriter(path: dir.path + "/shop.db", schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, price REAL, raw BLOB, note TEXT)")
+        let writer = try OutboxWriter(
+            path: dir.path + "/shop.db",
+            schema:
+                "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, price REAL, raw BLOB, note TEXT)"
+        )
         try writer.exec("INSERT INTO outbox(name, price, raw, note) VALUES ('mug', 9.5, x'00ff', NULL)")
         let source = try SQLiteSource(settings: try settings(dir, "sequence_column: id\n"))
         let page = try await source.readPage(partition: "0", after: "0", through: "10", maxRecords: 10)
@@ -94,7 +112,9 @@ final class SQLiteConformanceFeed: ConformanceFeed {
     @Test func aPrettyPrintedDocumentStaysOnOneLine() async throws {
         let dir = TempDirectory()
         let writer = try OutboxWriter(path: dir.path + "/shop.db")
-        try writer.exec("INSERT INTO outbox(order_id, created_at, payload) VALUES ('o', '2026-01-01T00:00:00Z', '{\n  \"a\": [1,\r\n 2],\n  \"s\": \"x\"\n}')")
+        try writer.exec(
+            "INSERT INTO outbox(order_id, created_at, payload) VALUES ('o', '2026-01-01T00:00:00Z', '{\n  \"a\": [1,\r\n 2],\n  \"s\": \"x\"\n}')"
+        )
         let source = try SQLiteSource(settings: try settings(dir, "document_column: payload\n"))
         let page = try await source.readPage(partition: "0", after: "0", through: "10", maxRecords: 10)
         let line = try #require(page.records.first).line
@@ -107,7 +127,8 @@ final class SQLiteConformanceFeed: ConformanceFeed {
         let dir = TempDirectory()
         let writer = try OutboxWriter(path: dir.path + "/shop.db")
         try writer.exec("INSERT INTO outbox(order_id, created_at, payload) VALUES ('o', 'not a time', 'plain {text')")
-        let source = try SQLiteSource(settings: try settings(dir, "document_column: payload\ntimestamp_column: created_at\n"))
+        let source = try SQLiteSource(
+            settings: try settings(dir, "document_column: payload\ntimestamp_column: created_at\n"))
         let page = try await source.readPage(partition: "0", after: "0", through: "10", maxRecords: 10)
         let line = String(decoding: try #require(page.records.first).line, as: UTF8.self)
         #expect(line.contains(#""after":"plain {text""#) && line.contains(#""document_not_json":true"#))
@@ -117,7 +138,8 @@ final class SQLiteConformanceFeed: ConformanceFeed {
 
     @Test func rowidWithoutAutoincrementIsWarnedAbout() async throws {
         let dir = TempDirectory()
-        _ = try OutboxWriter(path: dir.path + "/shop.db", schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY, payload TEXT)")
+        _ = try OutboxWriter(
+            path: dir.path + "/shop.db", schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY, payload TEXT)")
         let plain = try SQLiteSource(settings: try settings(dir, "sequence_column: id\n"))
         #expect(try await plain.warnings().first?.contains("AUTOINCREMENT") == true)
         let rowid = try SQLiteSource(settings: try settings(dir, ""))
@@ -132,10 +154,14 @@ final class SQLiteConformanceFeed: ConformanceFeed {
         #expect {
             try SQLiteSource(settings: try settings(dir, "document_column: body\n"))
         } throws: { error in
-            (error as? FeedArchiveError)?.exitCode == 78 && "\(error)".contains("job.yaml:4:18") && "\(error)".contains("no column 'body'")
+            (error as? FeedArchiveError)?.exitCode == 78 && "\(error)".contains("job.yaml:4:18")
+                && "\(error)".contains("no column 'body'")
         }
         #expect {
-            try SQLiteSource(settings: try SQLiteSourceSettings.parse(try ConfigNode.parse(yaml: "kind: sqlite\npath: shop.db\ntable: orders\n", file: dir.path + "/job.yaml")))
+            try SQLiteSource(
+                settings: try SQLiteSourceSettings.parse(
+                    try ConfigNode.parse(
+                        yaml: "kind: sqlite\npath: shop.db\ntable: orders\n", file: dir.path + "/job.yaml")))
         } throws: { error in
             (error as? FeedArchiveError)?.exitCode == 78 && "\(error)".contains("job.yaml:3:8")
         }
@@ -156,7 +182,8 @@ final class SQLiteConformanceFeed: ConformanceFeed {
         await #expect {
             try await source.checkContinuity(from: token)
         } throws: { error in
-            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains("went backwards") && "\(error)".contains("feedarchive epoch")
+            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains("went backwards")
+                && "\(error)".contains("feedarchive epoch")
         }
     }
 

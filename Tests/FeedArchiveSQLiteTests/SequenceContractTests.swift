@@ -20,16 +20,21 @@ import Testing
 
     @Test func aSequenceColumnThatCanRepeatIsRefusedNamingTheSetting() throws {
         let dir = TempDirectory("sequence-repeats")
-        let writer = try OutboxWriter(path: dir.path + "/feed.db", schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY, at_ms INTEGER, doc TEXT)")
+        let writer = try OutboxWriter(
+            path: dir.path + "/feed.db", schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY, at_ms INTEGER, doc TEXT)"
+        )
         try writer.exec("INSERT INTO outbox(at_ms, doc) VALUES (5, '{}'), (5, '{}'), (5, '{}'), (6, '{}')")
-        let error = #expect(throws: FeedArchiveError.self) { _ = try SQLiteSource.make(job: try job(dir, sequence: "at_ms")) }
+        let error = #expect(throws: FeedArchiveError.self) {
+            _ = try SQLiteSource.make(job: try job(dir, sequence: "at_ms"))
+        }
         #expect(error?.exitCode == 78)
         #expect("\(error.map { "\($0)" } ?? "")".contains("is not unique"))
     }
 
     @Test func aUniqueIndexedColumnIsAcceptedAndReadWhole() async throws {
         let dir = TempDirectory("sequence-unique")
-        let writer = try OutboxWriter(path: dir.path + "/feed.db", schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY, n INTEGER, doc TEXT)")
+        let writer = try OutboxWriter(
+            path: dir.path + "/feed.db", schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY, n INTEGER, doc TEXT)")
         try writer.exec("CREATE UNIQUE INDEX outbox_n ON outbox(n)")
         try writer.exec("INSERT INTO outbox(n, doc) VALUES (10, '{}'), (20, '{}'), (30, '{}'), (40, '{}'), (50, '{}')")
         let job = try job(dir, sequence: "n")
@@ -41,7 +46,8 @@ import Testing
 
     @Test func aNegativeOrNonIntegerSequenceValueStopsTheRunLoudlyAndLosesNothing() async throws {
         let dir = TempDirectory("sequence-negative")
-        let writer = try OutboxWriter(path: dir.path + "/feed.db", schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY, n, doc TEXT)")
+        let writer = try OutboxWriter(
+            path: dir.path + "/feed.db", schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY, n, doc TEXT)")
         try writer.exec("CREATE UNIQUE INDEX outbox_n ON outbox(n)")
         try writer.exec("INSERT INTO outbox(n, doc) VALUES (-3, '{}'), (1, '{}'), (2, '{}')")
         let job = try job(dir, sequence: "n")

@@ -11,8 +11,12 @@ import Testing
     @Test func timesOutsideYears1To9999AreArchivedRawWithAWarning() async throws {
         let dir = TempDirectory("unconvertible")
         let writer = try OutboxWriter(
-            path: dir.path + "/feed.db", schema: "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, at, doc TEXT)")
-        let times = ["9e999", "'0000-01-01T00:30:00+01:00'", "-62200000000", "9223372036854775807", "1e300", "'nonsense'", "-9e999", "'2026-01-01T00:00:00Z'"]
+            path: dir.path + "/feed.db",
+            schema: "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, at, doc TEXT)")
+        let times = [
+            "9e999", "'0000-01-01T00:30:00+01:00'", "-62200000000", "9223372036854775807", "1e300", "'nonsense'",
+            "-9e999", "'2026-01-01T00:00:00Z'",
+        ]
         for time in times { try writer.exec("INSERT INTO outbox(at, doc) VALUES (\(time), '{}')") }
         let job = try JobConfig.parse(
             yaml: """
@@ -47,7 +51,9 @@ import Testing
         #expect(parseDuration("1h30m") == 5400)
         let dir = TempDirectory("sizes")
         #expect(throws: FeedArchiveError.self) {
-            _ = try JobConfig.parse(yaml: "name: t\nsource: {kind: sqlite}\narchive: {root: lake}\nbatch: {max_bytes: 1e30B}\n", file: dir.path + "/t.yaml")
+            _ = try JobConfig.parse(
+                yaml: "name: t\nsource: {kind: sqlite}\narchive: {root: lake}\nbatch: {max_bytes: 1e30B}\n",
+                file: dir.path + "/t.yaml")
         }
     }
 }

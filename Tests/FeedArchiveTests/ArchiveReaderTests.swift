@@ -15,7 +15,8 @@ import Testing
         return (job, source, archive)
     }
 
-    func read(_ job: JobConfig, from: ArchiveReader.Bound? = nil, until: ArchiveReader.Bound? = nil) throws -> [String] {
+    func read(_ job: JobConfig, from: ArchiveReader.Bound? = nil, until: ArchiveReader.Bound? = nil) throws -> [String]
+    {
         var bytes: [UInt8] = []
         try ArchiveReader(job: job).read(from: from, until: until) { bytes += $0 }
         return String(decoding: bytes, as: UTF8.self).split(separator: "\n").map(String.init)
@@ -44,7 +45,9 @@ import Testing
         #expect(blobs.count >= 4)
         let after = try #require(blobs[0].toToken)
         let through = try #require(blobs[2].toToken)
-        #expect(groups(try read(job, from: .token(after), until: .token(through))) == groups(of: blobs[1]) + groups(of: blobs[2]))
+        #expect(
+            groups(try read(job, from: .token(after), until: .token(through))) == groups(of: blobs[1])
+                + groups(of: blobs[2]))
         #expect(groups(try read(job, from: .token(through))) == Array(groups(of: blobs[3]).first!...20))
         #expect(groups(try read(job, until: .token(after))) == groups(of: blobs[0]))
         #expect(try read(job, from: .token(through), until: .token(after)).isEmpty)
@@ -64,12 +67,15 @@ import Testing
     @Test func aTokenAtNoBlobBoundaryIsAUsageError() async throws {
         let dir = TempDirectory()
         let (job, source, _) = try await timedArchive(in: dir)
-        let inside = ContinuationToken(kind: "memory", source: try await source.identity().shortFingerprint, cursors: ["0": "7"]).encoded
+        let inside = ContinuationToken(
+            kind: "memory", source: try await source.identity().shortFingerprint, cursors: ["0": "7"]
+        ).encoded
         #expect(ArchiveReader.Bound(inside) == .token(inside))
         #expect {
             _ = try read(job, until: .token(inside))
         } throws: { error in
-            (error as? FeedArchiveError)?.exitCode == 64 && "\(error)".hasPrefix("--until \(inside.prefix(40))…: not a time")
+            (error as? FeedArchiveError)?.exitCode == 64
+                && "\(error)".hasPrefix("--until \(inside.prefix(40))…: not a time")
         }
     }
 
@@ -81,7 +87,8 @@ import Testing
         #expect {
             _ = try read(job)
         } throws: { error in
-            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains("the blob named by manifest seq \(blob.seq) is missing")
+            (error as? FeedArchiveError)?.exitCode == 65
+                && "\(error)".contains("the blob named by manifest seq \(blob.seq) is missing")
         }
 
         let segment = archive.layout.manifestDirectory + "/" + (try #require(try archive.store.segments().first))

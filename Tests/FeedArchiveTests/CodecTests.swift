@@ -6,7 +6,9 @@ import Testing
 @Suite struct CodecTests {
     static let sample: [UInt8] = {
         var bytes: [UInt8] = []
-        for index in 0..<20_000 { bytes += Array(#"{"pos":"\#(index)","doc":"hello world \#(index % 97)"}"#.utf8) + [0x0A] }
+        for index in 0..<20_000 {
+            bytes += Array(#"{"pos":"\#(index)","doc":"hello world \#(index % 97)"}"#.utf8) + [0x0A]
+        }
         return bytes
     }()
 
@@ -33,7 +35,8 @@ import Testing
         let dir = TempDirectory("feedarchive-codec")
         var lines: [ArraySlice<UInt8>] = []
         for index in 0..<120_000 {  // ~7 MiB: several 2 MiB worker jobs
-            lines.append(ArraySlice(#"{"pos":"\#(index)","doc":"hello world \#(index % 997) \#(index * 7919 % 10007)"}"#.utf8))
+            lines.append(
+                ArraySlice(#"{"pos":"\#(index)","doc":"hello world \#(index % 997) \#(index * 7919 % 10007)"}"#.utf8))
         }
         var content: [UInt8] = []
         for line in lines { content += line + [0x0A] }

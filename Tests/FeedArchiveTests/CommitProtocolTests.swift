@@ -66,7 +66,9 @@ import Testing
         // The 25-change group joins the open batch of 2 and is not cut: one blob of 27.
         #expect(blobs.map(\.records!) == [10, 27, 10, 10, 4])
         for (left, right) in zip(blobs, blobs.dropFirst()) {
-            #expect(left.lastPos!.prefix(20) != right.firstPos!.prefix(20), "a group is split between \(left.path!) and \(right.path!)")
+            #expect(
+                left.lastPos!.prefix(20) != right.firstPos!.prefix(20),
+                "a group is split between \(left.path!) and \(right.path!)")
         }
     }
 
@@ -119,9 +121,12 @@ import Testing
         }
         // Nothing was created beside the lake.
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["lake"])
-        let mode = try FileManager.default.attributesOfItem(atPath: archive.layout.absolute(paths[0]))[.posixPermissions] as? Int
+        let mode =
+            try FileManager.default.attributesOfItem(atPath: archive.layout.absolute(paths[0]))[.posixPermissions]
+            as? Int
         #expect(mode == 0o640)
-        let dirMode = try FileManager.default.attributesOfItem(atPath: archive.layout.dataDirectory)[.posixPermissions] as? Int
+        let dirMode =
+            try FileManager.default.attributesOfItem(atPath: archive.layout.dataDirectory)[.posixPermissions] as? Int
         #expect(dirMode == 0o750)
     }
 
@@ -190,7 +195,8 @@ import Testing
         await #expect {
             try await ArchiveRunner(job: job, source: other).run(RunOptions())
         } throws: { error in
-            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains("not the one this archive was made from")
+            (error as? FeedArchiveError)?.exitCode == 65
+                && "\(error)".contains("not the one this archive was made from")
                 && "\(error)".contains("feedarchive epoch")
         }
         #expect(try archivedLines(job).count == 5)

@@ -11,7 +11,8 @@ import Testing
         let restored = InMemorySource(name: "restored-feed")
         for _ in 0..<4 { restored.append() }
 
-        let token = try await Epoch.start(job: job, from: .beginning, reason: "restored from backup", source: .source(restored))
+        let token = try await Epoch.start(
+            job: job, from: .beginning, reason: "restored from backup", source: .source(restored))
 
         let restoredIdentity = try await restored.identity()
         #expect(token.cursors == ["0": "0"])

@@ -3,7 +3,6 @@ import FeedArchiveTesting
 import Foundation
 import Testing
 
-
 /// Mutation fuzzing of every parser that reads what others can write: job files, tokens,
 /// checkpoint.json, manifest lines, blobs. Seeds come from Tests/Corpus (kept in the repo).
 /// No input may crash or hang; each gets a clear, typed error or parses.
@@ -21,7 +20,8 @@ import Testing
         }
     }
 
-    static let specials: [[UInt8]] = ["{", "}", "\"", ":", "\n", "\\", "[", "]", ",", "${", "- ", "&a ", "*a", "!!binary ", "\u{FEFF}"]
+    static let specials: [[UInt8]] =
+        ["{", "}", "\"", ":", "\n", "\\", "[", "]", ",", "${", "- ", "&a ", "*a", "!!binary ", "\u{FEFF}"]
         .map { Array($0.utf8) } + [[0x00], [0xFF], [0xC3], [0xED, 0xA0, 0x80]]
 
     static func mutate(_ input: [UInt8], _ rng: inout SplitMix64) -> [UInt8] {
@@ -31,13 +31,18 @@ import Testing
             switch Int.random(in: 0..<7, using: &rng) {
             case 0 where !bytes.isEmpty: bytes[at] ^= UInt8(1 << Int.random(in: 0..<8, using: &rng))
             case 1 where !bytes.isEmpty: bytes[at] = UInt8.random(in: 0...255, using: &rng)
-            case 2 where !bytes.isEmpty: bytes.removeSubrange(at..<min(bytes.count, at + Int.random(in: 1...16, using: &rng)))
+            case 2 where !bytes.isEmpty:
+                bytes.removeSubrange(at..<min(bytes.count, at + Int.random(in: 1...16, using: &rng)))
             case 3: bytes.insert(contentsOf: specials.randomElement(using: &rng)!, at: at)
             case 4: bytes = Array(bytes.prefix(at))
             case 5 where !bytes.isEmpty:
                 let end = min(bytes.count, at + Int.random(in: 1...32, using: &rng))
                 bytes.insert(contentsOf: bytes[at..<end], at: Int.random(in: 0...bytes.count, using: &rng))
-            default: bytes.insert(contentsOf: (0..<Int.random(in: 1...8, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }, at: at)
+            default:
+                bytes.insert(
+                    contentsOf: (0..<Int.random(in: 1...8, using: &rng)).map { _ in
+                        UInt8.random(in: 0...255, using: &rng)
+                    }, at: at)
             }
         }
         return bytes

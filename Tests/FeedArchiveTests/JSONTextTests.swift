@@ -4,7 +4,8 @@ import Testing
 
 @Suite struct JSONTextTests {
     @Test(arguments: [
-        #"{}"#, #"[]"#, #"{"a":[1,2.5,-3e10,true,false,null,"x\"\\\/\b\f\n\r\t\u00e9"]}"#, #" "héllo ☃ 𝄞" "#, "0", "-0.5E+3",
+        #"{}"#, #"[]"#, #"{"a":[1,2.5,-3e10,true,false,null,"x\"\\\/\b\f\n\r\t\u00e9"]}"#, #" "héllo ☃ 𝄞" "#, "0",
+        "-0.5E+3",
         #"{"nested":{"deep":[[[[]]]]}}"#,
     ])
     func acceptsValidJSON(_ text: String) {
@@ -71,7 +72,9 @@ import Testing
     /// the special bytes fall, and tells ASCII text as a plain test does.
     @Test func stringEscapingMatchesTheByteRule() throws {
         var generator = SystemRandomNumberGenerator()
-        let alphabet: [UInt8] = [0x00, 0x07, 0x09, 0x0A, 0x0D, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x5B, 0x5C, 0x5D, 0x41, 0x7A, 0x7F, 0xC3, 0xA9]
+        let alphabet: [UInt8] = [
+            0x00, 0x07, 0x09, 0x0A, 0x0D, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x5B, 0x5C, 0x5D, 0x41, 0x7A, 0x7F, 0xC3, 0xA9,
+        ]
         for _ in 0..<5_000 {
             let length = Int.random(in: 0...40, using: &generator)
             var bytes = (0..<length).map { _ in UInt8(ascii: "x") }
@@ -160,9 +163,10 @@ import Testing
         #expect(lines.count == expected.count)
         #expect(lines.map { Array($0) } == expected)
         // Lines of one chunk share its buffer: a few chunks hold them all.
-        let chunkStarts = Set(lines.filter { !$0.isEmpty }.map { line in
-            line.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) } - UInt(line.startIndex)
-        })
+        let chunkStarts = Set(
+            lines.filter { !$0.isEmpty }.map { line in
+                line.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) } - UInt(line.startIndex)
+            })
         #expect(chunkStarts.count > 3 && chunkStarts.count < 100, "\(chunkStarts.count) chunks")
     }
 }

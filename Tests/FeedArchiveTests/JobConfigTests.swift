@@ -35,7 +35,8 @@ import Testing
         #expect(job.start == .now)
         #expect(job.archive.fileMode == 0o640 && job.archive.directoryMode == 0o750)
         #expect(job.archive.workers == nil)  // the source's default
-        let explicit = Self.valid.replacingOccurrences(of: "  compression: lz4\n", with: "  compression: zstd\n  workers: 0\n")
+        let explicit = Self.valid.replacingOccurrences(
+            of: "  compression: lz4\n", with: "  compression: zstd\n  workers: 0\n")
         #expect(try JobConfig.parse(yaml: explicit, file: "orders.yaml").archive.workers == 0)
     }
 
@@ -43,12 +44,21 @@ import Testing
     @Test(arguments: [
         ("nme: x\n", "j.yaml:1:1", "missing the required key 'name'"),
         ("name: x\nsource: {kind: sqlite}\narchive:\n  root: l\n  colour: red\n", "j.yaml:5:3", "unknown key 'colour'"),
-        ("name: x\nsource: {kind: sqlite}\narchive:\n  root: l\nbatch:\n  max_records: many\n", "j.yaml:6:16", "must be an integer"),
-        ("name: x\nsource: {kind: sqlite}\narchive:\n  root: l\n  compression: gzip\n", "j.yaml:5:16", "zstd, lz4 or none"),
+        (
+            "name: x\nsource: {kind: sqlite}\narchive:\n  root: l\nbatch:\n  max_records: many\n", "j.yaml:6:16",
+            "must be an integer"
+        ),
+        (
+            "name: x\nsource: {kind: sqlite}\narchive:\n  root: l\n  compression: gzip\n", "j.yaml:5:16",
+            "zstd, lz4 or none"
+        ),
         ("name: x\nsource: [1, 2]\narchive: {root: l}\n", "j.yaml:2:9", "must be a mapping"),
         ("name: x\nsource:\n  kind: sqlite\n   bad: indent\n", "j.yaml:4:", "YAML syntax"),
         ("name: ../evil\nsource: {kind: sqlite}\narchive: {root: l}\n", "j.yaml:1:7", "name must be"),
-        ("name: x\nsource: {kind: sqlite}\narchive:\n  root: l\nbatch:\n  max_duration: soon\n", "j.yaml:6:17", "duration"),
+        (
+            "name: x\nsource: {kind: sqlite}\narchive:\n  root: l\nbatch:\n  max_duration: soon\n", "j.yaml:6:17",
+            "duration"
+        ),
         ("name: x\nsource: {kind: sqlite}\narchive: {root: l, time_zone: Mars/Base}\n", "j.yaml:3:", "time zone"),
         ("", "j.yaml:1:1", "empty"),
     ])
@@ -56,17 +66,22 @@ import Testing
         #expect {
             try JobConfig.parse(yaml: yaml, file: "j.yaml")
         } throws: { error in
-            guard let error = error as? FeedArchiveError, case .badJobFile(let where_, let text) = error else { return false }
+            guard let error = error as? FeedArchiveError, case .badJobFile(let where_, let text) = error else {
+                return false
+            }
             return error.exitCode == 78 && where_.hasPrefix(place) && text.contains(message)
         }
     }
 
     @Test func environmentVariablesAreExpanded() throws {
         setenv("FEEDARCHIVE_TEST_ROOT", "/srv/lake", 1)
-        let job = try JobConfig.parse(yaml: "name: x\nsource: {kind: sqlite}\narchive: {root: \"${FEEDARCHIVE_TEST_ROOT}\"}\n", file: "j.yaml")
+        let job = try JobConfig.parse(
+            yaml: "name: x\nsource: {kind: sqlite}\narchive: {root: \"${FEEDARCHIVE_TEST_ROOT}\"}\n", file: "j.yaml")
         #expect(job.archive.root == "/srv/lake")
         #expect {
-            try JobConfig.parse(yaml: "name: x\nsource: {kind: sqlite}\narchive: {root: \"${FEEDARCHIVE_NOT_SET_ANYWHERE}\"}\n", file: "j.yaml")
+            try JobConfig.parse(
+                yaml: "name: x\nsource: {kind: sqlite}\narchive: {root: \"${FEEDARCHIVE_NOT_SET_ANYWHERE}\"}\n",
+                file: "j.yaml")
         } throws: { error in
             "\(error)".contains("FEEDARCHIVE_NOT_SET_ANYWHERE is not set") && "\(error)".hasPrefix("j.yaml:3:")
         }

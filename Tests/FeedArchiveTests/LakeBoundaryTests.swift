@@ -8,7 +8,8 @@ import Testing
 @Suite struct LakeBoundaryTests {
     func job(_ dir: TempDirectory, name: String, root: String) throws -> JobConfig {
         try JobConfig.parse(
-            yaml: "name: \(name)\nsource: {kind: memory}\narchive: {root: \(root)}\nbatch: {max_records: 5, page_size: 4}\n",
+            yaml:
+                "name: \(name)\nsource: {kind: memory}\narchive: {root: \(root)}\nbatch: {max_records: 5, page_size: 4}\n",
             file: dir.path + "/\(name).yaml")
     }
 
@@ -23,16 +24,21 @@ import Testing
         let b = try job(dir, name: "b", root: "lake/a/data")
         let sourceB = InMemorySource()
         sourceB.append()
-        let error = await #expect(throws: FeedArchiveError.self) { _ = try await ArchiveRunner(job: b, source: sourceB).run(RunOptions()) }
+        let error = await #expect(throws: FeedArchiveError.self) {
+            _ = try await ArchiveRunner(job: b, source: sourceB).run(RunOptions())
+        }
         #expect(error?.exitCode == 78)
         #expect("\(error.map { "\($0)" } ?? "")".contains("inside the archive of job a"))
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/lake/a/data/b"))
 
         // An archive that is already there (made by an older version) is not swept into a's quarantine.
-        try FileManager.default.createDirectory(atPath: dir.path + "/lake/a/data/b/_feedarchive", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: dir.path + "/lake/a/data/b/_feedarchive", withIntermediateDirectories: true)
         try Data("{}".utf8).write(to: URL(fileURLWithPath: dir.path + "/lake/a/data/b/_feedarchive/job.json"))
         sourceA.append()
-        let refused = await #expect(throws: FeedArchiveError.self) { _ = try await ArchiveRunner(job: a, source: sourceA).run(RunOptions()) }
+        let refused = await #expect(throws: FeedArchiveError.self) {
+            _ = try await ArchiveRunner(job: a, source: sourceA).run(RunOptions())
+        }
         #expect(refused?.exitCode == 78)
         #expect("\(refused.map { "\($0)" } ?? "")".contains("data/b"))
         #expect(FileManager.default.fileExists(atPath: dir.path + "/lake/a/data/b/_feedarchive/job.json"))
@@ -51,7 +57,9 @@ import Testing
         try FileManager.default.createSymbolicLink(atPath: dir.path + "/lake/a/data/link", withDestinationPath: outside)
 
         source.append()
-        let error = await #expect(throws: FeedArchiveError.self) { _ = try await ArchiveRunner(job: a, source: source).run(RunOptions()) }
+        let error = await #expect(throws: FeedArchiveError.self) {
+            _ = try await ArchiveRunner(job: a, source: source).run(RunOptions())
+        }
         #expect("\(error.map { "\($0)" } ?? "")".contains("symbolic link"))
         #expect(FileManager.default.fileExists(atPath: outside + "/file.txt"))
         try FileManager.default.removeItem(atPath: dir.path + "/lake/a/data/link")
@@ -60,7 +68,9 @@ import Testing
         let lock = dir.path + "/lake/a/_feedarchive/lock"
         try FileManager.default.removeItem(atPath: lock)
         try FileManager.default.createSymbolicLink(atPath: lock, withDestinationPath: outside + "/file.txt")
-        let lockError = await #expect(throws: FeedArchiveError.self) { _ = try await ArchiveRunner(job: a, source: source).run(RunOptions()) }
+        let lockError = await #expect(throws: FeedArchiveError.self) {
+            _ = try await ArchiveRunner(job: a, source: source).run(RunOptions())
+        }
         #expect("\(lockError.map { "\($0)" } ?? "")".contains("symbolic link"))
         #expect(try String(contentsOfFile: outside + "/file.txt", encoding: .utf8) == "keep me")
         try FileManager.default.removeItem(atPath: lock)
@@ -84,12 +94,16 @@ import Testing
             let report = try archive.recover()
             lock.release()
             #expect(report.quarantined == ["data/0_000.tmp"])
-            folders = Set(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/lake/a/_feedarchive/quarantine"))
+            folders = Set(
+                try FileManager.default.contentsOfDirectory(atPath: dir.path + "/lake/a/_feedarchive/quarantine"))
         }
         #expect(folders.count == 3)
         var kept: [String] = []
         for folder in folders {
-            kept.append(try String(contentsOfFile: dir.path + "/lake/a/_feedarchive/quarantine/\(folder)/data/0_000.tmp", encoding: .utf8))
+            kept.append(
+                try String(
+                    contentsOfFile: dir.path + "/lake/a/_feedarchive/quarantine/\(folder)/data/0_000.tmp",
+                    encoding: .utf8))
         }
         #expect(kept.sorted() == ["stray 0", "stray 1", "stray 2"])
     }

@@ -49,7 +49,8 @@ import Testing
         await #expect {
             try await ArchiveRunner(job: job, source: source).run(RunOptions())
         } throws: { error in
-            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains("ahead of the manifest") && "\(error)".contains("checkpoint.json")
+            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains("ahead of the manifest")
+                && "\(error)".contains("checkpoint.json")
         }
         let report = try Verifier(job: job).verify(deep: false)
         #expect(report.problems.contains { $0.kind == "checkpoint" })
@@ -62,10 +63,12 @@ import Testing
         await #expect {
             try await ArchiveRunner(job: job, source: source).run(RunOptions())
         } throws: { error in
-            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains(archive.layout.checkpointFile) && "\(error)".contains("mv ")
+            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains(archive.layout.checkpointFile)
+                && "\(error)".contains("mv ")
         }
         // The hint works: moved aside, the checkpoint is rebuilt from the manifest, nothing lost.
-        try FileManager.default.moveItem(atPath: archive.layout.checkpointFile, toPath: archive.layout.checkpointFile + ".bad")
+        try FileManager.default.moveItem(
+            atPath: archive.layout.checkpointFile, toPath: archive.layout.checkpointFile + ".bad")
         let summary = try await ArchiveRunner(job: job, source: source).run(RunOptions())
         #expect(summary.records == 0)
         #expect(try Verifier(job: job).verify(deep: true).isClean)
@@ -75,13 +78,15 @@ import Testing
         let dir = TempDirectory()
         let (job, source, archive) = try await archived(dir)
         let segment = try lastSegment(archive)
-        var lines = try String(contentsOfFile: segment, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        var lines = try String(contentsOfFile: segment, encoding: .utf8).split(
+            separator: "\n", omittingEmptySubsequences: false)
         lines[2] = Substring(lines[2].replacingOccurrences(of: "\"records\":5", with: "\"records\":6"))
         try lines.joined(separator: "\n").write(toFile: segment, atomically: false, encoding: .utf8)
         await #expect {
             try await ArchiveRunner(job: job, source: source).run(RunOptions())
         } throws: { error in
-            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains("hash chain is broken") && "\(error)".contains("00000001.jsonl:4")
+            (error as? FeedArchiveError)?.exitCode == 65 && "\(error)".contains("hash chain is broken")
+                && "\(error)".contains("00000001.jsonl:4")
         }
     }
 
@@ -91,7 +96,8 @@ import Testing
         let folder = archive.layout.dataDirectory + "/stray"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: folder + "/0_x_y.jsonl.zst", contents: Data("junk".utf8))
-        _ = FileManager.default.createFile(atPath: folder + "/0_00000000000000000021-00000000.tmp", contents: Data("half".utf8))
+        _ = FileManager.default.createFile(
+            atPath: folder + "/0_00000000000000000021-00000000.tmp", contents: Data("half".utf8))
         let summary = try await ArchiveRunner(job: job, source: source).run(RunOptions())
         #expect(summary.recovery.filter { $0.contains("quarantine") }.count == 2)
         let quarantined = try FileManager.default.subpathsOfDirectory(atPath: archive.layout.quarantineDirectory)

@@ -17,7 +17,8 @@ import Testing
     func lastRunIsWrittenUnderTheJobLock(failing: Bool) async throws {
         let dir = TempDirectory("run-end")
         let file = dir.write(
-            "mem.yaml", "name: mem\nsource:\n  kind: memory\narchive:\n  root: \(dir.path)/lake\nbatch:\n  max_records: 5\n")
+            "mem.yaml",
+            "name: mem\nsource:\n  kind: memory\narchive:\n  root: \(dir.path)/lake\nbatch:\n  max_records: 5\n")
         let source = InMemorySource()
         for _ in 0..<7 { source.append() }
         let lockPath = dir.path + "/lake/mem/_feedarchive/lock"
@@ -37,10 +38,12 @@ import Testing
                 }
                 lockedWhileRecording.withLock { $0.append(held) }
             })
-        let code = await RunSession(jobFiles: [file], options: RunOptions(), source: .source(source), fs: fs).run(observer: Quiet())
+        let code = await RunSession(jobFiles: [file], options: RunOptions(), source: .source(source), fs: fs).run(
+            observer: Quiet())
         #expect(code == (failing ? 74 : 0))
         #expect(lockedWhileRecording.withLock { $0 } == [true])
-        let record = try #require(RunRecord.load(ArchiveLayout(root: dir.path + "/lake", job: "mem"), fs: PosixFileSystem()))
+        let record = try #require(
+            RunRecord.load(ArchiveLayout(root: dir.path + "/lake", job: "mem"), fs: PosixFileSystem()))
         #expect(record.lastExitCode == (failing ? 74 : 0))
     }
 }

@@ -57,20 +57,25 @@ import Testing
         let files = [jobFile("a", in: dir), jobFile("b", in: dir)]
         let metrics = dir.path + "/feedarchive.prom"
         let events = Events()
-        let code = await RunSession(jobFiles: files, options: RunOptions(), source: .source(feed(12)), metricsFile: metrics).run(observer: events)
+        let code = await RunSession(
+            jobFiles: files, options: RunOptions(), source: .source(feed(12)), metricsFile: metrics
+        ).run(observer: events)
         #expect(code == 0)
         #expect(events.lines == ["start a", "end a 12 changes", "start b", "end b 12 changes"])
         #expect(lastRun("a", in: dir)?.lastExitCode == 0 && lastRun("a", in: dir)?.lastRecords == 12)
         #expect(lastRun("b", in: dir)?.lastExitCode == 0)
         let text = try String(contentsOfFile: metrics, encoding: .utf8)
-        #expect(text.contains(#"feedarchive_records{job="a"} 12"#) && text.contains(#"feedarchive_records{job="b"} 12"#))
+        #expect(
+            text.contains(#"feedarchive_records{job="a"} 12"#) && text.contains(#"feedarchive_records{job="b"} 12"#))
     }
 
     @Test func aJobFileThatCannotBeReadFailsOnlyThatJob() async throws {
         let dir = TempDirectory()
         let missing = dir.path + "/missing.yaml"
         let events = Events()
-        let code = await RunSession(jobFiles: [missing, jobFile("a", in: dir)], options: RunOptions(), source: .source(feed(3))).run(observer: events)
+        let code = await RunSession(
+            jobFiles: [missing, jobFile("a", in: dir)], options: RunOptions(), source: .source(feed(3))
+        ).run(observer: events)
         #expect(code == 78)
         #expect(events.lines == ["failed \(missing) 78", "start a", "end a 3 changes"])
         #expect(lastRun("a", in: dir)?.lastExitCode == 0)
@@ -97,7 +102,10 @@ import Testing
         events.raiseOnCommit = ("a", options.stop)
         let code = await RunSession(jobFiles: files, options: options, source: .source(feed(12))).run(observer: events)
         #expect(code == 143)
-        #expect(events.lines == ["failed \(files[0]) 78", "start a", "failed a 143", "end a failed", "failed \(files[2]) 143"])
+        #expect(
+            events.lines == [
+                "failed \(files[0]) 78", "start a", "failed a 143", "end a failed", "failed \(files[2]) 143",
+            ])
         #expect(lastRun("a", in: dir)?.lastExitCode == 143)
         #expect(lastRun("b", in: dir) == nil)
     }
@@ -110,7 +118,9 @@ import Testing
         defer { lock.release() }
         let metrics = dir.path + "/feedarchive.prom"
         let events = Events()
-        let code = await RunSession(jobFiles: [file], options: RunOptions(), source: .source(feed(3)), metricsFile: metrics).run(observer: events)
+        let code = await RunSession(
+            jobFiles: [file], options: RunOptions(), source: .source(feed(3)), metricsFile: metrics
+        ).run(observer: events)
         #expect(code == 75)
         #expect(events.lines == ["start a", "failed a 75", "end a failed"])
         #expect(lastRun("a", in: dir) == nil)
@@ -121,7 +131,8 @@ import Testing
         let dir = TempDirectory()
         let events = Events()
         let session = RunSession(
-            jobFiles: [jobFile("a", in: dir)], options: RunOptions(), source: .source(feed(3)), metricsFile: dir.path + "/no/such/folder/x.prom")
+            jobFiles: [jobFile("a", in: dir)], options: RunOptions(), source: .source(feed(3)),
+            metricsFile: dir.path + "/no/such/folder/x.prom")
         #expect(await session.run(observer: events) == 74)
         #expect(events.lines == ["start a", "end a 3 changes", "failed - 74"])
     }

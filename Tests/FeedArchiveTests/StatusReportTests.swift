@@ -17,7 +17,8 @@ import Testing
 
         let totals = ArchiveTotals(archive.manifest)
         #expect(report.job == "mem" && report.jobFile == job.file && report.archiveRoot == archive.layout.jobRoot)
-        #expect(report.totals.blobs == totals.blobs && report.totals.records == 20 && report.totals.bytes == totals.bytes)
+        #expect(
+            report.totals.blobs == totals.blobs && report.totals.records == 20 && report.totals.bytes == totals.bytes)
         #expect(report.manifestSeq == archive.manifest.tailSeq)
         #expect(report.checkpoint == archive.checkpoint)
         #expect(report.cursors == ["0": "20"])

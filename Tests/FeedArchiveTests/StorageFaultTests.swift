@@ -41,13 +41,18 @@ import Testing
         // Nothing claimed beyond what is durable: every manifest blob is intact, the checkpoint
         // is not ahead of the manifest.
         let report = try Verifier(job: job).verify(deep: true)
-        #expect(!report.problems.contains { ["missing", "hash", "size", "decode", "records", "gap", "chain"].contains($0.kind) }, "\(name): \(report.problems)")
+        #expect(
+            !report.problems.contains {
+                ["missing", "hash", "size", "decode", "records", "gap", "chain"].contains($0.kind)
+            }, "\(name): \(report.problems)")
         #expect(!report.problems.contains { $0.kind == "checkpoint" && $0.message.contains("ahead") }, "\(name)")
 
         fs.heal()
         _ = try await ArchiveRunner(job: job, source: source, fs: fs).run(RunOptions())
         let positions = try archivedLines(job).map(position(of:))
-        #expect(positions == source.changes().map { InMemorySource.position(group: $0.group, index: $0.index).rawValue }, "\(name)")
+        #expect(
+            positions == source.changes().map { InMemorySource.position(group: $0.group, index: $0.index).rawValue },
+            "\(name)")
         let after = try Verifier(job: job).verify(deep: true)
         #expect(after.isClean, "\(name): \(after.problems)")
     }
@@ -61,14 +66,18 @@ import Testing
         let deleted = Mutex(0)
         let fs = FaultInjectingFileSystem { operation, path in
             guard operation == .sync, path.hasSuffix(".tmp"), path.contains("/data/") else { return }
-            if deleted.withLock({ $0 += 1; return $0 }) == 3 {
+            if deleted.withLock({
+                $0 += 1
+                return $0
+            }) == 3 {
                 try? FileManager.default.removeItem(atPath: parentDirectory(of: path))
             }
         }
         await #expect {
             try await ArchiveRunner(job: job, source: source, fs: fs).run(RunOptions())
         } throws: { error in
-            (error as? FeedArchiveError)?.exitCode == 74 && "\(error)".contains(".tmp") && "\(error)".contains("No such file")
+            (error as? FeedArchiveError)?.exitCode == 74 && "\(error)".contains(".tmp")
+                && "\(error)".contains("No such file")
         }
         let checkpoint = try #require(try JobArchive(job: job).checkpointAfterLoad())
         #expect(checkpoint.manifestSeq <= 3)  // the epoch and at most the two blobs before the deletion

@@ -1,6 +1,7 @@
 import FeedArchive
 import FeedArchiveTesting
 import Foundation
+import Testing
 
 /// A job over the in-memory source, archived under `dir/lake`.
 func memoryJob(
@@ -29,7 +30,9 @@ func memoryJob(
 
 /// A fresh in-memory feed of `changes` single-change groups, archived by one run; the archive
 /// is returned loaded.
-func archivedMemoryFeed(in dir: TempDirectory, changes: Int = 20, maxRecords: Int = 5) async throws -> (JobConfig, InMemorySource, JobArchive) {
+func archivedMemoryFeed(in dir: TempDirectory, changes: Int = 20, maxRecords: Int = 5) async throws -> (
+    JobConfig, InMemorySource, JobArchive
+) {
     let job = try memoryJob(in: dir, maxRecords: maxRecords)
     let source = InMemorySource()
     for _ in 0..<changes { source.append() }
@@ -41,7 +44,9 @@ func archivedMemoryFeed(in dir: TempDirectory, changes: Int = 20, maxRecords: In
 
 /// An archive whose checkpoint was left behind its manifest, as when a run dies between the
 /// manifest append and the checkpoint replace: `first` changes checkpointed, `more` only in the manifest.
-func archiveWithCheckpointBehind(in dir: TempDirectory, first: Int = 10, more: Int = 10) async throws -> (JobConfig, InMemorySource, JobArchive) {
+func archiveWithCheckpointBehind(in dir: TempDirectory, first: Int = 10, more: Int = 10) async throws -> (
+    JobConfig, InMemorySource, JobArchive
+) {
     let (job, source, archive) = try await archivedMemoryFeed(in: dir, changes: first)
     let saved = try #require(try PosixFileSystem().read(archive.layout.checkpointFile))
     for _ in 0..<more { source.append() }
@@ -49,7 +54,6 @@ func archiveWithCheckpointBehind(in dir: TempDirectory, first: Int = 10, more: I
     try Data(saved).write(to: URL(fileURLWithPath: archive.layout.checkpointFile))
     return (job, source, archive)
 }
-
 
 /// The `pos` of an envelope line.
 func position(of line: String) -> String {
@@ -59,8 +63,6 @@ func position(of line: String) -> String {
 
 let hour: Int64 = 3_600_000_000
 let baseTime: Int64 = 1_795_000_000_000_000  // 2026-11-18T11:06:40Z
-
-import Testing
 
 /// Runs the job with a SIGTERM raised from `onCommit` when `when` says so; expects exit 143 and
 /// no temp file left, and returns the archive as the interrupted run left it.

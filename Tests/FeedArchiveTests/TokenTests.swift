@@ -4,7 +4,8 @@ import Testing
 
 @Suite struct TokenTests {
     @Test func roundTrip() throws {
-        let token = ContinuationToken(kind: "sqlite", source: "0123456789abcdef", cursors: ["0": "42", "b": "x-1"], extra: ["mode": "latest"])
+        let token = ContinuationToken(
+            kind: "sqlite", source: "0123456789abcdef", cursors: ["0": "42", "b": "x-1"], extra: ["mode": "latest"])
         let text = token.encoded
         #expect(text.hasPrefix("sqlite:"))
         #expect(!text.contains("=") && !text.contains("+") && !text.contains("/"))
@@ -42,7 +43,10 @@ import Testing
 
     /// The byte-level initialiser accepts and refuses exactly what the String one does.
     @Test func positionsFromBytesAreCheckedTheSameWay() {
-        for text in ["../etc", "0000000000000000002A-00000001", "", "a b", "x/y", "AZaz09-", String(repeating: "9", count: 64), String(repeating: "9", count: 65), "é"] {
+        for text in [
+            "../etc", "0000000000000000002A-00000001", "", "a b", "x/y", "AZaz09-", String(repeating: "9", count: 64),
+            String(repeating: "9", count: 65), "é",
+        ] {
             let fromBytes = Array(text.utf8).withUnsafeBytes { Position(utf8: $0) }
             #expect(fromBytes == Position(text), "\(text)")
         }

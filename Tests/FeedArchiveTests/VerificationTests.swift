@@ -23,7 +23,8 @@ import Testing
         let dir = TempDirectory()
         let (job, _, archive) = try await archivedMemoryFeed(in: dir, changes: 10)
         let clean = try await Verifier(job: job).verify(deep: false, against: nil)
-        let cleanObject = try #require(try JSONSerialization.jsonObject(with: Data(clean.json().utf8)) as? [String: Any])
+        let cleanObject = try #require(
+            try JSONSerialization.jsonObject(with: Data(clean.json().utf8)) as? [String: Any])
         #expect(cleanObject["clean"] as? Bool == true && cleanObject["job"] as? String == "mem")
         #expect(cleanObject["records"] as? Int == 10)
 

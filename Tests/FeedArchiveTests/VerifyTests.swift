@@ -55,7 +55,9 @@ import Testing
 
         func decodedLines(_ index: Int) throws -> [String] {
             let bytes = try #require(try PosixFileSystem().read(path(index)))
-            return String(decoding: try Compression.zstd.makeDecoder().decodeAll(bytes), as: UTF8.self).split(separator: "\n").map(String.init)
+            return String(decoding: try Compression.zstd.makeDecoder().decodeAll(bytes), as: UTF8.self).split(
+                separator: "\n"
+            ).map(String.init)
         }
     }
 
@@ -75,7 +77,10 @@ import Testing
         #expect(fast.problems.contains { $0.kind == "hash" && $0.path == fixture.blob(1).path })
         let deep = try fixture.verify(deep: true)
         #expect(deep.problems.contains { $0.kind == "decode" && $0.path == fixture.blob(1).path })
-        #expect(deep.problems.contains { $0.kind == "gap" && $0.fix?.hasPrefix("feedarchive backfill mem --from memory:") == true })
+        #expect(
+            deep.problems.contains {
+                $0.kind == "gap" && $0.fix?.hasPrefix("feedarchive backfill mem --from memory:") == true
+            })
     }
 
     @Test func truncatedBlobIsASizeProblem() async throws {
@@ -127,7 +132,10 @@ import Testing
         var checkpoint = try #require(fixture.archive.checkpoint)
         checkpoint.manifestSeq += 1
         try checkpoint.write(to: fixture.archive.layout.checkpointFile, fs: PosixFileSystem(), mode: 0o640)
-        #expect(try fixture.verify(deep: false).problems.contains { $0.kind == "checkpoint" && $0.message.contains("ahead") })
+        #expect(
+            try fixture.verify(deep: false).problems.contains {
+                $0.kind == "checkpoint" && $0.message.contains("ahead")
+            })
         checkpoint.manifestSeq -= 2
         checkpoint.manifestHash = fixture.entries[Int(checkpoint.manifestSeq)].prev
         try checkpoint.write(to: fixture.archive.layout.checkpointFile, fs: PosixFileSystem(), mode: 0o640)
@@ -142,20 +150,25 @@ import Testing
         lines.swapAt(2, 3)
         try fixture.replaceBlobConsistently(1, lines: lines)
         #expect(try fixture.verify(deep: false).isClean)  // only the content check can see it
-        #expect(try fixture.verify(deep: true).problems.contains { $0.kind == "order" && $0.path == fixture.blob(1).path })
+        #expect(
+            try fixture.verify(deep: true).problems.contains { $0.kind == "order" && $0.path == fixture.blob(1).path })
 
         var outside = try fixture.decodedLines(2)
-        outside[7] = outside[7].replacingOccurrences(of: "\"pos\":\"00000000000000000024", with: "\"pos\":\"00000000000000000099")
+        outside[7] = outside[7].replacingOccurrences(
+            of: "\"pos\":\"00000000000000000024", with: "\"pos\":\"00000000000000000099")
         try fixture.replaceBlobConsistently(2, lines: outside)
-        #expect(try fixture.verify(deep: true).problems.contains { $0.kind == "range" && $0.path == fixture.blob(2).path })
+        #expect(
+            try fixture.verify(deep: true).problems.contains { $0.kind == "range" && $0.path == fixture.blob(2).path })
     }
 
     @Test func overlapIsCountedAsDuplicatesNotAnError() async throws {
         let fixture = try await Fixture()
         // Re-archive part of the range under another name (a backfill cut differently).
-        let start = ContinuationToken(kind: "memory", source: try await fixture.source.identity().shortFingerprint, cursors: ["0": "4"])
+        let start = ContinuationToken(
+            kind: "memory", source: try await fixture.source.identity().shortFingerprint, cursors: ["0": "4"])
         let until = ContinuationToken(kind: "memory", source: start.source, cursors: ["0": "13"])
-        _ = try await BackfillRunner(job: fixture.job, source: fixture.source).run(from: start.encoded, until: until.encoded, options: RunOptions())
+        _ = try await BackfillRunner(job: fixture.job, source: fixture.source).run(
+            from: start.encoded, until: until.encoded, options: RunOptions())
         let report = try fixture.verify()
         #expect(report.isClean, "\(report.problems)")
         #expect(report.duplicateRanges >= 1)
@@ -170,7 +183,8 @@ import Testing
         #expect(fixes.count == 2)
         for fix in fixes {
             let words = fix.split(separator: " ").map(String.init)
-            _ = try await BackfillRunner(job: fixture.job, source: fixture.source).run(from: words[4], until: words[6], options: RunOptions())
+            _ = try await BackfillRunner(job: fixture.job, source: fixture.source).run(
+                from: words[4], until: words[6], options: RunOptions())
         }
         let mended = try fixture.verify()
         #expect(mended.isClean, "\(mended.problems)")
@@ -186,7 +200,8 @@ import Testing
             try FileManager.default.removeItem(atPath: fixture.path(2))
             let fix = try #require(try fixture.verify().problems.first { $0.kind == "gap" }?.fix)
             let words = fix.split(separator: " ").map(String.init)
-            _ = try await BackfillRunner(job: fixture.job, source: fixture.source).run(from: words[4], until: words[6], options: RunOptions())
+            _ = try await BackfillRunner(job: fixture.job, source: fixture.source).run(
+                from: words[4], until: words[6], options: RunOptions())
             let report = try fixture.verify()
             #expect(report.isClean, "round \(round): \(report.problems)")
         }
@@ -215,7 +230,9 @@ import Testing
         let words = gap.fix!.split(separator: " ").map(String.init)
         let lock = try fixture.archive.openForWriting()
         _ = try fixture.archive.recover()
-        try fixture.archive.acknowledgeGap(from: try ContinuationToken.decode(words[4]), until: try ContinuationToken.decode(words[6]), reason: "test loss")
+        try fixture.archive.acknowledgeGap(
+            from: try ContinuationToken.decode(words[4]), until: try ContinuationToken.decode(words[6]),
+            reason: "test loss")
         lock.release()
         let report = try fixture.verify()
         #expect(!report.problems.contains { $0.kind == "gap" })

@@ -41,7 +41,8 @@ final class LZ4Encoder: BlobEncoder {
         while offset < input.count {
             let length = min(Self.chunk, input.count - offset)
             try output.withUnsafeMutableBytes { out in
-                let size = try check(LZ4F_compressUpdate(context, out.baseAddress, out.count, input.baseAddress! + offset, length, nil))
+                let size = try check(
+                    LZ4F_compressUpdate(context, out.baseAddress, out.count, input.baseAddress! + offset, length, nil))
                 if size > 0 { try sink(UnsafeRawBufferPointer(rebasing: out[0..<size])) }
             }
             offset += length
@@ -82,7 +83,8 @@ final class LZ4Decoder: BlobDecoder {
             var consumed = input.count - offset
             let (hint, produced) = try output.withUnsafeMutableBytes { out -> (Int, Int) in
                 var produced = out.count
-                let hint = LZ4F_decompress(context, out.baseAddress, &produced, input.baseAddress! + offset, &consumed, nil)
+                let hint = LZ4F_decompress(
+                    context, out.baseAddress, &produced, input.baseAddress! + offset, &consumed, nil)
                 if LZ4F_isError(hint) != 0 { throw CodecError("lz4: \(String(cString: LZ4F_getErrorName(hint)))") }
                 if produced > 0 { try sink(UnsafeRawBufferPointer(rebasing: out[0..<produced])) }
                 return (hint, produced)

@@ -33,14 +33,18 @@ public struct Checkpoint: Codable, Equatable, Sendable {
         do {
             let checkpoint = try JSONDecoder().decode(Checkpoint.self, from: Data(bytes))
             guard checkpoint.format == format else {
-                throw FeedArchiveError.data(path: path, message: "checkpoint format \(checkpoint.format) is not supported (this feedarchive writes \(format))")
+                throw FeedArchiveError.data(
+                    path: path,
+                    message:
+                        "checkpoint format \(checkpoint.format) is not supported (this feedarchive writes \(format))")
             }
             _ = try ContinuationToken.decode(checkpoint.token, what: "the checkpoint token")
             return checkpoint
         } catch let error as FeedArchiveError {
             throw FeedArchiveError.data(path: path, message: "corrupt checkpoint: \(error)", hint: rebuildHint(path))
         } catch {
-            throw FeedArchiveError.data(path: path, message: "corrupt checkpoint: \(describeDecodingError(error))", hint: rebuildHint(path))
+            throw FeedArchiveError.data(
+                path: path, message: "corrupt checkpoint: \(describeDecodingError(error))", hint: rebuildHint(path))
         }
     }
 

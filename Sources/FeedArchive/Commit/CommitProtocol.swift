@@ -39,7 +39,8 @@ extension JobArchive {
     /// Creates the folder of a blob (durably) and its temp file `<part>_<firstPos>.tmp`: the
     /// final name holds the last position, which is known only when the batch ends.
     func beginBlob(
-        relativeDirectory: String, partition: String, first: Position, compression: Compression, level: Int, workers: Int
+        relativeDirectory: String, partition: String, first: Position, compression: Compression, level: Int,
+        workers: Int
     ) throws -> BlobWriter {
         let directory = layout.absolute(relativeDirectory)
         try createDirectories(directory)
@@ -81,8 +82,11 @@ extension JobArchive {
                 try fs.remove(writer.tempPath)
                 throw FeedArchiveError.data(
                     path: final,
-                    message: "a blob with this name already exists with SHA-256 \((existing.sha256 ?? "").prefix(16))…, the re-read batch hashes to \(result.sha256.prefix(16))…: the source returned other data for the same positions",
-                    hint: "nothing was written. The same changes compress to other bytes when archive.level, archive.workers or the zstd library changed since the blob was written : if so, put the old settings back for this backfill (a PostgreSQL job's blob above 2 MiB of JSON written by feedarchive before 0.6.0 needs `archive.workers: 1`). Otherwise compare the source with `feedarchive cat`, and if the range cannot be recovered, sign it off with `feedarchive ack-gap`")
+                    message:
+                        "a blob with this name already exists with SHA-256 \((existing.sha256 ?? "").prefix(16))…, the re-read batch hashes to \(result.sha256.prefix(16))…: the source returned other data for the same positions",
+                    hint:
+                        "nothing was written. The same changes compress to other bytes when archive.level, archive.workers or the zstd library changed since the blob was written : if so, put the old settings back for this backfill (a PostgreSQL job's blob above 2 MiB of JSON written by feedarchive before 0.6.0 needs `archive.workers: 1`). Otherwise compare the source with `feedarchive cat`, and if the range cannot be recovered, sign it off with `feedarchive ack-gap`"
+                )
             }
             if try fs.size(final) == result.bytes && fileHash(final) == result.sha256 {
                 try fs.remove(writer.tempPath)

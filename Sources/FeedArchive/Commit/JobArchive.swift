@@ -60,14 +60,17 @@ public final class JobArchive {
             case .symbolicLink:
                 throw FeedArchiveError.data(
                     path: path,
-                    message: "a symbolic link inside the archive: feedarchive never follows links inside a job's archive (recovery would move, and verify read, files outside it)",
+                    message:
+                        "a symbolic link inside the archive: feedarchive never follows links inside a job's archive (recovery would move, and verify read, files outside it)",
                     hint: "nothing was changed; move the link out of \(layout.jobRoot)")
             case .directory:
                 guard let names = try fs.list(path) else { return }
                 if relative != "data", names.contains("_feedarchive") {
                     throw FeedArchiveError.badJobFile(
                         place: path,
-                        message: "another job's archive lies inside the archive of job \(jobName): its files would be taken for strays and moved to quarantine. Nothing was changed; give that job an archive.root outside \(layout.jobRoot)")
+                        message:
+                            "another job's archive lies inside the archive of job \(jobName): its files would be taken for strays and moved to quarantine. Nothing was changed; give that job an archive.root outside \(layout.jobRoot)"
+                    )
                 }
                 for name in names.sorted() { try walk(relative + "/" + name) }
             case .file, .other:
@@ -83,11 +86,17 @@ public final class JobArchive {
     func checkNotInsideAnotherArchive() throws {
         var current = parentDirectory(of: absolutePath(layout.jobRoot))
         while current != "/" && current != "." && !current.isEmpty {
-            if fs.entryKind(current + "/_feedarchive/job.json") != nil || fs.entryKind(current + "/_feedarchive/manifest") != nil {
-                let owner = (try? JobIdentity.load(from: current + "/_feedarchive/job.json", fs: fs))??.job ?? lastComponent(of: current)
+            if fs.entryKind(current + "/_feedarchive/job.json") != nil
+                || fs.entryKind(current + "/_feedarchive/manifest") != nil
+            {
+                let owner =
+                    (try? JobIdentity.load(from: current + "/_feedarchive/job.json", fs: fs))??.job
+                    ?? lastComponent(of: current)
                 throw FeedArchiveError.badJobFile(
                     place: jobFile.isEmpty ? "archive.root" : "\(jobFile): archive.root",
-                    message: "the archive of job \(jobName) (\(layout.jobRoot)) would lie inside the archive of job \(owner) at \(current), whose recovery moves files it does not know into quarantine; choose an archive.root outside \(current)")
+                    message:
+                        "the archive of job \(jobName) (\(layout.jobRoot)) would lie inside the archive of job \(owner) at \(current), whose recovery moves files it does not know into quarantine; choose an archive.root outside \(current)"
+                )
             }
             let parent = parentDirectory(of: current)
             if parent == current { break }
@@ -105,7 +114,8 @@ public final class JobArchive {
     /// `JobIdentity.shape`); a change of one is refused (exit 78), and an archive made before
     /// job.json recorded them gets them recorded now.
     public func establishIdentity(
-        source: SourceIdentity, kind: String, shape: [String: String] = [:], origin: () async throws -> ContinuationToken
+        source: SourceIdentity, kind: String, shape: [String: String] = [:],
+        origin: () async throws -> ContinuationToken
     ) async throws -> JobIdentity {
         if var identity {
             guard identity.sourceKind == kind else {
@@ -120,8 +130,11 @@ public final class JobArchive {
                 }
                 throw FeedArchiveError.data(
                     path: layout.identityFile,
-                    message: "the source is not the one this archive was made from (\(changed.joined(separator: "; ")))",
-                    hint: "if the new source really continues this feed, start a new epoch: `feedarchive epoch \(jobName) --from beginning --reason \"...\"`")
+                    message:
+                        "the source is not the one this archive was made from (\(changed.joined(separator: "; ")))",
+                    hint:
+                        "if the new source really continues this feed, start a new epoch: `feedarchive epoch \(jobName) --from beginning --reason \"...\"`"
+                )
             }
             guard let recorded = identity.shape else {
                 identity.shape = shape
@@ -135,12 +148,15 @@ public final class JobArchive {
             guard changed.isEmpty else {
                 throw FeedArchiveError.badJobFile(
                     place: jobFile.isEmpty ? layout.identityFile : jobFile,
-                    message: "settings that shape the archive changed since \(layout.jobRoot) was made (\(changed.joined(separator: "; "))): blobs from now on would not match the ones before (other names, folders or envelope contents). Nothing was changed; put the settings back, or archive under a new job name")
+                    message:
+                        "settings that shape the archive changed since \(layout.jobRoot) was made (\(changed.joined(separator: "; "))): blobs from now on would not match the ones before (other names, folders or envelope contents). Nothing was changed; put the settings back, or archive under a new job name"
+                )
             }
             return identity
         }
         let token = try await origin()
-        var created = JobIdentity(job: jobName, identity: source, kind: kind, originToken: token.encoded, timeZone: settings.timeZone)
+        var created = JobIdentity(
+            job: jobName, identity: source, kind: kind, originToken: token.encoded, timeZone: settings.timeZone)
         created.shape = shape
         try created.write(to: layout.identityFile, fs: fs, mode: settings.fileMode)
         identity = created

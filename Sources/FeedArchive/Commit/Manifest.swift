@@ -51,7 +51,8 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
     }
 
     public init(
-        kind: Kind, lineage: String, part: String? = nil, path: String? = nil, sha256: String? = nil, bytes: Int64? = nil,
+        kind: Kind, lineage: String, part: String? = nil, path: String? = nil, sha256: String? = nil,
+        bytes: Int64? = nil,
         rawBytes: Int64? = nil, records: Int64? = nil, firstPos: String? = nil, lastPos: String? = nil,
         fromToken: String? = nil, toToken: String? = nil, minTs: String? = nil, maxTs: String? = nil,
         run: String, reason: String? = nil
@@ -162,7 +163,11 @@ public struct Manifest: Sendable {
 
     /// The live checkpoint state after the last live line (blob or epoch of lineage `live`).
     public var liveToken: String? {
-        entries.last(where: { $0.lineage == "live" && ($0.kind == .blob || $0.kind == .epoch || $0.kind == .split || $0.kind == .merge || $0.kind == .heartbeat) })?.toToken
+        entries.last(where: {
+            $0.lineage == "live"
+                && ($0.kind == .blob || $0.kind == .epoch || $0.kind == .split || $0.kind == .merge
+                    || $0.kind == .heartbeat)
+        })?.toToken
     }
 }
 
@@ -213,9 +218,13 @@ public struct ManifestStore: Sendable {
                 let line = Array(bytes[lineStart..<lineEnd])
                 let isLastLine = isLastFile && (newline == nil || newline! + 1 == bytes.count)
                 func damage(_ message: String) -> ManifestDamage {
-                    ManifestDamage(file: path, line: lineNumber, message: message, isTornTail: isLastLine, offset: Int64(lineStart))
+                    ManifestDamage(
+                        file: path, line: lineNumber, message: message, isTornTail: isLastLine, offset: Int64(lineStart)
+                    )
                 }
-                if newline == nil { return (manifest, damage("the line has no newline (an append that did not finish)")) }
+                if newline == nil {
+                    return (manifest, damage("the line has no newline (an append that did not finish)"))
+                }
                 let entry: ManifestEntry
                 do {
                     entry = try decoder.decode(ManifestEntry.self, from: Data(line))
@@ -226,10 +235,18 @@ public struct ManifestStore: Sendable {
                     return (manifest, damage("seq \(entry.seq) follows seq \(manifest.tailSeq)"))
                 }
                 if entry.prev != manifest.tailHash {
-                    return (manifest, damage("prev \(entry.prev.prefix(12))… does not match the hash of line seq \(manifest.tailSeq) (\(manifest.tailHash.prefix(12))…): the hash chain is broken"))
+                    return (
+                        manifest,
+                        damage(
+                            "prev \(entry.prev.prefix(12))… does not match the hash of line seq \(manifest.tailSeq) (\(manifest.tailHash.prefix(12))…): the hash chain is broken"
+                        )
+                    )
                 }
                 if Manifest.segmentName(forSeq: entry.seq) != name {
-                    return (manifest, damage("seq \(entry.seq) belongs in segment \(Manifest.segmentName(forSeq: entry.seq))"))
+                    return (
+                        manifest,
+                        damage("seq \(entry.seq) belongs in segment \(Manifest.segmentName(forSeq: entry.seq))")
+                    )
                 }
                 manifest.appended(entry)
                 manifest.tailHash = hexString(SHA256.hash(data: line))

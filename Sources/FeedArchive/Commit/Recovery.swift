@@ -15,7 +15,9 @@ public struct RecoveryReport: Sendable {
     public var messages: [String] {
         var lines: [String] = []
         if let cutTornLine { lines.append("recovery: cut off a torn manifest line (\(cutTornLine))") }
-        if let (from, to) = rolledForward { lines.append("recovery: rolled the checkpoint forward from manifest seq \(from) to \(to)") }
+        if let (from, to) = rolledForward {
+            lines.append("recovery: rolled the checkpoint forward from manifest seq \(from) to \(to)")
+        }
         for path in quarantined { lines.append("recovery: moved \(path) to quarantine (no manifest line names it)") }
         return lines
     }
@@ -32,23 +34,32 @@ extension JobArchive {
             throw FeedArchiveError.data(
                 path: "\(damage.file):\(damage.line)",
                 message: "the manifest is damaged before its last line: \(damage.message)",
-                hint: "nothing was changed; run `feedarchive verify \(jobName)` for the full picture and restore the manifest from a copy")
+                hint:
+                    "nothing was changed; run `feedarchive verify \(jobName)` for the full picture and restore the manifest from a copy"
+            )
         }
         // Check everything before changing anything: a refusal must leave the archive as it was.
         checkpoint = try Checkpoint.load(from: layout.checkpointFile, fs: fs)
         let tail = manifest.tailSeq
         if let checkpoint {
             if checkpoint.manifestSeq > tail {
-                let torn = damage.map { " The line after seq \(tail) (\($0.file):\($0.line)) is damaged: \($0.message); it was committed, so it is not an unfinished append." } ?? ""
+                let torn =
+                    damage.map {
+                        " The line after seq \(tail) (\($0.file):\($0.line)) is damaged: \($0.message); it was committed, so it is not an unfinished append."
+                    } ?? ""
                 throw FeedArchiveError.data(
                     path: layout.checkpointFile,
-                    message: "the checkpoint (manifest seq \(checkpoint.manifestSeq)) is ahead of the manifest (last intact seq \(tail)): changes it claims are archived have no manifest line.\(torn)",
-                    hint: "nothing was changed. Restore the manifest from a copy, or compare with `feedarchive verify \(jobName)` before moving the checkpoint aside")
+                    message:
+                        "the checkpoint (manifest seq \(checkpoint.manifestSeq)) is ahead of the manifest (last intact seq \(tail)): changes it claims are archived have no manifest line.\(torn)",
+                    hint:
+                        "nothing was changed. Restore the manifest from a copy, or compare with `feedarchive verify \(jobName)` before moving the checkpoint aside"
+                )
             }
             if checkpoint.manifestSeq > 0 && hashOfLine(checkpoint.manifestSeq) != checkpoint.manifestHash {
                 throw FeedArchiveError.data(
                     path: layout.checkpointFile,
-                    message: "the checkpoint names manifest seq \(checkpoint.manifestSeq) with hash \(checkpoint.manifestHash.prefix(12))…, but that line hashes differently: the checkpoint belongs to another manifest",
+                    message:
+                        "the checkpoint names manifest seq \(checkpoint.manifestSeq) with hash \(checkpoint.manifestHash.prefix(12))…, but that line hashes differently: the checkpoint belongs to another manifest",
                     hint: "nothing was changed; check that \(layout.jobRoot) is the archive this job writes")
             }
         }
@@ -59,7 +70,8 @@ extension JobArchive {
         try store.syncTail()  // what we now trust as committed must be on disk
         if tail > 0 && (checkpoint?.manifestSeq ?? 0) < tail {
             guard let token = manifest.liveToken else {
-                throw FeedArchiveError.data(path: layout.manifestDirectory, message: "the manifest has no live line to start from")
+                throw FeedArchiveError.data(
+                    path: layout.manifestDirectory, message: "the manifest has no live line to start from")
             }
             let from = checkpoint?.manifestSeq ?? 0
             try writeCheckpoint(token: token)

@@ -34,7 +34,8 @@ public struct ConfigNode: @unchecked Sendable {
             }
             return ConfigNode(node: node, file: file)
         } catch let error as YamlError {
-            throw FeedArchiveError.badJobFile(place: Self.place(of: error, file: file), message: Self.message(of: error))
+            throw FeedArchiveError.badJobFile(
+                place: Self.place(of: error, file: file), message: Self.message(of: error))
         } catch let error as FeedArchiveError {
             throw error
         } catch {
@@ -146,7 +147,9 @@ public final class ConfigMapping {
     public func optional(_ key: String) -> ConfigNode? {
         consumed.insert(key)
         for (name, value) in mapping where name.string == key {
-            if case .scalar(let scalar) = value, scalar.style == .plain, scalar.string == "" || scalar.string == "~" { return nil }
+            if case .scalar(let scalar) = value, scalar.style == .plain, scalar.string == "" || scalar.string == "~" {
+                return nil
+            }
             return ConfigNode(node: value, file: node.file)
         }
         return nil

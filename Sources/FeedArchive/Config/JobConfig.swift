@@ -31,7 +31,8 @@ public struct JobConfig: Sendable {
         let base = parentDirectory(of: file)
         let nameNode = try root.required("name")
         let name = try nameNode.string("name")
-        guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }), !name.hasPrefix(".")
+        guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }),
+            !name.hasPrefix(".")
         else { throw nameNode.error("name must be letters, digits, '-', '_' or '.', not '\(name)'") }
 
         let source = try root.required("source").mapping("source")
@@ -75,14 +76,19 @@ public struct ArchiveSettings: Sendable {
         var compression = Compression.zstd
         if let node = map.optional("compression") {
             let text = try node.string("archive.compression")
-            guard let value = Compression(rawValue: text) else { throw node.error("archive.compression must be zstd, lz4 or none, not '\(text)'") }
+            guard let value = Compression(rawValue: text) else {
+                throw node.error("archive.compression must be zstd, lz4 or none, not '\(text)'")
+            }
             compression = value
         }
         var level = compression == .lz4 ? 0 : 3
         if let node = map.optional("level") {
             level = try node.int("archive.level")
             let range = compression == .lz4 ? -1...12 : -7...22
-            guard range.contains(level) else { throw node.error("archive.level for \(compression.rawValue) must be in \(range.lowerBound)...\(range.upperBound)") }
+            guard range.contains(level) else {
+                throw node.error(
+                    "archive.level for \(compression.rawValue) must be in \(range.lowerBound)...\(range.upperBound)")
+            }
         }
         var workers: Int?
         if let node = map.optional("workers") {
@@ -94,12 +100,16 @@ public struct ArchiveSettings: Sendable {
         var timeZone = "UTC"
         if let node = map.optional("time_zone") {
             timeZone = try node.string("archive.time_zone")
-            guard TimeZone(identifier: timeZone) != nil else { throw node.error("archive.time_zone '\(timeZone)' is not a known time zone") }
+            guard TimeZone(identifier: timeZone) != nil else {
+                throw node.error("archive.time_zone '\(timeZone)' is not a known time zone")
+            }
         }
         func mode(_ key: String, _ fallback: mode_t) throws -> mode_t {
             guard let node = map.optional(key) else { return fallback }
             let text = try node.string("archive.\(key)")
-            guard let value = mode_t(text, radix: 8), value <= 0o777 else { throw node.error("archive.\(key) must be an octal mode such as 0640") }
+            guard let value = mode_t(text, radix: 8), value <= 0o777 else {
+                throw node.error("archive.\(key) must be an octal mode such as 0640")
+            }
             return value
         }
         let fileMode = try mode("file_mode", 0o640)
@@ -144,7 +154,9 @@ public struct BatchLimits: Sendable {
         if let node = map.optional("max_duration") { limits.maxDuration = try node.duration("batch.max_duration") }
         if let node = map.optional("page_size") {
             limits.pageSize = try node.int("batch.page_size")
-            guard (1...1_000_000).contains(limits.pageSize) else { throw node.error("batch.page_size must be in 1...1000000") }
+            guard (1...1_000_000).contains(limits.pageSize) else {
+                throw node.error("batch.page_size must be in 1...1000000")
+            }
         }
         try map.finish()
         return limits

@@ -58,7 +58,10 @@ struct JSONChecker {
     mutating func object(depth: Int) -> Bool {
         index += 1
         skipSpace()
-        if current == 0x7D { index += 1; return true }
+        if current == 0x7D {
+            index += 1
+            return true
+        }
         while true {
             skipSpace()
             guard current == 0x22, string() else { return false }
@@ -70,7 +73,9 @@ struct JSONChecker {
             skipSpace()
             switch current {
             case 0x2C: index += 1
-            case 0x7D: index += 1; return true
+            case 0x7D:
+                index += 1
+                return true
             default: return false
             }
         }
@@ -79,14 +84,19 @@ struct JSONChecker {
     mutating func array(depth: Int) -> Bool {
         index += 1
         skipSpace()
-        if current == 0x5D { index += 1; return true }
+        if current == 0x5D {
+            index += 1
+            return true
+        }
         while true {
             skipSpace()
             guard value(depth: depth + 1) else { return false }
             skipSpace()
             switch current {
             case 0x2C: index += 1
-            case 0x5D: index += 1; return true
+            case 0x5D:
+                index += 1
+                return true
             default: return false
             }
         }
@@ -107,7 +117,10 @@ struct JSONChecker {
                 index += 1
                 continue
             }
-            if byte == 0x22 { index += 1; return true }
+            if byte == 0x22 {
+                index += 1
+                return true
+            }
             if byte < 0x20 { return false }
             if byte == 0x5C {
                 index += 1
@@ -140,12 +153,20 @@ struct JSONChecker {
         var low: UInt8 = 0x80, high: UInt8 = 0xBF
         switch lead {
         case 0xC2...0xDF: length = 2
-        case 0xE0: length = 3; low = 0xA0
+        case 0xE0:
+            length = 3
+            low = 0xA0
         case 0xE1...0xEC, 0xEE...0xEF: length = 3
-        case 0xED: length = 3; high = 0x9F
-        case 0xF0: length = 4; low = 0x90
+        case 0xED:
+            length = 3
+            high = 0x9F
+        case 0xF0:
+            length = 4
+            low = 0x90
         case 0xF1...0xF3: length = 4
-        case 0xF4: length = 4; high = 0x8F
+        case 0xF4:
+            length = 4
+            high = 0x8F
         default: return false
         }
         guard index + length <= bytes.count else { return false }
@@ -176,7 +197,10 @@ struct JSONChecker {
 
     @discardableResult mutating func digits() -> Int {
         var count = 0
-        while let byte = current, byte >= 0x30 && byte <= 0x39 { index += 1; count += 1 }
+        while let byte = current, byte >= 0x30 && byte <= 0x39 {
+            index += 1
+            count += 1
+        }
         return count
     }
 }

@@ -12,7 +12,9 @@ public enum JSONText {
     /// Returns whether every byte was ASCII, which the same pass finds out (a caller that must
     /// check UTF-8 only needs to for the rest).
     @inlinable @discardableResult
-    public static func appendString<Sink: ByteOutput & ~Copyable>(utf8: UnsafeBufferPointer<UInt8>, to out: inout Sink) -> Bool {
+    public static func appendString<Sink: ByteOutput & ~Copyable>(utf8: UnsafeBufferPointer<UInt8>, to out: inout Sink)
+        -> Bool
+    {
         out.append(0x22)
         var runStart = 0
         var index = 0
@@ -33,7 +35,9 @@ public enum JSONText {
             seen |= UInt64(byte)
             index += 1
             if byte >= 0x20 && byte != 0x22 && byte != 0x5C { continue }
-            if runStart < index - 1 { out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<(index - 1)])) }
+            if runStart < index - 1 {
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<(index - 1)]))
+            }
             runStart = index
             appendEscape(byte, to: &out)
         }
@@ -81,7 +85,9 @@ public enum JSONText {
     /// JSON they can only be whitespace between tokens, and a pretty-printed document must not
     /// break its envelope across lines.
     @inlinable
-    public static func appendValue<Sink: ByteOutput & ~Copyable>(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink) {
+    public static func appendValue<Sink: ByteOutput & ~Copyable>(
+        _ bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink
+    ) {
         var runStart = 0
         for index in bytes.indices where bytes[index] == 0x0A || bytes[index] == 0x0D {
             out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
@@ -99,7 +105,10 @@ public enum JSONText {
     /// Appends a decimal integer.
     @inlinable
     public static func appendInt<Sink: ByteOutput & ~Copyable>(_ value: Int64, to out: inout Sink) {
-        if value == 0 { out.append(0x30); return }
+        if value == 0 {
+            out.append(0x30)
+            return
+        }
         var magnitude = value.magnitude
         if value < 0 { out.append(0x2D) }
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: Int64 has at most 19 digits
@@ -124,7 +133,9 @@ public enum JSONText {
     /// turned into spaces, as `appendValue`) and returns true; otherwise appends nothing.
     /// One pass of checking, then a plain copy: the hot path of every source.
     @inlinable
-    public static func appendIfValid<Sink: ByteOutput & ~Copyable>(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink) -> Bool {
+    public static func appendIfValid<Sink: ByteOutput & ~Copyable>(
+        _ bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink
+    ) -> Bool {
         let (valid, sawLineBreak) = check(bytes)
         guard valid else { return false }
         if sawLineBreak {
@@ -143,7 +154,9 @@ public enum JSONText {
     }
 
     @inlinable
-    public static func appendIfValid<Sink: ByteOutput & ~Copyable>(_ bytes: ArraySlice<UInt8>, to out: inout Sink) -> Bool {
+    public static func appendIfValid<Sink: ByteOutput & ~Copyable>(_ bytes: ArraySlice<UInt8>, to out: inout Sink)
+        -> Bool
+    {
         bytes.withUnsafeBufferPointer { appendIfValid($0, to: &out) }
     }
 
@@ -160,7 +173,9 @@ public enum JSONText {
     /// time. Returns the index of the first such byte, or where fewer than 8 bytes are left:
     /// string scanners finish byte by byte from there.
     @inline(__always)
-    public static func skipPlainWords(_ base: UnsafePointer<UInt8>, from index: Int, end: Int, controlAndNonASCII: Bool) -> Int {
+    public static func skipPlainWords(_ base: UnsafePointer<UInt8>, from index: Int, end: Int, controlAndNonASCII: Bool)
+        -> Int
+    {
         var index = index
         let ones: UInt64 = 0x0101_0101_0101_0101
         let high: UInt64 = 0x8080_8080_8080_8080
@@ -175,7 +190,7 @@ public enum JSONText {
                 // Straight to the first flagged byte (little-endian: the lowest one; the borrow
                 // in the subtractions only runs upwards, so it is never a false one).
                 #if _endian(little)
-                index += special.trailingZeroBitCount >> 3
+                    index += special.trailingZeroBitCount >> 3
                 #endif
                 return index
             }

@@ -34,7 +34,10 @@ public func appendRFC3339(microseconds: Int64, to out: inout [UInt8]) {
         func digits(_ value: Int64, width: Int) {  // zero-padded to `width`, wider when needed
             var length = 1
             var rest = value / 10
-            while rest > 0 { length += 1; rest /= 10 }
+            while rest > 0 {
+                length += 1
+                rest /= 10
+            }
             length = max(length, width)
             rest = value
             for place in stride(from: count + length - 1, through: count, by: -1) {
@@ -44,19 +47,30 @@ public func appendRFC3339(microseconds: Int64, to out: inout [UInt8]) {
             count += length
         }
         if (0...9999).contains(year) {
-            two(year / 100); two(year % 100)
+            two(year / 100)
+            two(year % 100)
         } else {  // outside RFC 3339's four digits (Int64 microseconds reach ±292,277): ISO 8601's expanded form
             if year < 0 { mark(0x2D) }
             digits(Int64(year.magnitude), width: 4)
         }
-        mark(0x2D); two(month); mark(0x2D); two(day)
+        mark(0x2D)
+        two(month)
+        mark(0x2D)
+        two(day)
         mark(0x54)
-        two(secondOfDay / 3600); mark(0x3A); two(secondOfDay / 60 % 60); mark(0x3A); two(secondOfDay % 60)
+        two(secondOfDay / 3600)
+        mark(0x3A)
+        two(secondOfDay / 60 % 60)
+        mark(0x3A)
+        two(secondOfDay % 60)
         if fraction != 0 {
             mark(0x2E)
             var width = 6
             var trimmed = fraction
-            while trimmed % 10 == 0 { trimmed /= 10; width -= 1 }
+            while trimmed % 10 == 0 {
+                trimmed /= 10
+                width -= 1
+            }
             digits(trimmed, width: width)
         }
         mark(0x5A)
@@ -127,14 +141,20 @@ public func parseTimestampMicros(_ bytes: UnsafeBufferPointer<UInt8>) -> Int64? 
         var scale: Int64 = 100_000
         var digits = 0
         while index < bytes.count, bytes[index] >= 0x30 && bytes[index] <= 0x39 {
-            if scale > 0 { micros += Int64(bytes[index] - 0x30) * scale; scale /= 10 }
+            if scale > 0 {
+                micros += Int64(bytes[index] - 0x30) * scale
+                scale /= 10
+            }
             index += 1
             digits += 1
         }
         guard digits > 0 else { return nil }
     }
     if index == bytes.count { return micros }
-    if bytes[index] == 0x5A || bytes[index] == 0x7A { index += 1; return index == bytes.count ? micros : nil }
+    if bytes[index] == 0x5A || bytes[index] == 0x7A {
+        index += 1
+        return index == bytes.count ? micros : nil
+    }
     guard bytes[index] == 0x2B || bytes[index] == 0x2D else { return nil }
     let sign: Int64 = bytes[index] == 0x2D ? -1 : 1
     index += 1

@@ -20,12 +20,14 @@ public struct ArchiveLayout: Sendable {
 
     /// Path of a blob relative to the job root.
     public func blobRelativePath(
-        partition: String, partitionPath: String?, bucket: Int64?, first: Position, last: Position, compression: Compression
+        partition: String, partitionPath: String?, bucket: Int64?, first: Position, last: Position,
+        compression: Compression
     ) -> String {
         var path = "data"
         if let partitionPath, !partitionPath.isEmpty { path += "/" + partitionPath }
         if let bucket { path += "/" + TimeBucketer.folders(bucket) }
-        return path + "/" + sanitizePathComponent(partition) + "_" + first.rawValue + "_" + last.rawValue + compression.fileExtension
+        return path + "/" + sanitizePathComponent(partition) + "_" + first.rawValue + "_" + last.rawValue
+            + compression.fileExtension
     }
 
     public func absolute(_ relative: String) -> String { jobRoot + "/" + relative }
@@ -36,7 +38,8 @@ public struct ArchiveLayout: Sendable {
 public func sanitizePathComponent(_ value: String) -> String {
     var out = ""
     for scalar in value.unicodeScalars.prefix(128) {
-        let allowed = scalar.isASCII && (CharacterSet.alphanumerics.contains(scalar) || "-_.=+@".unicodeScalars.contains(scalar))
+        let allowed =
+            scalar.isASCII && (CharacterSet.alphanumerics.contains(scalar) || "-_.=+@".unicodeScalars.contains(scalar))
         out.unicodeScalars.append(allowed ? scalar : "_")
     }
     while out.hasPrefix(".") { out = "_" + out.dropFirst() }

@@ -44,7 +44,8 @@ public struct ArchiveReader {
         let entries = archive.manifest.entries
         func boundary(_ text: String, _ flag: String) throws -> Int {
             guard let index = entries.firstIndex(where: { $0.toToken == text }) else {
-                throw FeedArchiveError.usage("\(flag) \(text.prefix(40))…: not a time, and not a token at a blob boundary of this archive")
+                throw FeedArchiveError.usage(
+                    "\(flag) \(text.prefix(40))…: not a time, and not a token at a blob boundary of this archive")
             }
             return index
         }
@@ -63,11 +64,13 @@ public struct ArchiveReader {
         case nil: break
         }
         var buffer: [UInt8] = []
-        for entry in entries[min(startIndex, endIndex)..<endIndex] where entry.kind == .blob && entry.lineage == "live" {
+        for entry in entries[min(startIndex, endIndex)..<endIndex] where entry.kind == .blob && entry.lineage == "live"
+        {
             guard let path = entry.path, let compression = Compression.of(path: path) else { continue }
             let absolute = archive.layout.absolute(path)
             guard let bytes = try archive.fs.read(absolute) else {
-                throw FeedArchiveError.data(path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing")
+                throw FeedArchiveError.data(
+                    path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing")
             }
             let decoded: [UInt8]
             do {
@@ -97,7 +100,9 @@ public struct ArchiveReader {
     /// The envelope's `ts`, found without decoding the whole line.
     static func timestamp(in line: ArraySlice<UInt8>) -> Int64? {
         let key = Array(#","ts":""#.utf8)
-        guard let start = line.firstRange(of: key)?.upperBound, let end = line[start...].firstIndex(of: 0x22) else { return nil }
+        guard let start = line.firstRange(of: key)?.upperBound, let end = line[start...].firstIndex(of: 0x22) else {
+            return nil
+        }
         return Array(line[start..<end]).withUnsafeBufferPointer { parseTimestampMicros($0) }
     }
 }

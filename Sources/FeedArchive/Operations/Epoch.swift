@@ -6,7 +6,8 @@ public enum Epoch {
     /// `epoch` manifest line with `reason` and moves the checkpoint to `start` as the source
     /// resolves it. Nothing already archived is changed. Returns the new checkpoint's token.
     public static func start(
-        job: JobConfig, from start: StartSpec, reason: String, source: SourceProvider, fs: any FileSystem = PosixFileSystem()
+        job: JobConfig, from start: StartSpec, reason: String, source: SourceProvider,
+        fs: any FileSystem = PosixFileSystem()
     ) async throws -> ContinuationToken {
         let archive = JobArchive(job: job, fs: fs)
         let lock = try archive.openForWriting()
@@ -25,10 +26,13 @@ public enum Epoch {
     /// time and takes the new source's fingerprint and facts; an archive without one gets a new
     /// identity whose origin is where the epoch starts.
     static func identity(
-        replacing recorded: JobIdentity?, job: JobConfig, source: SourceIdentity, kind: String, origin: ContinuationToken
+        replacing recorded: JobIdentity?, job: JobConfig, source: SourceIdentity, kind: String,
+        origin: ContinuationToken
     ) -> JobIdentity {
         guard var identity = recorded else {
-            return JobIdentity(job: job.name, identity: source, kind: kind, originToken: origin.encoded, timeZone: job.archive.timeZone)
+            return JobIdentity(
+                job: job.name, identity: source, kind: kind, originToken: origin.encoded, timeZone: job.archive.timeZone
+            )
         }
         identity.sourceFingerprint = source.fingerprint
         identity.source = source.facts

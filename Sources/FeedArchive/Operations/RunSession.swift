@@ -71,7 +71,9 @@ public struct RunSession {
 
     /// One job: its run, then its `last_run.json` and metrics. A run refused because another
     /// holds the job lock records nothing: `last_run.json` belongs to the run holding the lock.
-    private func runJob(path: String, observer: some RunSessionObserver, metrics: inout [MetricsFile.JobMetrics]) async -> Int32 {
+    private func runJob(path: String, observer: some RunSessionObserver, metrics: inout [MetricsFile.JobMetrics]) async
+        -> Int32
+    {
         let job: JobConfig
         do {
             job = try JobConfig.load(path: path)
@@ -96,7 +98,8 @@ public struct RunSession {
             recorded = true
             let code = error.map { FeedArchiveError.exitCode(for: $0) } ?? 0
             record = try? RunRecord.record(
-                layout, exitCode: code, summary: summary, message: error.map { "\($0)" }, mode: job.archive.fileMode, fs: fs)
+                layout, exitCode: code, summary: summary, message: error.map { "\($0)" }, mode: job.archive.fileMode,
+                fs: fs)
         }
         do {
             summary = try await source.withSource(job) { source in
@@ -109,8 +112,13 @@ public struct RunSession {
             if !recorded && !locked { recordEnd(nil, error) }
         }
         if let record {
-            let manifest = (try? ManifestStore(directory: layout.manifestDirectory, fs: fs, fileMode: 0o640).read().0) ?? Manifest()
-            metrics.append(MetricsFile.JobMetrics(job: job.name, record: record, totals: ArchiveTotals(manifest), source: summary?.sourceMetrics ?? [:]))
+            let manifest =
+                (try? ManifestStore(directory: layout.manifestDirectory, fs: fs, fileMode: 0o640).read().0)
+                ?? Manifest()
+            metrics.append(
+                MetricsFile.JobMetrics(
+                    job: job.name, record: record, totals: ArchiveTotals(manifest),
+                    source: summary?.sourceMetrics ?? [:]))
         }
         observer.didRun(job, summary: summary)
         return code

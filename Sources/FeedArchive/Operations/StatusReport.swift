@@ -48,7 +48,9 @@ public struct StatusReport {
         cursors = token?.cursors
         if let token {
             do {
-                (lag, sourceFacts) = try await source.withSource(job) { (try await $0.lag(from: token), try await $0.statusFacts()) }
+                (lag, sourceFacts) = try await source.withSource(job) {
+                    (try await $0.lag(from: token), try await $0.statusFacts())
+                }
             } catch {
                 lagError = "\(error)"
             }
@@ -77,7 +79,8 @@ public struct StatusReport {
         object["last_exit_code"] = lastRun?.lastExitCode
         object["last_success_at"] = lastRun?.lastSuccessAt
         if maxAge != nil { object["stale"] = isStale }
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
+        let data = try JSONSerialization.data(
+            withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         return String(decoding: data, as: UTF8.self)
     }
 }

@@ -26,7 +26,8 @@ extension VerifyReport {
         var data = try encoder.encode(self)
         if var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] {
             object["clean"] = isClean
-            data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
+            data = try JSONSerialization.data(
+                withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         }
         return String(decoding: data, as: UTF8.self)
     }

@@ -44,7 +44,8 @@ public struct ArchiveRunner {
         let identity = try await source.identity()
         summary.warnings = try await source.warnings()
         let jobIdentity = try await archive.establishIdentity(
-            source: identity, kind: source.kind, shape: job.archive.shape.merging(source.archiveShape) { $1 }) {
+            source: identity, kind: source.kind, shape: job.archive.shape.merging(source.archiveShape) { $1 }
+        ) {
             try await source.resolve(job.start)
         }
         if archive.manifest.entries.isEmpty {
@@ -104,7 +105,8 @@ public struct ArchiveRunner {
             let next = loop.token.advancing(partition, to: later)
             try archive.commitLine(
                 ManifestEntry(
-                    kind: .heartbeat, lineage: "live", part: partition, fromToken: loop.token.encoded, toToken: next.encoded,
+                    kind: .heartbeat, lineage: "live", part: partition, fromToken: loop.token.encoded,
+                    toToken: next.encoded,
                     run: archive.runID),
                 newToken: next.encoded)
             loop.token = next
@@ -117,12 +119,14 @@ extension FeedSource {
     /// A token must be of this source's kind and carry this source's fingerprint.
     func checkTokenBelongs(_ token: ContinuationToken, to identity: SourceIdentity, place: String) throws {
         guard token.kind == kind else {
-            throw FeedArchiveError.data(path: place, message: "the token is a \(token.kind) token; this job reads a \(kind) source")
+            throw FeedArchiveError.data(
+                path: place, message: "the token is a \(token.kind) token; this job reads a \(kind) source")
         }
         if let fingerprint = token.source, fingerprint != identity.shortFingerprint {
             throw FeedArchiveError.data(
                 path: place,
-                message: "the token belongs to another source (fingerprint \(fingerprint), this source is \(identity.shortFingerprint)): it comes from another job",
+                message:
+                    "the token belongs to another source (fingerprint \(fingerprint), this source is \(identity.shortFingerprint)): it comes from another job",
                 hint: "if a `feedarchive epoch` for this job was interrupted, run the same epoch command again")
         }
     }

@@ -32,7 +32,9 @@ public struct BackfillRunner {
 
     /// `from`: `beginning`, a time, a token or a source form; `until`: a token, or nil/`checkpoint`.
     public func run(from: String, until: String?, options: RunOptions) async throws -> RunSummary {
-        try await Liveness.$current.withValue(options.liveness) { try await runWatched(from: from, until: until, options: options) }
+        try await Liveness.$current.withValue(options.liveness) {
+            try await runWatched(from: from, until: until, options: options)
+        }
     }
 
     private func runWatched(from: String, until: String?, options: RunOptions) async throws -> RunSummary {
@@ -47,7 +49,8 @@ public struct BackfillRunner {
             throw FeedArchiveError.usage("job \(job.name) has no archive yet: run it once before backfilling")
         }
         _ = try await archive.establishIdentity(
-            source: identity, kind: source.kind, shape: job.archive.shape.merging(source.archiveShape) { $1 }) { throw FeedArchiveError.usage("no archive") }
+            source: identity, kind: source.kind, shape: job.archive.shape.merging(source.archiveShape) { $1 }
+        ) { throw FeedArchiveError.usage("no archive") }
 
         let untilText = until ?? "checkpoint"
         // The same command resumes an unfinished backfill; once one has finished, running it
@@ -63,7 +66,8 @@ public struct BackfillRunner {
                 do {
                     existing = try JSONDecoder().decode(BackfillPlan.self, from: Data(bytes))
                 } catch {
-                    throw FeedArchiveError.data(path: planFile, message: "corrupt backfill plan: \(describeDecodingError(error))")
+                    throw FeedArchiveError.data(
+                        path: planFile, message: "corrupt backfill plan: \(describeDecodingError(error))")
                 }
                 if try isComplete(existing, in: archive.manifest) {
                     attempt += 1
@@ -75,7 +79,9 @@ public struct BackfillRunner {
             var fromToken = try await source.resolve(StartSpec.parse(from))
             try source.checkTokenBelongs(fromToken, to: identity, place: "--from")
             var untilToken: ContinuationToken
-            if StartSpec.parse(from) == .beginning, untilText == "checkpoint", let snapshot = try await source.snapshotRange() {
+            if StartSpec.parse(from) == .beginning, untilText == "checkpoint",
+                let snapshot = try await source.snapshotRange()
+            {
                 (fromToken, untilToken) = snapshot  // the feed does not reach back: a snapshot of the rows
             } else if untilText == "checkpoint" {
                 untilToken = try ContinuationToken.decode(checkpoint.token, what: "the checkpoint token")
@@ -89,7 +95,8 @@ public struct BackfillRunner {
             try archive.createDirectories(parentDirectory(of: planFile))
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-            try fs.replaceAtomically(planFile, with: Array(try encoder.encode(created)) + [0x0A], mode: job.archive.fileMode)
+            try fs.replaceAtomically(
+                planFile, with: Array(try encoder.encode(created)) + [0x0A], mode: job.archive.fileMode)
             found = created
         }
         let plan = found!
@@ -131,7 +138,9 @@ public struct BackfillRunner {
             summary = loop.summary
             summary.warnings += await source.drainWarnings()
         }
-        let done = untilToken.cursors.allSatisfy { part, cursor in fromToken.cursors[part] == nil || token.cursors[part] == cursor }
+        let done = untilToken.cursors.allSatisfy { part, cursor in
+            fromToken.cursors[part] == nil || token.cursors[part] == cursor
+        }
         summary.stoppedBy = done ? "until (backfill complete)" : summary.stoppedBy
         summary.toToken = token.encoded
         summary.seconds = Date().timeIntervalSince(started)
@@ -142,7 +151,9 @@ public struct BackfillRunner {
 extension BackfillRunner {
     /// True when the plan's lineage reached its `until` cursors.
     func isComplete(_ plan: BackfillPlan, in manifest: Manifest) throws -> Bool {
-        guard let last = manifest.entries.last(where: { $0.lineage == plan.lineage }), let text = last.toToken else { return false }
+        guard let last = manifest.entries.last(where: { $0.lineage == plan.lineage }), let text = last.toToken else {
+            return false
+        }
         let reached = try ContinuationToken.decode(text, what: "the backfill's last to_token")
         let from = try ContinuationToken.decode(plan.from, what: "the backfill's from token")
         let until = try ContinuationToken.decode(plan.until, what: "the backfill's until token")

@@ -64,7 +64,9 @@ struct Batcher {
 
     /// Adds `record` to the open batch, or to a new one after the open batch is closed (it is
     /// full, or `record` belongs to a later hour or another partition path).
-    mutating func add(_ record: FeedRecord, partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
+    mutating func add(
+        _ record: FeedRecord, partition: String, token: inout ContinuationToken, summary: inout RunSummary
+    ) async throws {
         if try !append(record, partition: partition, token: token) {
             try await close(partition: partition, token: &token, summary: &summary)
             let added = try append(record, partition: partition, token: token)
@@ -76,11 +78,14 @@ struct Batcher {
     /// added, when the open batch must be closed first.
     mutating func append(_ record: FeedRecord, partition: String, token: ContinuationToken) throws -> Bool {
         let bucket = record.timestamp.map { bucketer.bucket($0) }
-        let partitionPath = job.archive.partitionPath == nil ? nil : renderPartitionPath(job.archive.partitionPath, value: record.pathValue)
+        let partitionPath =
+            job.archive.partitionPath == nil
+            ? nil : renderPartitionPath(job.archive.partitionPath, value: record.pathValue)
         // Field by field, not `if let current = open`: copying the batch state per change
         // retains and releases each of its references.
         if open != nil && open!.lastCursor != nil {
-            let full = open!.records >= job.batch.maxRecords
+            let full =
+                open!.records >= job.batch.maxRecords
                 || open!.writer.rawBytes + Int64(record.line.count + 1) > job.batch.maxBytes
             let laterBucket = bucket != nil && open!.bucket != nil && bucket! > open!.bucket!
             if full || laterBucket || partitionPath != open!.partitionPath { return false }
@@ -90,7 +95,8 @@ struct Batcher {
             if let partitionPath { relative += "/" + partitionPath }
             if let bucket { relative += "/" + TimeBucketer.folders(bucket) }
             let writer = try archive.beginBlob(
-                relativeDirectory: relative, partition: partition, first: record.position, compression: job.archive.compression,
+                relativeDirectory: relative, partition: partition, first: record.position,
+                compression: job.archive.compression,
                 level: job.archive.level, workers: job.archive.workers ?? source.defaultCompressionWorkers)
             open = Open(
                 writer: writer, partition: partition, directory: relative, partitionPath: partitionPath, bucket: bucket,
@@ -112,7 +118,11 @@ struct Batcher {
     mutating func close(partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
         guard let batch = open else { return }
         guard let cursor = batch.lastCursor else {
-            throw FeedArchiveError.data(path: nil, message: "the \(source.kind) source ended a page inside a group (position \(batch.last)): a source bug, nothing was committed")
+            throw FeedArchiveError.data(
+                path: nil,
+                message:
+                    "the \(source.kind) source ended a page inside a group (position \(batch.last)): a source bug, nothing was committed"
+            )
         }
         open = nil
         do {
@@ -128,11 +138,15 @@ struct Batcher {
             throw FeedArchiveError.interrupted(signal: options.stop.signal)
         }
         let next = token.advancing(batch.partition, to: cursor)
-        let name = sanitizePathComponent(batch.partition) + "_" + batch.first.rawValue + "_" + batch.last.rawValue + job.archive.compression.fileExtension
+        let name =
+            sanitizePathComponent(batch.partition) + "_" + batch.first.rawValue + "_" + batch.last.rawValue
+            + job.archive.compression.fileExtension
         let entry = ManifestEntry(
             kind: .blob, lineage: lineage, part: batch.partition, records: batch.records,
-            firstPos: batch.first.rawValue, lastPos: batch.last.rawValue, fromToken: batch.fromToken, toToken: next.encoded,
-            minTs: batch.minTs.map { formatRFC3339(microseconds: $0) }, maxTs: batch.maxTs.map { formatRFC3339(microseconds: $0) },
+            firstPos: batch.first.rawValue, lastPos: batch.last.rawValue, fromToken: batch.fromToken,
+            toToken: next.encoded,
+            minTs: batch.minTs.map { formatRFC3339(microseconds: $0) },
+            maxTs: batch.maxTs.map { formatRFC3339(microseconds: $0) },
             run: archive.runID)
         let work = CommitWork(
             archive: archive, writer: batch.writer, relativePath: batch.directory + "/" + name, entry: entry,
@@ -169,7 +183,9 @@ struct Batcher {
     /// Writes a `split`/`merge` manifest line whose `from_token` is the state before the change
     /// and `to_token` the state after it (ended partitions gone, new cursors set), and moves the
     /// checkpoint there: verify follows a partition's chain into the partitions that replace it.
-    mutating func record(_ change: TopologyChange, in partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
+    mutating func record(
+        _ change: TopologyChange, in partition: String, token: inout ContinuationToken, summary: inout RunSummary
+    ) async throws {
         try await settle(summary: &summary)
         if options.stop.isSet { throw FeedArchiveError.interrupted(signal: options.stop.signal) }
         var next = token

@@ -22,7 +22,8 @@ public enum MetricsFile {
             text += "# HELP feedarchive_\(name) \(help)\n# TYPE feedarchive_\(name) gauge\n"
             for job in jobs {
                 guard let number = value(job) else { continue }
-                let label = job.job.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                let label = job.job.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(
+                    of: "\"", with: "\\\"")
                 text += "feedarchive_\(name){job=\"\(label)\"} \(format(number))\n"
             }
         }
@@ -31,7 +32,9 @@ public enum MetricsFile {
         metric("last_exit_code", "Exit code of the last run.") { Double($0.record.lastExitCode) }
         metric("last_run_duration_seconds", "Duration of the last run.") { $0.record.lastSeconds }
         metric("last_run_records", "Changes archived by the last run.") { Double($0.record.lastRecords) }
-        metric("lag_changes", "Changes in the source not yet archived, after the last run.") { $0.record.lastLag.map(Double.init) }
+        metric("lag_changes", "Changes in the source not yet archived, after the last run.") {
+            $0.record.lastLag.map(Double.init)
+        }
         metric("blobs", "Blobs in the archive.") { Double($0.totals.blobs) }
         metric("records", "Changes in the archive.") { Double($0.totals.records) }
         metric("bytes", "Compressed bytes in the archive.") { Double($0.totals.bytes) }

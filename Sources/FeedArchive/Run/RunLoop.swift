@@ -64,7 +64,9 @@ struct RunLoop {
             while queued < queue.count {
                 let partition = queue[queued]
                 queued += 1
-                let share = deadline.map { Date().addingTimeInterval($0.timeIntervalSinceNow / Double(queue.count - queued + 1)) }
+                let share = deadline.map {
+                    Date().addingTimeInterval($0.timeIntervalSinceNow / Double(queue.count - queued + 1))
+                }
                 switch try await readPartition(partition, shareEnds: share, queued: queued) {
                 case .caughtUp: break
                 case .shareUsed: unfinished.append(partition)
@@ -103,28 +105,52 @@ struct RunLoop {
             if options.stop.isSet { return .runEnds }
             // Limits end a run only where a batch may end, never inside a group.
             if batcher.atBoundary {
-                if let deadline, Date() >= deadline { summary.stoppedBy = "max-duration"; return .runEnds }
-                if let limit = options.maxRecords, summary.records + batcher.pendingRecords >= limit { summary.stoppedBy = "max-records"; return .runEnds }
-                if let limit = options.maxBytes, summary.rawBytes + batcher.pendingBytes >= limit { summary.stoppedBy = "max-bytes"; return .runEnds }
-                if let shareEnds, Date() >= shareEnds { outcome = .shareUsed; break reading }
+                if let deadline, Date() >= deadline {
+                    summary.stoppedBy = "max-duration"
+                    return .runEnds
+                }
+                if let limit = options.maxRecords, summary.records + batcher.pendingRecords >= limit {
+                    summary.stoppedBy = "max-records"
+                    return .runEnds
+                }
+                if let limit = options.maxBytes, summary.rawBytes + batcher.pendingBytes >= limit {
+                    summary.stoppedBy = "max-bytes"
+                    return .runEnds
+                }
+                if let shareEnds, Date() >= shareEnds {
+                    outcome = .shareUsed
+                    break reading
+                }
             }
-            var want = batcher.atBoundary ? min(job.batch.pageSize, job.batch.maxRecords - batcher.openRecords) : job.batch.pageSize
-            if let limit = options.maxRecords { want = min(want, Int(max(1, limit - summary.records - batcher.pendingRecords))) }
+            var want =
+                batcher.atBoundary
+                ? min(job.batch.pageSize, job.batch.maxRecords - batcher.openRecords) : job.batch.pageSize
+            if let limit = options.maxRecords {
+                want = min(want, Int(max(1, limit - summary.records - batcher.pendingRecords)))
+            }
             let readCursor = cursor
             let page: FeedPage
             let (source, retry, liveness) = (self.source, options.retry, options.liveness)
             var retries: [String] = []
             do {
-                page = try await retry.run(deadline: deadline, stop: options.stop, onRetry: { attempt, error, delay in
-                    liveness.beat()
-                    retries.append("read of partition \(partition) failed (attempt \(attempt)): \(error); retrying in \(String(format: "%.1f", delay)) s")
-                }) {
-                    try await source.readPage(partition: partition, after: readCursor, through: headCursor, maxRecords: max(1, want))
+                page = try await retry.run(
+                    deadline: deadline, stop: options.stop,
+                    onRetry: { attempt, error, delay in
+                        liveness.beat()
+                        retries.append(
+                            "read of partition \(partition) failed (attempt \(attempt)): \(error); retrying in \(String(format: "%.1f", delay)) s"
+                        )
+                    }
+                ) {
+                    try await source.readPage(
+                        partition: partition, after: readCursor, through: headCursor, maxRecords: max(1, want))
                 }
                 summary.warnings += retries
-            } catch where RetryPolicy.isTransient(error) && token.cursors.count > 1 && !options.stop.isSet {
+            } catch  where RetryPolicy.isTransient(error) && token.cursors.count > 1 && !options.stop.isSet {
                 summary.warnings += retries
-                summary.warnings.append("partition \(partition) set aside for this run after \(options.retry.attempts) failed reads: \(error)")
+                summary.warnings.append(
+                    "partition \(partition) set aside for this run after \(options.retry.attempts) failed reads: \(error)"
+                )
                 outcome = .setAside(error)
                 break reading
             }
@@ -134,7 +160,8 @@ struct RunLoop {
                 try await batcher.close(partition: partition, token: &token, summary: &summary)
                 try await batcher.record(change, in: partition, token: &token, summary: &summary)
                 summary.warnings.append("partition \(partition): \(change.reason)")
-                for child in change.cursors.keys.sorted() where !queue[queued...].contains(child) && child != partition {
+                for child in change.cursors.keys.sorted() where !queue[queued...].contains(child) && child != partition
+                {
                     queue.append(child)
                     heads[child] = change.heads[child] ?? headCursor
                 }
@@ -151,7 +178,11 @@ struct RunLoop {
                 }
             }
             guard let next = page.next else {
-                throw FeedArchiveError.data(path: nil, message: "the \(source.kind) source ended a page inside a group without saying where to resume (position \(page.records.last!.position)): a source bug, nothing was committed")
+                throw FeedArchiveError.data(
+                    path: nil,
+                    message:
+                        "the \(source.kind) source ended a page inside a group without saying where to resume (position \(page.records.last!.position)): a source bug, nothing was committed"
+                )
             }
             cursor = next
         }

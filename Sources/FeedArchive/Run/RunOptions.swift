@@ -16,7 +16,9 @@ public struct RunOptions: Sendable {
     /// Beaten on every page read, retry and commit, for a watchdog.
     public var liveness = Liveness()
 
-    public init(maxDuration: Double? = nil, maxRecords: Int64? = nil, maxBytes: Int64? = nil, stop: StopSignal = StopSignal()) {
+    public init(
+        maxDuration: Double? = nil, maxRecords: Int64? = nil, maxBytes: Int64? = nil, stop: StopSignal = StopSignal()
+    ) {
         self.maxDuration = maxDuration
         self.maxRecords = maxRecords
         self.maxBytes = maxBytes

@@ -43,20 +43,25 @@ public struct ContinuationToken: Hashable, Sendable, CustomStringConvertible {
     /// Parses `KIND:BASE64URL(JSON)`; `what` names where the text came from for the error.
     public static func decode(_ text: String, what: String = "token") throws -> ContinuationToken {
         guard let colon = text.firstIndex(of: ":"), colon != text.startIndex else {
-            throw FeedArchiveError.data(path: nil, message: "\(what) \(abbreviate(text)) is not of the form KIND:BASE64URL(JSON)")
+            throw FeedArchiveError.data(
+                path: nil, message: "\(what) \(abbreviate(text)) is not of the form KIND:BASE64URL(JSON)")
         }
         let kind = String(text[..<colon])
         guard let json = base64URLDecode(String(text[text.index(after: colon)...])) else {
-            throw FeedArchiveError.data(path: nil, message: "\(what) \(abbreviate(text)): the part after '\(kind):' is not base64url")
+            throw FeedArchiveError.data(
+                path: nil, message: "\(what) \(abbreviate(text)): the part after '\(kind):' is not base64url")
         }
         let payload: Payload
         do {
             payload = try JSONDecoder().decode(Payload.self, from: json)
         } catch {
-            throw FeedArchiveError.data(path: nil, message: "\(what) \(abbreviate(text)): not a feedarchive token (\(error))")
+            throw FeedArchiveError.data(
+                path: nil, message: "\(what) \(abbreviate(text)): not a feedarchive token (\(error))")
         }
         guard payload.v == currentVersion else {
-            throw FeedArchiveError.data(path: nil, message: "\(what) has version \(payload.v); this feedarchive reads version \(currentVersion)")
+            throw FeedArchiveError.data(
+                path: nil, message: "\(what) has version \(payload.v); this feedarchive reads version \(currentVersion)"
+            )
         }
         return ContinuationToken(kind: kind, source: payload.src, cursors: payload.c, extra: payload.x ?? [:])
     }
@@ -65,7 +70,8 @@ public struct ContinuationToken: Hashable, Sendable, CustomStringConvertible {
     /// "another source" means for this kind (another server, another container, …).
     public func requireSource(_ fingerprint: String, other: String = "another source") throws {
         if let source, source != fingerprint {
-            throw FeedArchiveError.data(path: nil, message: "the token belongs to \(other) (fingerprint \(source), this one is \(fingerprint))")
+            throw FeedArchiveError.data(
+                path: nil, message: "the token belongs to \(other) (fingerprint \(source), this one is \(fingerprint))")
         }
     }
 

@@ -15,7 +15,9 @@ public struct FeedRecord: Sendable {
     /// that must not be split (a transaction, items sharing one `_lsn`).
     public var cursor: String?
 
-    public init(position: Position, timestamp: Int64?, line: ArraySlice<UInt8>, pathValue: String? = nil, cursor: String?) {
+    public init(
+        position: Position, timestamp: Int64?, line: ArraySlice<UInt8>, pathValue: String? = nil, cursor: String?
+    ) {
         self.position = position
         self.timestamp = timestamp
         self.line = line
@@ -157,7 +159,8 @@ public protocol FeedSource: AnyObject {
     func head(for token: ContinuationToken) async throws -> [String: String]
     /// The next page of `partition` after `cursor`, not past `head`; empty when caught up, or
     /// a page with only `topology` set when the partition was split or merged.
-    func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws -> FeedPage
+    func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws
+        -> FeedPage
     /// A live run will read from its checkpoint once its checks pass: a source may start
     /// fetching now, so the server works while the run opens its job and checks the source.
     /// Nothing fetched counts before `readPage`; what the run never reads is dropped by

@@ -26,7 +26,8 @@ public struct Position: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     /// `major` and `minor` in fixed-width decimal joined by `-` (Cosmos: `_lsn` in 20 digits
     /// and the index among its items in 8), built in one go for the hot path.
-    public static func pair(_ major: UInt64, width majorWidth: Int, _ minor: UInt64, width minorWidth: Int) -> Position {
+    public static func pair(_ major: UInt64, width majorWidth: Int, _ minor: UInt64, width minorWidth: Int) -> Position
+    {
         precondition(majorWidth + minorWidth < 63)
         var text: [UInt8] = []
         text.reserveCapacity(majorWidth + minorWidth + 1)
@@ -41,7 +42,8 @@ public struct Position: Hashable, Comparable, Sendable, CustomStringConvertible 
     /// The bytes a position is made of: digits, ASCII letters and `-`.
     @inline(__always)
     static func allows(_ byte: UInt8) -> Bool {
-        (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || byte == 0x2D
+        (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+            || byte == 0x2D
     }
 
     /// A position from its UTF-8 bytes (a source's hot path: the bytes are checked in one

@@ -64,14 +64,18 @@ struct Continuity {
                 }
             case .gapAck:
                 guard let from = token(entry.fromToken) else { continue }
-                for (part, cursor) in from.cursors { if let end = to.cursors[part] { acks.append((part, cursor, end)) } }
+                for (part, cursor) in from.cursors {
+                    if let end = to.cursors[part] { acks.append((part, cursor, end)) }
+                }
             case .blob:
-                guard let part = entry.part, let path = entry.path, intact[path] == true, seenPaths.insert(path).inserted,
+                guard let part = entry.part, let path = entry.path, intact[path] == true,
+                    seenPaths.insert(path).inserted,
                     let from = token(entry.fromToken),
                     let fromCursor = from.cursors[part], let toCursor = to.cursors[part],
                     let first = entry.firstPos.flatMap(Position.init), let last = entry.lastPos.flatMap(Position.init)
                 else { continue }
-                links[part, default: []].append(Link(entry: entry, from: fromCursor, to: toCursor, first: first, last: last, token: from))
+                links[part, default: []].append(
+                    Link(entry: entry, from: fromCursor, to: toCursor, first: first, last: last, token: from))
             case .split, .merge, .heartbeat:
                 // A heartbeat continues a cursor as a later one with nothing in between.
                 guard let from = token(entry.fromToken) else { continue }
@@ -121,19 +125,29 @@ struct Continuity {
                 if let frontierPos, link.first <= frontierPos {
                     // Starts inside what is covered: contiguous, the overlap is duplicates.
                     duplicates += 1
-                    notes.append("\(link.entry.path ?? "manifest seq \(link.entry.seq)"): positions \(link.first)…\(frontierPos) were archived before (duplicates)")
+                    notes.append(
+                        "\(link.entry.path ?? "manifest seq \(link.entry.seq)"): positions \(link.first)…\(frontierPos) were archived before (duplicates)"
+                    )
                 } else if !reached.contains(link.from) {
                     let from = frontier ?? "?"
                     if acks.contains(where: { $0.part == part && $0.from == from && $0.to == link.from }) {
-                        notes.append("partition \(part): changes after cursor \(from) up to \(link.from) are missing; acknowledged by a gap-ack line")
+                        notes.append(
+                            "partition \(part): changes after cursor \(from) up to \(link.from) are missing; acknowledged by a gap-ack line"
+                        )
                     } else {
-                        let gapFrom = ContinuationToken(kind: link.token.kind, source: link.token.source, cursors: [part: from], extra: link.token.extra)
-                        let gapUntil = ContinuationToken(kind: link.token.kind, source: link.token.source, cursors: [part: link.from], extra: link.token.extra)
+                        let gapFrom = ContinuationToken(
+                            kind: link.token.kind, source: link.token.source, cursors: [part: from],
+                            extra: link.token.extra)
+                        let gapUntil = ContinuationToken(
+                            kind: link.token.kind, source: link.token.source, cursors: [part: link.from],
+                            extra: link.token.extra)
                         gaps.append(
                             Gap(
-                                place: "partition \(part), before \(link.entry.path ?? "manifest seq \(link.entry.seq)")",
+                                place:
+                                    "partition \(part), before \(link.entry.path ?? "manifest seq \(link.entry.seq)")",
                                 message: "changes after cursor \(from) up to cursor \(link.from) are in no intact blob",
-                                fix: "feedarchive backfill \(job) --from \(gapFrom.encoded) --until \(gapUntil.encoded)"))
+                                fix: "feedarchive backfill \(job) --from \(gapFrom.encoded) --until \(gapUntil.encoded)"
+                            ))
                     }
                 }
                 reach(link.to)
@@ -144,28 +158,39 @@ struct Continuity {
             for end in ends[part] ?? [] where !reached.contains(end.cursor) {
                 let from = frontier ?? "?"
                 if acks.contains(where: { $0.part == part && $0.from == from && $0.to == end.cursor }) {
-                    notes.append("partition \(part): changes after cursor \(from) up to its \(end.entry.kind.rawValue) are missing; acknowledged by a gap-ack line")
+                    notes.append(
+                        "partition \(part): changes after cursor \(from) up to its \(end.entry.kind.rawValue) are missing; acknowledged by a gap-ack line"
+                    )
                     continue
                 }
-                let gapFrom = ContinuationToken(kind: end.token.kind, source: end.token.source, cursors: [part: from], extra: end.token.extra)
-                let gapUntil = ContinuationToken(kind: end.token.kind, source: end.token.source, cursors: [part: end.cursor], extra: end.token.extra)
+                let gapFrom = ContinuationToken(
+                    kind: end.token.kind, source: end.token.source, cursors: [part: from], extra: end.token.extra)
+                let gapUntil = ContinuationToken(
+                    kind: end.token.kind, source: end.token.source, cursors: [part: end.cursor], extra: end.token.extra)
                 gaps.append(
                     Gap(
-                        place: "partition \(part), before its \(end.entry.kind.rawValue) (manifest seq \(end.entry.seq))",
-                        message: "changes after cursor \(from) up to cursor \(end.cursor), where the partition ended, are in no intact blob",
+                        place:
+                            "partition \(part), before its \(end.entry.kind.rawValue) (manifest seq \(end.entry.seq))",
+                        message:
+                            "changes after cursor \(from) up to cursor \(end.cursor), where the partition ended, are in no intact blob",
                         fix: "feedarchive backfill \(job) --from \(gapFrom.encoded) --until \(gapUntil.encoded)"))
             }
             self.reached[part] = reached
             if let end = target?.cursors[part], !reached.contains(end), let from = frontier, let token = target {
                 if acks.contains(where: { $0.part == part && $0.from == from && $0.to == end }) {
-                    notes.append("partition \(part): changes after cursor \(from) up to the checkpoint are missing; acknowledged by a gap-ack line")
+                    notes.append(
+                        "partition \(part): changes after cursor \(from) up to the checkpoint are missing; acknowledged by a gap-ack line"
+                    )
                 } else {
-                    let gapFrom = ContinuationToken(kind: token.kind, source: token.source, cursors: [part: from], extra: token.extra)
-                    let gapUntil = ContinuationToken(kind: token.kind, source: token.source, cursors: [part: end], extra: token.extra)
+                    let gapFrom = ContinuationToken(
+                        kind: token.kind, source: token.source, cursors: [part: from], extra: token.extra)
+                    let gapUntil = ContinuationToken(
+                        kind: token.kind, source: token.source, cursors: [part: end], extra: token.extra)
                     gaps.append(
                         Gap(
                             place: "partition \(part), before the checkpoint",
-                            message: "changes after cursor \(from) up to the checkpoint's cursor \(end) are in no intact blob",
+                            message:
+                                "changes after cursor \(from) up to the checkpoint's cursor \(end) are in no intact blob",
                             fix: "feedarchive backfill \(job) --from \(gapFrom.encoded) --until \(gapUntil.encoded)"))
                 }
             }

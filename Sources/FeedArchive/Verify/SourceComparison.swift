@@ -28,7 +28,8 @@ extension Verifier {
             var cursor = start
             var moved = false
             while cursor != end {
-                let page = try await source.readPage(partition: part, after: cursor, through: end, maxRecords: job.batch.pageSize)
+                let page = try await source.readPage(
+                    partition: part, after: cursor, through: end, maxRecords: job.batch.pageSize)
                 if page.topology != nil {
                     moved = true  // the range was split or merged since: it cannot be re-read as archived
                     break
@@ -56,15 +57,20 @@ extension Verifier {
                 report.problems.append(
                     VerifyProblem(
                         kind: "source", path: path,
-                        message: "the source now holds \(sourceCount) changes in this blob's range, the blob \(entry.records ?? -1)", fix: nil))
+                        message:
+                            "the source now holds \(sourceCount) changes in this blob's range, the blob \(entry.records ?? -1)",
+                        fix: nil))
             } else if sourceDigest != archiveHash {
                 report.problems.append(
                     VerifyProblem(
                         kind: "source", path: path,
-                        message: "the source's changes in this range hash to \(sourceDigest.prefix(16))…, the blob's to \(archiveHash.prefix(16))…: the source rows changed after they were archived",
+                        message:
+                            "the source's changes in this range hash to \(sourceDigest.prefix(16))…, the blob's to \(archiveHash.prefix(16))…: the source rows changed after they were archived",
                         fix: nil))
             }
         }
-        report.notes.append("against the source: \(compared) blobs compared\(unavailable > 0 ? ", \(unavailable) no longer held by the source" : "")")
+        report.notes.append(
+            "against the source: \(compared) blobs compared\(unavailable > 0 ? ", \(unavailable) no longer held by the source" : "")"
+        )
     }
 }

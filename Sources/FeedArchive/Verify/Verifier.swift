@@ -46,7 +46,8 @@ public struct Verifier: Sendable {
         let archive = JobArchive(job: job, fs: fs)
         let layout = archive.layout
         guard fs.isDirectory(layout.metaDirectory) else {
-            throw FeedArchiveError.data(path: layout.jobRoot, message: "no archive here (no _feedarchive folder): has the job run yet?")
+            throw FeedArchiveError.data(
+                path: layout.jobRoot, message: "no archive here (no _feedarchive folder): has the job run yet?")
         }
         var checkpointError: String?
         let damage: ManifestDamage?
@@ -63,12 +64,16 @@ public struct Verifier: Sendable {
         }
         if let damage {
             if damage.isTornTail {
-                report.notes.append("\(damage.file):\(damage.line): torn last line (an append that did not finish); the next run cuts it off")
+                report.notes.append(
+                    "\(damage.file):\(damage.line): torn last line (an append that did not finish); the next run cuts it off"
+                )
             } else {
                 problem("chain", "\(damage.file):\(damage.line)", damage.message)
             }
         }
-        if manifest.entries.isEmpty { problem("chain", layout.manifestDirectory, "the manifest is empty: no epoch line") }
+        if manifest.entries.isEmpty {
+            problem("chain", layout.manifestDirectory, "the manifest is empty: no epoch line")
+        }
 
         // Every blob file once: present, right size and hash, and (deep) right contents.
         let blobs = manifest.entries.filter { $0.kind == .blob }
@@ -92,7 +97,8 @@ public struct Verifier: Sendable {
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             for index in stride(from: worker, to: checks.count, by: workers) {
                 var problems: [VerifyProblem] = []
-                checkBlob(checks[index], path: checks[index].path!, deep: deep, layout: layoutCopy) { kind, path, message, fix in
+                checkBlob(checks[index], path: checks[index].path!, deep: deep, layout: layoutCopy) {
+                    kind, path, message, fix in
                     problems.append(VerifyProblem(kind: kind, path: path, message: message, fix: fix))
                 }
                 found.withLock { $0[index] = problems }
@@ -107,7 +113,8 @@ public struct Verifier: Sendable {
         progress?(blobs.count, blobs.count)
 
         // Continuity per partition over the union of lineages, from the origin to the checkpoint.
-        let continuity = Continuity(job: job.name, entries: manifest.entries, intact: intact, checkpoint: archive.checkpoint?.token)
+        let continuity = Continuity(
+            job: job.name, entries: manifest.entries, intact: intact, checkpoint: archive.checkpoint?.token)
         for gap in continuity.gaps {
             problem("gap", gap.place, gap.message, fix: gap.fix)
         }
@@ -122,11 +129,17 @@ public struct Verifier: Sendable {
             else { continue }
             let covered = report.problems.filter { $0.path == path }
             report.problems.removeAll { $0.path == path }
-            for problem in covered { report.notes.append("\(path): \(problem.message); its changes are covered by other blobs (repaired by a backfill)") }
+            for problem in covered {
+                report.notes.append(
+                    "\(path): \(problem.message); its changes are covered by other blobs (repaired by a backfill)")
+            }
         }
 
         for file in try archive.dataFiles() where !named.contains(file) {
-            problem("stray", file, file.hasSuffix(".tmp") ? "temp file of an unfinished blob" : "no manifest line names this file", fix: "feedarchive run \(job.name) (recovery moves it to quarantine)")
+            problem(
+                "stray", file,
+                file.hasSuffix(".tmp") ? "temp file of an unfinished blob" : "no manifest line names this file",
+                fix: "feedarchive run \(job.name) (recovery moves it to quarantine)")
         }
 
         // The checkpoint against the manifest tail.
@@ -134,13 +147,22 @@ public struct Verifier: Sendable {
             problem("checkpoint", layout.checkpointFile, checkpointError)
         } else if let checkpoint = archive.checkpoint {
             if checkpoint.manifestSeq > manifest.tailSeq {
-                problem("checkpoint", layout.checkpointFile, "the checkpoint (manifest seq \(checkpoint.manifestSeq)) is ahead of the manifest (last seq \(manifest.tailSeq))")
+                problem(
+                    "checkpoint", layout.checkpointFile,
+                    "the checkpoint (manifest seq \(checkpoint.manifestSeq)) is ahead of the manifest (last seq \(manifest.tailSeq))"
+                )
             } else if checkpoint.manifestSeq < manifest.tailSeq {
-                report.notes.append("the checkpoint is at manifest seq \(checkpoint.manifestSeq), behind the tail \(manifest.tailSeq): the next run rolls it forward")
+                report.notes.append(
+                    "the checkpoint is at manifest seq \(checkpoint.manifestSeq), behind the tail \(manifest.tailSeq): the next run rolls it forward"
+                )
             } else if checkpoint.manifestHash != manifest.tailHash {
-                problem("checkpoint", layout.checkpointFile, "the checkpoint's manifest hash does not match the manifest's last line")
+                problem(
+                    "checkpoint", layout.checkpointFile,
+                    "the checkpoint's manifest hash does not match the manifest's last line")
             } else if checkpoint.token != manifest.liveToken {
-                problem("checkpoint", layout.checkpointFile, "the checkpoint token differs from the manifest's last live to_token")
+                problem(
+                    "checkpoint", layout.checkpointFile,
+                    "the checkpoint token differs from the manifest's last live to_token")
             }
         } else if !manifest.entries.isEmpty {
             report.notes.append("no checkpoint yet: the next run writes it from the manifest")
@@ -149,11 +171,15 @@ public struct Verifier: Sendable {
     }
 
     private func checkBlob(
-        _ entry: ManifestEntry, path: String, deep: Bool, layout: ArchiveLayout, problem: (String, String, String, String?) -> Void
+        _ entry: ManifestEntry, path: String, deep: Bool, layout: ArchiveLayout,
+        problem: (String, String, String, String?) -> Void
     ) {
         let absolute = layout.absolute(path)
         guard let size = try? fs.size(absolute) else {
-            problem("missing", path, "the blob named by manifest seq \(entry.seq) does not exist (its range is listed as a gap with the backfill that mends it)", nil)
+            problem(
+                "missing", path,
+                "the blob named by manifest seq \(entry.seq) does not exist (its range is listed as a gap with the backfill that mends it)",
+                nil)
             return
         }
         if size != entry.bytes {
@@ -188,7 +214,10 @@ public struct Verifier: Sendable {
         }
         let digest = hexString(hasher.finalize())
         if digest != entry.sha256 {
-            problem("hash", path, "SHA-256 \(digest.prefix(16))… differs from the manifest's \((entry.sha256 ?? "").prefix(16))…: the blob was changed after it was committed", nil)
+            problem(
+                "hash", path,
+                "SHA-256 \(digest.prefix(16))… differs from the manifest's \((entry.sha256 ?? "").prefix(16))…: the blob was changed after it was committed",
+                nil)
         }
         if var checker {
             checker.finish()
@@ -255,10 +284,18 @@ struct BlobContentChecker {
         }
         let position = UnsafeBufferPointer(rebasing: text[prefixCount..<end])
         if position.lexicographicallyPrecedes(first) || last.lexicographicallyPrecedes(position) {
-            problems.append(("range", "line \(records): position \(String(decoding: position, as: UTF8.self)) is outside [\(entry.firstPos ?? ""), \(entry.lastPos ?? "")]"))
+            problems.append(
+                (
+                    "range",
+                    "line \(records): position \(String(decoding: position, as: UTF8.self)) is outside [\(entry.firstPos ?? ""), \(entry.lastPos ?? "")]"
+                ))
         }
         if !previous.isEmpty && !previous.lexicographicallyPrecedes(position) {
-            problems.append(("order", "line \(records): position \(String(decoding: position, as: UTF8.self)) does not follow \(String(decoding: previous, as: UTF8.self))"))
+            problems.append(
+                (
+                    "order",
+                    "line \(records): position \(String(decoding: position, as: UTF8.self)) does not follow \(String(decoding: previous, as: UTF8.self))"
+                ))
         }
         previous.removeAll(keepingCapacity: true)  // no allocation per record
         previous.append(contentsOf: position)

@@ -50,8 +50,14 @@ struct ChangeFeedBody {
                         try body(start..<index, members)
                         scanner.skipSpace(&index, end)
                         guard index < end else { throw scanner.failure("an array is not closed") }
-                        if bytes[index] == 0x2C { index += 1; continue }
-                        if bytes[index] == 0x5D { index += 1; break }
+                        if bytes[index] == 0x2C {
+                            index += 1
+                            continue
+                        }
+                        if bytes[index] == 0x5D {
+                            index += 1
+                            break
+                        }
                         throw scanner.failure("',' or ']' expected at byte \(index)")
                     }
                 }
@@ -60,7 +66,10 @@ struct ChangeFeedBody {
             }
             scanner.skipSpace(&index, end)
             guard index < end else { throw scanner.failure("the body is not closed") }
-            if bytes[index] == 0x2C { index += 1; continue }
+            if bytes[index] == 0x2C {
+                index += 1
+                continue
+            }
             if bytes[index] == 0x7D { break }
             throw scanner.failure("',' or '}' expected at byte \(index)")
         }

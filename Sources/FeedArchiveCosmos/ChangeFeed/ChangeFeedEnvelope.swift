@@ -36,7 +36,8 @@ struct ChangeFeedEnvelope {
                 try append(item, members: members, scanner: scanner, envelope: &envelope, into: &chunks.out) { lsn in
                     guard lsn > 0 else { throw scanner.failure("an item has no _lsn") }
                     guard lsn >= lastLSN else {
-                        throw scanner.failure("item positions go backwards within a page (_lsn \(lsn) after \(lastLSN))")
+                        throw scanner.failure(
+                            "item positions go backwards within a page (_lsn \(lsn) after \(lastLSN))")
                     }
                     index = lsn == lastLSN ? index + 1 : 0
                     lastLSN = lsn
@@ -54,7 +55,8 @@ struct ChangeFeedEnvelope {
 
     /// Writes one envelope; returns the item's `_lsn` and time (microseconds).
     private func append(
-        _ item: Range<Int>, members: [ChangeFeedScanner.Member], scanner: ChangeFeedScanner, envelope: inout EnvelopeWriter,
+        _ item: Range<Int>, members: [ChangeFeedScanner.Member], scanner: ChangeFeedScanner,
+        envelope: inout EnvelopeWriter,
         into out: inout [UInt8], position: (Int64) throws -> Position
     ) throws -> (Position, Int64?) {
         var document: Range<Int>?
@@ -72,17 +74,21 @@ struct ChangeFeedEnvelope {
             lsn = scanner.integer(scanner.member(members, "_lsn"))
             seconds = scanner.integer(scanner.member(members, "_ts"))
         case .allVersionsAndDeletes:
-            guard let metadata = scanner.member(members, "metadata"), let meta = try scanner.members(of: metadata) else {
+            guard let metadata = scanner.member(members, "metadata"), let meta = try scanner.members(of: metadata)
+            else {
                 throw scanner.failure("an all-versions item has no metadata object")
             }
             metadataMembers = meta
-            if let current = scanner.member(members, "current"), let fields = try scanner.members(of: current), !fields.isEmpty {
+            if let current = scanner.member(members, "current"), let fields = try scanner.members(of: current),
+                !fields.isEmpty
+            {
                 document = current
                 documentMembers = fields
             }
             if let before = scanner.member(members, "previous"), !scanner.isNull(before) { previous = before }
             lsn = scanner.integer(scanner.member(meta, "lsn"))
-            seconds = scanner.integer(scanner.member(meta, "crts")) ?? scanner.integer(scanner.member(documentMembers, "_ts"))
+            seconds =
+                scanner.integer(scanner.member(meta, "crts")) ?? scanner.integer(scanner.member(documentMembers, "_ts"))
             operation = scanner.member(meta, "operationType")
             switch scanner.decodeString(operation) {
             case "create": op = .create
@@ -96,7 +102,9 @@ struct ChangeFeedEnvelope {
         let place = try position(lsn)
         let micros = try seconds.map { seconds in
             let (micros, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000)
-            guard !overflow else { throw scanner.failure("the time of the item at _lsn \(lsn) is out of range (\(seconds))") }
+            guard !overflow else {
+                throw scanner.failure("the time of the item at _lsn \(lsn) is out of range (\(seconds))")
+            }
             return micros
         }
 
@@ -111,7 +119,11 @@ struct ChangeFeedEnvelope {
                 var keyValue = try partitionKeyValue(documentMembers, scanner: scanner)
                 if keyValue == nil, let metaKey = scanner.member(metadataMembers, "partitionKey") {
                     if let fields = try scanner.members(of: metaKey) {
-                        keyValue = fields.first { scanner.keyEquals($0.key, "pk") || String(decoding: scanner.bytes[$0.key], as: UTF8.self) == keyPath.last }?.value ?? fields.first?.value
+                        keyValue =
+                            fields.first {
+                                scanner.keyEquals($0.key, "pk")
+                                    || String(decoding: scanner.bytes[$0.key], as: UTF8.self) == keyPath.last
+                            }?.value ?? fields.first?.value
                     } else {
                         keyValue = metaKey
                     }
@@ -147,7 +159,9 @@ struct ChangeFeedEnvelope {
     }
 
     /// The value at the partition key path inside the document, as raw JSON.
-    private func partitionKeyValue(_ members: [ChangeFeedScanner.Member], scanner: ChangeFeedScanner) throws -> Range<Int>? {
+    private func partitionKeyValue(_ members: [ChangeFeedScanner.Member], scanner: ChangeFeedScanner) throws -> Range<
+        Int
+    >? {
         var current = members
         for (offset, segment) in keyPath.enumerated() {
             guard let value = scanner.member(current, named: segment) else { return nil }
@@ -159,7 +173,9 @@ struct ChangeFeedEnvelope {
     }
 
     /// Copies a value of the item, checked as it is copied, or writes `null` for none.
-    private func appendRaw(_ range: Range<Int>?, _ what: String, _ scanner: ChangeFeedScanner, lsn: Int64, to out: inout [UInt8]) throws {
+    private func appendRaw(
+        _ range: Range<Int>?, _ what: String, _ scanner: ChangeFeedScanner, lsn: Int64, to out: inout [UInt8]
+    ) throws {
         guard let range else { return JSONText.appendLiteral("null", to: &out) }
         guard JSONText.appendIfValid(UnsafeBufferPointer(rebasing: scanner.bytes[range]), to: &out) else {
             throw scanner.failure("the \(what) at _lsn \(lsn) is not valid JSON")

@@ -17,7 +17,8 @@ struct ChangeFeedScanner {
     }
 
     @inline(__always) func skipSpace(_ index: inout Int, _ end: Int) {
-        while index < end, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09 { index += 1 }
+        while index < end, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09
+        { index += 1 }
     }
 
     /// Moves past one value starting at `index` (after spaces); returns its range.
@@ -48,7 +49,10 @@ struct ChangeFeedScanner {
             }
             throw failure("an object or array is not closed (byte \(start))")
         default:
-            while index < end, !(bytes[index] == 0x2C || bytes[index] == 0x7D || bytes[index] == 0x5D || bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09) {
+            while index < end,
+                !(bytes[index] == 0x2C || bytes[index] == 0x7D || bytes[index] == 0x5D || bytes[index] == 0x20
+                    || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09)
+            {
                 index += 1
             }
             guard index > start else { throw failure("unexpected byte at \(start)") }
@@ -135,7 +139,8 @@ struct ChangeFeedScanner {
         let wanted = Array(name.utf8)
         return members.first { member in
             if bytes[member.key].elementsEqual(wanted) { return true }
-            return bytes[member.key].contains(0x5C) && decodeString(member.key.lowerBound - 1..<member.key.upperBound + 1) == name
+            return bytes[member.key].contains(0x5C)
+                && decodeString(member.key.lowerBound - 1..<member.key.upperBound + 1) == name
         }?.value
     }
 

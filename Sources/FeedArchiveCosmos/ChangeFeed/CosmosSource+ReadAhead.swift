@@ -41,7 +41,9 @@ extension CosmosSource {
 
     /// The page after a full one ending at `next`, unless the stop target is reached.
     func following(_ key: PageKey, _ next: FeedRangeCursor) -> PageKey? {
-        guard let stop = stopTarget(key.head, for: next).lsn else { return PageKey(partition: key.partition, cursor: next.description, count: key.count, head: key.head) }
+        guard let stop = stopTarget(key.head, for: next).lsn else {
+            return PageKey(partition: key.partition, cursor: next.description, count: key.count, head: key.head)
+        }
         guard (next.etagNumber ?? 0) < stop else { return nil }
         return PageKey(partition: key.partition, cursor: next.description, count: key.count, head: key.head)
     }
@@ -57,7 +59,8 @@ extension CosmosSource {
     /// it for when the caller catches up, at the chain's depth).
     func fetchAhead(_ key: PageKey, generation: Int) async throws -> Fetched {
         guard let cursor = FeedRangeCursor(key.cursor) else {
-            throw FeedArchiveError.data(path: nil, message: "the cursor of feed range \(key.partition) is not a cosmos cursor")
+            throw FeedArchiveError.data(
+                path: nil, message: "the cursor of feed range \(key.partition) is not a cosmos cursor")
         }
         let fetched = try await fetch(partition: key.partition, cursor: cursor, count: key.count)
         if case .items(_, let next, let count?) = fetched, count >= key.count, let nextKey = following(key, next) {
@@ -79,7 +82,8 @@ extension CosmosSource {
     func startNextPartition(after partition: String, count: Int, in state: inout State) {
         state.planned.insert(partition)
         if state.firstCount == nil { state.firstCount = count }
-        guard let plan = state.plan, let next = plan.cursors.keys.sorted().first(where: { $0 > partition && !state.planned.contains($0) }),
+        guard let plan = state.plan,
+            let next = plan.cursors.keys.sorted().first(where: { $0 > partition && !state.planned.contains($0) }),
             let cursorText = plan.cursors[next], let cursor = FeedRangeCursor(cursorText), let head = plan.heads[next]
         else { return }
         state.planned.insert(next)

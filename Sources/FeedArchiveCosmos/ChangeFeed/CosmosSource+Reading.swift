@@ -11,15 +11,20 @@ extension CosmosSource {
         }
     }
 
-    public func readPage(partition: String, after cursorText: String, through head: String, maxRecords: Int) async throws -> FeedPage {
+    public func readPage(partition: String, after cursorText: String, through head: String, maxRecords: Int)
+        async throws -> FeedPage
+    {
         guard let cursor = FeedRangeCursor(cursorText) else {
-            throw FeedArchiveError.data(path: nil, message: "the cursor of feed range \(partition) ('\(cursorText.prefix(60))') is not a cosmos cursor")
+            throw FeedArchiveError.data(
+                path: nil,
+                message: "the cursor of feed range \(partition) ('\(cursorText.prefix(60))') is not a cosmos cursor")
         }
         // The head is an LSN (a run's stop target) or a cursor of this feed range (a backfill's
         // `until`, a blob's end for `verify --against-source`): then pages end exactly on it.
         let (stop, stopCursor) = stopTarget(head, for: cursor)
         if let at = cursor.etagNumber, let stop, at >= stop { return FeedPage(records: []) }
-        let key = PageKey(partition: partition, cursor: cursorText, count: Swift.min(maxRecords, settings.maxItemCount), head: head)
+        let key = PageKey(
+            partition: partition, cursor: cursorText, count: Swift.min(maxRecords, settings.maxItemCount), head: head)
         // The page's request from its partition's chain, or a new chain that starts with it.
         // A request that is not this page is dropped, not cancelled: an exchange in flight
         // cannot be taken back from its connection (the client's futures do not observe
@@ -49,7 +54,8 @@ extension CosmosSource {
         case .items(let body, let after, _):
             (response, next) = (body, after)
         }
-        let envelope = ChangeFeedEnvelope(partition: partition, mode: settings.mode, keyPath: try await containerInfo().keyPath)
+        let envelope = ChangeFeedEnvelope(
+            partition: partition, mode: settings.mode, keyPath: try await containerInfo().keyPath)
         var page = FeedPage(records: try envelope.records(body: response.body, cursorAfter: next.description))
         if page.records.isEmpty { return FeedPage(records: []) }
         if let stopCursor, let stop, let last = page.records.last, lsn(of: last) > stop {
@@ -58,7 +64,9 @@ extension CosmosSource {
             return page
         }
         // Without an item count header, whether the page was full is known only now.
-        if response.headers["x-ms-item-count"] == nil, page.records.count >= key.count, let following = following(key, next) {
+        if response.headers["x-ms-item-count"] == nil, page.records.count >= key.count,
+            let following = following(key, next)
+        {
             state.withLock { state in
                 if state.chains[partition]?.queue.isEmpty ?? true { enqueue(following, in: &state) }
             }

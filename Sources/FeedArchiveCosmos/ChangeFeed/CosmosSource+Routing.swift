@@ -12,9 +12,12 @@ extension CosmosSource {
     func route(_ partition: String, _ cursor: FeedRangeCursor, _ live: [PhysicalRange]) throws -> Route {
         let overlapping = live.filter { EPK.less($0.min, cursor.max) && EPK.less(cursor.min, $0.max) }
         guard !overlapping.isEmpty else {
-            throw FeedArchiveError.temporary("no partition key range covers feed range \(partition) [\(cursor.min), \(cursor.max))")
+            throw FeedArchiveError.temporary(
+                "no partition key range covers feed range \(partition) [\(cursor.min), \(cursor.max))")
         }
-        let describe = { (range: PhysicalRange) in "\(range.id) [\(range.min.isEmpty ? "\"\"" : range.min), \(range.max))" }
+        let describe = { (range: PhysicalRange) in
+            "\(range.id) [\(range.min.isEmpty ? "\"\"" : range.min), \(range.max))"
+        }
         let feedRange = "feed range \(partition) [\(cursor.min.isEmpty ? "\"\"" : cursor.min), \(cursor.max))"
         if overlapping.count == 1, cursor.isInside(overlapping[0].min, overlapping[0].max) {
             let range = overlapping[0]
@@ -26,12 +29,16 @@ extension CosmosSource {
                 return .change(
                     TopologyChange(
                         kind: .split, ended: [], cursors: [partition: next.description],
-                        reason: "\(feedRange), read through range \(cursor.via), is now exactly range \(describe(range)) after a split"))
+                        reason:
+                            "\(feedRange), read through range \(cursor.via), is now exactly range \(describe(range)) after a split"
+                    ))
             }
             return .change(
                 TopologyChange(
                     kind: .merge, ended: [], cursors: [partition: next.description],
-                    reason: "\(feedRange), read through range \(cursor.via), was merged into range \(describe(range)); it is read through it by EPK range"))
+                    reason:
+                        "\(feedRange), read through range \(cursor.via), was merged into range \(describe(range)); it is read through it by EPK range"
+                ))
         }
         var cursors: [String: String] = [:]
         var names: [String] = []
@@ -45,6 +52,8 @@ extension CosmosSource {
         return .change(
             TopologyChange(
                 kind: .split, ended: [partition], cursors: cursors,
-                reason: "\(feedRange) split into \(overlapping.map(describe).joined(separator: ", ")); the children start from its continuation"))
+                reason:
+                    "\(feedRange) split into \(overlapping.map(describe).joined(separator: ", ")); the children start from its continuation"
+            ))
     }
 }

@@ -37,7 +37,9 @@ struct FeedRangeCursor: Equatable, Sendable, CustomStringConvertible {
         let value = parts[3].dropFirst()
         switch kind {
         case "b" where value.isEmpty: start = .beginning
-        case "t": guard let seconds = Int64(value) else { return nil }; start = .time(seconds)
+        case "t":
+            guard let seconds = Int64(value) else { return nil }
+            start = .time(seconds)
         case "e": start = .etag("\"" + value + "\"")
         case "E": start = .etag(String(value))
         default: return nil
@@ -67,7 +69,9 @@ struct FeedRangeCursor: Equatable, Sendable, CustomStringConvertible {
     }
 
     static func number(_ etag: String) -> Int64? {
-        Int64(etag.hasPrefix("\"") && etag.hasSuffix("\"") && etag.count >= 2 ? String(etag.dropFirst().dropLast()) : etag)
+        Int64(
+            etag.hasPrefix("\"") && etag.hasSuffix("\"") && etag.count >= 2 ? String(etag.dropFirst().dropLast()) : etag
+        )
     }
 
     /// True when `[min, max)` lies inside `[lower, upper)`; EPKs compare as strings, `FF` is the end.

@@ -118,12 +118,17 @@ final class HTTPClient: Sendable {
         return try await exchange(on: try await connect(), target: target, headers: headers)
     }
 
-    private func exchange(on connection: Connection, target: String, headers: [(String, String)]) async throws -> Response {
+    private func exchange(on connection: Connection, target: String, headers: [(String, String)]) async throws
+        -> Response
+    {
         // Through a proxy, plain http asks the proxy for the absolute URL (https is tunnelled).
         let plainProxy = secure ? nil : proxy
-        var request = HTTPRequestHead(version: .http1_1, method: .GET, uri: plainProxy == nil ? target : "http://\(hostHeader)\(target)")
+        var request = HTTPRequestHead(
+            version: .http1_1, method: .GET, uri: plainProxy == nil ? target : "http://\(hostHeader)\(target)")
         request.headers.add(name: "Host", value: hostHeader)
-        if let authorization = plainProxy?.authorization { request.headers.add(name: "Proxy-Authorization", value: authorization) }
+        if let authorization = plainProxy?.authorization {
+            request.headers.add(name: "Proxy-Authorization", value: authorization)
+        }
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         let head = request
         let channel = connection.channel
@@ -152,11 +157,13 @@ final class HTTPClient: Sendable {
         do {
             let response = try await result.get()
             let keep = response.headers["connection"]?.lowercased() != "close"
-            if keep && channel.isActive && !closed.load(ordering: .relaxed) && idle.withLock({ idle in
-                guard idle.count < Self.keepIdle else { return false }
-                idle.append(connection)
-                return true
-            }) {
+            if keep && channel.isActive && !closed.load(ordering: .relaxed)
+                && idle.withLock({ idle in
+                    guard idle.count < Self.keepIdle else { return false }
+                    idle.append(connection)
+                    return true
+                })
+            {
                 return response
             }
             channel.close(promise: nil)
@@ -194,7 +201,8 @@ final class HTTPClient: Sendable {
             let target = authority
             do {
                 try await channel.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
-                    let handshake = TunnelHandshake(proxy: tunnel, target: target, done: channel.eventLoop.makePromise())
+                    let handshake = TunnelHandshake(
+                        proxy: tunnel, target: target, done: channel.eventLoop.makePromise())
                     do {
                         try channel.pipeline.syncOperations.addHandler(handshake)
                     } catch {
@@ -206,7 +214,9 @@ final class HTTPClient: Sendable {
                     }
                     handshake.start(channel)
                     // The handlers go in as the handshake leaves, on the event loop: no gap.
-                    return handshake.done.futureResult.flatMapThrowing { try addHandlers(channel) }.always { _ in timer.cancel() }
+                    return handshake.done.futureResult.flatMapThrowing { try addHandlers(channel) }.always { _ in
+                        timer.cancel()
+                    }
                 }.get()
             } catch {
                 channel.close(promise: nil)

@@ -26,7 +26,8 @@ struct HTTPProxy: Equatable, Sendable, CustomStringConvertible {
     static func resolve(for endpoint: URL, environment: [String: String]) throws -> HTTPProxy? {
         let secure = endpoint.scheme == "https"
         let names = (secure ? ["https_proxy", "HTTPS_PROXY"] : ["http_proxy"]) + ["all_proxy", "ALL_PROXY"]
-        guard let variable = names.first(where: { !(environment[$0] ?? "").isEmpty }), let value = environment[variable] else { return nil }
+        guard let variable = names.first(where: { !(environment[$0] ?? "").isEmpty }), let value = environment[variable]
+        else { return nil }
         let host = (endpoint.host ?? "").lowercased()
         let noProxy = [environment["no_proxy"], environment["NO_PROXY"]].compactMap { $0 }.first { !$0.isEmpty }
         if let noProxy, bypasses(host: host, list: noProxy) { return nil }
@@ -35,7 +36,11 @@ struct HTTPProxy: Equatable, Sendable, CustomStringConvertible {
             throw Invalid(variable: variable, message: "'\(redacted(value))' is not a proxy URL (http://host:port)")
         }
         guard url.scheme?.lowercased() == "http" else {
-            throw Invalid(variable: variable, message: "'\(redacted(value))': only http:// proxies are supported (an https endpoint goes through a CONNECT tunnel, so its traffic stays encrypted)")
+            throw Invalid(
+                variable: variable,
+                message:
+                    "'\(redacted(value))': only http:// proxies are supported (an https endpoint goes through a CONNECT tunnel, so its traffic stays encrypted)"
+            )
         }
         var authorization: String?
         if let user = url.user {  // percent-decoded
@@ -61,7 +66,9 @@ struct HTTPProxy: Equatable, Sendable, CustomStringConvertible {
             var name = entry
             if name.hasPrefix(".") { name.removeFirst() }
             if name.hasSuffix(".") { name.removeLast() }
-            if let colon = name.lastIndex(of: ":"), !name.contains("]"), name.firstIndex(of: ":") == colon { name = String(name[..<colon]) }  // host:port
+            if let colon = name.lastIndex(of: ":"), !name.contains("]"), name.firstIndex(of: ":") == colon {
+                name = String(name[..<colon])
+            }  // host:port
             if name.hasPrefix("[") && name.hasSuffix("]") { name = String(name.dropFirst().dropLast()) }
             if name.isEmpty { continue }
             if host == name || (!isAddress && host.hasSuffix("." + name)) { return true }

@@ -38,7 +38,10 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        fail(answered ? HTTPClient.Failure.badResponse("the server closed the connection in the middle of its answer") : HTTPClient.Failure.closedEarly)
+        fail(
+            answered
+                ? HTTPClient.Failure.badResponse("the server closed the connection in the middle of its answer")
+                : HTTPClient.Failure.closedEarly)
         context.fireChannelInactive()
     }
 

@@ -29,18 +29,27 @@ final class TunnelHandshake: ChannelInboundHandler, RemovableChannelHandler, @un
         let bytes = Array(answer.readableBytesView)
         let blank: [UInt8] = [13, 10, 13, 10]
         guard let end = bytes.indices.dropLast(3).first(where: { bytes[$0..<$0 + 4].elementsEqual(blank) }) else {
-            if answer.readableBytes > 16 << 10 { fail(HTTPClient.Failure.proxyRefused("the proxy \(proxy.description) (\(proxy.variable)) sent an answer to CONNECT without an end")) }
+            if answer.readableBytes > 16 << 10 {
+                fail(
+                    HTTPClient.Failure.proxyRefused(
+                        "the proxy \(proxy.description) (\(proxy.variable)) sent an answer to CONNECT without an end"))
+            }
             return
         }
         let lineEnd = bytes.firstIndex(of: 13) ?? end
         let statusLine = String(decoding: bytes[..<lineEnd], as: UTF8.self)
         let parts = statusLine.split(separator: " ", maxSplits: 2)
-        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let status = Int(parts[1]), (200..<300).contains(status) else {
-            fail(HTTPClient.Failure.proxyRefused("the proxy \(proxy.description) (\(proxy.variable)) refused CONNECT \(target): \(statusLine)"))
+        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let status = Int(parts[1]), (200..<300).contains(status)
+        else {
+            fail(
+                HTTPClient.Failure.proxyRefused(
+                    "the proxy \(proxy.description) (\(proxy.variable)) refused CONNECT \(target): \(statusLine)"))
             return
         }
         guard end + 4 == bytes.count else {
-            fail(HTTPClient.Failure.proxyRefused("the proxy \(proxy.description) (\(proxy.variable)) sent bytes after its answer to CONNECT"))
+            fail(
+                HTTPClient.Failure.proxyRefused(
+                    "the proxy \(proxy.description) (\(proxy.variable)) sent bytes after its answer to CONNECT"))
             return
         }
         context.pipeline.syncOperations.removeHandler(self, promise: nil)
@@ -48,7 +57,10 @@ final class TunnelHandshake: ChannelInboundHandler, RemovableChannelHandler, @un
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        fail(HTTPClient.Failure.proxyRefused("the proxy \(proxy.description) (\(proxy.variable)) closed the connection before it answered CONNECT \(target)"))
+        fail(
+            HTTPClient.Failure.proxyRefused(
+                "the proxy \(proxy.description) (\(proxy.variable)) closed the connection before it answered CONNECT \(target)"
+            ))
         context.fireChannelInactive()
     }
 

@@ -26,26 +26,32 @@ final class CosmosRESTClient: Sendable {
     }
 
     /// GET `path` (e.g. `dbs/db/colls/c/docs`), signed for `resourceType` and `resourceLink`.
-    func get(path: String, resourceType: String, resourceLink: String, headers: [String: String] = [:]) async throws -> CosmosResponse {
+    func get(path: String, resourceType: String, resourceLink: String, headers: [String: String] = [:]) async throws
+        -> CosmosResponse
+    {
         var throttled = 0
         while true {
             guard !closed.load(ordering: .relaxed) else {
                 throw FeedArchiveError.temporary("\(settings.endpoint.absoluteString)\(path): the source was closed")
             }
             Liveness.current?.beat()
-            let response = try await send(path: path, resourceType: resourceType, resourceLink: resourceLink, headers: headers)
+            let response = try await send(
+                path: path, resourceType: resourceType, resourceLink: resourceLink, headers: headers)
             guard response.status == 429 else { return response }
             throttled += 1
             let wait = Double(response.headers["x-ms-retry-after-ms"] ?? "") ?? 100
             guard throttled <= settings.throttleRetries else {
                 throw FeedArchiveError.temporary(
-                    "\(settings.endpoint.absoluteString)\(path): throttled (429) \(throttled) times in a row; x-ms-retry-after-ms \(Int(wait)) (raise the container's throughput or lower max_item_count)")
+                    "\(settings.endpoint.absoluteString)\(path): throttled (429) \(throttled) times in a row; x-ms-retry-after-ms \(Int(wait)) (raise the container's throughput or lower max_item_count)"
+                )
             }
             try? await Task.sleep(nanoseconds: UInt64(min(max(wait, 1), 30_000) * 1_000_000))
         }
     }
 
-    private func send(path: String, resourceType: String, resourceLink: String, headers: [String: String]) async throws -> CosmosResponse {
+    private func send(path: String, resourceType: String, resourceLink: String, headers: [String: String]) async throws
+        -> CosmosResponse
+    {
         // Ids may hold spaces and other characters a URL path cannot: encode each segment (the
         // signature uses the link as is).
         var unreserved = CharacterSet.urlPathAllowed
@@ -57,14 +63,19 @@ final class CosmosRESTClient: Sendable {
         var fields = [
             ("x-ms-date", date),
             ("x-ms-version", Self.apiVersion),
-            ("authorization", settings.authorization.header(verb: "GET", resourceType: resourceType, resourceLink: resourceLink, date: date)),
+            (
+                "authorization",
+                settings.authorization.header(
+                    verb: "GET", resourceType: resourceType, resourceLink: resourceLink, date: date)
+            ),
             ("Accept", "application/json"),
             ("User-Agent", "feedarchive"),
         ]
         fields += headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         do {
             let response = try await http.get(http.basePath + encoded, headers: fields)
-            return CosmosResponse(status: response.status, headers: response.headers, body: Data(response.body.readableBytesView))
+            return CosmosResponse(
+                status: response.status, headers: response.headers, body: Data(response.body.readableBytesView))
         } catch {
             throw FeedArchiveError.sourceUnavailable("\(url): \(error)")
         }

@@ -12,9 +12,14 @@ extension CosmosSource {
         guard let accountObject = try? JSONSerialization.jsonObject(with: account.body) as? [String: Any],
             let collectionObject = try? JSONSerialization.jsonObject(with: collection.body) as? [String: Any],
             let rid = collectionObject["_rid"] as? String
-        else { throw FeedArchiveError.sourceUnavailable("\(settings.endpoint.absoluteString): the account or container answer is not JSON") }
+        else {
+            throw FeedArchiveError.sourceUnavailable(
+                "\(settings.endpoint.absoluteString): the account or container answer is not JSON")
+        }
         var path = settings.partitionKeyPath
-        if path == nil, let key = collectionObject["partitionKey"] as? [String: Any], let paths = key["paths"] as? [String] {
+        if path == nil, let key = collectionObject["partitionKey"] as? [String: Any],
+            let paths = key["paths"] as? [String]
+        {
             path = paths.first
         }
         let info = ContainerInfo(
@@ -32,11 +37,16 @@ extension CosmosSource {
         repeat {
             var headers: [String: String] = [:]
             if let continuation { headers["x-ms-continuation"] = continuation }
-            let response = try await client.get(path: containerPath + "/pkranges", resourceType: "pkranges", resourceLink: containerPath, headers: headers)
+            let response = try await client.get(
+                path: containerPath + "/pkranges", resourceType: "pkranges", resourceLink: containerPath,
+                headers: headers)
             try check(response, what: "the partition key ranges of \(containerPath)")
             guard let object = try? JSONSerialization.jsonObject(with: response.body) as? [String: Any],
                 let list = object["PartitionKeyRanges"] as? [[String: Any]]
-            else { throw FeedArchiveError.sourceUnavailable("\(containerPath)/pkranges: the answer has no PartitionKeyRanges") }
+            else {
+                throw FeedArchiveError.sourceUnavailable(
+                    "\(containerPath)/pkranges: the answer has no PartitionKeyRanges")
+            }
             all += list
             continuation = response.headers["x-ms-continuation"]
         } while continuation != nil
@@ -51,7 +61,9 @@ extension CosmosSource {
         var expected = ""
         for range in live {
             guard range.min == expected else {
-                throw FeedArchiveError.temporary("\(containerPath)/pkranges: the ranges do not tile the key space at \(expected.isEmpty ? "\"\"" : expected) (a split in progress?)")
+                throw FeedArchiveError.temporary(
+                    "\(containerPath)/pkranges: the ranges do not tile the key space at \(expected.isEmpty ? "\"\"" : expected) (a split in progress?)"
+                )
             }
             expected = range.max
         }

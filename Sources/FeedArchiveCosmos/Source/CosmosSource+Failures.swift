@@ -13,18 +13,27 @@ extension CosmosSource {
             throw FeedArchiveError.sourceRefused(
                 setting: key,
                 message: "the account refused the key for \(what) (HTTP 401): \(response.message.prefix(160))\(place)",
-                hint: "check \(key): it must be one of the account's keys (primary or secondary, read-write or read-only) as it is now, after any rotation; and check the clock: x-ms-date must be within 15 minutes of the service's")
+                hint:
+                    "check \(key): it must be one of the account's keys (primary or secondary, read-write or read-only) as it is now, after any rotation; and check the clock: x-ms-date must be within 15 minutes of the service's"
+            )
         case 403:
             throw FeedArchiveError.sourceRefused(
                 setting: key,
-                message: "the account forbids \(what) (HTTP 403 substatus \(response.substatus)): \(response.message.prefix(200))\(place)",
-                hint: "\(key) gives access only when the account accepts key authorization (local authorization not disabled) and its firewall lets this machine's address through; the clock must also be within 15 minutes of the service's")
+                message:
+                    "the account forbids \(what) (HTTP 403 substatus \(response.substatus)): \(response.message.prefix(200))\(place)",
+                hint:
+                    "\(key) gives access only when the account accepts key authorization (local authorization not disabled) and its firewall lets this machine's address through; the clock must also be within 15 minutes of the service's"
+            )
         case 404:
-            throw settings.error("container", "\(what) does not exist at \(settings.endpoint.absoluteString) (HTTP 404)")
+            throw settings.error(
+                "container", "\(what) does not exist at \(settings.endpoint.absoluteString) (HTTP 404)")
         case 429, 408, 449, 500..<600:
-            throw FeedArchiveError.sourceUnavailable("\(what): HTTP \(response.status) substatus \(response.substatus): \(response.message)")
+            throw FeedArchiveError.sourceUnavailable(
+                "\(what): HTTP \(response.status) substatus \(response.substatus): \(response.message)")
         default:
-            throw FeedArchiveError.data(path: nil, message: "\(what): HTTP \(response.status) substatus \(response.substatus): \(response.message)")
+            throw FeedArchiveError.data(
+                path: nil,
+                message: "\(what): HTTP \(response.status) substatus \(response.substatus): \(response.message)")
         }
     }
 }

@@ -5,7 +5,9 @@ import Foundation
 /// which tokens this feed mode can continue.
 extension CosmosSource {
     func makeToken(_ cursors: [String: String]) async throws -> ContinuationToken {
-        ContinuationToken(kind: kind, source: try await identity().shortFingerprint, cursors: cursors, extra: ["mode": settings.mode.rawValue])
+        ContinuationToken(
+            kind: kind, source: try await identity().shortFingerprint, cursors: cursors,
+            extra: ["mode": settings.mode.rawValue])
     }
 
     public func resolve(_ start: StartSpec) async throws -> ContinuationToken {
@@ -13,25 +15,35 @@ extension CosmosSource {
         case .beginning, .time:
             if settings.mode == .allVersionsAndDeletes {
                 throw FeedArchiveError.usage(
-                    "the all_versions_and_deletes change feed starts from now or from a token, not from \(start): the service keeps no history before a continuation")
+                    "the all_versions_and_deletes change feed starts from now or from a token, not from \(start): the service keeps no history before a continuation"
+                )
             }
             let state: FeedRangeCursor.Start
-            if case .time(let date) = start { state = .time(Int64(date.timeIntervalSince1970)) } else { state = .beginning }
+            if case .time(let date) = start {
+                state = .time(Int64(date.timeIntervalSince1970))
+            } else {
+                state = .beginning
+            }
             let live = try await ranges(reload: true)
             return try await makeToken(
-                Dictionary(uniqueKeysWithValues: live.map { ($0.id, FeedRangeCursor(min: $0.min, max: $0.max, via: $0.id, start: state).description) }))
+                Dictionary(
+                    uniqueKeysWithValues: live.map {
+                        ($0.id, FeedRangeCursor(min: $0.min, max: $0.max, via: $0.id, start: state).description)
+                    }))
         case .now:
             let live = try await ranges(reload: true)
             var cursors: [String: String] = [:]
             for range in live {
                 let etag = try await nowEtag(range, partition: range.id)
-                cursors[range.id] = FeedRangeCursor(min: range.min, max: range.max, via: range.id, start: .etag(etag)).description
+                cursors[range.id] =
+                    FeedRangeCursor(min: range.min, max: range.max, via: range.id, start: .etag(etag)).description
             }
             return try await makeToken(cursors)
         case .token(let text):
             let token = try ContinuationToken.decode(text)
             guard token.kind == kind else {
-                throw FeedArchiveError.data(path: nil, message: "the token is a \(token.kind) token; this job reads a cosmos change feed")
+                throw FeedArchiveError.data(
+                    path: nil, message: "the token is a \(token.kind) token; this job reads a cosmos change feed")
             }
             try token.requireSource(try await identity().shortFingerprint, other: "another container")
             try checkMode(token)
@@ -46,10 +58,16 @@ extension CosmosSource {
             throw FeedArchiveError.data(
                 path: nil,
                 message: "the token was made for the \(mode) change feed; this job reads \(settings.mode.rawValue)",
-                hint: "a change of mode is a new feed: start a new epoch with `feedarchive epoch JOB --from now --reason \"mode changed\"`")
+                hint:
+                    "a change of mode is a new feed: start a new epoch with `feedarchive epoch JOB --from now --reason \"mode changed\"`"
+            )
         }
         for (partition, cursor) in token.cursors where FeedRangeCursor(cursor) == nil {
-            throw FeedArchiveError.data(path: nil, message: "the token's cursor for feed range \(partition) ('\(cursor.prefix(60))') is not a cosmos feed range cursor")
+            throw FeedArchiveError.data(
+                path: nil,
+                message:
+                    "the token's cursor for feed range \(partition) ('\(cursor.prefix(60))') is not a cosmos feed range cursor"
+            )
         }
     }
 
@@ -63,8 +81,12 @@ extension CosmosSource {
         headers["x-ms-documentdb-partitionkeyrangeid"] = range.id
         headers["If-None-Match"] = "*"
         headers["x-ms-max-item-count"] = "1"
-        let response = try await client.get(path: containerPath + "/docs", resourceType: "docs", resourceLink: containerPath, headers: headers)
-        if response.status == 410 { throw FeedArchiveError.temporary("range \(range.id) is gone (410 substatus \(response.substatus)) while reading its head") }
+        let response = try await client.get(
+            path: containerPath + "/docs", resourceType: "docs", resourceLink: containerPath, headers: headers)
+        if response.status == 410 {
+            throw FeedArchiveError.temporary(
+                "range \(range.id) is gone (410 substatus \(response.substatus)) while reading its head")
+        }
         try check(response, what: "the change feed head of range \(range.id)")
         guard let etag = response.headers["etag"] else {
             throw FeedArchiveError.sourceUnavailable("the change feed of range \(range.id) answered without an etag")
@@ -83,7 +105,9 @@ extension CosmosSource {
                 // the run when its reads fail too): it must not stop the other ranges' run.
                 for attempt in 0..<4 {
                     do {
-                        if let value = FeedRangeCursor.number(try await nowEtag(range, partition: partition)) { best = Swift.max(best ?? value, value) }
+                        if let value = FeedRangeCursor.number(try await nowEtag(range, partition: partition)) {
+                            best = Swift.max(best ?? value, value)
+                        }
                         break
                     } catch let error as FeedArchiveError where RetryPolicy.isTransient(error) {
                         if error.description.contains("is gone") { live = try await ranges(reload: true) }
@@ -111,8 +135,11 @@ extension CosmosSource {
         if settings.mode == .latestVersion {
             throw FeedArchiveError.data(
                 path: nil,
-                message: "the latest_version change feed holds only the current version of each document: a past range cannot be re-read as it was archived",
-                hint: "archive with mode: all_versions_and_deletes to be able to re-read ranges within the retention window")
+                message:
+                    "the latest_version change feed holds only the current version of each document: a past range cannot be re-read as it was archived",
+                hint:
+                    "archive with mode: all_versions_and_deletes to be able to re-read ranges within the retention window"
+            )
         }
     }
 }

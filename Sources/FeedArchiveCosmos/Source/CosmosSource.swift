@@ -62,7 +62,9 @@ public final class CosmosSource: FeedSource, Sendable {
             case .beginning, .time:
                 throw FeedArchiveError.badJobFile(
                     place: job.file,
-                    message: "start: \(job.start) is not possible in all_versions_and_deletes mode: that feed starts from now or from a token (set start: now)")
+                    message:
+                        "start: \(job.start) is not possible in all_versions_and_deletes mode: that feed starts from now or from a token (set start: now)"
+                )
             default: break
             }
         }
@@ -70,12 +72,16 @@ public final class CosmosSource: FeedSource, Sendable {
         do {
             proxy = try HTTPProxy.resolve(for: settings.endpoint, environment: ProcessInfo.processInfo.environment)
         } catch let invalid as HTTPProxy.Invalid {
-            throw FeedArchiveError.badJobFile(place: "\(invalid.variable) (environment, for \(job.file))", message: invalid.message)
+            throw FeedArchiveError.badJobFile(
+                place: "\(invalid.variable) (environment, for \(job.file))", message: invalid.message)
         }
-        if let bundle = ProcessInfo.processInfo.environment["SSL_CERT_FILE"], !bundle.isEmpty, settings.endpoint.scheme == "https",
+        if let bundle = ProcessInfo.processInfo.environment["SSL_CERT_FILE"], !bundle.isEmpty,
+            settings.endpoint.scheme == "https",
             !FileManager.default.isReadableFile(atPath: bundle)
         {
-            throw FeedArchiveError.badJobFile(place: "SSL_CERT_FILE (environment, for \(job.file))", message: "\(bundle) is not a readable file of PEM certificates")
+            throw FeedArchiveError.badJobFile(
+                place: "SSL_CERT_FILE (environment, for \(job.file))",
+                message: "\(bundle) is not a readable file of PEM certificates")
         }
         return CosmosSource(settings: settings, proxy: proxy)
     }
@@ -85,7 +91,8 @@ public final class CosmosSource: FeedSource, Sendable {
     public func identity() async throws -> SourceIdentity {
         let info = try await containerInfo()
         return SourceIdentity(facts: [
-            "account": info.account, "database": settings.database, "container": settings.container, "container_rid": info.rid,
+            "account": info.account, "database": settings.database, "container": settings.container,
+            "container_rid": info.rid,
         ])
     }
 

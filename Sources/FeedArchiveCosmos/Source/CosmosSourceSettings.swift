@@ -35,14 +35,19 @@ public struct CosmosSourceSettings: Sendable {
             return try node.string("source.\(key)")
         }
         func required(_ key: String) throws -> String {
-            guard let value = try string(key) else { throw map.node.error("source is missing the required key '\(key)'") }
+            guard let value = try string(key) else {
+                throw map.node.error("source is missing the required key '\(key)'")
+            }
             guard !value.isEmpty else { throw map.node.error("source.\(key) is empty") }
             return value
         }
         let endpointText = try required("endpoint")
-        guard var endpoint = URL(string: endpointText), let scheme = endpoint.scheme, ["http", "https"].contains(scheme), endpoint.host != nil
+        guard var endpoint = URL(string: endpointText), let scheme = endpoint.scheme,
+            ["http", "https"].contains(scheme), endpoint.host != nil
         else {
-            throw map.optional("endpoint")!.error("source.endpoint must be an http(s) URL such as https://myaccount.documents.azure.com:443/, not '\(endpointText)'")
+            throw map.optional("endpoint")!.error(
+                "source.endpoint must be an http(s) URL such as https://myaccount.documents.azure.com:443/, not '\(endpointText)'"
+            )
         }
         if !endpoint.absoluteString.hasSuffix("/") { endpoint = URL(string: endpoint.absoluteString + "/")! }
         let database = try required("database")
@@ -64,14 +69,16 @@ public struct CosmosSourceSettings: Sendable {
             places["key"] = node.place
             keySetting = "source.key_file"
             let path = JobConfig.resolve(try node.string("source.key_file"), base: parentDirectory(of: node.file))
-            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8)
+            else {
                 throw node.error("cannot read the key file \(path)")
             }
             keyText = text
         }
         guard let authorization = MasterKeyAuthorization(base64Key: keyText) else {
             // The key itself is not repeated: it may be a real secret with a typo.
-            throw FeedArchiveError.badJobFile(place: places["key"]!, message: "the account key is not base64 (\(keyText.count) characters)")
+            throw FeedArchiveError.badJobFile(
+                place: places["key"]!, message: "the account key is not base64 (\(keyText.count) characters)")
         }
 
         var mode = CosmosFeedMode.latestVersion
@@ -85,12 +92,16 @@ public struct CosmosSourceSettings: Sendable {
         var maxItemCount = 1000
         if let node = map.optional("max_item_count") {
             maxItemCount = try node.int("source.max_item_count")
-            guard (1...10_000).contains(maxItemCount) else { throw node.error("source.max_item_count must be in 1...10000") }
+            guard (1...10_000).contains(maxItemCount) else {
+                throw node.error("source.max_item_count must be in 1...10000")
+            }
         }
         var path: String?
         if let node = map.optional("partition_key_path") {
             let text = try node.string("source.partition_key_path")
-            guard text.hasPrefix("/"), text.count > 1 else { throw node.error("source.partition_key_path must look like /pk, not '\(text)'") }
+            guard text.hasPrefix("/"), text.count > 1 else {
+                throw node.error("source.partition_key_path must look like /pk, not '\(text)'")
+            }
             path = text
         }
         var timeout = 30.0
@@ -98,7 +109,9 @@ public struct CosmosSourceSettings: Sendable {
         var throttleRetries = 9
         if let node = map.optional("throttle_retries") {
             throttleRetries = try node.int("source.throttle_retries")
-            guard (0...100).contains(throttleRetries) else { throw node.error("source.throttle_retries must be in 0...100") }
+            guard (0...100).contains(throttleRetries) else {
+                throw node.error("source.throttle_retries must be in 0...100")
+            }
         }
         try map.finish()
         var settings = CosmosSourceSettings(

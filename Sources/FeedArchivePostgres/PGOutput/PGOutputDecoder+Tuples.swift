@@ -27,7 +27,9 @@ extension PGOutputDecoder {
     }
 
     /// The members of `source`: table, xid, commit LSN, origin, unchanged TOAST columns.
-    static func appendSource<Sink: ByteOutput & ~Copyable>(relation: Relation, transaction: Transaction, unchanged: [[UInt8]], to out: inout Sink) {
+    static func appendSource<Sink: ByteOutput & ~Copyable>(
+        relation: Relation, transaction: Transaction, unchanged: [[UInt8]], to out: inout Sink
+    ) {
         JSONText.appendLiteral(#""table":"#, to: &out)
         out.append(contentsOf: relation.qualifiedLiteral)
         JSONText.appendLiteral(#","xid":"#, to: &out)
@@ -69,7 +71,10 @@ extension PGOutputDecoder {
     ) throws {
         let count = Int(try reader.uint16("the tuple's column count"))
         guard count <= relation.columns.count else {
-            throw PGOutputError(message: "a tuple of \(count) columns for \(relation.schema).\(relation.name), which has \(relation.columns.count)")
+            throw PGOutputError(
+                message:
+                    "a tuple of \(count) columns for \(relation.schema).\(relation.name), which has \(relation.columns.count)"
+            )
         }
         out.append(0x7B)
         var first = true
@@ -80,8 +85,10 @@ extension PGOutputDecoder {
                     switch try reader.byte("a column kind") {
                     case UInt8(ascii: "n"): value = .null
                     case UInt8(ascii: "u"): value = .unchangedToast
-                    case UInt8(ascii: "t"): value = .text(try reader.slice(Int(try reader.uint32("a value length")), "a column value"))
-                    case UInt8(ascii: "b"): throw PGOutputError(message: "binary column values are not requested and not decoded")
+                    case UInt8(ascii: "t"):
+                        value = .text(try reader.slice(Int(try reader.uint32("a value length")), "a column value"))
+                    case UInt8(ascii: "b"):
+                        throw PGOutputError(message: "binary column values are not requested and not decoded")
                     case let other: throw PGOutputError(message: "unknown column kind \(other)")
                     }
                     if keysOnly && !columns[position].isKey { continue }

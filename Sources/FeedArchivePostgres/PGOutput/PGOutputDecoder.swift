@@ -75,7 +75,10 @@ struct PGOutputDecoder {
             transaction = Transaction(commitLSN: final, timestamp: timestamp, xid: xid, skip: final < skipBefore)
             if let expected = mustResumeAt, final >= skipBefore {
                 guard final == expected else {
-                    throw PGOutputError(message: "the transaction committed at \(expected), read in part, was not returned again (the next one commits at \(final)): something advanced the slot past it")
+                    throw PGOutputError(
+                        message:
+                            "the transaction committed at \(expected), read in part, was not returned again (the next one commits at \(final)): something advanced the slot past it"
+                    )
                 }
                 mustResumeAt = nil
             }
@@ -131,11 +134,15 @@ struct PGOutputDecoder {
         case UInt8(ascii: "I"), UInt8(ascii: "U"), UInt8(ascii: "D"):
             guard transaction != nil else { throw PGOutputError(message: "a change outside a transaction") }
             let oid = try reader.uint32("the relation OID")
-            guard let relation = relations[oid] else { throw PGOutputError(message: "a change of relation \(oid) before its Relation message") }
+            guard let relation = relations[oid] else {
+                throw PGOutputError(message: "a change of relation \(oid) before its Relation message")
+            }
             var old: (kind: UInt8, start: Int)?
             var new: Int?
             if type == UInt8(ascii: "I") {
-                guard try reader.byte("the tuple kind") == UInt8(ascii: "N") else { throw PGOutputError(message: "Insert without a new tuple") }
+                guard try reader.byte("the tuple kind") == UInt8(ascii: "N") else {
+                    throw PGOutputError(message: "Insert without a new tuple")
+                }
                 new = reader.offset
             } else {
                 let kind = try reader.byte("the tuple kind")
@@ -143,7 +150,9 @@ struct PGOutputDecoder {
                     old = (kind, reader.offset)
                     try Self.skipTuple(&reader)
                     if type == UInt8(ascii: "U") {
-                        guard try reader.byte("the new tuple kind") == UInt8(ascii: "N") else { throw PGOutputError(message: "Update without a new tuple") }
+                        guard try reader.byte("the new tuple kind") == UInt8(ascii: "N") else {
+                            throw PGOutputError(message: "Update without a new tuple")
+                        }
                         new = reader.offset
                     }
                 } else if kind == UInt8(ascii: "N"), type == UInt8(ascii: "U") {
@@ -182,7 +191,8 @@ struct PGOutputDecoder {
                         if let new {
                             var tuple = MessageReader(message)
                             tuple.offset = new
-                            try Self.appendTuple(&tuple, relation: relation, keysOnly: false, unchanged: &unchanged, to: &out)
+                            try Self.appendTuple(
+                                &tuple, relation: relation, keysOnly: false, unchanged: &unchanged, to: &out)
                         } else {
                             EnvelopeWriter.null(&out)
                         }
@@ -217,7 +227,9 @@ struct PGOutputDecoder {
             defer { transaction = current }
             var emitted = false
             for oid in oids {
-                guard let relation = relations[oid] else { throw PGOutputError(message: "Truncate of relation \(oid) before its Relation message") }
+                guard let relation = relations[oid] else {
+                    throw PGOutputError(message: "Truncate of relation \(oid) before its Relation message")
+                }
                 let index = current.index
                 current.index += 1
                 if current.skip || (current.commitLSN == skipBefore && index <= skipThroughIndex) { continue }
@@ -226,7 +238,8 @@ struct PGOutputDecoder {
                 let truncated = current
                 try page.record(transaction: truncated, index: index) { out in
                     envelope.write(
-                        to: &out, position: { Self.appendPosition(transaction: truncated, index: index, to: &$0) }, op: .truncate,
+                        to: &out, position: { Self.appendPosition(transaction: truncated, index: index, to: &$0) },
+                        op: .truncate,
                         timestamp: truncated.timestamp, key: EnvelopeWriter.null, after: EnvelopeWriter.null,
                         before: EnvelopeWriter.null,
                         source: { out in

@@ -23,7 +23,9 @@ struct PageBuilder: ~Copyable {
 
     var count: Int { pending.count }
 
-    mutating func record(transaction: PGOutputDecoder.Transaction, index: Int, _ write: (inout ByteWriter) throws -> Void) throws {
+    mutating func record(
+        transaction: PGOutputDecoder.Transaction, index: Int, _ write: (inout ByteWriter) throws -> Void
+    ) throws {
         scratch.removeAll()
         try write(&scratch)
         // The envelope starts `{"pos":"` and the 25-byte position written by appendPosition.
@@ -41,7 +43,9 @@ struct PageBuilder: ~Copyable {
 
     func page(resume: String?) -> FeedPage {
         FeedPage(
-            records: pending.map { FeedRecord(position: $0.position, timestamp: $0.timestamp, line: bytes[$0.range], cursor: $0.cursor) },
+            records: pending.map {
+                FeedRecord(position: $0.position, timestamp: $0.timestamp, line: bytes[$0.range], cursor: $0.cursor)
+            },
             resume: resume)
     }
 }

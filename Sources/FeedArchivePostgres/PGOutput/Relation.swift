@@ -24,7 +24,10 @@ final class Relation: Sendable {
     /// without retaining an array per column.
     let nameLiterals: [UInt8]
 
-    init(oid: UInt32, schema: String, name: String, replicaIdentity: UInt8, columns: [(name: String, typeOID: UInt32, isKey: Bool)]) {
+    init(
+        oid: UInt32, schema: String, name: String, replicaIdentity: UInt8,
+        columns: [(name: String, typeOID: UInt32, isKey: Bool)]
+    ) {
         self.oid = oid
         self.schema = schema
         self.name = name

@@ -17,11 +17,14 @@ extension PostgresSource {
 
     /// Opens the next window's peek; false when the head is reached.
     func openWindow() async throws -> Bool {
-        guard var current = stream, let connection = current.connection, current.windowEnd < current.head else { return false }
+        guard var current = stream, let connection = current.connection, current.windowEnd < current.head else {
+            return false
+        }
         let end = LSN(min(current.head.value, current.windowEnd.value + UInt64(settings.readWindow)))
         // The names are checked identifiers and the LSN is ours: safe to write inline.
         _ = try await run(on: connection, "BEGIN", doing: "start reading slot \(settings.slot)")
-        _ = try await run(on: connection,
+        _ = try await run(
+            on: connection,
             PostgresQuery(
                 unsafeSQL: """
                     DECLARE feedarchive_peek NO SCROLL CURSOR FOR
@@ -45,7 +48,9 @@ extension PostgresSource {
                 guard try await openWindow() else { return nil }
             }
             Liveness.current?.beat()  // windows of WAL without a published change return no page
-            let rows = try await run(on: stream!.connection!, PostgresQuery(unsafeSQL: "FETCH \(Self.fetchSize) FROM feedarchive_peek"), doing: "read slot \(settings.slot)")
+            let rows = try await run(
+                on: stream!.connection!, PostgresQuery(unsafeSQL: "FETCH \(Self.fetchSize) FROM feedarchive_peek"),
+                doing: "read slot \(settings.slot)")
             stream!.buffered = try rows.map { try $0.decode(ByteBuffer.self) }
             stream!.next = 0
             if rows.isEmpty {

@@ -36,10 +36,13 @@ extension PostgresSource {
     /// `X/Y@N`: inside the transaction that commits at X/Y, changes 0…N were returned.
     static func resumeCursor(_ commit: LSN, index: Int) -> String { "\(commit)@\(index)" }
 
-    public func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws -> FeedPage {
+    public func readPage(partition: String, after cursor: String, through head: String, maxRecords: Int) async throws
+        -> FeedPage
+    {
         if SnapshotReader.isSnapshot(cursor) { return try await readSnapshot(after: cursor, maxRecords: maxRecords) }
         guard partition == Self.partition, let headLSN = LSN(head) else {
-            throw FeedArchiveError.data(path: nil, message: "postgres partition '\(partition)' or head '\(head)' is not valid")
+            throw FeedArchiveError.data(
+                path: nil, message: "postgres partition '\(partition)' or head '\(head)' is not valid")
         }
         if stream == nil || stream!.expect != cursor || stream!.head != headLSN {
             try await startStream(after: cursor, head: headLSN)
@@ -68,7 +71,9 @@ extension PostgresSource {
             decoder.skipThroughIndex = index
             decoder.mustResumeAt = commit
         } else {
-            guard let lsn = LSN(cursor) else { throw FeedArchiveError.data(path: nil, message: "postgres cursor '\(cursor)' is not an LSN") }
+            guard let lsn = LSN(cursor) else {
+                throw FeedArchiveError.data(path: nil, message: "postgres cursor '\(cursor)' is not an LSN")
+            }
             decoder.skipBefore = lsn
         }
         if settings.readMode == .stream {
@@ -88,14 +93,19 @@ extension PostgresSource {
             return
         }
         let connection = try await connect()
-        stream = ReadStream(connection: connection, decoder: decoder, windowEnd: decoder.skipBefore, head: head, expect: cursor)
+        stream = ReadStream(
+            connection: connection, decoder: decoder, windowEnd: decoder.skipBefore, head: head, expect: cursor)
     }
 
     /// Adds one pgoutput message to the page; returns the page when it ends here. A change
     /// that would overfill the page ends it inside its transaction and waits (`pending`).
-    func add(_ message: UnsafeRawBufferPointer, to page: inout PageBuilder, decoder: inout PGOutputDecoder, maxRecords: Int) throws -> FeedPage? {
+    func add(
+        _ message: UnsafeRawBufferPointer, to page: inout PageBuilder, decoder: inout PGOutputDecoder, maxRecords: Int
+    ) throws -> FeedPage? {
         let type = message.first ?? 0
-        let isChange = type == UInt8(ascii: "I") || type == UInt8(ascii: "U") || type == UInt8(ascii: "D") || type == UInt8(ascii: "T")
+        let isChange =
+            type == UInt8(ascii: "I") || type == UInt8(ascii: "U") || type == UInt8(ascii: "D")
+            || type == UInt8(ascii: "T")
         if isChange, page.count >= maxRecords, let transaction = decoder.transaction, !transaction.skip {
             // A transaction larger than a page: end the page inside it.
             stream!.pending = ByteBuffer(bytes: message)
@@ -103,7 +113,8 @@ extension PostgresSource {
             stream!.expect = resume
             return page.page(resume: resume)
         }
-        if case .commit(let end, let hadRecords) = try decoder.decode(message, into: &page), hadRecords, page.count > 0 {
+        if case .commit(let end, let hadRecords) = try decoder.decode(message, into: &page), hadRecords, page.count > 0
+        {
             let cursor = end.description
             page.endTransaction(cursor: cursor)
             if page.count >= maxRecords {
@@ -116,7 +127,8 @@ extension PostgresSource {
     }
 
     func nextPage(maxRecords: Int) async throws -> FeedPage {
-        var page = PageBuilder(reusing: &spareBuffer, capacity: maxRecords * 256, keepAtMost: max(maxRecords * 1024, 4 << 20))
+        var page = PageBuilder(
+            reusing: &spareBuffer, capacity: maxRecords * 256, keepAtMost: max(maxRecords * 1024, 4 << 20))
         defer { spareBuffer = page.bytes }
         // The decoder is a local while the page is built: a stored property of this class
         // would be checked for exclusive access on every message.
@@ -125,13 +137,21 @@ extension PostgresSource {
         defer { stream?.decoder = decoder }
         if let pending = stream!.pending {  // the change that did not fit the last page
             stream!.pending = nil
-            if let ended = try pending.withUnsafeReadableBytes({ try add($0, to: &page, decoder: &decoder, maxRecords: maxRecords) }) { return ended }
+            if let ended = try pending.withUnsafeReadableBytes({
+                try add($0, to: &page, decoder: &decoder, maxRecords: maxRecords)
+            }) {
+                return ended
+            }
         }
         if settings.readMode == .stream {
             if let ended = try await addStreamed(to: &page, decoder: &decoder, maxRecords: maxRecords) { return ended }
         } else {
             while let message = try await nextPeekedMessage() {
-                if let ended = try message.withUnsafeReadableBytes({ try add($0, to: &page, decoder: &decoder, maxRecords: maxRecords) }) { return ended }
+                if let ended = try message.withUnsafeReadableBytes({
+                    try add($0, to: &page, decoder: &decoder, maxRecords: maxRecords)
+                }) {
+                    return ended
+                }
             }
         }
         // Caught up with the head.

@@ -44,8 +44,12 @@ extension PostgresSource {
     /// everything from the slot's restart LSN (about 200 ms for the benchmark's 90 MB).
     /// Whatever the server sends meanwhile waits in the inbound queue, bounded by its
     /// high-water mark, and is dropped at the close.
-    func addStreamed(to page: inout PageBuilder, decoder: inout PGOutputDecoder, maxRecords: Int) async throws -> FeedPage? {
-        guard let replication = stream?.replication, let head = stream?.head.value, stream?.reachedHead == false else { return nil }
+    func addStreamed(to page: inout PageBuilder, decoder: inout PGOutputDecoder, maxRecords: Int) async throws
+        -> FeedPage?
+    {
+        guard let replication = stream?.replication, let head = stream?.head.value, stream?.reachedHead == false else {
+            return nil
+        }
         var ended: FeedPage?
         var reached = false
         while ended == nil && !reached {
@@ -55,7 +59,9 @@ extension PostgresSource {
                     switch body.first {
                     case UInt8(ascii: "w"):
                         // WAL start, WAL end and send time, then the pgoutput message.
-                        guard body.count > 25 else { throw ReplicationConnection.Failure.protocolViolation("short XLogData") }
+                        guard body.count > 25 else {
+                            throw ReplicationConnection.Failure.protocolViolation("short XLogData")
+                        }
                         let message = UnsafeRawBufferPointer(rebasing: body[25...])
                         if message[0] == UInt8(ascii: "B"), message.count >= 9,
                             UInt64(bigEndian: message.loadUnaligned(fromByteOffset: 1, as: UInt64.self)) >= head
@@ -67,9 +73,13 @@ extension PostgresSource {
                         return ended == nil
                     case UInt8(ascii: "k"):
                         Liveness.current?.beat()  // the server is there, decoding WAL with nothing to send
-                        guard body.count >= 18 else { throw ReplicationConnection.Failure.protocolViolation("short keepalive") }
+                        guard body.count >= 18 else {
+                            throw ReplicationConnection.Failure.protocolViolation("short keepalive")
+                        }
                         if body[17] == 1 { replication.sendStatus() }
-                        if UInt64(bigEndian: body.loadUnaligned(fromByteOffset: 1, as: UInt64.self)) >= head && decoder.transaction == nil {
+                        if UInt64(bigEndian: body.loadUnaligned(fromByteOffset: 1, as: UInt64.self)) >= head
+                            && decoder.transaction == nil
+                        {
                             reached = true
                             return false
                         }

@@ -25,7 +25,10 @@ final class ChannelTransport: ReplicationTransport {
         let queue = InboundQueue(watch: watch)
         let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.milliseconds(Int64(timeout * 1000)))
-            .channelOption(ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 262_144))
+            .channelOption(
+                ChannelOptions.recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 262_144)
+            )
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(InboundHandler(queue: queue))
@@ -38,7 +41,8 @@ final class ChannelTransport: ReplicationTransport {
     /// Puts TLS under the protocol, once the server has accepted the SSLRequest.
     func startTLS(context: NIOSSLContext, serverHostname: String?) async throws {
         try await channel.eventLoop.submit { [channel] in
-            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverHostname), position: .first)
+            try channel.pipeline.syncOperations.addHandler(
+                NIOSSLClientHandler(context: context, serverHostname: serverHostname), position: .first)
         }.get()
     }
 

@@ -24,7 +24,9 @@ enum PostgresAuthentication {
         init(password: String, clientNonce: String? = nil) {
             self.password = password
             var random = SystemRandomNumberGenerator()
-            self.clientNonce = clientNonce ?? Data((0..<18).map { _ in UInt8.random(in: 0...255, using: &random) }).base64EncodedString()
+            self.clientNonce =
+                clientNonce
+                ?? Data((0..<18).map { _ in UInt8.random(in: 0...255, using: &random) }).base64EncodedString()
         }
 
         /// The client-first-message. The user name is empty: the server takes the startup
@@ -63,9 +65,11 @@ enum PostgresAuthentication {
         func verify(serverFinal: [UInt8]) throws {
             let text = String(decoding: serverFinal, as: UTF8.self)
             guard let part = text.split(separator: ",").first(where: { $0.hasPrefix("v=") }),
-                let signature = Data(base64Encoded: String(part.dropFirst(2))), Array(signature) == expectedServerSignature
+                let signature = Data(base64Encoded: String(part.dropFirst(2))),
+                Array(signature) == expectedServerSignature
             else {
-                throw ReplicationConnection.Failure.protocolViolation("SCRAM: the server's signature does not match (is it the server it claims to be?)")
+                throw ReplicationConnection.Failure.protocolViolation(
+                    "SCRAM: the server's signature does not match (is it the server it claims to be?)")
             }
         }
 

@@ -17,7 +17,8 @@ extension ReplicationConnection {
             case .timedOut(let seconds): "no message from the server within \(Int(seconds)) s (source.query_timeout)"
             case .unsupported(let text): text
             case .connect(let path, let code): "cannot connect to \(path): \(String(cString: strerror(code)))"
-            case .io(let call, let code): "\(call) on the replication connection failed: \(String(cString: strerror(code)))"
+            case .io(let call, let code):
+                "\(call) on the replication connection failed: \(String(cString: strerror(code)))"
             }
         }
     }

@@ -38,12 +38,15 @@ final class ReplicationConnection: @unchecked Sendable {
         if let socket = settings.socketPath {
             transport = try SocketTransport.connect(path: socket, timeout: settings.queryTimeout, watch: watch)
         } else {
-            transport = try await ChannelTransport.connect(host: settings.host, port: settings.port, timeout: settings.queryTimeout, watch: watch)
+            transport = try await ChannelTransport.connect(
+                host: settings.host, port: settings.port, timeout: settings.queryTimeout, watch: watch)
         }
         let connection = ReplicationConnection(transport: transport, watch: watch)
         connection.startWatchdog()
         do {
-            if settings.socketPath == nil && settings.sslMode != "disable" { try await connection.negotiateTLS(settings) }
+            if settings.socketPath == nil && settings.sslMode != "disable" {
+                try await connection.negotiateTLS(settings)
+            }
             try await connection.startUp(settings)
         } catch {
             connection.abort()
@@ -96,7 +99,8 @@ final class ReplicationConnection: @unchecked Sendable {
     /// answered with CopyBothResponse.
     func startReplication(slot: String, publication: String, from lsn: LSN) async throws {
         // The names are checked identifiers (PostgresSourceSettings.isName): safe inline.
-        let command = "START_REPLICATION SLOT \(slot) LOGICAL \(lsn) (\"proto_version\" '1', \"publication_names\" '\(publication)')"
+        let command =
+            "START_REPLICATION SLOT \(slot) LOGICAL \(lsn) (\"proto_version\" '1', \"publication_names\" '\(publication)')"
         send(type: "Q") { $0.writeNullTerminatedString(command) }
         while true {
             let (type, body) = try await nextMessage()
@@ -122,14 +126,17 @@ final class ReplicationConnection: @unchecked Sendable {
 
     /// Answers a keepalive that asks for a reply.
     func sendStatus() {
-        Self.sendStatus(transport, watch: watch, acknowledged: watch.state.withLock { $0.acknowledged }, replyRequested: false)
+        Self.sendStatus(
+            transport, watch: watch, acknowledged: watch.state.withLock { $0.acknowledged }, replyRequested: false)
     }
 
     /// A Standby Status Update ('r') reporting `acknowledged` as written, flushed and applied;
     /// with `replyRequested`, the server answers at once with a keepalive that carries how far
     /// it has read the WAL. Until something is acknowledged the positions are 0 (invalid), which
     /// the server ignores. (Writes from any thread go through the transport in order.)
-    static func sendStatus(_ transport: any ReplicationTransport, watch: StreamWatch, acknowledged: UInt64, replyRequested: Bool) {
+    static func sendStatus(
+        _ transport: any ReplicationTransport, watch: StreamWatch, acknowledged: UInt64, replyRequested: Bool
+    ) {
         let now = Int64(Date().timeIntervalSince1970 * 1_000_000) - PGOutputDecoder.postgresEpoch
         watch.state.withLock { $0.lastStatus = StreamWatch.uptime() }
         var message = ByteBuffer()

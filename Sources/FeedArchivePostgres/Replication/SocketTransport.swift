@@ -48,14 +48,16 @@ final class SocketTransport: ReplicationTransport {
     /// Connects to the server's socket file (`…/.s.PGSQL.5432`), within `timeout` seconds (a
     /// server whose listen queue is full refuses at once with EAGAIN: tried again until then).
     static func connect(path: String, timeout: Double, watch: StreamWatch) throws -> SocketTransport {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        let fd = socket(
+            AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw ReplicationConnection.Failure.io("socket", errno) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
         guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
             close(fd)
-            throw ReplicationConnection.Failure.unsupported("the socket path \(path) is longer than a Unix socket address allows")
+            throw ReplicationConnection.Failure.unsupported(
+                "the socket path \(path) is longer than a Unix socket address allows")
         }
         withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
         let deadline = StreamWatch.uptime() + UInt64(timeout * 1e9)
@@ -72,7 +74,8 @@ final class SocketTransport: ReplicationTransport {
                 continue
             }
             close(fd)
-            throw code == EAGAIN ? ReplicationConnection.Failure.timedOut(timeout) : ReplicationConnection.Failure.connect(path, code)
+            throw code == EAGAIN
+                ? ReplicationConnection.Failure.timedOut(timeout) : ReplicationConnection.Failure.connect(path, code)
         }
         return SocketTransport(fd: fd, watch: watch)
     }

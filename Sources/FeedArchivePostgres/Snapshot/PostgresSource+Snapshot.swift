@@ -20,8 +20,12 @@ extension PostgresSource {
                 let control = try await controlConnection()
                 let (settings, logger) = (settings, logger)
                 do {
-                    snapshot = try await withDeadline(settings.queryTimeout, "take a snapshot of publication \(settings.publication)") {
-                        try await SnapshotReader.begin(control: control, connection: connection, settings: settings, logger: logger, cursor: cursor)
+                    snapshot = try await withDeadline(
+                        settings.queryTimeout, "take a snapshot of publication \(settings.publication)"
+                    ) {
+                        try await SnapshotReader.begin(
+                            control: control, connection: connection, settings: settings, logger: logger, cursor: cursor
+                        )
                     }
                 } catch {
                     try? await connection.close()

@@ -66,14 +66,18 @@ struct SnapshotReader: Sendable {
     static func literal(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
 
     /// Takes the snapshot: lock, read the LSN, export; import it on `connection`; unlock.
-    static func begin(control: PostgresConnection, connection: PostgresConnection, settings: PostgresSourceSettings, logger: Logger, cursor: String) async throws -> SnapshotReader {
+    static func begin(
+        control: PostgresConnection, connection: PostgresConnection, settings: PostgresSourceSettings, logger: Logger,
+        cursor: String
+    ) async throws -> SnapshotReader {
         // Column lists and row filters (PostgreSQL 15) limit the snapshot as they limit the stream.
         let names = try await control.query(
             "SELECT schemaname::text, tablename::text, attnames::text[], rowfilter FROM pg_publication_tables WHERE pubname = \(settings.publication) ORDER BY 1, 2",
             logger: logger
         ).collect().map { try $0.decode((String, String, [String]?, String?).self) }
         guard !names.isEmpty else {
-            throw FeedArchiveError.data(path: nil, message: "publication '\(settings.publication)' has no tables: nothing to snapshot")
+            throw FeedArchiveError.data(
+                path: nil, message: "publication '\(settings.publication)' has no tables: nothing to snapshot")
         }
         var tables: [Table] = []
         for (schema, name, published, rowFilter) in names {
@@ -88,7 +92,8 @@ struct SnapshotReader: Sendable {
                 ORDER BY a.attnum
                 """, logger: logger
             ).collect().map { try $0.decode((String, Int64, String, Int64).self) }
-            var table = Table(name: schema + "." + name, quoted: qualified, columns: [], key: [], keyTypes: [], rowFilter: rowFilter)
+            var table = Table(
+                name: schema + "." + name, quoted: qualified, columns: [], key: [], keyTypes: [], rowFilter: rowFilter)
             var keyOrder: [(Int64, Int, String)] = []
             for column in columns where published == nil || published!.contains(column.0) || column.3 > 0 {
                 let position = table.columns.count
@@ -101,7 +106,9 @@ struct SnapshotReader: Sendable {
             table.key = keyOrder.map(\.1)
             table.keyTypes = keyOrder.map(\.2)
             guard !table.key.isEmpty else {
-                throw FeedArchiveError.data(path: nil, message: "table \(table.name) has no primary key: a snapshot pages through tables by primary key")
+                throw FeedArchiveError.data(
+                    path: nil,
+                    message: "table \(table.name) has no primary key: a snapshot pages through tables by primary key")
             }
             tables.append(table)
         }
@@ -110,14 +117,21 @@ struct SnapshotReader: Sendable {
         do {
             // Writers queue behind the lock: give up after a moment rather than stall them (retried).
             _ = try await control.query("SET LOCAL lock_timeout = '3s'", logger: logger).collect()
-            _ = try await control.query(PostgresQuery(unsafeSQL: "LOCK TABLE \(tables.map(\.quoted).joined(separator: ", ")) IN SHARE MODE"), logger: logger).collect()
-            let row = try await control.query("SELECT pg_current_wal_insert_lsn()::text, pg_export_snapshot()", logger: logger).collect().first
+            _ = try await control.query(
+                PostgresQuery(unsafeSQL: "LOCK TABLE \(tables.map(\.quoted).joined(separator: ", ")) IN SHARE MODE"),
+                logger: logger
+            ).collect()
+            let row = try await control.query(
+                "SELECT pg_current_wal_insert_lsn()::text, pg_export_snapshot()", logger: logger
+            ).collect().first
             guard let (lsnText, snapshot) = try row?.decode((String, String).self), let value = LSN(lsnText) else {
                 throw FeedArchiveError.sourceUnavailable("could not export a snapshot")
             }
             lsn = value
             _ = try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger).collect()
-            _ = try await connection.query(PostgresQuery(unsafeSQL: "SET TRANSACTION SNAPSHOT \(literal(snapshot))"), logger: logger).collect()
+            _ = try await connection.query(
+                PostgresQuery(unsafeSQL: "SET TRANSACTION SNAPSHOT \(literal(snapshot))"), logger: logger
+            ).collect()
             _ = try await control.query("COMMIT", logger: logger).collect()
         } catch {
             _ = try? await control.query("ROLLBACK", logger: logger).collect()
@@ -128,11 +142,16 @@ struct SnapshotReader: Sendable {
         var key: [String]?
         if let place = try parse(cursor) {
             guard let found = tables.firstIndex(where: { $0.name == place.t }) else {
-                throw FeedArchiveError.data(path: nil, message: "the snapshot being resumed was reading table \(place.t), which publication '\(settings.publication)' no longer has")
+                throw FeedArchiveError.data(
+                    path: nil,
+                    message:
+                        "the snapshot being resumed was reading table \(place.t), which publication '\(settings.publication)' no longer has"
+                )
             }
             (table, index, key) = (found, place.i, place.k)
         }
-        return SnapshotReader(connection: connection, lsn: lsn, tables: tables, table: table, index: index, lastKey: key, expect: cursor)
+        return SnapshotReader(
+            connection: connection, lsn: lsn, tables: tables, table: table, index: index, lastKey: key, expect: cursor)
     }
 
     /// Up to `maxRecords` rows; the snapshot's last row carries `snapshot-end`.
@@ -145,7 +164,9 @@ struct SnapshotReader: Sendable {
             let want = maxRecords - pending.count
             // Columns are qualified by the alias: the text casts in the select list carry the
             // same names, and ORDER BY would otherwise sort by the text.
-            var sql = "SELECT " + current.columns.map { "t." + $0.quoted + "::text" }.joined(separator: ", ") + " FROM " + current.quoted + " AS t"
+            var sql =
+                "SELECT " + current.columns.map { "t." + $0.quoted + "::text" }.joined(separator: ", ") + " FROM "
+                + current.quoted + " AS t"
             let keyColumns = current.key.map { "t." + current.columns[$0].quoted }.joined(separator: ", ")
             var conditions: [String] = []
             if let filter = current.rowFilter { conditions.append("(\(filter))") }
@@ -176,7 +197,8 @@ struct SnapshotReader: Sendable {
                     })
                 index += 1
                 lastKey = current.key.map { texts[$0] ?? "" }
-                pending.append((position, start..<bytes.count, Self.cursor(table: current.name, index: index, key: lastKey!)))
+                pending.append(
+                    (position, start..<bytes.count, Self.cursor(table: current.name, index: index, key: lastKey!)))
             }
             if rows.count <= want {  // this table is done
                 table += 1
@@ -187,7 +209,8 @@ struct SnapshotReader: Sendable {
         if !pending.isEmpty, table < tables.count, lastKey == nil { _ = try await laterTablesAreEmpty(logger: logger) }
         if !pending.isEmpty, table >= tables.count { pending[pending.count - 1].2 = Self.end }
         expect = pending.last?.2 ?? expect
-        let page = FeedPage(records: pending.map { FeedRecord(position: $0.0, timestamp: nil, line: bytes[$0.1], cursor: $0.2) })
+        let page = FeedPage(
+            records: pending.map { FeedRecord(position: $0.0, timestamp: nil, line: bytes[$0.1], cursor: $0.2) })
         return page
     }
 
@@ -200,10 +223,16 @@ struct SnapshotReader: Sendable {
             if let filter = current.rowFilter { conditions.append("(\(filter))") }
             if let lastKey {
                 let keyList = "(" + current.key.map { "t." + current.columns[$0].quoted }.joined(separator: ", ") + ")"
-                conditions.append("\(keyList) > (" + zip(lastKey, current.keyTypes).map { Self.literal($0) + "::" + $1 }.joined(separator: ", ") + ")")
+                conditions.append(
+                    "\(keyList) > ("
+                        + zip(lastKey, current.keyTypes).map { Self.literal($0) + "::" + $1 }.joined(separator: ", ")
+                        + ")")
             }
             if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
-            if try await !connection.query(PostgresQuery(unsafeSQL: sql + " LIMIT 1"), logger: logger).collect().isEmpty { return false }
+            if try await !connection.query(PostgresQuery(unsafeSQL: sql + " LIMIT 1"), logger: logger).collect().isEmpty
+            {
+                return false
+            }
             table += 1
             lastKey = nil
         }
@@ -217,7 +246,10 @@ struct SnapshotReader: Sendable {
             out.append(contentsOf: table.columns[column].literal)
             out.append(0x3A)
             if var text = texts[column] {
-                text.withUTF8 { PGValue.appendJSON(text: UnsafeRawBufferPointer($0), typeOID: table.columns[column].typeOID, to: &out) }
+                text.withUTF8 {
+                    PGValue.appendJSON(
+                        text: UnsafeRawBufferPointer($0), typeOID: table.columns[column].typeOID, to: &out)
+                }
             } else {
                 JSONText.appendLiteral("null", to: &out)
             }

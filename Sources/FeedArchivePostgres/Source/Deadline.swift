@@ -15,7 +15,10 @@ func withDeadline<T: Sendable>(
         let timer = Task {
             try? await Task.sleep(nanoseconds: UInt64(seconds * 1_000_000_000))
             if Task.isCancelled { return }
-            settle(.failure(FeedArchiveError.sourceUnavailable("\(what): no answer within \(Int(seconds)) s (source.query_timeout)")))
+            settle(
+                .failure(
+                    FeedArchiveError.sourceUnavailable(
+                        "\(what): no answer within \(Int(seconds)) s (source.query_timeout)")))
         }
         Task {
             do { settle(.success(try await operation())) } catch { settle(.failure(error)) }

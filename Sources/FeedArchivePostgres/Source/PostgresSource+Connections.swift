@@ -9,7 +9,9 @@ extension PostgresSource {
     func connect() async throws -> PostgresConnection {
         let configuration: PostgresConnection.Configuration
         if let socket = settings.socketPath {
-            configuration = .init(unixSocketPath: socket, username: settings.user, password: settings.password, database: settings.database)
+            configuration = .init(
+                unixSocketPath: socket, username: settings.user, password: settings.password,
+                database: settings.database)
         } else {
             let tls: PostgresConnection.Configuration.TLS
             switch settings.sslMode {
@@ -23,7 +25,9 @@ extension PostgresSource {
                 let context = try NIOSSLContext(configuration: client)
                 tls = settings.sslMode == "require" ? .require(context) : .prefer(context)
             }
-            configuration = .init(host: settings.host, port: settings.port, username: settings.user, password: settings.password, database: settings.database, tls: tls)
+            configuration = .init(
+                host: settings.host, port: settings.port, username: settings.user, password: settings.password,
+                database: settings.database, tls: tls)
         }
         connectionCount += 1
         let connection: PostgresConnection
@@ -37,7 +41,8 @@ extension PostgresSource {
         }
         do {
             // Values are decoded as text: fix the session settings their text depends on.
-            _ = try await run(on: connection, 
+            _ = try await run(
+                on: connection,
                 "SELECT set_config('TimeZone', 'UTC', false), set_config('DateStyle', 'ISO, YMD', false), set_config('bytea_output', 'hex', false), set_config('extra_float_digits', '1', false), set_config('application_name', 'feedarchive', false), set_config('standard_conforming_strings', 'on', false), set_config('statement_timeout', '0', false)",
                 doing: "set up the session")
         } catch {
@@ -55,10 +60,14 @@ extension PostgresSource {
 
     /// Runs a query and collects its rows, within `source.query_timeout`; on a timeout the
     /// connection is closed (whatever hangs on it fails) and the error is transient.
-    func run(on connection: PostgresConnection, _ query: PostgresQuery, doing what: String) async throws -> [PostgresRow] {
+    func run(on connection: PostgresConnection, _ query: PostgresQuery, doing what: String) async throws
+        -> [PostgresRow]
+    {
         let logger = logger
         do {
-            return try await withDeadline(settings.queryTimeout, what) { try await connection.query(query, logger: logger).collect() }
+            return try await withDeadline(settings.queryTimeout, what) {
+                try await connection.query(query, logger: logger).collect()
+            }
         } catch let error as FeedArchiveError {
             if case .sourceUnavailable = error { try? await connection.close() }
             throw error

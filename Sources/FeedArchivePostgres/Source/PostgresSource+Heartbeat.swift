@@ -12,9 +12,15 @@ extension PostgresSource {
     public func heartbeat(partition: String, after cursor: String) async throws -> String? {
         guard settings.heartbeatAfter > 0, let from = LSN(cursor) else { return nil }
         await closeStream()  // the peek below needs the slot, which an open stream holds
-        let held = try await rows("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), \(from.description)::pg_lsn)::int8", doing: "measure the WAL since the checkpoint").first?.decode(Int64?.self) ?? 0
+        let held =
+            try await rows(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), \(from.description)::pg_lsn)::int8",
+                doing: "measure the WAL since the checkpoint"
+            ).first?.decode(Int64?.self) ?? 0
         guard held >= settings.heartbeatAfter else { return nil }
-        let emitted = try await rows("SELECT pg_logical_emit_message(true, 'feedarchive', 'heartbeat')::text", doing: "write a heartbeat").first?.decode(String.self)
+        let emitted = try await rows(
+            "SELECT pg_logical_emit_message(true, 'feedarchive', 'heartbeat')::text", doing: "write a heartbeat"
+        ).first?.decode(String.self)
         guard let mark = emitted.flatMap({ LSN($0) }), mark > from else { return nil }
         let begins = try await rows(
             PostgresQuery(
@@ -24,7 +30,9 @@ extension PostgresSource {
                     """), doing: "check for changes before the heartbeat")
         for row in begins {
             var buffer = try row.decode(ByteBuffer.self)
-            guard buffer.readInteger(as: UInt8.self) == UInt8(ascii: "B"), let final = buffer.readInteger(as: UInt64.self) else { return nil }
+            guard buffer.readInteger(as: UInt8.self) == UInt8(ascii: "B"),
+                let final = buffer.readInteger(as: UInt64.self)
+            else { return nil }
             if LSN(final) >= from { return nil }  // a change to archive: the next run reads it
         }
         return mark.description

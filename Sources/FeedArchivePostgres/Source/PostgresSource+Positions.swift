@@ -6,7 +6,10 @@ import PostgresNIO
 extension PostgresSource {
     public func identity() async throws -> SourceIdentity {
         if let cachedIdentity { return cachedIdentity }
-        let row = try await rows("SELECT system_identifier::text, current_database()::text FROM pg_control_system()", doing: "read the system identifier").first
+        let row = try await rows(
+            "SELECT system_identifier::text, current_database()::text FROM pg_control_system()",
+            doing: "read the system identifier"
+        ).first
         guard let (system, database) = try row?.decode((String, String).self) else {
             throw FeedArchiveError.sourceUnavailable("pg_control_system() returned nothing")
         }
@@ -35,13 +38,17 @@ extension PostgresSource {
             return try await token(try await requireSlot().confirmed)
         case .now:
             _ = try await requireSlot()
-            let now = try await rows("SELECT pg_current_wal_lsn()::text", doing: "read the current WAL position").first?.decode(String.self)
+            let now = try await rows("SELECT pg_current_wal_lsn()::text", doing: "read the current WAL position").first?
+                .decode(String.self)
             return try await token(now.flatMap { LSN($0) } ?? LSN(0))
         case .time:
-            throw FeedArchiveError.usage("a PostgreSQL slot cannot start at a time: use beginning, now, lsn=X/Y or a token")
+            throw FeedArchiveError.usage(
+                "a PostgreSQL slot cannot start at a time: use beginning, now, lsn=X/Y or a token")
         case .token(let text):
             if text.hasPrefix("lsn=") {
-                guard let lsn = LSN(text.dropFirst(4)) else { throw FeedArchiveError.usage("'\(text)': lsn= needs an LSN such as 0/15293F8") }
+                guard let lsn = LSN(text.dropFirst(4)) else {
+                    throw FeedArchiveError.usage("'\(text)': lsn= needs an LSN such as 0/15293F8")
+                }
                 return try await token(lsn)
             }
             let parsed = try ContinuationToken.decode(text)
@@ -59,8 +66,11 @@ extension PostgresSource {
         if slot.confirmed > cursor {
             throw FeedArchiveError.data(
                 path: nil,
-                message: "replication slot '\(settings.slot)' confirmed \(slot.confirmed), past the checkpoint at \(cursor): something else consumed or advanced the slot, so changes in between may be missing",
-                hint: "find out what advanced the slot; to continue from the slot, run `feedarchive epoch JOB --from beginning --reason \"slot advanced elsewhere\"` and backfill with `feedarchive backfill JOB --from beginning`")
+                message:
+                    "replication slot '\(settings.slot)' confirmed \(slot.confirmed), past the checkpoint at \(cursor): something else consumed or advanced the slot, so changes in between may be missing",
+                hint:
+                    "find out what advanced the slot; to continue from the slot, run `feedarchive epoch JOB --from beginning --reason \"slot advanced elsewhere\"` and backfill with `feedarchive backfill JOB --from beginning`"
+            )
         }
     }
 
@@ -71,13 +81,15 @@ extension PostgresSource {
         if cursor < slot.confirmed {
             throw FeedArchiveError.data(
                 path: nil,
-                message: "slot '\(settings.slot)' no longer holds changes before \(slot.confirmed) (the range starts at \(cursor)): a slot keeps only what it has not confirmed",
+                message:
+                    "slot '\(settings.slot)' no longer holds changes before \(slot.confirmed) (the range starts at \(cursor)): a slot keeps only what it has not confirmed",
                 hint: "`feedarchive backfill JOB --from beginning` takes a snapshot of the published tables instead")
         }
     }
 
     public func head(for token: ContinuationToken) async throws -> [String: String] {
-        let now = try await rows("SELECT pg_current_wal_lsn()::text", doing: "read the current WAL position").first?.decode(String.self)
+        let now = try await rows("SELECT pg_current_wal_lsn()::text", doing: "read the current WAL position").first?
+            .decode(String.self)
         let head = max(now.flatMap { LSN($0) } ?? LSN(0), try cursorLSN(token))
         return [Self.partition: head.description]
     }

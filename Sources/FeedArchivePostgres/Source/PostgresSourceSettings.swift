@@ -49,19 +49,25 @@ public struct PostgresSourceSettings: Sendable {
         func name(_ key: String) throws -> String? {
             guard let node = map.optional(key) else { return nil }
             let value = try node.string("source.\(key)")
-            guard isName(value) else { throw node.error("source.\(key) must be a PostgreSQL name (letters, digits, _; at most 63 bytes), not '\(value)'") }
+            guard isName(value) else {
+                throw node.error(
+                    "source.\(key) must be a PostgreSQL name (letters, digits, _; at most 63 bytes), not '\(value)'")
+            }
             return value
         }
         guard let database = try map.optional("database")?.string("source.database") else {
             throw map.node.error("source is missing the required key 'database'")
         }
-        guard let slot = try name("slot") else { throw map.node.error("source is missing the required key 'slot' (the replication slot feedarchive reads)") }
+        guard let slot = try name("slot") else {
+            throw map.node.error("source is missing the required key 'slot' (the replication slot feedarchive reads)")
+        }
         let publication = try name("publication") ?? slot
         var password = try map.optional("password")?.string("source.password")
         var passwordKey = "source.password"
         if let fileNode = map.optional("password_file") {
             passwordKey = "source.password_file"
-            let path = JobConfig.resolve(try fileNode.string("source.password_file"), base: parentDirectory(of: node.file))
+            let path = JobConfig.resolve(
+                try fileNode.string("source.password_file"), base: parentDirectory(of: node.file))
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
                 throw fileNode.error("cannot read the password file \(path)")
             }
@@ -78,7 +84,9 @@ public struct PostgresSourceSettings: Sendable {
         if let tablesNode = map.optional("tables") {
             for item in try tablesNode.sequence("source.tables") {
                 let table = try item.string("source.tables")
-                guard table.split(separator: ".", omittingEmptySubsequences: false).allSatisfy({ isName(String($0)) }), table.split(separator: ".").count <= 2 else {
+                guard table.split(separator: ".", omittingEmptySubsequences: false).allSatisfy({ isName(String($0)) }),
+                    table.split(separator: ".").count <= 2
+                else {
                     throw item.error("'\(table)' is not a table name (name or schema.name)")
                 }
                 tables.append(table)
@@ -90,7 +98,9 @@ public struct PostgresSourceSettings: Sendable {
         var readMode = ReadMode.stream
         if let modeNode = map.optional("read_mode") {
             let text = try modeNode.string("source.read_mode")
-            guard let mode = ReadMode(rawValue: text) else { throw modeNode.error("source.read_mode must be stream or peek, not '\(text)'") }
+            guard let mode = ReadMode(rawValue: text) else {
+                throw modeNode.error("source.read_mode must be stream or peek, not '\(text)'")
+            }
             readMode = mode
         }
         var settings = PostgresSourceSettings(
@@ -110,7 +120,8 @@ public struct PostgresSourceSettings: Sendable {
 
     /// A plain (unquoted) PostgreSQL identifier.
     static func isName(_ text: String) -> Bool {
-        guard let first = text.unicodeScalars.first, first == "_" || ("a"..."z").contains(first), text.utf8.count <= 63 else { return false }
+        guard let first = text.unicodeScalars.first, first == "_" || ("a"..."z").contains(first), text.utf8.count <= 63
+        else { return false }
         return text.unicodeScalars.allSatisfy { $0 == "_" || ("a"..."z").contains($0) || ("0"..."9").contains($0) }
     }
 }

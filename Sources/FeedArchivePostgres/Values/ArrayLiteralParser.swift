@@ -36,7 +36,9 @@ struct ArrayLiteralParser {
                 element.withUnsafeBytes { PGValue.appendScalar(text: $0, kind: kind, to: &out) }
             } else {
                 let begin = offset
-                while offset < bytes.count, bytes[offset] != UInt8(ascii: ","), bytes[offset] != UInt8(ascii: "}") { offset += 1 }
+                while offset < bytes.count, bytes[offset] != UInt8(ascii: ","), bytes[offset] != UInt8(ascii: "}") {
+                    offset += 1
+                }
                 let element = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes[begin..<offset]))
                 if element.count == 4, String(decoding: element, as: UTF8.self).uppercased() == "NULL" {
                     JSONText.appendLiteral("null", to: &out)

@@ -19,10 +19,16 @@ public struct LSN: Comparable, Hashable, Sendable, CustomStringConvertible {
         var text = (UInt64(0), UInt64(0), UInt64(0))  // 24 bytes: room for `XXXXXXXX/XXXXXXXX`, no heap
         return withUnsafeMutableBytes(of: &text) { buffer in
             var count = 0
-            Self.appendHex(UInt32(truncatingIfNeeded: value >> 32)) { buffer[count] = $0; count += 1 }
+            Self.appendHex(UInt32(truncatingIfNeeded: value >> 32)) {
+                buffer[count] = $0
+                count += 1
+            }
             buffer[count] = UInt8(ascii: "/")
             count += 1
-            Self.appendHex(UInt32(truncatingIfNeeded: value)) { buffer[count] = $0; count += 1 }
+            Self.appendHex(UInt32(truncatingIfNeeded: value)) {
+                buffer[count] = $0
+                count += 1
+            }
             return String(decoding: UnsafeRawBufferPointer(rebasing: buffer[0..<count]), as: UTF8.self)
         }
     }
@@ -34,7 +40,9 @@ public struct LSN: Comparable, Hashable, Sendable, CustomStringConvertible {
     }
 
     /// An upper-case hex digit for 0...15.
-    @inline(__always) private static func hexDigit(_ value: UInt64) -> UInt8 { UInt8(truncatingIfNeeded: value < 10 ? 0x30 + value : 0x37 + value) }
+    @inline(__always) private static func hexDigit(_ value: UInt64) -> UInt8 {
+        UInt8(truncatingIfNeeded: value < 10 ? 0x30 + value : 0x37 + value)
+    }
 
     /// `X/Y` (upper-case hex, no leading zeros), as PostgreSQL prints an LSN.
     func appendText<Sink: ByteOutput & ~Copyable>(to out: inout Sink) {

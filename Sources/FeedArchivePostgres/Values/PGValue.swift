@@ -39,18 +39,23 @@ enum PGValue {
         return .scalar(kind(of: typeOID))
     }
 
-    static func appendJSON<Sink: ByteOutput & ~Copyable>(text: UnsafeRawBufferPointer, typeOID: UInt32, to out: inout Sink) {
+    static func appendJSON<Sink: ByteOutput & ~Copyable>(
+        text: UnsafeRawBufferPointer, typeOID: UInt32, to out: inout Sink
+    ) {
         appendJSON(text: text, encoding: encoding(of: typeOID), to: &out)
     }
 
-    static func appendJSON<Sink: ByteOutput & ~Copyable>(text: UnsafeRawBufferPointer, encoding: Encoding, to out: inout Sink) {
+    static func appendJSON<Sink: ByteOutput & ~Copyable>(
+        text: UnsafeRawBufferPointer, encoding: Encoding, to out: inout Sink
+    ) {
         switch encoding {
         case .array(let element): appendArray(text: text, elementOID: element, to: &out)
         case .scalar(let kind): appendScalar(text: text, kind: kind, to: &out)
         }
     }
 
-    static func appendScalar<Sink: ByteOutput & ~Copyable>(text: UnsafeRawBufferPointer, kind: Kind, to out: inout Sink) {
+    static func appendScalar<Sink: ByteOutput & ~Copyable>(text: UnsafeRawBufferPointer, kind: Kind, to out: inout Sink)
+    {
         let bytes = text.bindMemory(to: UInt8.self)
         switch kind {
         case .number, .float:
@@ -61,7 +66,10 @@ enum PGValue {
             }
             // NaN and the infinities have no JSON number: they (and anything else that is not
             // a JSON number) stay strings.
-            if let first = bytes.first, first == UInt8(ascii: "-") || (first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9")), JSONText.isValid(bytes) {
+            if let first = bytes.first,
+                first == UInt8(ascii: "-") || (first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9")),
+                JSONText.isValid(bytes)
+            {
                 out.append(contentsOf: bytes)
             } else {
                 appendString(bytes, to: &out)
@@ -106,8 +114,13 @@ enum PGValue {
 
     /// `2024-01-02 03:04:05.5+00` → `"2024-01-02T03:04:05.5Z"`; `timestamp` (no zone) keeps no
     /// offset. `infinity` and BC dates stay as PostgreSQL prints them.
-    static func appendTimestamp<Sink: ByteOutput & ~Copyable>(_ bytes: UnsafeBufferPointer<UInt8>, zoned: Bool, to out: inout Sink) {
-        let plain = bytes.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: " ") }
+    static func appendTimestamp<Sink: ByteOutput & ~Copyable>(
+        _ bytes: UnsafeBufferPointer<UInt8>, zoned: Bool, to out: inout Sink
+    ) {
+        let plain = bytes.allSatisfy {
+            ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ":")
+                || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: " ")
+        }
         guard plain, bytes.count >= 19, bytes[10] == UInt8(ascii: " "), bytes[4] == UInt8(ascii: "-") else {
             appendString(bytes, to: &out)
             return
@@ -116,7 +129,9 @@ enum PGValue {
         out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[0..<10]))
         out.append(UInt8(ascii: "T"))
         var end = bytes.count
-        if zoned, end >= 3, bytes[end - 3] == UInt8(ascii: "+"), bytes[end - 2] == UInt8(ascii: "0"), bytes[end - 1] == UInt8(ascii: "0") {
+        if zoned, end >= 3, bytes[end - 3] == UInt8(ascii: "+"), bytes[end - 2] == UInt8(ascii: "0"),
+            bytes[end - 1] == UInt8(ascii: "0")
+        {
             end -= 3
             out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[11..<end]))
             out.append(UInt8(ascii: "Z"))
@@ -127,8 +142,11 @@ enum PGValue {
     }
 
     /// bytea in hex output (`\x0a0b`) as a base64 JSON string.
-    static func appendBase64<Sink: ByteOutput & ~Copyable>(hexBytea bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink) {
-        guard bytes.count >= 2, bytes[0] == UInt8(ascii: "\\"), bytes[1] == UInt8(ascii: "x"), bytes.count % 2 == 0 else {
+    static func appendBase64<Sink: ByteOutput & ~Copyable>(
+        hexBytea bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink
+    ) {
+        guard bytes.count >= 2, bytes[0] == UInt8(ascii: "\\"), bytes[1] == UInt8(ascii: "x"), bytes.count % 2 == 0
+        else {
             appendString(bytes, to: &out)  // not hex output: keep the text
             return
         }
@@ -159,7 +177,9 @@ enum PGValue {
 
     /// An array literal (`{1,2,NULL}`, `{{"a b","c\"d"},{e,f}}`, `[0:1]={1,2}`) as nested JSON
     /// arrays of converted elements. Text that is not a well-formed literal stays a string.
-    static func appendArray<Sink: ByteOutput & ~Copyable>(text: UnsafeRawBufferPointer, elementOID: UInt32, to out: inout Sink) {
+    static func appendArray<Sink: ByteOutput & ~Copyable>(
+        text: UnsafeRawBufferPointer, elementOID: UInt32, to out: inout Sink
+    ) {
         let bytes = text.bindMemory(to: UInt8.self)
         var start = 0
         if bytes.first == UInt8(ascii: "["), let equals = bytes.firstIndex(of: UInt8(ascii: "=")) { start = equals + 1 }
