@@ -17,7 +17,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     private let tableSQL: String
     private let isRowidSequence: Bool
     private var pageStatement: Statement?
-    private var tableLiteral: [UInt8] = []
+    var tableLiteral: [UInt8] = []
 
     public init(settings: SQLiteSourceSettings) throws {
         self.settings = settings
@@ -110,12 +110,15 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     }
 
     /// Runs `body` with the connection, one thread at a time.
-    private func db<T>(_ body: (SQLiteDatabase) throws -> T) rethrows -> T {
+    func db<T>(_ body: (SQLiteDatabase) throws -> T) rethrows -> T {
         dbLock.lock()
         defer { dbLock.unlock() }
         return try body(database)
     }
-    private var envelope = EnvelopeWriter()
+    var envelope = EnvelopeWriter()
+    /// Changes archived with a value in their raw form since the last `drainWarnings`, under `dbLock`.
+    var rowWarnings: [String] = []
+    var rowWarningsLeftOut = 0
 
     public static func make(job: JobConfig) throws -> SQLiteSource {
         try SQLiteSource(settings: SQLiteSourceSettings.parse(job.sourceSettings))
@@ -358,100 +361,5 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
             FeedRecord(position: position, timestamp: ts, line: bytes[range], pathValue: pathValue, cursor: cursor)
         }
         return FeedPage(records: records)
-    }
-
-    /// Times the envelope can write: years 1 to 9999, what RFC 3339 spells.
-    static let writableMicros: ClosedRange<Int64> = -62_135_596_800_000_000...253_402_300_799_999_999
-
-    /// The time in a timestamp column as microseconds, nil for NULL; `.unconverted` for a value
-    /// that is not a time in years 1 to 9999 (text that is no time, a number out of range,
-    /// infinity): the change is archived with `ts: null` and the value under `source`.
-    private enum TimeValue {
-        case none
-        case micros(Int64)
-        case unconverted
-
-        var micros: Int64? {
-            if case .micros(let value) = self { return value }
-            return nil
-        }
-    }
-
-    private func timestamp(_ statement: Statement, _ column: Int32) -> TimeValue {
-        let micros: Int64?
-        switch statement.type(column) {
-        case SQLITE_NULL: return .none
-        case SQLITE_INTEGER:
-            let (value, overflow) = statement.int(column).multipliedReportingOverflow(by: settings.timestampUnit)
-            micros = overflow ? nil : value
-        case SQLITE_FLOAT:
-            let value = statement.double(column) * Double(settings.timestampUnit)
-            // Inside ±2^63 (exactly representable), so the conversion cannot trap.
-            micros = value.isFinite && abs(value) < 9_223_372_036_854_775_808.0 ? Int64(value) : nil
-        case SQLITE_TEXT: micros = parseTimestampMicros(statement.text(column))
-        default: micros = nil
-        }
-        guard let micros, Self.writableMicros.contains(micros) else { return .unconverted }
-        return .micros(micros)
-    }
-
-    /// Changes archived with a value in their raw form since the last `drainWarnings`, under `dbLock`.
-    private var rowWarnings: [String] = []
-    private var rowWarningsLeftOut = 0
-
-    public func drainWarnings() async -> [String] {
-        db { _ in
-            var warnings = rowWarnings
-            if rowWarningsLeftOut > 0 { warnings.append("\(rowWarningsLeftOut) more changes like these") }
-            rowWarnings = []
-            rowWarningsLeftOut = 0
-            return warnings
-        }
-    }
-
-    /// One envelope; the document is copied as-is when it is valid JSON, and kept as a JSON
-    /// string, marked in `source`, when it is not.
-    private func encodeEnvelope(
-        _ statement: Statement, sequence: Int64, position: Position, timestamp: Int64?, unconvertedTime: Bool,
-        into out: inout [UInt8]
-    ) {
-        var op = ChangeOp.create
-        if !statement.isNull(4), let text = statement.string(4), let named = ChangeOp(name: text) { op = named }
-        var notJSON = false
-        var (keyNotUTF8, documentNotUTF8) = (false, false)
-        envelope.write(
-            to: &out, position: position, op: op, timestamp: timestamp,
-            key: { out in
-                switch statement.type(2) {
-                case SQLITE_INTEGER: JSONText.appendInt(statement.int(2), to: &out)
-                case SQLITE_NULL: EnvelopeWriter.null(&out)
-                default: keyNotUTF8 = !EnvelopeWriter.appendText(statement.text(2), to: &out)
-                }
-            },
-            after: { out in
-                let document = statement.text(1)
-                if statement.isNull(1) {
-                    EnvelopeWriter.null(&out)
-                } else if !JSONText.appendIfValid(document, to: &out) {
-                    notJSON = true  // kept, as a JSON string, rather than dropped
-                    documentNotUTF8 = !EnvelopeWriter.appendText(document, to: &out)
-                }
-            },
-            before: EnvelopeWriter.null,
-            source: { out in
-                JSONText.appendLiteral(#""table":"#, to: &out)
-                out.append(contentsOf: tableLiteral)
-                JSONText.appendLiteral(#","seq":"#, to: &out)
-                JSONText.appendInt(sequence, to: &out)
-                if notJSON { JSONText.appendLiteral(#","document_not_json":true"#, to: &out) }
-                if documentNotUTF8 { JSONText.appendLiteral(#","document_not_utf8":true"#, to: &out) }
-                if keyNotUTF8 { JSONText.appendLiteral(#","key_not_utf8":true"#, to: &out) }
-                if unconvertedTime {
-                    JSONText.appendLiteral(#","ts_unconverted":"#, to: &out)
-                    if !EnvelopeWriter.appendText(statement.text(3), to: &out) {
-                        JSONText.appendLiteral(#","ts_not_utf8":true"#, to: &out)
-                    }
-                }
-            })
     }
 }
