@@ -71,7 +71,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
                 try database.scalarInt(
                     """
                     SELECT count(*) FROM pragma_index_list(\(literal(settings.table))) AS l
-                    WHERE l."unique" = 1 AND (SELECT count(*) FROM pragma_index_info(l.name)) = 1
+                    WHERE l."unique" = 1 AND l.partial = 0 AND (SELECT count(*) FROM pragma_index_info(l.name)) = 1
                       AND (SELECT name FROM pragma_index_info(l.name)) = \(literal(settings.sequenceColumn)) COLLATE NOCASE
                     """) ?? 0
             if uniqueIndexes == 0 {
