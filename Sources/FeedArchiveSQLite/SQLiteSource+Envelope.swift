@@ -39,7 +39,6 @@ extension SQLiteSource {
         return .micros(micros)
     }
 
-
     public func drainWarnings() async -> [String] {
         db { _ in
             var warnings = rowWarnings

@@ -37,7 +37,9 @@ import Testing
             path: dir.path + "/feed.db", schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY, n INTEGER, doc TEXT)")
         try writer.exec("CREATE UNIQUE INDEX outbox_n ON outbox(n) WHERE n > 100")
         try writer.exec("INSERT INTO outbox(n, doc) VALUES (5, '{}'), (5, '{}')")
-        let error = #expect(throws: FeedArchiveError.self) { _ = try SQLiteSource.make(job: try job(dir, sequence: "n")) }
+        let error = #expect(throws: FeedArchiveError.self) {
+            _ = try SQLiteSource.make(job: try job(dir, sequence: "n"))
+        }
         #expect(error?.exitCode == 78)
     }
 

@@ -36,8 +36,15 @@ struct ChangeFeedEnvelope {
                 try append(item, members: members, scanner: scanner, envelope: &envelope, into: &chunks.out) { lsn in
                     guard lsn > 0 else { throw scanner.failure("an item has no _lsn") }
                     guard lsn >= lastLSN else {
-                        throw scanner.failure(
-                            "item positions go backwards within a page (_lsn \(lsn) after \(lastLSN))")
+                        // Not a passing fault: the same page comes back the same way, so retrying
+                        // cannot help, and positions must increase for verify to prove the range.
+                        throw FeedArchiveError.data(
+                            path: nil,
+                            message:
+                                "feed range \(partition): the service returned items out of order within one page (_lsn \(lsn) after \(lastLSN)); nothing from this page was committed",
+                            hint:
+                                "this is not the order the change feed promises: keep the response (run with the same token) and report it to Azure support. To move on without it, `feedarchive epoch JOB --from now --reason \"...\"` starts after these changes; then sign the range off with `feedarchive ack-gap`"
+                        )
                     }
                     index = lsn == lastLSN ? index + 1 : 0
                     lastLSN = lsn
