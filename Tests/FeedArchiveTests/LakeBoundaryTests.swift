@@ -107,4 +107,66 @@ import Testing
         }
         #expect(kept.sorted() == ["stray 0", "stray 1", "stray 2"])
     }
+
+    @Test func aJobNamedDataInsideAnotherJobIsRefusedEitherWay() async throws {
+        let dir = TempDirectory("lake-data-name")
+        // The job named data runs first: its archive is lake/a/data, where job a keeps its blobs.
+        let inner = try job(dir, name: "data", root: "lake/a")
+        let innerSource = InMemorySource()
+        for _ in 0..<3 { innerSource.append() }
+        _ = try await ArchiveRunner(job: inner, source: innerSource).run(RunOptions())
+
+        let a = try job(dir, name: "a", root: "lake")
+        let sourceA = InMemorySource()
+        sourceA.append()
+        let error = await #expect(throws: FeedArchiveError.self) {
+            _ = try await ArchiveRunner(job: a, source: sourceA).run(RunOptions())
+        }
+        #expect(error?.exitCode == 78)
+        #expect(FileManager.default.fileExists(atPath: dir.path + "/lake/a/data/_feedarchive/job.json"))
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/lake/a/_feedarchive/quarantine"))
+    }
+
+    @Test func aRootSpelledThroughDotDotIsStillSeenInsideAnotherArchive() async throws {
+        let dir = TempDirectory("lake-dotdot")
+        let a = try job(dir, name: "a", root: "lake")
+        let sourceA = InMemorySource()
+        sourceA.append()
+        _ = try await ArchiveRunner(job: a, source: sourceA).run(RunOptions())
+        let b = try job(dir, name: "b", root: "nx/../lake/a/data")
+        let sourceB = InMemorySource()
+        sourceB.append()
+        let error = await #expect(throws: FeedArchiveError.self) {
+            _ = try await ArchiveRunner(job: b, source: sourceB).run(RunOptions())
+        }
+        #expect(error?.exitCode == 78)
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/lake/a/data/b"))
+    }
+
+    @Test func aSymlinkedJobFolderAndAnotherJobsJobJsonAreRefused() async throws {
+        let dir = TempDirectory("lake-meta-link")
+        let a = try job(dir, name: "a", root: "lake")
+        let source = InMemorySource()
+        source.append()
+        _ = try await ArchiveRunner(job: a, source: source).run(RunOptions())
+
+        // Another job's archive copied under this job's name.
+        try FileManager.default.copyItem(atPath: dir.path + "/lake/a", toPath: dir.path + "/lake/c")
+        let c = try job(dir, name: "c", root: "lake")
+        let copied = await #expect(throws: FeedArchiveError.self) {
+            _ = try await ArchiveRunner(job: c, source: source).run(RunOptions())
+        }
+        #expect(copied?.exitCode == 78)
+        #expect("\(copied.map { "\($0)" } ?? "")".contains("belongs to job 'a'"))
+
+        // The job's own folder replaced by a link to another one.
+        try FileManager.default.createDirectory(atPath: dir.path + "/lake/d", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(
+            atPath: dir.path + "/lake/d/_feedarchive", withDestinationPath: dir.path + "/lake/a/_feedarchive")
+        let d = try job(dir, name: "d", root: "lake")
+        let linked = await #expect(throws: FeedArchiveError.self) {
+            _ = try await ArchiveRunner(job: d, source: source).run(RunOptions())
+        }
+        #expect(linked?.exitCode == 65)
+    }
 }

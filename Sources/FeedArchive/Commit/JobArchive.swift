@@ -65,7 +65,7 @@ public final class JobArchive {
                     hint: "nothing was changed; move the link out of \(layout.jobRoot)")
             case .directory:
                 guard let names = try fs.list(path) else { return }
-                if relative != "data", names.contains("_feedarchive") {
+                if names.contains("_feedarchive") {
                     throw FeedArchiveError.badJobFile(
                         place: path,
                         message:
@@ -84,7 +84,30 @@ public final class JobArchive {
     /// Refuses (exit 78) a job root inside another job's archive, where that job's recovery
     /// would take this job's files for its own strays.
     func checkNotInsideAnotherArchive() throws {
-        var current = parentDirectory(of: absolutePath(layout.jobRoot))
+        if fs.entryKind(layout.metaDirectory) == .symbolicLink {
+            throw FeedArchiveError.data(
+                path: layout.metaDirectory,
+                message:
+                    "a symbolic link where the job's own folder belongs: feedarchive never follows links inside a job's archive",
+                hint: "nothing was changed; put the folder itself at \(layout.metaDirectory)")
+        }
+        // The root as written (`..` resolved by name) and as the kernel resolves it: both chains
+        // of folders above it are checked.
+        let written = URL(fileURLWithPath: absolutePath(layout.jobRoot)).standardizedFileURL.path
+        var chains = [parentDirectory(of: written)]
+        var existing = written
+        while fs.entryKind(existing) == nil, existing != "/", !existing.isEmpty {
+            existing = parentDirectory(of: existing)
+        }
+        if let real = realpath(existing, nil) {
+            chains.append(parentDirectory(of: String(cString: real) + written.dropFirst(existing.count)))
+            free(real)
+        }
+        for start in chains { try checkNoArchive(above: start) }
+    }
+
+    private func checkNoArchive(above start: String) throws {
+        var current = start
         while current != "/" && current != "." && !current.isEmpty {
             if fs.entryKind(current + "/_feedarchive/job.json") != nil
                 || fs.entryKind(current + "/_feedarchive/manifest") != nil
@@ -118,6 +141,13 @@ public final class JobArchive {
         origin: () async throws -> ContinuationToken
     ) async throws -> JobIdentity {
         if var identity {
+            guard identity.job == jobName else {
+                throw FeedArchiveError.badJobFile(
+                    place: jobFile.isEmpty ? "archive.root" : "\(jobFile): archive.root",
+                    message:
+                        "\(layout.identityFile) says this archive belongs to job '\(identity.job)', not '\(jobName)': nothing was changed. If the job was renamed on purpose, change \"job\" in that file to the new name"
+                )
+            }
             guard identity.sourceKind == kind else {
                 throw FeedArchiveError.data(
                     path: layout.identityFile,
@@ -137,21 +167,20 @@ public final class JobArchive {
                 )
             }
             guard let recorded = identity.shape else {
+                // An archive made before job.json recorded its shape: what it does record (the
+                // time zone) and the blobs it holds must agree with the settings now.
+                var known = ["archive.time_zone": identity.timeZone]
+                if let blob = manifest.entries.last(where: { $0.kind == .blob })?.path,
+                    let compression = Compression.of(path: blob)
+                {
+                    known["archive.compression"] = compression.rawValue
+                }
+                try requireSameShape(recorded: known, now: shape.filter { known[$0.key] != nil })
                 identity.shape = shape
                 try replaceIdentity(identity)
                 return identity
             }
-            let changed = Set(recorded.keys).union(shape.keys).sorted().compactMap { key -> String? in
-                let old = recorded[key] ?? "", new = shape[key] ?? ""
-                return old == new ? nil : "\(key): '\(old)' -> '\(new)'"
-            }
-            guard changed.isEmpty else {
-                throw FeedArchiveError.badJobFile(
-                    place: jobFile.isEmpty ? layout.identityFile : jobFile,
-                    message:
-                        "settings that shape the archive changed since \(layout.jobRoot) was made (\(changed.joined(separator: "; "))): blobs from now on would not match the ones before (other names, folders or envelope contents). Nothing was changed; put the settings back, or archive under a new job name"
-                )
-            }
+            try requireSameShape(recorded: recorded, now: shape)
             return identity
         }
         let token = try await origin()
@@ -161,6 +190,22 @@ public final class JobArchive {
         try created.write(to: layout.identityFile, fs: fs, mode: settings.fileMode)
         identity = created
         return created
+    }
+
+    /// Refuses (78) settings that shape the archive when they differ from the recorded ones.
+    private func requireSameShape(recorded: [String: String], now shape: [String: String]) throws {
+        let spell = { (value: String?) in value.map { $0.isEmpty ? "(not set)" : "'\($0)'" } ?? "(not set)" }
+        let changed = Set(recorded.keys).union(shape.keys).sorted().compactMap { key -> String? in
+            let old = recorded[key] ?? "", new = shape[key] ?? ""
+            return old == new ? nil : "\(key): \(spell(recorded[key])) -> \(spell(shape[key]))"
+        }
+        guard changed.isEmpty else {
+            throw FeedArchiveError.badJobFile(
+                place: jobFile.isEmpty ? layout.identityFile : jobFile,
+                message:
+                    "settings that shape the archive changed since \(layout.jobRoot) was made (\(changed.joined(separator: "; "))): blobs from now on would not match the ones before (other names, folders or envelope contents). Nothing was changed; put the settings back, or archive under a new job name"
+            )
+        }
     }
 
     /// Replaces job.json after an operator-approved source change (`feedarchive epoch`).
