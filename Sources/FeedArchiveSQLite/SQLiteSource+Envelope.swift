@@ -51,12 +51,22 @@ extension SQLiteSource {
 
     /// One envelope; the document is copied as-is when it is valid JSON, and kept as a JSON
     /// string, marked in `source`, when it is not.
+    /// Returns false when the op column held a value that names no op: the change is archived
+    /// as `c`, with the value under `source.op_unconverted`.
+    @discardableResult
     func encodeEnvelope(
         _ statement: Statement, sequence: Int64, position: Position, timestamp: Int64?, unconvertedTime: Bool,
         into out: inout [UInt8]
-    ) {
+    ) -> Bool {
         var op = ChangeOp.create
-        if !statement.isNull(4), let text = statement.string(4), let named = ChangeOp(name: text) { op = named }
+        var unknownOp = false
+        if !statement.isNull(4) {
+            if let text = statement.string(4), let named = ChangeOp(name: text) {
+                op = named
+            } else {
+                unknownOp = true
+            }
+        }
         var notJSON = false
         var (keyNotUTF8, documentNotUTF8) = (false, false)
         envelope.write(
@@ -86,6 +96,12 @@ extension SQLiteSource {
                 if notJSON { JSONText.appendLiteral(#","document_not_json":true"#, to: &out) }
                 if documentNotUTF8 { JSONText.appendLiteral(#","document_not_utf8":true"#, to: &out) }
                 if keyNotUTF8 { JSONText.appendLiteral(#","key_not_utf8":true"#, to: &out) }
+                if unknownOp {
+                    JSONText.appendLiteral(#","op_unconverted":"#, to: &out)
+                    if !EnvelopeWriter.appendText(statement.text(4), to: &out) {
+                        JSONText.appendLiteral(#","op_not_utf8":true"#, to: &out)
+                    }
+                }
                 if unconvertedTime {
                     JSONText.appendLiteral(#","ts_unconverted":"#, to: &out)
                     if !EnvelopeWriter.appendText(statement.text(3), to: &out) {
@@ -93,5 +109,15 @@ extension SQLiteSource {
                     }
                 }
             })
+        return !unknownOp
+    }
+
+    /// Keeps a warning about one change for the run's summary (the first 20; the rest counted).
+    func noteRow(_ warning: @autoclosure () -> String) {
+        if rowWarnings.count < 20 {
+            rowWarnings.append(warning())
+        } else {
+            rowWarningsLeftOut += 1
+        }
     }
 }

@@ -36,16 +36,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         let info = try database.prepare("SELECT name, type, pk FROM pragma_table_info(?1)")
         sqlite3_bind_text(info.handle, 1, settings.table, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))
         var columns: [String] = []
-        var rowidAlias: String?
-        var pkCount = 0
-        while try info.step() {
-            let name = info.string(0) ?? ""
-            columns.append(name)
-            if info.int(2) > 0 {
-                pkCount += 1
-                if (info.string(1) ?? "").uppercased() == "INTEGER" { rowidAlias = name }
-            }
-        }
+        while try info.step() { columns.append(info.string(0) ?? "") }
         info.reset()
         columnNames = columns
         let lower = Set(columns.map { $0.lowercased() })
@@ -61,8 +52,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
                     "table '\(settings.table)' has no column '\(column)' (columns: \(columns.joined(separator: ", ")))")
             }
         }
-        let sequence = settings.sequenceColumn.lowercased()
-        isRowidSequence = sequence == "rowid" || (pkCount == 1 && rowidAlias?.lowercased() == sequence)
+        isRowidSequence = try Self.isRowid(settings.sequenceColumn, of: settings, columns: lower, in: database)
         // Pages resume after the last value read: values that repeat would be lost at a page,
         // batch or limit boundary, so the column must be unique.
         if !isRowidSequence {
@@ -84,7 +74,32 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         JSONText.appendString(settings.table, to: &tableLiteral)
     }
 
-    private var columnNames: [String] = []
+    /// Whether `column` is the table's rowid, or an alias of it: SQLite assigns those under its
+    /// write lock, in commit order. Asked of SQLite's planner rather than read off the declared
+    /// type: `INTEGER PRIMARY KEY DESC` and a WITHOUT ROWID table's key are no aliases, and a
+    /// real column may be named `rowid`.
+    static func isRowid(
+        _ column: String, of settings: SQLiteSourceSettings, columns: Set<String>, in database: SQLiteDatabase
+    ) throws -> Bool {
+        let quote = { (name: String) in "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+        let hasRowid = (try? database.prepare("SELECT rowid FROM \(quote(settings.table)) LIMIT 0")) != nil
+        if !hasRowid && !columns.contains(column.lowercased()) {
+            throw settings.error(
+                "sequence_column",
+                "table '\(settings.table)' is a WITHOUT ROWID table: it has no \(column) to read in order. Set source.sequence_column to a unique integer column SQLite or the application assigns in commit order"
+            )
+        }
+        guard hasRowid else { return false }
+        let plan = try database.prepare(
+            "EXPLAIN QUERY PLAN SELECT 1 FROM \(quote(settings.table)) WHERE \(quote(column)) = 1")
+        defer { plan.reset() }
+        var detail = ""
+        while try plan.step() { detail += plan.string(3) ?? "" }
+        return detail.contains("USING INTEGER PRIMARY KEY")
+    }
+
+    private(set) var columnNames: [String] = []
+    var columnCount: Int { columnNames.count }
     private let dbLock = NSLock()
     /// Pages built ahead on another thread while the caller compresses the previous ones.
     private lazy var readAhead = ReadAhead<PageKey, FeedPage>(
@@ -124,9 +139,9 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         try SQLiteSource(settings: SQLiteSourceSettings.parse(job.sourceSettings))
     }
 
-    private func quoted(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
-    private var seq: String { quoted(settings.sequenceColumn) }
-    private var table: String { quoted(settings.table) }
+    func quoted(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+    var seq: String { quoted(settings.sequenceColumn) }
+    var table: String { quoted(settings.table) }
 
     public func identity() async throws -> SourceIdentity {
         let path = URL(fileURLWithPath: settings.path).resolvingSymlinksInPath().path
@@ -150,12 +165,12 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     public func warnings() async throws -> [String] {
         if !isRowidSequence {
             return [
-                "\(settings.path): table \(settings.table) uses \(settings.sequenceColumn) as its sequence, a column SQLite does not assign: values the application chooses can commit out of order, and a row committed after a higher value was archived is never read. Use the table's INTEGER PRIMARY KEY AUTOINCREMENT."
+                "\(settings.path): table \(settings.table) uses \(settings.sequenceColumn) as its sequence, a column SQLite does not assign: values the application chooses can commit out of order, and a row committed behind the last 10,000 rows read is never read. Use the table's INTEGER PRIMARY KEY AUTOINCREMENT."
             ]
         }
         if isRowidSequence && !tableSQL.uppercased().contains("AUTOINCREMENT") {
             return [
-                "\(settings.path): table \(settings.table) uses its rowid as the sequence without AUTOINCREMENT: after its newest rows are deleted SQLite can reuse their rowids, and such changes would be skipped. Declare the key INTEGER PRIMARY KEY AUTOINCREMENT."
+                "\(settings.path): table \(settings.table) uses its rowid as the sequence without AUTOINCREMENT: after its newest rows are deleted or a VACUUM, SQLite can hand out rowids again, and the job then stops until a new epoch. Declare the key INTEGER PRIMARY KEY AUTOINCREMENT."
             ]
         }
         return []
@@ -220,9 +235,13 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     /// integer), and those changes would never be archived. Both checks use the column's index.
     private func highestSequence() throws -> Int64? {
         try db { database in
-            if !isRowidSequence {
-                let stray = try database.prepare(
-                    "SELECT quote(\(seq)) FROM \(table) WHERE \(seq) IS NULL OR \(seq) > 9223372036854775807 LIMIT 1")
+            // Negative values sort before every cursor; the rowid can hold them too. Each
+            // test is a seek on the sequence's index (the rowid's b-tree for the rowid).
+            let strayTest =
+                isRowidSequence
+                ? "\(seq) < 0" : "\(seq) IS NULL OR \(seq) > 9223372036854775807 OR \(seq) < 0"
+            do {
+                let stray = try database.prepare("SELECT quote(\(seq)) FROM \(table) WHERE \(strayTest) LIMIT 1")
                 defer { stray.reset() }
                 if try stray.step() {
                     throw FeedArchiveError.data(
@@ -241,7 +260,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     public func checkContinuity(from token: ContinuationToken) async throws {
         let cursor = try cursorValue(token)
         let highest = try highestSequence()
-        if let highest, highest >= cursor { return }
+        if let highest, highest >= cursor { return try checkSealedFacts(token, cursor: cursor) }
         if highest == nil && cursor <= 0 { return }
         throw FeedArchiveError.data(
             path: settings.path,
@@ -342,18 +361,19 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
             let time = timestamp(statement, 3)
             let ts = time.micros
             if case .unconverted = time {
-                if rowWarnings.count < 20 {
-                    rowWarnings.append(
-                        "\(settings.path): table \(settings.table), \(settings.sequenceColumn) \(sequence): \(settings.timestampColumn ?? "") '\(statement.string(3) ?? "")' is not a time in years 1 to 9999; archived with ts null and the value in source.ts_unconverted"
-                    )
-                } else {
-                    rowWarningsLeftOut += 1
-                }
+                noteRow(
+                    "\(settings.path): table \(settings.table), \(settings.sequenceColumn) \(sequence): \(settings.timestampColumn ?? "") '\(statement.string(3) ?? "")' is not a time in years 1 to 9999; archived with ts null and the value in source.ts_unconverted"
+                )
             }
             let start = bytes.count
-            encodeEnvelope(
+            let knownOp = encodeEnvelope(
                 statement, sequence: sequence, position: position, timestamp: ts,
                 unconvertedTime: time.micros == nil && !statement.isNull(3), into: &bytes)
+            if !knownOp {
+                noteRow(
+                    "\(settings.path): table \(settings.table), \(settings.sequenceColumn) \(sequence): \(settings.opColumn ?? "") '\(statement.string(4) ?? "")' names no op (c, u, d, r, t, w, insert, create, update, delete); archived as op c with the value in source.op_unconverted"
+                )
+            }
             pending.append(
                 (position, ts, start..<bytes.count, statement.isNull(5) ? nil : statement.string(5), String(sequence)))
         }

@@ -67,7 +67,7 @@ import Testing
             _ = try await ArchiveRunner(job: job, source: try SQLiteSource.make(job: job)).run(RunOptions())
         }
         #expect(error?.exitCode == 65)
-        #expect("\(error.map { "\($0)" } ?? "")".contains("n '-3'"))
+        #expect("\(error.map { "\($0)" } ?? "")".contains("whose n is -3"))
         #expect(try archivedLines(job).isEmpty)
 
         try writer.exec("DELETE FROM outbox WHERE n = -3")
@@ -88,5 +88,71 @@ import Testing
         let summary = try await ArchiveRunner(job: job, source: try SQLiteSource.make(job: job)).run(RunOptions())
         #expect(summary.records == 2)
         #expect(try archivedLines(job).count == 2)
+    }
+
+    @Test func onlyARealRowidAliasCountsAsTheRowid() async throws {
+        // INTEGER PRIMARY KEY DESC is an ordinary column (it can hold NULL and repeat values).
+        let desc = TempDirectory("sequence-desc")
+        let writer = try OutboxWriter(
+            path: desc.path + "/feed.db", schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY DESC, doc TEXT)")
+        try writer.exec("INSERT INTO outbox VALUES (1, '{}'), (NULL, '{}'), (2, '{}')")
+        let descJob = try job(desc, sequence: "id")
+        let error = await #expect(throws: FeedArchiveError.self) {
+            _ = try await ArchiveRunner(job: descJob, source: try SQLiteSource.make(job: descJob)).run(RunOptions())
+        }
+        #expect(error?.exitCode == 65)
+        #expect("\(error.map { "\($0)" } ?? "")".contains("whose id is NULL"))
+
+        // A WITHOUT ROWID table has no rowid to default to.
+        let withoutRowid = TempDirectory("sequence-without-rowid")
+        _ = try OutboxWriter(
+            path: withoutRowid.path + "/feed.db",
+            schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY, doc TEXT) WITHOUT ROWID")
+        let refused = #expect(throws: FeedArchiveError.self) {
+            _ = try SQLiteSource.make(job: try job(withoutRowid, sequence: "rowid"))
+        }
+        #expect(refused?.exitCode == 78)
+        #expect("\(refused.map { "\($0)" } ?? "")".contains("WITHOUT ROWID"))
+
+        // A column named rowid is a column like any other: it must be unique.
+        let named = TempDirectory("sequence-named-rowid")
+        _ = try OutboxWriter(path: named.path + "/feed.db", schema: "CREATE TABLE outbox (rowid INTEGER, doc TEXT)")
+        #expect(throws: FeedArchiveError.self) { _ = try SQLiteSource.make(job: try job(named, sequence: "rowid")) }
+    }
+
+    @Test func aNegativeRowidStopsTheRunLoudly() async throws {
+        let dir = TempDirectory("sequence-negative-rowid")
+        let writer = try OutboxWriter(
+            path: dir.path + "/feed.db", schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT)")
+        try writer.exec("INSERT INTO outbox(doc) VALUES ('{}'), ('{}')")
+        let job = try job(dir, sequence: "id")
+        _ = try await ArchiveRunner(job: job, source: try SQLiteSource.make(job: job)).run(RunOptions())
+        try writer.exec("INSERT INTO outbox VALUES (-7, '{}')")
+        let error = await #expect(throws: FeedArchiveError.self) {
+            _ = try await ArchiveRunner(job: job, source: try SQLiteSource.make(job: job)).run(RunOptions())
+        }
+        #expect(error?.exitCode == 65)
+        #expect("\(error.map { "\($0)" } ?? "")".contains("whose id is -7"))
+    }
+
+    @Test func anOpValueThatNamesNoOpIsKeptAndReported() async throws {
+        let dir = TempDirectory("op-unknown")
+        let writer = try OutboxWriter(
+            path: dir.path + "/feed.db",
+            schema: "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, doc TEXT)")
+        try writer.exec("INSERT INTO outbox(kind, doc) VALUES ('upsert', '{}'), ('d', '{}'), (NULL, '{}')")
+        let job = try JobConfig.parse(
+            yaml: """
+                name: t
+                source: {kind: sqlite, path: feed.db, table: outbox, sequence_column: id, document_column: doc, op_column: kind}
+                archive: {root: lake}
+                """, file: dir.path + "/t.yaml")
+        let summary = try await ArchiveRunner(job: job, source: try SQLiteSource.make(job: job)).run(RunOptions())
+        let lines = try archivedLines(job)
+        #expect(lines.count == 3)
+        #expect(lines[0].contains(#""op":"c""#) && lines[0].contains(#""op_unconverted":"upsert""#))
+        #expect(lines[1].contains(#""op":"d""#) && !lines[1].contains("op_unconverted"))
+        #expect(!lines[2].contains("op_unconverted"))
+        #expect(summary.warnings.contains { $0.contains("'upsert' names no op") })
     }
 }

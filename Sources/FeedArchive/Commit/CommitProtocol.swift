@@ -58,9 +58,9 @@ extension JobArchive {
         -> BlobWriter.Result
     {
         let result = try writer.finish()  // 6. the frame ends; the temp file is fsynced and closed
-        try placeBlob(writer, result: result, relativePath: relativePath)  // 6. rename, fsync folders
+        let placed = try placeBlob(writer, result: result, relativePath: relativePath)  // 6. rename, fsync folders
         var entry = entry
-        entry.path = relativePath
+        entry.path = placed
         entry.sha256 = result.sha256
         entry.bytes = result.bytes
         entry.rawBytes = result.rawBytes
@@ -72,10 +72,19 @@ extension JobArchive {
     /// Step 6: renames the fsynced temp file to its final name and fsyncs its folder and every
     /// folder above it this command has not made durable yet.
     ///
-    /// A backfill re-reading a range a blob already holds: the same bytes are not written again
-    /// (the line still records the backfill's progress), or put back when the file was lost;
-    /// other bytes under the same name are a contradiction nobody should resolve silently.
-    func placeBlob(_ writer: BlobWriter, result: BlobWriter.Result, relativePath: String) throws {
+    /// A backfill (or a new epoch) re-reading a range a blob already holds: the same bytes are
+    /// not written again (the line still records the progress), or put back when the file was
+    /// lost. Other bytes under the same name (rows that arrived late, a table re-created, other
+    /// compression settings) never replace the blob: the new one is kept beside it, named
+    /// `<name>-<first 8 hex digits of its SHA-256>`, and verify counts the overlap as duplicates.
+    /// Returns the relative path the blob was placed at.
+    func placeBlob(_ writer: BlobWriter, result: BlobWriter.Result, relativePath: String) throws -> String {
+        var relativePath = relativePath
+        if let existing = manifest.blob(named: relativePath), existing.sha256 != result.sha256 {
+            let name = relativePath.lastIndex(of: "/").map { relativePath.index(after: $0) } ?? relativePath.startIndex
+            let dot = relativePath[name...].firstIndex(of: ".") ?? relativePath.endIndex
+            relativePath = relativePath[..<dot] + "-" + result.sha256.prefix(8) + relativePath[dot...]
+        }
         let final = layout.absolute(relativePath)
         if let existing = manifest.blob(named: relativePath) {
             guard existing.sha256 == result.sha256 else {
@@ -83,9 +92,8 @@ extension JobArchive {
                 throw FeedArchiveError.data(
                     path: final,
                     message:
-                        "a blob with this name already exists with SHA-256 \((existing.sha256 ?? "").prefix(16))…, the re-read batch hashes to \(result.sha256.prefix(16))…: the source returned other data for the same positions",
-                    hint:
-                        "nothing was written. The same changes compress to other bytes when archive.level, archive.workers or the zstd library changed since the blob was written : if so, put the old settings back for this backfill (a PostgreSQL job's blob above 2 MiB of JSON written by feedarchive before 0.6.0 needs `archive.workers: 1`). Otherwise compare the source with `feedarchive cat`, and if the range cannot be recovered, sign it off with `feedarchive ack-gap`"
+                        "a blob with this name already exists with SHA-256 \((existing.sha256 ?? "").prefix(16))…, the re-read batch hashes to \(result.sha256.prefix(16))…",
+                    hint: "nothing was written; run the command again"
                 )
             }
             if try fs.size(final) == result.bytes && fileHash(final) == result.sha256 {
@@ -99,6 +107,7 @@ extension JobArchive {
             try fs.syncDirectory(parentDirectory(of: final))
         }
         try makeDirectoryChainDurable(parentDirectory(of: final))
+        return relativePath
     }
 
     // MARK: 7–8. Lines without a blob

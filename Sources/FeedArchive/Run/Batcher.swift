@@ -125,7 +125,11 @@ struct Batcher {
             )
         }
         open = nil
+        let next: ContinuationToken
         do {
+            next = try await source.seal(
+                token.advancing(batch.partition, to: cursor), previous: token, partition: batch.partition,
+                records: batch.records)
             try await settle(summary: &summary)
         } catch {
             batch.writer.abort(fs: archive.fs)
@@ -137,7 +141,6 @@ struct Batcher {
             batch.writer.abort(fs: archive.fs)
             throw FeedArchiveError.interrupted(signal: options.stop.signal)
         }
-        let next = token.advancing(batch.partition, to: cursor)
         let name =
             sanitizePathComponent(batch.partition) + "_" + batch.first.rawValue + "_" + batch.last.rawValue
             + job.archive.compression.fileExtension

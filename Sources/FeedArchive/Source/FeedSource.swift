@@ -155,6 +155,13 @@ public protocol FeedSource: AnyObject {
     /// Refuses (exit 65) when the source no longer holds the changes after `token` (a backfill
     /// of a range that retention or pruning removed).
     func checkRetained(from token: ContinuationToken) async throws
+    /// The token a batch ends on (`token`, advanced past the batch's last change), completed
+    /// with facts the source checks the next run against in `checkContinuity` (SQLite: what
+    /// identifies the row at the cursor, and how many rows the reads behind it found).
+    /// `previous` is the token the batch started from; `records`, the changes it holds.
+    /// Called once per batch, before its commit. Default: `token` unchanged.
+    func seal(_ token: ContinuationToken, previous: ContinuationToken, partition: String, records: Int64) async throws
+        -> ContinuationToken
     /// The cursors of the feed head now, per partition: the run's stop target.
     func head(for token: ContinuationToken) async throws -> [String: String]
     /// The next page of `partition` after `cursor`, not past `head`; empty when caught up, or
@@ -195,6 +202,9 @@ extension FeedSource {
     public func warnings() async throws -> [String] { [] }
     public func drainWarnings() async -> [String] { [] }
     public var archiveShape: [String: String] { [:] }
+    public func seal(_ token: ContinuationToken, previous: ContinuationToken, partition: String, records: Int64)
+        async throws -> ContinuationToken
+    { token }
     public func checkRetained(from token: ContinuationToken) async throws {}
     public func acknowledge(_ token: ContinuationToken) async throws {}
     public func prefetch() async {}
