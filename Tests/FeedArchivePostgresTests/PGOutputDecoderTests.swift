@@ -151,9 +151,9 @@ struct PGOutputDecoderTests {
         #expect(plain > 1_000)
     }
 
-    /// Text values: ASCII escaped in one pass, valid UTF-8 kept, invalid bytes (an SQL_ASCII
-    /// database holds any) replaced by U+FFFD; every result is one JSON string.
-    @Test func textValuesAreAlwaysOneJSONString() throws {
+    /// Text values: ASCII escaped in one pass, valid UTF-8 kept, text with invalid bytes (an
+    /// SQL_ASCII database holds any) kept whole as `{"base64": …}`; every result is valid JSON.
+    @Test func textValuesAreAlwaysValidJSONAndKeepTheirBytes() throws {
         func json(_ bytes: [UInt8]) -> [UInt8] {
             var out: [UInt8] = []
             bytes.withUnsafeBytes { PGValue.appendJSON(text: $0, typeOID: 25, to: &out) }
@@ -168,7 +168,13 @@ struct PGOutputDecoderTests {
         let invalid: [UInt8] = Array("bad ".utf8) + [0xFF, 0xC3] + Array(" bytes, then more text".utf8)
         let out = json(invalid)
         let decoded = try #require(
-            try JSONSerialization.jsonObject(with: Data(out), options: .fragmentsAllowed) as? String)
-        #expect(decoded == "bad \u{FFFD}\u{FFFD} bytes, then more text")
+            try JSONSerialization.jsonObject(with: Data(out), options: .fragmentsAllowed) as? [String: String])
+        #expect(decoded.keys.sorted() == ["base64"])
+        #expect(Data(base64Encoded: decoded["base64"] ?? "").map(Array.init) == invalid)
+        // The same for a JSON column whose text is not JSON, and inside an array.
+        var inArray: [UInt8] = []
+        let literal: [UInt8] = Array("{a,".utf8) + [0xFF] + Array("}".utf8)
+        literal.withUnsafeBytes { PGValue.appendJSON(text: $0, typeOID: 1009, to: &inArray) }
+        #expect((try? JSONSerialization.jsonObject(with: Data(inArray))) != nil)
     }
 }

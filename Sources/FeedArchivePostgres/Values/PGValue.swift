@@ -103,13 +103,9 @@ enum PGValue {
     }
 
     /// A JSON string; text that is not valid UTF-8 (an SQL_ASCII database can hold any bytes)
-    /// gets U+FFFD for the bad sequences rather than breaking the line.
+    /// becomes `{"base64": "…"}` holding the original bytes, the rule every source follows.
     static func appendString<Sink: ByteOutput & ~Copyable>(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink) {
-        let start = out.count
-        // One pass for ASCII text (most of it); other text is kept only if it is valid UTF-8.
-        if JSONText.appendString(utf8: bytes, to: &out) || String(validating: bytes, as: UTF8.self) != nil { return }
-        out.truncate(to: start)
-        JSONText.appendString(String(decoding: bytes, as: UTF8.self), to: &out)
+        _ = EnvelopeWriter.appendText(bytes, to: &out)
     }
 
     /// `2024-01-02 03:04:05.5+00` → `"2024-01-02T03:04:05.5Z"`; `timestamp` (no zone) keeps no
