@@ -90,6 +90,31 @@ public final class PostgresTestCluster: Sendable {
         }
     }
 
+    /// Stops the server, copies its data folder to `copy` (a cold backup, replication slots
+    /// included) and starts it again.
+    public func backUp(to copy: String) throws {
+        try shell(
+            "\(script) stop \(directory) fast && rm -rf \(copy) && cp -a \(directory)/data \(copy) && \(script) start \(directory) >/dev/null"
+        )
+    }
+
+    /// Stops the server and starts the backup at `copy` in its place in archive recovery: it
+    /// replays the WAL the backup holds and begins a new timeline, as a restore to a point in
+    /// time (or a failover to a standby that lagged) does.
+    public func restoreOnNewTimeline(from copy: String) throws {
+        try shell(
+            "\(script) stop \(directory) fast && rm -rf \(directory)/data && cp -a \(copy) \(directory)/data && touch \(directory)/data/recovery.signal && echo \"restore_command = 'false'\" >> \(directory)/data/postgresql.conf && \(script) start \(directory) >/dev/null"
+        )
+    }
+
+    private func shell(_ command: String) throws {
+        let log = directory + ".shell.log"
+        let status = reap(try spawn("/bin/sh", ["-c", command], stdout: log, stderr: log))
+        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(atPath: log)
+        guard status == 0 else { throw FeedArchiveError.sourceUnavailable("\(command) failed (\(status)): \(output)") }
+    }
+
     /// A job file's `source:` block for `database`, connecting over the Unix socket.
     public func sourceBlock(database: String, slot: String, tables: [String], create: Bool = true) -> String {
         """

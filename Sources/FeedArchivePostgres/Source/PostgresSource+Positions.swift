@@ -62,6 +62,7 @@ extension PostgresSource {
 
     public func checkContinuity(from token: ContinuationToken) async throws {
         let cursor = try cursorLSN(token)
+        try await checkTimeline(token, cursor: cursor)
         let slot = try await requireSlot()
         if slot.confirmed > cursor {
             throw FeedArchiveError.data(

@@ -56,6 +56,8 @@ public final class PostgresSource: FeedSource, @unchecked Sendable {
     /// backfill are not): only then is a stream held open at the head for the acknowledgement.
     var acknowledging = false
     var cachedIdentity: SourceIdentity?
+    /// The server's timeline, read once per source object (a failover ends its connections).
+    var cachedTimeline: UInt32?
     var connectionCount = 0
 
     public init(settings: PostgresSourceSettings) {
