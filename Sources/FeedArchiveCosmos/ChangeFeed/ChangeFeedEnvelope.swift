@@ -14,16 +14,23 @@ struct ChangeFeedEnvelope {
     /// The partition key path split into its segments (`/a/b` → `a`, `b`).
     let keyPath: [String]
 
-    func records(body: [UInt8], cursorAfter: String) throws -> [FeedRecord] {
-        try body.withUnsafeBufferPointer { try records(buffer: $0, cursorAfter: cursorAfter) }
+    func records(body: [UInt8], cursorAfter: String, floor: Int64? = nil) throws -> [FeedRecord] {
+        try body.withUnsafeBufferPointer { try records(buffer: $0, cursorAfter: cursorAfter, floor: floor) }
     }
 
     /// The records of a response body as it came (no copy of the body).
-    func records(body: Data, cursorAfter: String) throws -> [FeedRecord] {
-        try body.withUnsafeBytes { try records(buffer: $0.bindMemory(to: UInt8.self), cursorAfter: cursorAfter) }
+    func records(body: Data, cursorAfter: String, floor: Int64? = nil) throws -> [FeedRecord] {
+        try body.withUnsafeBytes {
+            try records(buffer: $0.bindMemory(to: UInt8.self), cursorAfter: cursorAfter, floor: floor)
+        }
     }
 
-    func records(buffer: UnsafeBufferPointer<UInt8>, cursorAfter: String) throws -> [FeedRecord] {
+    /// `floor`: the `_lsn` of the continuation the page was asked after; an item below it went
+    /// backwards across pages (items that share it are let through: whether a continuation
+    /// names the last `_lsn` read or the next one is the service's to say).
+    func records(buffer: UnsafeBufferPointer<UInt8>, cursorAfter: String, floor: Int64? = nil) throws
+        -> [FeedRecord]
+    {
         var chunks = LineChunks()
         var envelope = EnvelopeWriter(partition: partition)
         var pending: [(Position, Int64?)] = []
@@ -35,6 +42,15 @@ struct ChangeFeedEnvelope {
             pending.append(
                 try append(item, members: members, scanner: scanner, envelope: &envelope, into: &chunks.out) { lsn in
                     guard lsn > 0 else { throw scanner.failure("an item has no _lsn") }
+                    if let floor, lsn < floor {
+                        throw FeedArchiveError.data(
+                            path: nil,
+                            message:
+                                "feed range \(partition): the service returned an item with _lsn \(lsn) for a read after continuation \(floor): the feed went backwards across pages; nothing from this page was committed",
+                            hint:
+                                "this is not the order the change feed promises: keep the response (run with the same token) and report it to Azure support. To move on without it, `feedarchive epoch JOB --from now --reason \"...\"` starts after these changes; then sign the range off with `feedarchive ack-gap`"
+                        )
+                    }
                     guard lsn >= lastLSN else {
                         // Not a passing fault: the same page comes back the same way, so retrying
                         // cannot help, and positions must increase for verify to prove the range.

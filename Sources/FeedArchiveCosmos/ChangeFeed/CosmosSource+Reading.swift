@@ -56,7 +56,8 @@ extension CosmosSource {
         }
         let envelope = ChangeFeedEnvelope(
             partition: partition, mode: settings.mode, keyPath: try await containerInfo().keyPath)
-        var page = FeedPage(records: try envelope.records(body: response.body, cursorAfter: next.description))
+        var page = FeedPage(
+            records: try envelope.records(body: response.body, cursorAfter: next.description, floor: cursor.etagNumber))
         if page.records.isEmpty { return FeedPage(records: []) }
         if let stopCursor, let stop, let last = page.records.last, lsn(of: last) > stop {
             page.records.removeAll { lsn(of: $0) > stop }
