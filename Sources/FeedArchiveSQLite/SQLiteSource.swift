@@ -15,7 +15,10 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     let settings: SQLiteSourceSettings
     private let database: SQLiteDatabase
     private let tableSQL: String
-    private let isRowidSequence: Bool
+    let isRowidSequence: Bool
+    /// The sequence is an `INTEGER PRIMARY KEY AUTOINCREMENT`: SQLite never hands a value out
+    /// twice, and `sqlite_sequence` remembers the highest one even when every row is deleted.
+    var isAutoincrement: Bool { isRowidSequence && tableSQL.uppercased().contains("AUTOINCREMENT") }
     private var pageStatement: Statement?
     var tableLiteral: [UInt8] = []
 
@@ -165,10 +168,10 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
     public func warnings() async throws -> [String] {
         if !isRowidSequence {
             return [
-                "\(settings.path): table \(settings.table) uses \(settings.sequenceColumn) as its sequence, a column SQLite does not assign: values the application chooses can commit out of order, and a row committed behind the last 10,000 rows read is never read. Use the table's INTEGER PRIMARY KEY AUTOINCREMENT."
+                "\(settings.path): table \(settings.table) uses \(settings.sequenceColumn) as its sequence, a column SQLite does not assign: values the application chooses can commit out of order, and a row committed more than about 5,000 rows behind the newest row read is never read. Use the table's INTEGER PRIMARY KEY AUTOINCREMENT."
             ]
         }
-        if isRowidSequence && !tableSQL.uppercased().contains("AUTOINCREMENT") {
+        if isRowidSequence && !isAutoincrement {
             return [
                 "\(settings.path): table \(settings.table) uses its rowid as the sequence without AUTOINCREMENT: after its newest rows are deleted or a VACUUM, SQLite can hand out rowids again, and the job then stops until a new epoch. Declare the key INTEGER PRIMARY KEY AUTOINCREMENT."
             ]
@@ -262,6 +265,15 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         let highest = try highestSequence()
         if let highest, highest >= cursor { return try checkSealedFacts(token, cursor: cursor) }
         if highest == nil && cursor <= 0 { return }
+        // The newest rows were deleted (a drained outbox): AUTOINCREMENT still remembers the
+        // values it handed out, and hands out none of them again.
+        if isAutoincrement,
+            let allocated = try db({
+                try $0.scalarInt("SELECT seq FROM sqlite_sequence WHERE name = '\(settings.table)' COLLATE NOCASE")
+            }), allocated >= cursor
+        {
+            return try checkSealedFacts(token, cursor: cursor)
+        }
         throw FeedArchiveError.data(
             path: settings.path,
             message:
@@ -296,23 +308,29 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         return try db { try $0.scalarInt("SELECT count(*) FROM \(table) WHERE \(seq) > ?1", [cursor]) }
     }
 
-    /// The page query, prepared once: sequence, document, then the optional columns.
-    private func pageQuery() throws -> Statement {
-        if let pageStatement { return pageStatement }
+    /// The columns a change is read from: sequence, document, then the optional columns (what
+    /// `encodeEnvelope` expects). Without a document column the document is the row as a JSON
+    /// object of its first `wholeRowColumns` columns (all of them by default).
+    func changeColumnsSQL(wholeRowColumns: Int? = nil) -> String {
         let document: String
         if let column = settings.documentColumn {
             document = quoted(column)
         } else {
-            let pairs = columnNames.map { name in
+            let pairs = columnNames.prefix(wholeRowColumns ?? columnCount).map { name in
                 "'\(name.replacingOccurrences(of: "'", with: "''"))', CASE WHEN typeof(\(quoted(name))) = 'blob' THEN hex(\(quoted(name))) ELSE \(quoted(name)) END"
             }
             document = "json_object(\(pairs.joined(separator: ", ")))"
         }
         let optional = [settings.keyColumn, settings.timestampColumn, settings.opColumn, settings.partitionColumn]
             .map { $0.map(quoted) ?? "NULL" }
-        let sql =
-            "SELECT \(seq), \(document), \(optional.joined(separator: ", ")) FROM \(table) WHERE \(seq) > ?1 AND \(seq) <= ?2 ORDER BY \(seq) LIMIT ?3"
-        let statement = try database.prepare(sql)
+        return "\(seq), \(document), \(optional.joined(separator: ", "))"
+    }
+
+    /// The page query, prepared once.
+    private func pageQuery() throws -> Statement {
+        if let pageStatement { return pageStatement }
+        let statement = try database.prepare(
+            "SELECT \(changeColumnsSQL()) FROM \(table) WHERE \(seq) > ?1 AND \(seq) <= ?2 ORDER BY \(seq) LIMIT ?3")
         pageStatement = statement
         return statement
     }
@@ -368,7 +386,7 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
             let start = bytes.count
             let knownOp = encodeEnvelope(
                 statement, sequence: sequence, position: position, timestamp: ts,
-                unconvertedTime: time.micros == nil && !statement.isNull(3), into: &bytes)
+                unconvertedTime: ts == nil && !statement.isNull(3), into: &bytes)
             if !knownOp {
                 noteRow(
                     "\(settings.path): table \(settings.table), \(settings.sequenceColumn) \(sequence): \(settings.opColumn ?? "") '\(statement.string(4) ?? "")' names no op (c, u, d, r, t, w, insert, create, update, delete); archived as op c with the value in source.op_unconverted"

@@ -30,6 +30,8 @@ struct Batcher {
         var minTs: Int64?
         var maxTs: Int64?
         var lastCursor: String?
+        /// The envelope of the batch's last change, for the source's `seal`.
+        var lastLine: ArraySlice<UInt8> = []
         var fromToken: String
     }
     var open: Open?
@@ -106,6 +108,7 @@ struct Batcher {
         open!.records += 1
         open!.last = record.position
         open!.lastCursor = record.cursor
+        open!.lastLine = record.line
         if let ts = record.timestamp {
             open!.minTs = min(open!.minTs ?? ts, ts)
             open!.maxTs = max(open!.maxTs ?? ts, ts)
@@ -129,7 +132,7 @@ struct Batcher {
         do {
             next = try await source.seal(
                 token.advancing(batch.partition, to: cursor), previous: token, partition: batch.partition,
-                records: batch.records)
+                records: batch.records, lastLine: batch.lastLine)
             try await settle(summary: &summary)
         } catch {
             batch.writer.abort(fs: archive.fs)

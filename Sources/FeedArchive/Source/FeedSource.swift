@@ -158,10 +158,14 @@ public protocol FeedSource: AnyObject {
     /// The token a batch ends on (`token`, advanced past the batch's last change), completed
     /// with facts the source checks the next run against in `checkContinuity` (SQLite: what
     /// identifies the row at the cursor, and how many rows the reads behind it found).
-    /// `previous` is the token the batch started from; `records`, the changes it holds.
+    /// `previous` is the token the batch started from; `records`, the changes it holds;
+    /// `lastLine`, the envelope of its last change as it was read (facts come from what was
+    /// read, not from a second look that could see a later state).
     /// Called once per batch, before its commit. Default: `token` unchanged.
-    func seal(_ token: ContinuationToken, previous: ContinuationToken, partition: String, records: Int64) async throws
-        -> ContinuationToken
+    func seal(
+        _ token: ContinuationToken, previous: ContinuationToken, partition: String, records: Int64,
+        lastLine: ArraySlice<UInt8>
+    ) async throws -> ContinuationToken
     /// The cursors of the feed head now, per partition: the run's stop target.
     func head(for token: ContinuationToken) async throws -> [String: String]
     /// The next page of `partition` after `cursor`, not past `head`; empty when caught up, or
@@ -202,9 +206,10 @@ extension FeedSource {
     public func warnings() async throws -> [String] { [] }
     public func drainWarnings() async -> [String] { [] }
     public var archiveShape: [String: String] { [:] }
-    public func seal(_ token: ContinuationToken, previous: ContinuationToken, partition: String, records: Int64)
-        async throws -> ContinuationToken
-    { token }
+    public func seal(
+        _ token: ContinuationToken, previous: ContinuationToken, partition: String, records: Int64,
+        lastLine: ArraySlice<UInt8>
+    ) async throws -> ContinuationToken { token }
     public func checkRetained(from token: ContinuationToken) async throws {}
     public func acknowledge(_ token: ContinuationToken) async throws {}
     public func prefetch() async {}

@@ -21,9 +21,10 @@ extension PostgresSource {
         return timeline
     }
 
-    public func seal(_ token: ContinuationToken, previous: ContinuationToken, partition: String, records: Int64)
-        async throws -> ContinuationToken
-    {
+    public func seal(
+        _ token: ContinuationToken, previous: ContinuationToken, partition: String, records: Int64,
+        lastLine: ArraySlice<UInt8>
+    ) async throws -> ContinuationToken {
         var sealed = token
         sealed.extra["tli"] = String(try await currentTimeline())
         return sealed
