@@ -31,18 +31,18 @@ import Testing
         #expect("\(error.map { "\($0)" } ?? "")".contains("inside the archive of job a"))
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/lake/a/data/b"))
 
-        // An archive that is already there (made by an older version) is not swept into a's quarantine.
+        // An archive that is already there (made by an older version): a's runs never touch a
+        // file no line of theirs names, so nothing moves; a's verify refuses to walk into it.
         try FileManager.default.createDirectory(
             atPath: dir.path + "/lake/a/data/b/_feedarchive", withIntermediateDirectories: true)
         try Data("{}".utf8).write(to: URL(fileURLWithPath: dir.path + "/lake/a/data/b/_feedarchive/job.json"))
         sourceA.append()
-        let refused = await #expect(throws: FeedArchiveError.self) {
-            _ = try await ArchiveRunner(job: a, source: sourceA).run(RunOptions())
-        }
-        #expect(refused?.exitCode == 78)
-        #expect("\(refused.map { "\($0)" } ?? "")".contains("data/b"))
+        #expect(try await ArchiveRunner(job: a, source: sourceA).run(RunOptions()).records == 1)
         #expect(FileManager.default.fileExists(atPath: dir.path + "/lake/a/data/b/_feedarchive/job.json"))
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/lake/a/_feedarchive/quarantine"))
+        let refused = #expect(throws: FeedArchiveError.self) { _ = try Verifier(job: a).verify(deep: false) }
+        #expect(refused?.exitCode == 78)
+        #expect("\(refused.map { "\($0)" } ?? "")".contains("data/b"))
     }
 
     @Test func aSymlinkInsideTheArchiveIsNeverFollowed() async throws {
@@ -56,13 +56,26 @@ import Testing
         try Data("keep me".utf8).write(to: URL(fileURLWithPath: outside + "/file.txt"))
         try FileManager.default.createSymbolicLink(atPath: dir.path + "/lake/a/data/link", withDestinationPath: outside)
 
+        // A run never walks data/, so the link is not followed; verify refuses it.
         source.append()
-        let error = await #expect(throws: FeedArchiveError.self) {
+        #expect(try await ArchiveRunner(job: a, source: source).run(RunOptions()).records == 1)
+        #expect(FileManager.default.fileExists(atPath: outside + "/file.txt"))
+        let error = #expect(throws: FeedArchiveError.self) { _ = try Verifier(job: a).verify(deep: false) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("symbolic link"))
+        try FileManager.default.removeItem(atPath: dir.path + "/lake/a/data/link")
+
+        // A folder blobs go into that is a link: refused before anything is written there.
+        let dateFolder = dir.path + "/lake/a/data"
+        try FileManager.default.moveItem(atPath: dateFolder, toPath: outside + "/moved")
+        try FileManager.default.createSymbolicLink(atPath: dateFolder, withDestinationPath: outside + "/moved")
+        source.append()
+        let linked = await #expect(throws: FeedArchiveError.self) {
             _ = try await ArchiveRunner(job: a, source: source).run(RunOptions())
         }
-        #expect("\(error.map { "\($0)" } ?? "")".contains("symbolic link"))
-        #expect(FileManager.default.fileExists(atPath: outside + "/file.txt"))
-        try FileManager.default.removeItem(atPath: dir.path + "/lake/a/data/link")
+        #expect(linked?.exitCode == 65)
+        #expect("\(linked.map { "\($0)" } ?? "")".contains("symbolic link"))
+        try FileManager.default.removeItem(atPath: dateFolder)
+        try FileManager.default.moveItem(atPath: outside + "/moved", toPath: dateFolder)
 
         // The lock file as a symlink: refused, and the file it points to is not truncated.
         let lock = dir.path + "/lake/a/_feedarchive/lock"
@@ -76,6 +89,7 @@ import Testing
         try FileManager.default.removeItem(atPath: lock)
         let summary = try await ArchiveRunner(job: a, source: source).run(RunOptions())
         #expect(summary.records == 1)
+        #expect(try Verifier(job: a).verify(deep: true).isClean)
     }
 
     @Test func quarantineFoldersNeverOverwriteAnEarlierOne() async throws {
@@ -84,16 +98,16 @@ import Testing
         let source = InMemorySource()
         source.append()
         _ = try await ArchiveRunner(job: a, source: source).run(RunOptions())
-        let data = dir.path + "/lake/a/data"
+        let temp = dir.path + "/lake/a/_feedarchive/tmp"
         var folders: Set<String> = []
         for round in 0..<3 {
-            try Data("stray \(round)".utf8).write(to: URL(fileURLWithPath: data + "/0_000.tmp"))
+            try Data("stray \(round)".utf8).write(to: URL(fileURLWithPath: temp + "/0_000.tmp"))
             // Recoveries in the same second by the same process: the run id repeats.
             let archive = JobArchive(job: a)
             let lock = try archive.openForWriting()
             let report = try archive.recover()
             lock.release()
-            #expect(report.quarantined == ["data/0_000.tmp"])
+            #expect(report.quarantined == ["_feedarchive/tmp/0_000.tmp"])
             folders = Set(
                 try FileManager.default.contentsOfDirectory(atPath: dir.path + "/lake/a/_feedarchive/quarantine"))
         }
@@ -102,7 +116,7 @@ import Testing
         for folder in folders {
             kept.append(
                 try String(
-                    contentsOfFile: dir.path + "/lake/a/_feedarchive/quarantine/\(folder)/data/0_000.tmp",
+                    contentsOfFile: dir.path + "/lake/a/_feedarchive/quarantine/\(folder)/_feedarchive/tmp/0_000.tmp",
                     encoding: .utf8))
         }
         #expect(kept.sorted() == ["stray 0", "stray 1", "stray 2"])

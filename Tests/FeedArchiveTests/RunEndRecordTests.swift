@@ -25,7 +25,7 @@ import Testing
         // When last_run.json's temp file is created, try to take the lock as another run would.
         let lockedWhileRecording = Mutex<[Bool]>([])
         let fs = FaultInjectingFileSystem(
-            failing ? [.init(.create, pathContains: "/data/", errno: ENOSPC, sticky: true)] : [],
+            failing ? [.init(.create, pathContains: "/_feedarchive/tmp/", errno: ENOSPC, sticky: true)] : [],
             beforeOperation: { operation, path in
                 guard operation == .create, path.hasSuffix("last_run.json.tmp") else { return }
                 let held: Bool

@@ -10,8 +10,8 @@ import Testing
 @Suite struct StorageFaultTests {
     static let faults: [(String, FaultInjectingFileSystem.Fault)] = [
         ("disk full writing a blob", .init(.write, pathContains: ".tmp", skip: 1)),
-        ("fsync of a blob fails", .init(.sync, pathContains: "/data/", errno: EIO, skip: 1)),
-        ("rename of a blob fails", .init(.rename, pathContains: "/data/", errno: EACCES, skip: 1)),
+        ("fsync of a blob fails", .init(.sync, pathContains: "/_feedarchive/tmp/", errno: EIO, skip: 1)),
+        ("rename of a blob fails", .init(.rename, pathContains: "/_feedarchive/tmp/", errno: EACCES, skip: 1)),
         ("fsync of a blob directory fails", .init(.syncDirectory, pathContains: "/hour=", errno: EIO, skip: 1)),
         ("disk full appending the manifest", .init(.write, pathContains: "/manifest/", skip: 2)),
         ("fsync of the manifest fails", .init(.sync, pathContains: "/manifest/", errno: EIO, skip: 2)),
@@ -64,13 +64,21 @@ import Testing
         let source = InMemorySource()
         for index in 0..<30 { source.append(timestamp: baseTime + Int64(index / 5) * hour) }  // one hour folder per blob
         let deleted = Mutex(0)
+        let data = dir.path + "/lake/mem/data"
         let fs = FaultInjectingFileSystem { operation, path in
-            guard operation == .sync, path.hasSuffix(".tmp"), path.contains("/data/") else { return }
+            guard operation == .sync, path.hasSuffix(".tmp"), path.contains("/_feedarchive/tmp/") else { return }
             if deleted.withLock({
                 $0 += 1
                 return $0
             }) == 3 {
-                try? FileManager.default.removeItem(atPath: parentDirectory(of: path))
+                // The folders of blobs not yet renamed into place are the empty ones.
+                let files = FileManager.default
+                for date in (try? files.contentsOfDirectory(atPath: data)) ?? [] {
+                    for hour in (try? files.contentsOfDirectory(atPath: data + "/" + date)) ?? []
+                    where (try? files.contentsOfDirectory(atPath: data + "/" + date + "/" + hour))?.isEmpty == true {
+                        try? files.removeItem(atPath: data + "/" + date + "/" + hour)
+                    }
+                }
             }
         }
         await #expect {

@@ -11,16 +11,20 @@ public struct Checkpoint: Codable, Equatable, Sendable {
     public var manifestSeq: Int64
     public var manifestHash: String
     public var updatedAt: String
+    /// The blob lines up to `manifestSeq`, summed, so `status` need not read the manifest.
+    /// Absent in checkpoints written before it was kept.
+    public var totals: ArchiveTotals?
 
     enum CodingKeys: String, CodingKey {
-        case format, token
+        case format, token, totals
         case manifestSeq = "manifest_seq"
         case manifestHash = "manifest_hash"
         case updatedAt = "updated_at"
     }
 
-    public init(token: String, manifestSeq: Int64, manifestHash: String) {
+    public init(token: String, manifestSeq: Int64, manifestHash: String, totals: ArchiveTotals? = nil) {
         self.format = Self.format
+        self.totals = totals
         self.token = token
         self.manifestSeq = manifestSeq
         self.manifestHash = manifestHash

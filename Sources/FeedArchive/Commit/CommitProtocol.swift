@@ -23,9 +23,17 @@ extension JobArchive {
     /// Creates the job's folders (fsyncing each new one into its parent) and takes the lock.
     public func openForWriting() throws -> JobLock {
         try checkNotInsideAnotherArchive()
+        if fs.entryKind(layout.dataDirectory + "/_feedarchive") != nil {
+            throw FeedArchiveError.badJobFile(
+                place: layout.dataDirectory,
+                message:
+                    "another job's archive lies in the data folder of job \(jobName) (a job named data with archive.root \(layout.jobRoot)): their files would mix. Nothing was changed; give that job an archive.root outside \(layout.jobRoot)"
+            )
+        }
         try createDirectories(layout.metaDirectory)
         try createDirectories(layout.manifestDirectory)
         try createDirectories(layout.dataDirectory)
+        try createDirectories(layout.tempDirectory)
         let lock = try JobLock(path: layout.lockFile, mode: settings.fileMode)
         // Folders an earlier, killed run created may not be in their parents on disk yet.
         try fs.syncDirectory(parentDirectory(of: layout.jobRoot))
@@ -36,15 +44,15 @@ extension JobArchive {
 
     // MARK: 5. The blob's temp file, in its final folder
 
-    /// Creates the folder of a blob (durably) and its temp file `<part>_<firstPos>.tmp`: the
-    /// final name holds the last position, which is known only when the batch ends.
+    /// Creates the folder of a blob (durably) and its temp file `_feedarchive/tmp/<part>_<firstPos>.tmp`
+    /// (the final name holds the last position, known only when the batch ends; recovery lists
+    /// that one folder for the temp files of a killed run).
     func beginBlob(
         relativeDirectory: String, partition: String, first: Position, compression: Compression, level: Int,
         workers: Int
     ) throws -> BlobWriter {
-        let directory = layout.absolute(relativeDirectory)
-        try createDirectories(directory)
-        let temp = directory + "/" + sanitizePathComponent(partition) + "_" + first.rawValue + ".tmp"
+        try createDirectories(layout.absolute(relativeDirectory))
+        let temp = layout.tempDirectory + "/" + sanitizePathComponent(partition) + "_" + first.rawValue + ".tmp"
         return try BlobWriter(
             fs: fs, tempPath: temp, compression: compression, level: level, workers: workers, mode: settings.fileMode)
     }
@@ -80,13 +88,13 @@ extension JobArchive {
     /// Returns the relative path the blob was placed at.
     func placeBlob(_ writer: BlobWriter, result: BlobWriter.Result, relativePath: String) throws -> String {
         var relativePath = relativePath
-        if let existing = manifest.blob(named: relativePath), existing.sha256 != result.sha256 {
+        if let existing = try takenBlob(relativePath), existing.sha256 != result.sha256 {
             let name = relativePath.lastIndex(of: "/").map { relativePath.index(after: $0) } ?? relativePath.startIndex
             let dot = relativePath[name...].firstIndex(of: ".") ?? relativePath.endIndex
             relativePath = relativePath[..<dot] + "-" + result.sha256.prefix(8) + relativePath[dot...]
         }
         let final = layout.absolute(relativePath)
-        if let existing = manifest.blob(named: relativePath) {
+        if let existing = try takenBlob(relativePath) {
             guard existing.sha256 == result.sha256 else {
                 try fs.remove(writer.tempPath)
                 throw FeedArchiveError.data(
@@ -103,11 +111,51 @@ extension JobArchive {
                 try fs.syncDirectory(parentDirectory(of: final))
             }
         } else {
+            try notePlacing(relativePath)
             try fs.rename(writer.tempPath, to: final)
             try fs.syncDirectory(parentDirectory(of: final))
         }
         try makeDirectoryChainDurable(parentDirectory(of: final))
         return relativePath
+    }
+
+    /// The committed line naming `path` when the name is taken. The whole manifest is read
+    /// only when a file is there that the lines read do not name (a re-read of a range an
+    /// older blob holds): a name not taken costs one `lstat`.
+    func takenBlob(_ path: String) throws -> ManifestEntry? {
+        if let entry = manifest.blob(named: path) { return entry }
+        guard fs.entryKind(layout.absolute(path)) != nil else { return nil }
+        return try committedBlob(named: path)
+    }
+
+    /// The last line naming `path` in the whole manifest (read now if only its tail was).
+    func committedBlob(named path: String) throws -> ManifestEntry? {
+        if let entry = manifest.blob(named: path) { return entry }
+        guard !manifest.isComplete else { return nil }
+        let (whole, damage) = try store.read()
+        guard whole.tailSeq == manifest.tailSeq, whole.tailHash == manifest.tailHash else {
+            throw FeedArchiveError.data(
+                path: damage?.file ?? layout.manifestDirectory,
+                message:
+                    "the manifest is damaged before the lines this command read\(damage.map { " (line \($0.line): \($0.message))" } ?? "")",
+                hint: "run `feedarchive verify \(jobName)` for the full picture and restore the manifest from a copy")
+        }
+        manifest = whole
+        return manifest.blob(named: path)
+    }
+
+    /// Records the blob about to be renamed into place and the line that will name it, for
+    /// the recovery of a run killed between the two. Not fsynced: a killed process leaves it
+    /// in the page cache; after a crash of the machine, `verify` finds such a blob.
+    func notePlacing(_ relativePath: String) throws {
+        let file = try fs.create(layout.placingFile, mode: settings.fileMode)
+        do {
+            try Array("\(manifest.tailSeq + 1) \(relativePath)\n".utf8).withUnsafeBytes { try file.write($0) }
+            try file.close()
+        } catch {
+            try? file.close()
+            throw error
+        }
     }
 
     // MARK: 7–8. Lines without a blob
@@ -164,9 +212,26 @@ extension JobArchive {
     /// Replaces checkpoint.json (temp file, fsync, rename, fsync folder) with `token`, tied to
     /// the manifest's last line.
     func writeCheckpoint(token: String) throws {
-        let next = Checkpoint(token: token, manifestSeq: manifest.tailSeq, manifestHash: manifest.tailHash)
+        let next = Checkpoint(
+            token: token, manifestSeq: manifest.tailSeq, manifestHash: manifest.tailHash, totals: try totalsAtTail())
         try next.write(to: layout.checkpointFile, fs: fs, mode: settings.fileMode)
         checkpoint = next
+    }
+
+    /// The blob lines summed up to the manifest's tail: the checkpoint's totals plus the lines
+    /// read after it, or the whole manifest once, for a checkpoint written without them.
+    public func totalsAtTail() throws -> ArchiveTotals {
+        if let checkpoint, let totals = checkpoint.totals, checkpoint.manifestSeq >= manifest.baseSeq,
+            checkpoint.manifestSeq <= manifest.tailSeq
+        {
+            var sum = totals
+            for entry in manifest.entries.reversed() {
+                guard entry.seq > checkpoint.manifestSeq else { break }
+                sum.add(entry)
+            }
+            return sum
+        }
+        return ArchiveTotals(manifest.isComplete ? manifest : try store.read().0)
     }
 
     // MARK: 9. Acknowledge
@@ -182,8 +247,31 @@ extension JobArchive {
 
     /// Creates a directory and makes each directory it created durable in its parent.
     public func createDirectories(_ path: String) throws {
+        guard !existingDirectories.contains(path) else { return }
+        try refuseLinks(on: path)
         for created in try fs.createDirectories(path, mode: settings.directoryMode) {
             try fs.syncDirectory(parentDirectory(of: created))
+        }
+        existingDirectories.insert(path)
+    }
+
+    /// Refuses (65) a folder of the archive reached through a symbolic link: what the job
+    /// writes stays inside its archive. One `lstat` per level, once per folder per command.
+    func refuseLinks(on path: String) throws {
+        guard path.hasPrefix(layout.jobRoot + "/") else { return }
+        var current = layout.jobRoot
+        for component in path.dropFirst(layout.jobRoot.count + 1).split(separator: "/") {
+            current += "/" + component
+            switch fs.entryKind(current) {
+            case .symbolicLink:
+                throw FeedArchiveError.data(
+                    path: current,
+                    message:
+                        "a symbolic link inside the archive: feedarchive never follows links inside a job's archive (it would write, and verify read, files outside it)",
+                    hint: "nothing was changed; move the link out of \(layout.jobRoot)")
+            case nil: return
+            default: continue
+            }
         }
     }
 

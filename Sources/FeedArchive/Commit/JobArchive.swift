@@ -18,6 +18,8 @@ public final class JobArchive {
     public internal(set) var identity: JobIdentity?
     /// Folders whose entry in their parent this command has fsynced.
     var durableDirectories: Set<String> = []
+    /// Folders this command created or found, so a blob costs no `stat` of its folder.
+    var existingDirectories: Set<String> = []
 
     public init(job: JobConfig, fs: any FileSystem = PosixFileSystem()) {
         self.layout = ArchiveLayout(root: job.archive.root, job: job.name)
@@ -42,10 +44,26 @@ public final class JobArchive {
         return damage
     }
 
+    /// Reads job.json, the checkpoint and the manifest from the checkpoint's line on, without
+    /// changing anything (status): the same cost after years as in the first week. The whole
+    /// manifest when the checkpoint does not hold the totals.
+    public func loadTail() throws -> ManifestDamage? {
+        identity = try JobIdentity.load(from: layout.identityFile, fs: fs)
+        checkpoint = try Checkpoint.load(from: layout.checkpointFile, fs: fs)
+        let (manifest, damage) =
+            if let checkpoint, checkpoint.totals != nil {
+                try store.readTail(from: checkpoint.manifestSeq)
+            } else {
+                try store.read()
+            }
+        self.manifest = manifest
+        return damage
+    }
+
     /// SHA-256 of manifest line `seq` (the next line's `prev`, or the tail hash).
     func hashOfLine(_ seq: Int64) -> String? {
-        guard seq >= 1, seq <= manifest.tailSeq else { return nil }
-        return seq == manifest.tailSeq ? manifest.tailHash : manifest.entries[Int(seq)].prev
+        guard seq >= max(1, manifest.baseSeq), seq <= manifest.tailSeq else { return nil }
+        return seq == manifest.tailSeq ? manifest.tailHash : manifest.entries[Int(seq - manifest.baseSeq)].prev
     }
 
     /// Every file under data/, relative to the job root. Refuses, rather than walks into, a
@@ -170,7 +188,8 @@ public final class JobArchive {
                 // An archive made before job.json recorded its shape: what it does record (the
                 // time zone) and the blobs it holds must agree with the settings now.
                 var known = ["archive.time_zone": identity.timeZone]
-                if let blob = manifest.entries.last(where: { $0.kind == .blob })?.path,
+                let lines = manifest.isComplete ? manifest.entries : try store.read().0.entries
+                if let blob = lines.last(where: { $0.kind == .blob })?.path,
                     let compression = Compression.of(path: blob)
                 {
                     known["archive.compression"] = compression.rawValue

@@ -131,13 +131,19 @@ public struct Manifest: Sendable {
 
     public init() {}
 
-    /// Lines in order; appended only through `appended(_:)` so the path index stays true.
+    /// Lines in order; appended only through `appended(_:)` so the path index stays true. A
+    /// writing command reads only the tail (`ManifestStore.readTail`): then the lines start
+    /// after `baseSeq`.
     public internal(set) var entries: [ManifestEntry] = []
+    /// The seq of the line before `entries[0]`: 0 when the whole manifest was read.
+    public internal(set) var baseSeq: Int64 = 0
+    /// True when `entries` holds every line.
+    public var isComplete: Bool { baseSeq == 0 }
     /// Blob path to the index of its last line, built on first use and kept up to date by
     /// `ManifestStore.append`: a commit must not scan the whole manifest.
     private var pathIndex: [String: Int]?
 
-    /// The last blob line naming `path`.
+    /// The last blob line naming `path`, among the lines read.
     public mutating func blob(named path: String) -> ManifestEntry? {
         if pathIndex == nil {
             var index: [String: Int] = [:]
@@ -155,7 +161,7 @@ public struct Manifest: Sendable {
     }
     /// SHA-256 of the last line (the chain head).
     public var tailHash: String = Manifest.zeroHash
-    public var tailSeq: Int64 { entries.last?.seq ?? 0 }
+    public var tailSeq: Int64 { entries.last?.seq ?? baseSeq }
 
     public static func segmentName(forSeq seq: Int64) -> String {
         zeroPadded(UInt64((seq - 1) / segmentLines + 1), width: 8) + ".jsonl"
@@ -202,15 +208,45 @@ public struct ManifestStore: Sendable {
     /// Reads every line, checking JSON, sequence numbers and the hash chain. Stops at the first
     /// bad line and reports it; the lines before it are returned.
     public func read() throws -> (Manifest, ManifestDamage?) {
-        var manifest = Manifest()
+        try read(files: try segments()[...], from: 1)
+    }
+
+    /// Reads the lines from `seq` on, as a writing command needs them: what its checkpoint names
+    /// and what was committed after it. The cost follows the segment that holds `seq` (at most
+    /// `Manifest.segmentLines` lines, only the tail of it decoded), not the manifest's length;
+    /// the lines before `seq` are verify's to check. Reads everything when `seq` is not in a
+    /// segment (the manifest ends before it: the full read says where).
+    public func readTail(from seq: Int64) throws -> (Manifest, ManifestDamage?) {
         let files = try segments()
+        guard seq > 1, let start = files.firstIndex(of: Manifest.segmentName(forSeq: seq)) else {
+            return try read(files: files[...], from: 1)
+        }
+        let (manifest, damage) = try read(files: files[start...], from: seq)
+        if manifest.entries.first?.seq != seq { return try read(files: files[...], from: 1) }
+        return (manifest, damage)
+    }
+
+    /// Reads `files` (a run of segments through the last), skipping the lines before `seq` in
+    /// the first one. The first line read is trusted as the chain's start when `seq` > 1.
+    private func read(files: ArraySlice<String>, from seq: Int64) throws -> (Manifest, ManifestDamage?) {
+        var manifest = Manifest()
+        manifest.baseSeq = seq - 1
         let decoder = JSONDecoder()
-        for (fileIndex, name) in files.enumerated() {
+        for (fileIndex, name) in zip(files.indices, files) {
             let path = directory + "/" + name
             let bytes = try fs.read(path) ?? []
             var lineStart = 0
             var lineNumber = 0
-            let isLastFile = fileIndex == files.count - 1
+            let isLastFile = fileIndex == files.endIndex - 1
+            if fileIndex == files.startIndex && seq > 1 {
+                // Skip to the line of `seq`: lines are numbered from the segment's first seq.
+                let skip = Int((seq - 1) % Manifest.segmentLines)
+                while lineNumber < skip, let newline = bytes[lineStart...].firstIndex(of: 0x0A) {
+                    lineStart = newline + 1
+                    lineNumber += 1
+                }
+                if lineNumber < skip { return (manifest, nil) }
+            }
             while lineStart < bytes.count {
                 lineNumber += 1
                 let newline = bytes[lineStart...].firstIndex(of: 0x0A)
@@ -233,6 +269,9 @@ public struct ManifestStore: Sendable {
                 }
                 if entry.seq != manifest.tailSeq + 1 {
                     return (manifest, damage("seq \(entry.seq) follows seq \(manifest.tailSeq)"))
+                }
+                if manifest.entries.isEmpty && manifest.baseSeq > 0 {
+                    manifest.tailHash = entry.prev  // the chain before `seq` is verify's to check
                 }
                 if entry.prev != manifest.tailHash {
                     return (

@@ -25,10 +25,21 @@ public struct RecoveryReport: Sendable {
 
 extension JobArchive {
     /// DESIGN.md "Recovery", the archive side: torn tail, checkpoint against manifest, strays.
-    public func recover() throws -> RecoveryReport {
+    ///
+    /// Reads the manifest from the line the checkpoint names on (`readingWholeManifest`: all
+    /// of it, for a backfill that resumes its lineage), so a run costs the same in the first
+    /// week and after years. Damage before that line, and strays a crash of the machine left
+    /// unnamed, are verify's to find.
+    public func recover(readingWholeManifest: Bool = false) throws -> RecoveryReport {
         var report = RecoveryReport()
         identity = try JobIdentity.load(from: layout.identityFile, fs: fs)
-        let (manifest, damage) = try store.read()
+        let saved = try Checkpoint.load(from: layout.checkpointFile, fs: fs)
+        let (manifest, damage) =
+            if let saved, !readingWholeManifest {
+                try store.readTail(from: saved.manifestSeq)
+            } else {
+                try store.read()
+            }
         self.manifest = manifest
         if let damage, !damage.isTornTail {
             throw FeedArchiveError.data(
@@ -39,7 +50,7 @@ extension JobArchive {
             )
         }
         // Check everything before changing anything: a refusal must leave the archive as it was.
-        checkpoint = try Checkpoint.load(from: layout.checkpointFile, fs: fs)
+        checkpoint = saved
         let tail = manifest.tailSeq
         if let checkpoint {
             if checkpoint.manifestSeq > tail {
@@ -69,7 +80,7 @@ extension JobArchive {
         }
         try store.syncTail()  // what we now trust as committed must be on disk
         if tail > 0 && (checkpoint?.manifestSeq ?? 0) < tail {
-            guard let token = manifest.liveToken else {
+            guard let token = manifest.liveToken ?? (manifest.isComplete ? nil : checkpoint?.token) else {
                 throw FeedArchiveError.data(
                     path: layout.manifestDirectory, message: "the manifest has no live line to start from")
             }
@@ -81,13 +92,19 @@ extension JobArchive {
         return report
     }
 
-    /// Moves `.tmp` files and blobs no manifest line names into `quarantine/<run>/`.
+    /// Moves temp files, and the blob a killed run renamed into place but never named in the
+    /// manifest, into `quarantine/<run>/`. Lists two small folders and reads one small file:
+    /// `data/` is not walked (verify does that).
     func quarantineStrays() throws -> [String] {
-        let named = Set(manifest.entries.compactMap(\.path))
-        var strays = try dataFiles().filter { !named.contains($0) }
+        var strays: [String] = []
+        for name in try fs.list(layout.tempDirectory) ?? [] {
+            strays.append("_feedarchive/tmp/" + name)
+        }
         for name in try fs.list(layout.metaDirectory) ?? [] where name.hasSuffix(".tmp") {
             strays.append("_feedarchive/" + name)
         }
+        let placing = try uncommittedPlacement()
+        if let placing { strays.append(placing) }
         // A folder of its own: run ids can repeat (a fixed pid in a container, a clock step).
         var folder = runID
         var attempt = 1
@@ -102,6 +119,24 @@ extension JobArchive {
             try fs.syncDirectory(parentDirectory(of: target))
             try fs.syncDirectory(parentDirectory(of: layout.absolute(relative)))
         }
+        if placing != nil { try fs.remove(layout.placingFile) }
         return strays
+    }
+
+    /// The blob `_feedarchive/placing` names when no manifest line names it and it is there:
+    /// a run renamed it into place and died before its line was committed.
+    private func uncommittedPlacement() throws -> String? {
+        guard let bytes = try fs.read(layout.placingFile), let text = String(validating: bytes, as: UTF8.self),
+            let space = text.firstIndex(of: " "), let seq = Int64(text[..<space])
+        else { return nil }
+        let path = String(text[text.index(after: space)...]).trimmingCharacters(in: .newlines)
+        guard path.hasPrefix("data/"), !path.contains("/../"), fs.entryKind(layout.absolute(path)) == .file else {
+            return nil
+        }
+        // Handled by an earlier recovery, or committed before the lines read.
+        if seq <= manifest.baseSeq { return nil }
+        if seq <= manifest.tailSeq, manifest.entries[Int(seq - manifest.baseSeq - 1)].path == path { return nil }
+        // Another line may name the same file (a re-read that found the same bytes there).
+        return try committedBlob(named: path) != nil ? nil : path
     }
 }

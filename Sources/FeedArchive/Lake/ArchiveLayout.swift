@@ -17,6 +17,12 @@ public struct ArchiveLayout: Sendable {
     public var lockFile: String { metaDirectory + "/lock" }
     public var lastRunFile: String { metaDirectory + "/last_run.json" }
     public var quarantineDirectory: String { metaDirectory + "/quarantine" }
+    /// Temp files of blobs being written; recovery finds a killed run's here without walking
+    /// `data/`.
+    public var tempDirectory: String { metaDirectory + "/tmp" }
+    /// `SEQ PATH`: the blob about to be renamed into place and the manifest line that will
+    /// name it, so recovery finds a blob renamed by a run killed before its commit.
+    public var placingFile: String { metaDirectory + "/placing" }
 
     /// Path of a blob relative to the job root.
     public func blobRelativePath(

@@ -111,14 +111,14 @@ public struct PosixFileSystem: FileSystem {
     }
 
     public func create(_ path: String, mode: mode_t) throws -> any WritableFile {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
         if fd < 0 { throw Self.fail("create", path) }
         _ = fchmod(fd, mode)
         return PosixFile(fd: fd, path: path, startsWriteback: true)
     }
 
     public func openForAppend(_ path: String, mode: mode_t) throws -> any WritableFile {
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, mode)
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, mode)
         if fd < 0 { throw Self.fail("open for append", path) }
         return PosixFile(fd: fd, path: path)
     }

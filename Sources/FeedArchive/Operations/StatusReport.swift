@@ -36,11 +36,11 @@ public struct StatusReport {
     /// not thrown: status must work when the source is down.
     public init(job: JobConfig, source: SourceProvider, fs: any FileSystem = PosixFileSystem()) async throws {
         let archive = JobArchive(job: job, fs: fs)
-        damage = try archive.load()
+        damage = try archive.loadTail()
         self.job = job.name
         jobFile = job.file
         archiveRoot = archive.layout.jobRoot
-        totals = ArchiveTotals(archive.manifest)
+        totals = try archive.totalsAtTail()
         manifestSeq = archive.manifest.tailSeq
         checkpoint = archive.checkpoint
         lastRun = RunRecord.load(archive.layout, fs: fs)

@@ -48,7 +48,7 @@ public struct ArchiveRunner {
         ) {
             try await source.resolve(job.start)
         }
-        if archive.manifest.entries.isEmpty {
+        if archive.manifest.tailSeq == 0 {
             let origin = try ContinuationToken.decode(jobIdentity.originToken, what: "the origin token in job.json")
             try archive.startEpoch(token: origin, reason: "first run")
         }

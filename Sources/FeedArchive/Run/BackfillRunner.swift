@@ -43,7 +43,7 @@ public struct BackfillRunner {
         let archive = JobArchive(job: job, fs: fs)
         let lock = try archive.openForWriting()
         defer { lock.release() }
-        summary.recovery = try archive.recover().messages
+        summary.recovery = try archive.recover(readingWholeManifest: true).messages
         let identity = try await source.identity()
         guard archive.identity != nil, let checkpoint = archive.checkpoint else {
             throw FeedArchiveError.usage("job \(job.name) has no archive yet: run it once before backfilling")

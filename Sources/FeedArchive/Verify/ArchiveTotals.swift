@@ -1,19 +1,30 @@
 import Foundation
 
 /// Totals over the manifest's blob lines.
-public struct ArchiveTotals: Sendable {
+public struct ArchiveTotals: Codable, Equatable, Sendable {
     public var blobs = 0
     public var records: Int64 = 0
     public var bytes: Int64 = 0
     public var rawBytes: Int64 = 0
 
+    enum CodingKeys: String, CodingKey {
+        case blobs, records, bytes
+        case rawBytes = "raw_bytes"
+    }
+
+    public init() {}
+
     public init(_ manifest: Manifest) {
-        for entry in manifest.entries where entry.kind == .blob {
-            blobs += 1
-            records += entry.records ?? 0
-            bytes += entry.bytes ?? 0
-            rawBytes += entry.rawBytes ?? 0
-        }
+        for entry in manifest.entries { add(entry) }
+    }
+
+    /// Counts one more manifest line (only blob lines count).
+    public mutating func add(_ entry: ManifestEntry) {
+        guard entry.kind == .blob else { return }
+        blobs += 1
+        records += entry.records ?? 0
+        bytes += entry.bytes ?? 0
+        rawBytes += entry.rawBytes ?? 0
     }
 
     /// Uncompressed over compressed.
