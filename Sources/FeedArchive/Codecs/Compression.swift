@@ -1,3 +1,5 @@
+import Foundation
+
 /// How blobs are compressed; each is one frame with a content checksum, readable by stock tools.
 public enum Compression: String, Sendable, CaseIterable, Codable {
     case zstd
@@ -49,6 +51,10 @@ public protocol BlobEncoder: AnyObject {
     func write(_ input: UnsafeRawBufferPointer, to sink: ByteSink) throws
     /// Ends the frame (with its checksum) and flushes everything to the sink.
     func finish(to sink: ByteSink) throws
+    /// Makes the encoder ready for a new frame with the same settings (after `finish`, or to
+    /// drop a frame half written), keeping its memory: a context per blob costs page faults,
+    /// and worker threads per blob with zstd's workers.
+    func reset() throws
 }
 
 /// Decompresses one frame in chunks; `finish` fails if the frame was cut short.
@@ -74,6 +80,45 @@ final class PassthroughCodec: BlobEncoder, BlobDecoder {
     }
     func finish(to sink: ByteSink) throws {}
     func finish() throws {}
+    func reset() throws {}
+}
+
+/// Encoders kept between blobs, by codec and settings, with their input buffers. A run
+/// writes blobs one after another (at most a few open at once), so a handful is enough.
+public final class EncoderPool: @unchecked Sendable {
+    // @unchecked: `idle` is touched only under `lock`.
+    public static let shared = EncoderPool()
+    struct Key: Hashable {
+        var compression: Compression
+        var level: Int
+        var workers: Int
+    }
+    /// An encoder and the buffer its input is gathered in.
+    public struct Entry {
+        public var encoder: any BlobEncoder
+        public var buffer: [UInt8]
+        let key: Key
+    }
+    private let lock = NSLock()
+    private var idle: [Key: [Entry]] = [:]
+    static let keptPerKey = 4
+
+    /// An idle encoder for these settings, or a new one.
+    public func take(_ compression: Compression, level: Int, workers: Int) throws -> Entry {
+        let key = Key(compression: compression, level: level, workers: workers)
+        if let entry = lock.withLock({ idle[key]?.popLast() }) { return entry }
+        return Entry(encoder: try compression.makeEncoder(level: level, workers: workers), buffer: [], key: key)
+    }
+
+    /// Returns an encoder whose frame ended or was dropped; it is reset before it is kept.
+    public func give(_ entry: Entry) {
+        guard (try? entry.encoder.reset()) != nil else { return }
+        var entry = entry
+        entry.buffer.removeAll(keepingCapacity: true)
+        lock.withLock {
+            if idle[entry.key, default: []].count < Self.keptPerKey { idle[entry.key, default: []].append(entry) }
+        }
+    }
 }
 
 extension BlobDecoder {

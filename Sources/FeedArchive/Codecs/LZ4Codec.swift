@@ -21,6 +21,9 @@ final class LZ4Encoder: BlobEncoder {
 
     deinit { LZ4F_freeCompressionContext(context) }
 
+    /// A new frame starts with `LZ4F_compressBegin`, which resets the context.
+    func reset() throws { started = false }
+
     private func check(_ code: Int) throws -> Int {
         if LZ4F_isError(code) != 0 { throw CodecError("lz4: \(String(cString: LZ4F_getErrorName(code)))") }
         return code

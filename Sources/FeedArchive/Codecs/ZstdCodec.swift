@@ -26,6 +26,10 @@ final class ZstdEncoder: BlobEncoder {
 
     deinit { ZSTD_freeCCtx(context) }
 
+    func reset() throws {
+        try check(ZSTD_CCtx_reset(context, ZSTD_reset_session_only), "reset")
+    }
+
     private func check(_ code: Int, _ what: String) throws {
         if ZSTD_isError(code) != 0 { throw CodecError("zstd \(what): \(String(cString: ZSTD_getErrorName(code)))") }
     }

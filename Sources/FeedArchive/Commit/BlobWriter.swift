@@ -14,11 +14,11 @@ public final class BlobWriter {
 
     public let tempPath: String
     private let file: any WritableFile
-    /// Released as soon as the frame is finished: a multi-threaded zstd context holds several
-    /// MiB, and the next batch's context is already at work by then.
-    private var encoder: (any BlobEncoder)?
+    /// Given back to the pool as soon as the frame is finished, for the next blob.
+    private var pooled: EncoderPool.Entry?
+    private var encoder: (any BlobEncoder)? { pooled?.encoder }
     private var hasher = SHA256()
-    private var buffer: [UInt8] = []
+    private var buffer: [UInt8]
     private let bufferLimit: Int
     private var compressedBytes: Int64 = 0
     public private(set) var rawBytes: Int64 = 0
@@ -29,8 +29,16 @@ public final class BlobWriter {
         bufferLimit: Int? = nil
     ) throws {
         self.tempPath = tempPath
-        self.encoder = try compression.makeEncoder(level: level, workers: workers)
-        self.file = try fs.create(tempPath, mode: mode)
+        var pooled = try EncoderPool.shared.take(compression, level: level, workers: workers)
+        do {
+            self.file = try fs.create(tempPath, mode: mode)
+        } catch {
+            EncoderPool.shared.give(pooled)
+            throw error
+        }
+        self.buffer = pooled.buffer
+        pooled.buffer = []  // one owner, so appending never copies it
+        self.pooled = pooled
         // Compressing on the reading thread, 64 KiB at a time (~0.2 ms at level 3) sends the
         // reader back to its source soon enough that a server writing to it does not stall;
         // workers take 1 MiB in one copy.
@@ -65,16 +73,23 @@ public final class BlobWriter {
         try flushBuffer()
         guard let encoder else { throw CodecError("the blob \(tempPath) was already finished") }
         try encoder.finish(to: sink)
-        self.encoder = nil
-        buffer = []
+        releaseEncoder()
         try file.sync()
         closed = true
         try file.close()
         return Result(bytes: compressedBytes, rawBytes: rawBytes, sha256: hexString(hasher.finalize()))
     }
 
+    private func releaseEncoder() {
+        guard var entry = pooled else { return }
+        pooled = nil
+        swap(&entry.buffer, &buffer)
+        EncoderPool.shared.give(entry)
+    }
+
     /// Drops the blob in progress: closes and deletes the temp file.
     public func abort(fs: any FileSystem) {
+        releaseEncoder()
         if !closed { try? file.close() }
         closed = true
         try? fs.remove(tempPath)
