@@ -23,6 +23,8 @@ public struct ArchiveLayout: Sendable {
     /// `SEQ PATH`: the blob about to be renamed into place and the manifest line that will
     /// name it, so recovery finds a blob renamed by a run killed before its commit.
     public var placingFile: String { metaDirectory + "/placing" }
+    /// Where the last clean verify got to (`VerifiedMark`).
+    public var verifiedFile: String { metaDirectory + "/verified.json" }
 
     /// Path of a blob relative to the job root.
     public func blobRelativePath(

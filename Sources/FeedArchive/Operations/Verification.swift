@@ -4,9 +4,10 @@ extension Verifier {
     /// `feedarchive verify`: the archive's own checks, then, when `source` is given, the
     /// comparison of each live blob with the range the source still holds. Read-only.
     public func verify(
-        deep: Bool, against source: SourceProvider?, progress: (@Sendable (Int, Int) -> Void)? = nil
+        deep: Bool, full: Bool = true, against source: SourceProvider?,
+        progress: (@Sendable (Int, Int) -> Void)? = nil
     ) async throws -> VerifyReport {
-        var report = try verify(deep: deep, progress: progress)
+        var report = try verify(deep: deep, full: full || source != nil, progress: progress)
         if let source {
             var compared = report
             try await source.withSource(job) { source in

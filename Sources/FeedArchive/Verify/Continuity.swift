@@ -19,6 +19,8 @@ struct Continuity {
     private(set) var duplicates = 0
     /// Per partition, the cursors the proof reached: everything before them is archived.
     private(set) var reached: [String: Set<String>] = [:]
+    /// Per partition, the last position the proof covered (where an incremental proof resumes).
+    private(set) var frontiers: [String: Position] = [:]
 
     private struct Link {
         var entry: ManifestEntry
@@ -29,7 +31,12 @@ struct Continuity {
         var token: ContinuationToken
     }
 
-    init(job: String, entries: [ManifestEntry], intact: [String: Bool], checkpoint: String?) {
+    /// `covered`: for a proof that resumes after lines proven before (the entries then start with
+    /// an epoch line holding the live token there), the last position proven per partition.
+    init(
+        job: String, entries: [ManifestEntry], intact: [String: Bool], checkpoint: String?,
+        covered: [String: Position] = [:]
+    ) {
         // Where each lineage starts; the live one from its (last) epoch line.
         var liveStart: ContinuationToken?
         var lineageStarts: [String: ContinuationToken] = [:]
@@ -109,7 +116,7 @@ struct Continuity {
             if let start = liveStart.cursors[part] { reach(start) }
             for start in starts[part] ?? [] { reach(start) }
             var frontier = liveStart.cursors[part] ?? starts[part]?.first
-            var frontierPos: Position?
+            var frontierPos: Position? = covered[part]
             let sorted = (links[part] ?? []).sorted { ($0.first, $1.last) < ($1.first, $0.last) }
             for (index, link) in sorted.enumerated() {
                 // A backfill that starts before everything else (e.g. from the beginning, for a
@@ -176,6 +183,7 @@ struct Continuity {
                         fix: "feedarchive backfill \(job) --from \(gapFrom.encoded) --until \(gapUntil.encoded)"))
             }
             self.reached[part] = reached
+            if let frontierPos { frontiers[part] = frontierPos }
             if let end = target?.cursors[part], !reached.contains(end), let from = frontier, let token = target {
                 if acks.contains(where: { $0.part == part && $0.from == from && $0.to == end }) {
                     notes.append(

@@ -26,6 +26,9 @@ public struct VerifyReport: Codable, Sendable {
     /// Changes archived more than once (overlapping blob ranges): allowed, counted.
     public var duplicateRanges = 0
     public var deep = false
+    /// The manifest seq a verify that continued from the last clean one started after (0: the
+    /// whole archive was checked).
+    public var after: Int64 = 0
     public var isClean: Bool { problems.isEmpty }
 }
 
@@ -40,7 +43,13 @@ public struct Verifier: Sendable {
         self.fs = fs
     }
 
-    public func verify(deep: Bool, progress: (@Sendable (Int, Int) -> Void)? = nil) throws -> VerifyReport {
+    /// `full: false` continues from the last clean verify of the same depth
+    /// (`_feedarchive/verified.json`): the chain from its line on, the blobs of the lines after
+    /// it, continuity from its live token. `full: true` checks everything from the origin. A
+    /// clean verify moves the mark (when the archive can be written).
+    public func verify(deep: Bool, full: Bool = true, progress: (@Sendable (Int, Int) -> Void)? = nil) throws
+        -> VerifyReport
+    {
         var report = VerifyReport(job: job.name)
         report.deep = deep
         let archive = JobArchive(job: job, fs: fs)
@@ -49,16 +58,34 @@ public struct Verifier: Sendable {
             throw FeedArchiveError.data(
                 path: layout.jobRoot, message: "no archive here (no _feedarchive folder): has the job run yet?")
         }
+        let savedMark = VerifiedMark.load(from: layout.verifiedFile, fs: fs)
         var checkpointError: String?
-        let damage: ManifestDamage?
-        let manifest: Manifest
+        var damage: ManifestDamage?
+        var manifest: Manifest
         do {
-            damage = try archive.load()
-            manifest = archive.manifest
+            archive.checkpoint = try Checkpoint.load(from: layout.checkpointFile, fs: fs)
         } catch let error as FeedArchiveError {
             checkpointError = error.description
-            (manifest, damage) = try archive.store.read()
         }
+        var mark = full ? nil : (deep ? savedMark?.deep : savedMark?.fast)
+        if let point = mark {
+            (manifest, damage) = try archive.store.readTail(from: point.manifestSeq)
+            archive.manifest = manifest
+            if manifest.entries.first?.seq != point.manifestSeq
+                || archive.hashOfLine(point.manifestSeq) != point.manifestHash
+            {
+                report.notes.append(
+                    "the line the last clean verify reached (manifest seq \(point.manifestSeq)) is not in the manifest as it was: everything was checked"
+                )
+                mark = nil
+            }
+        }
+        if mark == nil {
+            (manifest, damage) = try archive.store.read()
+        } else {
+            manifest = archive.manifest
+        }
+        report.after = mark?.manifestSeq ?? 0
         func problem(_ kind: String, _ path: String, _ message: String, fix: String? = nil) {
             report.problems.append(VerifyProblem(kind: kind, path: path, message: message, fix: fix))
         }
@@ -71,12 +98,26 @@ public struct Verifier: Sendable {
                 problem("chain", "\(damage.file):\(damage.line)", damage.message)
             }
         }
-        if manifest.entries.isEmpty {
+        if manifest.tailSeq == 0 {
             problem("chain", layout.manifestDirectory, "the manifest is empty: no epoch line")
+        }
+        // The lines to prove: all of them, or those after the mark, behind an epoch line that
+        // starts the proof at the mark's live token.
+        var entries = manifest.entries
+        var covered: [String: Position] = [:]
+        if let mark {
+            entries = Array(entries.dropFirst())
+            var start = ManifestEntry(kind: .epoch, lineage: "live", toToken: mark.liveToken, run: "verified")
+            start.seq = mark.manifestSeq
+            entries.insert(start, at: 0)
+            covered = mark.positions.compactMapValues(Position.init)
+            report.blobs = mark.blobs
+            report.records = mark.records
+            report.bytes = mark.bytes
         }
 
         // Every blob file once: present, right size and hash, and (deep) right contents.
-        let blobs = manifest.entries.filter { $0.kind == .blob }
+        let blobs = entries.filter { $0.kind == .blob }
         let named = Set(blobs.compactMap(\.path))
         var intact: [String: Bool] = [:]
         var unique: [ManifestEntry] = []
@@ -114,12 +155,12 @@ public struct Verifier: Sendable {
 
         // Continuity per partition over the union of lineages, from the origin to the checkpoint.
         let continuity = Continuity(
-            job: job.name, entries: manifest.entries, intact: intact, checkpoint: archive.checkpoint?.token)
+            job: job.name, entries: entries, intact: intact, checkpoint: archive.checkpoint?.token, covered: covered)
         for gap in continuity.gaps {
             problem("gap", gap.place, gap.message, fix: gap.fix)
         }
         report.notes += continuity.notes
-        report.duplicateRanges = continuity.duplicates
+        report.duplicateRanges = continuity.duplicates + (mark?.duplicateRanges ?? 0)
         // A damaged or missing blob whose range other blobs cover (a backfill repaired it) is
         // no longer a hole in the archive: say so, but do not fail.
         for entry in blobs {
@@ -135,7 +176,13 @@ public struct Verifier: Sendable {
             }
         }
 
-        for file in try archive.dataFiles() where !named.contains(file) {
+        let strays =
+            if let mark {
+                try newStrays(in: blobs, named: named, since: mark.verifiedAt, archive: archive)
+            } else {
+                try archive.dataFiles().filter { !named.contains($0) }
+            }
+        for file in strays {
             problem(
                 "stray", file,
                 file.hasSuffix(".tmp") ? "temp file of an unfinished blob" : "no manifest line names this file",
@@ -159,15 +206,52 @@ public struct Verifier: Sendable {
                 problem(
                     "checkpoint", layout.checkpointFile,
                     "the checkpoint's manifest hash does not match the manifest's last line")
-            } else if checkpoint.token != manifest.liveToken {
+            } else if checkpoint.token != (manifest.liveToken ?? mark?.liveToken) {
                 problem(
                     "checkpoint", layout.checkpointFile,
                     "the checkpoint token differs from the manifest's last live to_token")
             }
-        } else if !manifest.entries.isEmpty {
+        } else if manifest.tailSeq > 0 {
             report.notes.append("no checkpoint yet: the next run writes it from the manifest")
         }
+        if report.isClean && checkpointError == nil && manifest.tailSeq > 0 {
+            let point = VerifiedMark.Point(
+                manifestSeq: manifest.tailSeq, manifestHash: manifest.tailHash,
+                liveToken: manifest.liveToken ?? mark?.liveToken,
+                positions: covered.mapValues(\.rawValue).merging(continuity.frontiers.mapValues(\.rawValue)) { $1 },
+                blobs: report.blobs, records: report.records, bytes: report.bytes,
+                duplicateRanges: report.duplicateRanges,
+                verifiedAt: formatRFC3339(microseconds: Int64(Date().timeIntervalSince1970) * 1_000_000))
+            var next = savedMark ?? VerifiedMark()
+            if deep { next.deep = point }
+            next.fast = point
+            // A reader without write access still gets its report; the next verify starts over.
+            try? next.write(to: layout.verifiedFile, fs: fs, mode: job.archive.fileMode)
+        }
         return report
+    }
+
+    /// Files in the folders of the blobs just checked that no line names and that appeared
+    /// since the mark (blobs are never changed after their commit): what a crash between rename
+    /// and commit can leave. The whole manifest is read only to clear such a candidate.
+    private func newStrays(in blobs: [ManifestEntry], named: Set<String>, since: String, archive: JobArchive) throws
+        -> [String]
+    {
+        let cutoff = (Array(since.utf8).withUnsafeBufferPointer { parseTimestampMicros($0) } ?? 0) / 1_000_000 - 2
+        var candidates: [String] = []
+        for folder in Set(blobs.compactMap { $0.path.map(parentDirectory(of:)) }).sorted() {
+            for name in try fs.list(archive.layout.absolute(folder)) ?? [] {
+                let relative = folder + "/" + name
+                var info = stat()
+                guard !named.contains(relative), lstat(archive.layout.absolute(relative), &info) == 0,
+                    (info.st_mode & S_IFMT) != S_IFDIR, Int64(info.st_mtim.tv_sec) >= cutoff
+                else { continue }
+                candidates.append(relative)
+            }
+        }
+        guard !candidates.isEmpty else { return [] }
+        let every = Set(try archive.store.read().0.entries.compactMap(\.path))
+        return candidates.filter { !every.contains($0) }
     }
 
     private func checkBlob(
