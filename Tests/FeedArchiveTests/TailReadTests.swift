@@ -1,6 +1,7 @@
 import FeedArchive
 import FeedArchiveTesting
 import Foundation
+import Synchronization
 import Testing
 
 /// A run and `status` read the manifest from the checkpoint's line on, and the checkpoint
@@ -60,6 +61,26 @@ import Testing
         let summary = try await ArchiveRunner(job: job, source: source).run(RunOptions())
         #expect(summary.recovery.contains { $0.contains("rolled the checkpoint forward") })
         #expect(try checkpoint(job).totals == wholeTotals(job))
+        #expect(try Verifier(job: job).verify(deep: true).isClean)
+    }
+
+    @Test func aRunWritesTheCheckpointOnceASecondAndAtItsEnd() async throws {
+        let dir = TempDirectory()
+        let job = try memoryJob(in: dir, maxRecords: 1)
+        let source = InMemorySource()
+        for _ in 0..<40 { source.append() }
+        let writes = Mutex(0)
+        let fs = FaultInjectingFileSystem { operation, path in
+            if operation == .create, path.hasSuffix("checkpoint.json.tmp") { writes.withLock { $0 += 1 } }
+        }
+        let summary = try await ArchiveRunner(job: job, source: source, fs: fs).run(RunOptions())
+        #expect(summary.blobs == 40)
+        #expect(writes.withLock { $0 } < 10, "one for the epoch, about one a second, one at the end")
+        let archive = JobArchive(job: job)
+        _ = try archive.load()
+        let saved = try checkpoint(job)
+        #expect(saved.manifestSeq == archive.manifest.tailSeq)
+        #expect(saved.token == archive.manifest.liveToken)
         #expect(try Verifier(job: job).verify(deep: true).isClean)
     }
 }

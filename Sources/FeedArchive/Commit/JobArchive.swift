@@ -20,6 +20,11 @@ public final class JobArchive {
     var durableDirectories: Set<String> = []
     /// Folders this command created or found, so a blob costs no `stat` of its folder.
     var existingDirectories: Set<String> = []
+    /// A blob commit's checkpoint not written yet (`writeCheckpoint(deferrable:)`).
+    var pendingCheckpoint: String?
+    var checkpointWrittenAt: Double?
+    /// Seconds between checkpoint writes during a run.
+    static let checkpointInterval = 1.0
 
     public init(job: JobConfig, fs: any FileSystem = PosixFileSystem()) {
         self.layout = ArchiveLayout(root: job.archive.root, job: job.name)

@@ -86,12 +86,15 @@ struct RunLoop {
                 try await batcher.close(partition: partition, token: &token, summary: &summary)
             }
             try await batcher.settle(summary: &summary)
+            try batcher.archive.flushCheckpoint()
             if let failed { throw failed.error }
         }
     }
 
-    /// Ends the run early (signal, error): see `Batcher.abandon`.
+    /// Ends the run early (signal, error): see `Batcher.abandon`. The checkpoint follows the
+    /// last commit that finished (recovery would roll it forward otherwise).
     mutating func abandon() async throws {
+        defer { try? batcher.archive.flushCheckpoint() }
         try await batcher.abandon()
     }
 
