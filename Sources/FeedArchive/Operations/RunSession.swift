@@ -112,12 +112,16 @@ public struct RunSession {
             if !recorded && !locked { recordEnd(nil, error) }
         }
         if let record {
-            let manifest =
-                (try? ManifestStore(directory: layout.manifestDirectory, fs: fs, fileMode: 0o640).read().0)
-                ?? Manifest()
+            // The checkpoint's totals and the lines after it: not the whole manifest.
+            let archive = JobArchive(job: job, fs: fs)
+            var totals = ArchiveTotals()
+            do {
+                _ = try archive.loadTail()
+                totals = try archive.totalsAtTail()
+            } catch {}  // an archive that cannot be read shows no totals; the run's error says why
             metrics.append(
                 MetricsFile.JobMetrics(
-                    job: job.name, record: record, totals: ArchiveTotals(manifest),
+                    job: job.name, record: record, totals: totals,
                     source: summary?.sourceMetrics ?? [:]))
         }
         observer.didRun(job, summary: summary)
