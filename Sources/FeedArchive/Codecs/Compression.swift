@@ -101,7 +101,7 @@ public final class EncoderPool: @unchecked Sendable {
     }
     private let lock = NSLock()
     private var idle: [Key: [Entry]] = [:]
-    static let keptPerKey = 4
+    static let keptPerKey = 2
 
     /// An idle encoder for these settings, or a new one.
     public func take(_ compression: Compression, level: Int, workers: Int) throws -> Entry {

@@ -66,6 +66,15 @@ extension JobArchive {
         -> BlobWriter.Result
     {
         let result = try writer.finish()  // 6. the frame ends; the temp file is fsynced and closed
+        return try commit(
+            finished: result, writer: writer, relativePath: relativePath, entry: entry, newToken: newToken)
+    }
+
+    /// `commit(blob:)` for a blob whose frame has ended and whose temp file is fsynced.
+    func commit(
+        finished result: BlobWriter.Result, writer: BlobWriter, relativePath: String, entry: ManifestEntry,
+        newToken: String?
+    ) throws -> BlobWriter.Result {
         let placed = try placeBlob(writer, result: result, relativePath: relativePath)  // 6. rename, fsync folders
         var entry = entry
         entry.path = placed

@@ -8,12 +8,43 @@ struct CommitWork: @unchecked Sendable {
     // them again only after `BackgroundCommit` has completed (a semaphore orders the two).
     let archive: JobArchive
     let writer: BlobWriter
+    /// The frame's end and the temp file's fsync (step 6's first half), started when the batch
+    /// closed: it runs while the commit before this one finishes.
+    let finishing: BlobFinish
     let relativePath: String
     let entry: ManifestEntry
     let newToken: String
 
     func run() throws -> BlobWriter.Result {
-        try archive.commit(blob: writer, relativePath: relativePath, entry: entry, newToken: newToken)
+        let result = try finishing.wait().get()
+        return try archive.commit(
+            finished: result, writer: writer, relativePath: relativePath, entry: entry, newToken: newToken)
+    }
+}
+
+/// A blob's `BlobWriter.finish` on the finishing queue: a small blob's fsync then overlaps the
+/// commit of the blob before it (its rename, folder fsync and manifest line) instead of
+/// following it. Blobs still commit one at a time, in order, each after its own fsync.
+final class BlobFinish: @unchecked Sendable {
+    // @unchecked: `outcome` is written once, before `done` is signalled, and read only after
+    // a wait on `done` (which is signalled again for the next waiter).
+    static let queue = DispatchQueue(label: "feedarchive.finish")
+    private let done = DispatchSemaphore(value: 0)
+    private var outcome: Result<BlobWriter.Result, any Error>?
+
+    init(_ writer: BlobWriter) {
+        nonisolated(unsafe) let writer = writer
+        Self.queue.async { [self] in
+            outcome = Result { try writer.finish() }
+            done.signal()
+        }
+    }
+
+    /// Blocks the calling thread until the blob is finished.
+    func wait() -> Result<BlobWriter.Result, any Error> {
+        done.wait()
+        defer { done.signal() }
+        return outcome!
     }
 }
 

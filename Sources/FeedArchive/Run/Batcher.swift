@@ -128,6 +128,9 @@ struct Batcher {
             )
         }
         open = nil
+        let rawBytes = batch.writer.rawBytes  // read before the writer is handed over
+        // The frame's end and fsync start now, beside the commit in flight.
+        let finishing = BlobFinish(batch.writer)
         let next: ContinuationToken
         do {
             next = try await source.seal(
@@ -135,12 +138,14 @@ struct Batcher {
                 records: batch.records, lastLine: batch.lastLine)
             try await settle(summary: &summary)
         } catch {
+            _ = finishing.wait()
             batch.writer.abort(fs: archive.fs)
             throw error
         }
         if options.stop.isSet {
             // A signal came while the last commit finished: start no other, and say so by
             // throwing; a caller that went on (a split line after this batch) would skip it.
+            _ = finishing.wait()
             batch.writer.abort(fs: archive.fs)
             throw FeedArchiveError.interrupted(signal: options.stop.signal)
         }
@@ -155,9 +160,9 @@ struct Batcher {
             maxTs: batch.maxTs.map { formatRFC3339(microseconds: $0) },
             run: archive.runID)
         let work = CommitWork(
-            archive: archive, writer: batch.writer, relativePath: batch.directory + "/" + name, entry: entry,
+            archive: archive, writer: batch.writer, finishing: finishing, relativePath: batch.directory + "/" + name,
+            entry: entry,
             newToken: archive.checkpointToken(after: lineage, reaching: next.encoded))
-        let rawBytes = batch.writer.rawBytes  // read before the writer is handed over
         inFlight = InFlight(
             commit: BackgroundCommit(on: Self.commitQueue, work), writer: batch.writer, records: batch.records,
             rawBytes: rawBytes, token: next)
