@@ -23,6 +23,8 @@ public final class BlobWriter {
     private var compressedBytes: Int64 = 0
     public private(set) var rawBytes: Int64 = 0
     private var closed = false
+    /// Frames up to this size give their encoder back to the pool.
+    static let pooledFrameLimit: Int64 = 4 << 20
 
     public init(
         fs: any FileSystem, tempPath: String, compression: Compression, level: Int, workers: Int, mode: mode_t,
@@ -84,6 +86,9 @@ public final class BlobWriter {
         guard var entry = pooled else { return }
         pooled = nil
         swap(&entry.buffer, &buffer)
+        // A context that compressed a large frame holds large buffers (several MiB with zstd's
+        // workers); a large blob pays for a new context anyway, so it is not kept.
+        guard rawBytes <= Self.pooledFrameLimit else { return }
         EncoderPool.shared.give(entry)
     }
 
