@@ -24,7 +24,9 @@ struct CommitWork: @unchecked Sendable {
 
 /// A blob's `BlobWriter.finish` on the finishing queue: a small blob's fsync then overlaps the
 /// commit of the blob before it (its rename, folder fsync and manifest line) instead of
-/// following it. Blobs still commit one at a time, in order, each after its own fsync.
+/// following it. Blobs still commit one at a time, in order, each after its own fsync. A large
+/// blob is finished by its commit, as before: its fsync is paid for by many changes, and a
+/// second compression context in flight would cost several MiB of memory.
 final class BlobFinish: @unchecked Sendable {
     // @unchecked: `outcome` is written once, before `done` is signalled, and read only after
     // a wait on `done` (which is signalled again for the next waiter).
@@ -34,14 +36,26 @@ final class BlobFinish: @unchecked Sendable {
 
     init(_ writer: BlobWriter) {
         nonisolated(unsafe) let writer = writer
-        Self.queue.async { [self] in
+        let work: @Sendable () -> Void = { [self] in
             outcome = Result { try writer.finish() }
             done.signal()
         }
+        if writer.rawBytes <= BlobWriter.pooledFrameLimit {
+            Self.queue.async(execute: work)
+        } else {
+            later = work
+        }
     }
+
+    /// The finish of a large blob, run by the first `wait` (on the commit thread).
+    private var later: (@Sendable () -> Void)?
 
     /// Blocks the calling thread until the blob is finished.
     func wait() -> Result<BlobWriter.Result, any Error> {
+        if let work = later {
+            later = nil
+            work()
+        }
         done.wait()
         defer { done.signal() }
         return outcome!
