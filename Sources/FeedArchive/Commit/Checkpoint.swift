@@ -58,11 +58,7 @@ public struct Checkpoint: Codable, Equatable, Sendable {
 
     /// Replaces the checkpoint durably (temp file, fsync, rename, fsync directory).
     public func write(to path: String, fs: any FileSystem, mode: mode_t) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        var bytes = Array(try encoder.encode(self))
-        bytes.append(0x0A)
-        try fs.replaceAtomically(path, with: bytes, mode: mode)
+        try fs.replaceAtomically(path, json: self, mode: mode)
     }
 }
 

@@ -57,6 +57,17 @@ extension FileSystem {
         }
     }
 
+    /// `replaceAtomically` with `value` as JSON (sorted keys, a newline at the end): the
+    /// archive's small state files (job.json, checkpoint.json, verified.json).
+    public func replaceAtomically(_ path: String, json value: some Encodable, pretty: Bool = false, mode: mode_t)
+        throws
+    {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting =
+            pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        try replaceAtomically(path, with: Array(try encoder.encode(value)) + [0x0A], mode: mode)
+    }
+
     /// The durable replace: temp file, write, fsync, close, rename, fsync the directory.
     /// Readers see the old or the new contents, never a mix.
     public func replaceAtomically(_ path: String, with bytes: [UInt8], mode: mode_t) throws {

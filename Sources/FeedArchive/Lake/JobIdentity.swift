@@ -54,10 +54,6 @@ public struct JobIdentity: Codable, Equatable, Sendable {
     }
 
     public func write(to path: String, fs: any FileSystem, mode: mode_t) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        var bytes = Array(try encoder.encode(self))
-        bytes.append(0x0A)
-        try fs.replaceAtomically(path, with: bytes, mode: mode)
+        try fs.replaceAtomically(path, json: self, pretty: true, mode: mode)
     }
 }
