@@ -144,4 +144,6 @@ final class FaultyFile: WritableFile {
         try fs.check(.close, path)
         try inner.close()
     }
+
+    func startWriteback() { inner.startWriteback() }
 }

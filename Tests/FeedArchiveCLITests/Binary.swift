@@ -199,4 +199,18 @@ final class ShopJob {
     func files(under path: String) -> [String] {
         (FileManager.default.enumerator(atPath: path)?.allObjects as? [String]) ?? []
     }
+
+    /// Waits until a run has committed its first blob (a line in the manifest), so a signal
+    /// sent next lands in the middle of the run rather than before or after it.
+    func waitForFirstBlob(timeout: TimeInterval = 60) throws {
+        let segment = jobRoot + "/_feedarchive/manifest/00000001.jsonl"
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let text = try? String(contentsOfFile: segment, encoding: .utf8), text.contains(#""kind":"blob""#) {
+                return
+            }
+            usleep(2_000)
+        }
+        throw TestFailure("no blob was committed within \(Int(timeout)) s")
+    }
 }

@@ -45,8 +45,8 @@ import Testing
         #expect(try Verifier(job: job).verify(deep: true).isClean)
     }
 
-    /// A signal that arrives while the batch before a split waits for the commit ahead of it:
-    /// that batch is dropped, so no split line may follow it (it would skip the batch's changes).
+    /// A signal that arrives while the batch before a split is read or committed: that batch is
+    /// dropped or committed whole, and no split line may follow (it would skip a dropped batch).
     @Test func aSignalBeforeASplitWritesNoSplitLineAndLosesNothing() async throws {
         let dir = TempDirectory()
         let job = try memoryJob(in: dir, maxRecords: 4)
@@ -62,7 +62,7 @@ import Testing
         #expect(archive.manifest.entries.filter { $0.kind == .split }.isEmpty)
 
         let summary = try await ArchiveRunner(job: job, source: source).run(RunOptions())
-        #expect(summary.records == 3 + 2)
+        #expect(summary.records == 3 + 2 || summary.records == 2, "\(summary.records)")
         let report = try Verifier(job: job).verify(deep: true)
         #expect(report.isClean, "\(report.problems.map(\.message))")
         #expect(report.records == 6 + 7 + 2)

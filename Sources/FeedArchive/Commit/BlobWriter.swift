@@ -72,14 +72,32 @@ public final class BlobWriter {
 
     /// Ends the frame, fsyncs and closes the temp file. The caller renames it into place.
     public func finish() throws -> Result {
+        let result = try end()
+        try syncAndClose()
+        return result
+    }
+
+    /// Ends the frame and starts the temp file's writeback without waiting for it: a group
+    /// commit then makes many blobs durable with one journal commit (`syncAndClose` each).
+    public func end() throws -> Result {
+        if let ended { return ended }
         try flushBuffer()
         guard let encoder else { throw CodecError("the blob \(tempPath) was already finished") }
         try encoder.finish(to: sink)
         releaseEncoder()
+        file.startWriteback()
+        let result = Result(bytes: compressedBytes, rawBytes: rawBytes, sha256: hexString(hasher.finalize()))
+        ended = result
+        return result
+    }
+    private var ended: Result?
+
+    /// fsyncs and closes the temp file of an ended frame; does nothing when it is closed.
+    public func syncAndClose() throws {
+        guard !closed else { return }
         try file.sync()
         closed = true
         try file.close()
-        return Result(bytes: compressedBytes, rawBytes: rawBytes, sha256: hexString(hasher.finalize()))
     }
 
     private func releaseEncoder() {

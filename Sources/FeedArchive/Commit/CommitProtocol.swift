@@ -51,7 +51,7 @@ extension JobArchive {
         relativeDirectory: String, partition: String, first: Position, compression: Compression, level: Int,
         workers: Int
     ) throws -> BlobWriter {
-        try createDirectories(layout.absolute(relativeDirectory))
+        try createDirectories(layout.absolute(relativeDirectory), durableAtCommit: true)
         let temp = layout.tempDirectory + "/" + sanitizePathComponent(partition) + "_" + first.rawValue + ".tmp"
         return try BlobWriter(
             fs: fs, tempPath: temp, compression: compression, level: level, workers: workers, mode: settings.fileMode)
@@ -153,18 +153,109 @@ extension JobArchive {
         return manifest.blob(named: path)
     }
 
-    /// Records the blob about to be renamed into place and the line that will name it, for
-    /// the recovery of a run killed between the two. Not fsynced: a killed process leaves it
-    /// in the page cache; after a crash of the machine, `verify` finds such a blob.
-    func notePlacing(_ relativePath: String) throws {
+    /// Records the blobs about to be renamed into place and the lines that will name them
+    /// (`SEQ PATH`, one per line), for the recovery of a run killed between the two. Not
+    /// fsynced: a killed process leaves it in the page cache; after a crash of the machine,
+    /// `verify` finds such a blob.
+    func notePlacing(_ relativePaths: [String]) throws {
+        var text = ""
+        for (offset, path) in relativePaths.enumerated() { text += "\(manifest.tailSeq + 1 + Int64(offset)) \(path)\n" }
         let file = try fs.create(layout.placingFile, mode: settings.fileMode)
         do {
-            try Array("\(manifest.tailSeq + 1) \(relativePath)\n".utf8).withUnsafeBytes { try file.write($0) }
+            try Array(text.utf8).withUnsafeBytes { try file.write($0) }
             try file.close()
         } catch {
             try? file.close()
             throw error
         }
+    }
+
+    func notePlacing(_ relativePath: String) throws { try notePlacing([relativePath]) }
+
+    // MARK: 6–8 for a group of blobs
+
+    /// A blob whose frame has ended (`BlobWriter.end`), waiting for its commit.
+    struct EndedBlob {
+        let result: BlobWriter.Result
+        let writer: BlobWriter
+        let relativePath: String
+        let entry: ManifestEntry
+        let newToken: String?
+    }
+
+    /// Commits blobs in order as one group: the steps of `commit(blob:)` for each, in the same
+    /// order (every blob durable, then renamed, its folders durable, then its line), but one
+    /// journal commit for all their fsyncs (their writeback started when their frames ended),
+    /// one fsync per folder and one manifest write. A blob whose name is taken on disk is
+    /// committed on its own, between the groups before and after it.
+    ///
+    /// Returns each blob's outcome, in order: a failure fails that blob and every one after it
+    /// (those before it are committed).
+    func commit(group: [EndedBlob]) -> [Result<BlobWriter.Result, any Error>] {
+        var outcomes: [Result<BlobWriter.Result, any Error>] = []
+        var pending: [EndedBlob] = []
+        var names: Set<String> = []
+        func place() throws {
+            guard !pending.isEmpty else { return }
+            try notePlacing(pending.map(\.relativePath))
+            var folders: [String] = []
+            for blob in pending {
+                let final = layout.absolute(blob.relativePath)
+                try fs.rename(blob.writer.tempPath, to: final)  // 6. rename
+                if folders.last != parentDirectory(of: final) { folders.append(parentDirectory(of: final)) }
+            }
+            // 6. fsync the folders renamed into, then the parents of folders this command created
+            // (each once for the whole group: the first fsync commits the journal for all).
+            var synced: Set<String> = []
+            for folder in folders where synced.insert(folder).inserted { try fs.syncDirectory(folder) }
+            var created: [String] = []
+            for folder in folders {
+                var current = folder
+                while current.count > layout.jobRoot.count, !self.folders.isDurable(current) {
+                    created.append(current)
+                    current = parentDirectory(of: current)
+                }
+            }
+            for folder in created {
+                let parent = parentDirectory(of: folder)
+                if synced.insert(parent).inserted { try fs.syncDirectory(parent) }
+            }
+            for folder in created { self.folders.noteDurable(folder) }
+            let entries = pending.map { blob in
+                var entry = blob.entry
+                entry.path = blob.relativePath
+                entry.sha256 = blob.result.sha256
+                entry.bytes = blob.result.bytes
+                entry.rawBytes = blob.result.rawBytes
+                return entry
+            }
+            try store.append(entries, to: &manifest)  // 7. the commit point
+            if let token = pending.last?.newToken { try writeCheckpoint(token: token, deferrable: true) }  // 8.
+            outcomes += pending.map { .success($0.result) }
+            pending = []
+            names = []
+        }
+        do {
+            for blob in group { try blob.writer.syncAndClose() }  // 6. fsync
+            for blob in group {
+                if names.contains(blob.relativePath) || manifest.blob(named: blob.relativePath) != nil
+                    || fs.entryKind(layout.absolute(blob.relativePath)) != nil
+                {
+                    try place()
+                    _ = try commit(
+                        finished: blob.result, writer: blob.writer, relativePath: blob.relativePath, entry: blob.entry,
+                        newToken: blob.newToken)
+                    outcomes.append(.success(blob.result))
+                } else {
+                    pending.append(blob)
+                    names.insert(blob.relativePath)
+                }
+            }
+            try place()
+        } catch {
+            while outcomes.count < group.count { outcomes.append(.failure(error)) }
+        }
+        return outcomes
     }
 
     // MARK: 7–8. Lines without a blob
@@ -271,15 +362,17 @@ extension JobArchive {
 
     // MARK: Folders
 
-    /// Creates a directory and makes each directory it created durable in its parent.
-    public func createDirectories(_ path: String) throws {
-        guard !existingDirectories.contains(path) else { return }
+    /// Creates a directory and makes each directory it created durable in its parent; with
+    /// `durableAtCommit`, leaves that to the commit of the blob put in it (one fsync per parent
+    /// for a whole group of blobs, in `makeDirectoryChainDurable`).
+    public func createDirectories(_ path: String, durableAtCommit: Bool = false) throws {
+        guard !folders.exists(path) else { return }
         try refuseLinks(on: path)
-        for created in try fs.createDirectories(path, mode: settings.directoryMode) {
+        for created in try fs.createDirectories(path, mode: settings.directoryMode) where !durableAtCommit {
             try fs.syncDirectory(parentDirectory(of: created))
-            durableDirectories.insert(created)
+            folders.noteDurable(created)
         }
-        existingDirectories.insert(path)
+        folders.noteExists(path)
     }
 
     /// Refuses (65) a folder of the archive reached through a symbolic link: what the job
@@ -307,9 +400,9 @@ extension JobArchive {
     /// durable before a manifest line names a blob inside it.
     func makeDirectoryChainDurable(_ directory: String) throws {
         var current = directory
-        while current.count > layout.jobRoot.count, !durableDirectories.contains(current) {
+        while current.count > layout.jobRoot.count, !folders.isDurable(current) {
             try fs.syncDirectory(parentDirectory(of: current))
-            durableDirectories.insert(current)
+            folders.noteDurable(current)
             current = parentDirectory(of: current)
         }
     }

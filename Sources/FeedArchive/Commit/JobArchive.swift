@@ -16,13 +16,15 @@ public final class JobArchive {
     public internal(set) var manifest = Manifest()
     public internal(set) var checkpoint: Checkpoint?
     public internal(set) var identity: JobIdentity?
-    /// Folders whose entry in their parent this command has fsynced.
-    var durableDirectories: Set<String> = []
-    /// Folders this command created or found, so a blob costs no `stat` of its folder.
-    var existingDirectories: Set<String> = []
+    /// Folders this command created or found, and those whose entry in their parent it has
+    /// fsynced: the reading thread creates folders while the commit thread makes them durable.
+    let folders = FolderCache()
     /// A blob commit's checkpoint not written yet (`writeCheckpoint(deferrable:)`).
     var pendingCheckpoint: String?
     var checkpointWrittenAt: Double?
+    /// The first failed blob commit of this command: every blob submitted after it fails too,
+    /// so no line follows a batch that was not committed. Touched only on the commit thread.
+    var commitFailure: (any Error)?
     /// Seconds between checkpoint writes during a run.
     static let checkpointInterval = 1.0
 
@@ -242,4 +244,19 @@ public final class JobArchive {
     func fileHash(_ path: String) -> String? {
         (try? fs.read(path)).flatMap { $0 }.map { sha256Hex($0) }
     }
+}
+
+/// The folders a command created or found (so a blob costs no `stat` of its folder) and those
+/// whose entry in their parent it has fsynced. Locked: the reading thread creates a batch's
+/// folder while the commit thread makes the folders of earlier batches durable.
+final class FolderCache: @unchecked Sendable {
+    // @unchecked: both sets are only touched under `lock`.
+    private let lock = NSLock()
+    private var existing: Set<String> = []
+    private var durable: Set<String> = []
+
+    func exists(_ path: String) -> Bool { lock.withLock { existing.contains(path) } }
+    func noteExists(_ path: String) { lock.withLock { _ = existing.insert(path) } }
+    func isDurable(_ path: String) -> Bool { lock.withLock { durable.contains(path) } }
+    func noteDurable(_ path: String) { lock.withLock { _ = durable.insert(path) } }
 }

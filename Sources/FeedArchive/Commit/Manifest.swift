@@ -316,30 +316,58 @@ public struct ManifestStore: Sendable {
     /// Appends one line after `manifest`'s tail and fsyncs it: the commit point.
     @discardableResult
     public func append(_ entry: ManifestEntry, to manifest: inout Manifest) throws -> ManifestEntry {
-        var entry = entry
-        entry.seq = manifest.tailSeq + 1
-        entry.prev = manifest.tailHash
-        var line = entry.encodedLine()
-        let hash = hexString(SHA256.hash(data: line))
-        line.append(0x0A)
-        let path = directory + "/" + Manifest.segmentName(forSeq: entry.seq)
-        let isNewSegment = (entry.seq - 1) % Manifest.segmentLines == 0
-        let sizeBefore = try fs.size(path) ?? 0
-        let file = try fs.openForAppend(path, mode: fileMode)
-        do {
-            try line.withUnsafeBytes { try file.write($0) }
-            try file.sync()
-            try file.close()
-        } catch {
-            // A line whose write or fsync failed is in doubt: take it back so no later reader
-            // mistakes it for a commit. If even that fails, recovery treats it as a torn tail.
-            try? file.close()
-            try? fs.truncate(path, to: sizeBefore)
-            throw error
+        try append([entry], to: &manifest)[0]
+    }
+
+    /// Appends lines after `manifest`'s tail, chained in order, with one write and one fsync
+    /// per segment they fall in (a group commit). A crash in between leaves a prefix of them
+    /// and at worst a torn last line, which recovery takes back.
+    @discardableResult
+    public func append(_ entries: [ManifestEntry], to manifest: inout Manifest) throws -> [ManifestEntry] {
+        var written: [ManifestEntry] = []
+        var index = 0
+        while index < entries.count {
+            var seq = manifest.tailSeq
+            var prev = manifest.tailHash
+            var bytes: [UInt8] = []
+            var lines: [(ManifestEntry, String)] = []
+            let firstSeq = seq + 1
+            let segment = Manifest.segmentName(forSeq: firstSeq)
+            repeat {
+                var entry = entries[index]
+                seq += 1
+                entry.seq = seq
+                entry.prev = prev
+                let line = entry.encodedLine()
+                prev = hexString(SHA256.hash(data: line))
+                bytes += line
+                bytes.append(0x0A)
+                lines.append((entry, prev))
+                index += 1
+            } while index < entries.count && Manifest.segmentName(forSeq: seq + 1) == segment
+            let path = directory + "/" + segment
+            let isNewSegment = (firstSeq - 1) % Manifest.segmentLines == 0
+            let sizeBefore = try fs.size(path) ?? 0
+            let file = try fs.openForAppend(path, mode: fileMode)
+            do {
+                try bytes.withUnsafeBytes { try file.write($0) }
+                try file.sync()
+                try file.close()
+            } catch {
+                // Lines whose write or fsync failed are in doubt: take them back so no later
+                // reader mistakes them for commits. If even that fails, recovery treats them as
+                // a torn tail.
+                try? file.close()
+                try? fs.truncate(path, to: sizeBefore)
+                throw error
+            }
+            if isNewSegment { try fs.syncDirectory(directory) }
+            for (entry, hash) in lines {
+                manifest.appended(entry)
+                manifest.tailHash = hash
+                written.append(entry)
+            }
         }
-        if isNewSegment { try fs.syncDirectory(directory) }
-        manifest.appended(entry)
-        manifest.tailHash = hash
-        return entry
+        return written
     }
 }

@@ -103,8 +103,8 @@ extension JobArchive {
         for name in try fs.list(layout.metaDirectory) ?? [] where name.hasSuffix(".tmp") {
             strays.append("_feedarchive/" + name)
         }
-        let placing = try uncommittedPlacement()
-        if let placing { strays.append(placing) }
+        let placing = try uncommittedPlacements()
+        strays += placing
         // A folder of its own: run ids can repeat (a fixed pid in a container, a clock step).
         var folder = runID
         var attempt = 1
@@ -119,24 +119,29 @@ extension JobArchive {
             try fs.syncDirectory(parentDirectory(of: target))
             try fs.syncDirectory(parentDirectory(of: layout.absolute(relative)))
         }
-        if placing != nil { try fs.remove(layout.placingFile) }
+        if fs.entryKind(layout.placingFile) != nil { try fs.remove(layout.placingFile) }
         return strays
     }
 
-    /// The blob `_feedarchive/placing` names when no manifest line names it and it is there:
-    /// a run renamed it into place and died before its line was committed.
-    private func uncommittedPlacement() throws -> String? {
-        guard let bytes = try fs.read(layout.placingFile), let text = String(validating: bytes, as: UTF8.self),
-            let space = text.firstIndex(of: " "), let seq = Int64(text[..<space])
-        else { return nil }
-        let path = String(text[text.index(after: space)...]).trimmingCharacters(in: .newlines)
-        guard path.hasPrefix("data/"), !path.contains("/../"), fs.entryKind(layout.absolute(path)) == .file else {
-            return nil
+    /// The blobs `_feedarchive/placing` names that no manifest line names and that are there:
+    /// a run renamed them into place and died before their lines were committed.
+    private func uncommittedPlacements() throws -> [String] {
+        guard let bytes = try fs.read(layout.placingFile), let text = String(validating: bytes, as: UTF8.self) else {
+            return []
         }
-        // Handled by an earlier recovery, or committed before the lines read.
-        if seq <= manifest.baseSeq { return nil }
-        if seq <= manifest.tailSeq, manifest.entries[Int(seq - manifest.baseSeq - 1)].path == path { return nil }
-        // Another line may name the same file (a re-read that found the same bytes there).
-        return try committedBlob(named: path) != nil ? nil : path
+        var strays: [String] = []
+        for line in text.split(separator: "\n") {
+            guard let space = line.firstIndex(of: " "), let seq = Int64(line[..<space]) else { continue }
+            let path = String(line[line.index(after: space)...])
+            guard path.hasPrefix("data/"), !path.contains("/../"), fs.entryKind(layout.absolute(path)) == .file else {
+                continue
+            }
+            // Handled by an earlier recovery, or committed before the lines read.
+            if seq <= manifest.baseSeq { continue }
+            if seq <= manifest.tailSeq, manifest.entries[Int(seq - manifest.baseSeq - 1)].path == path { continue }
+            // Another line may name the same file (a re-read that found the same bytes there).
+            if try committedBlob(named: path) == nil { strays.append(path) }
+        }
+        return strays
     }
 }

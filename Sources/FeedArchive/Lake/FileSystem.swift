@@ -13,6 +13,14 @@ public protocol WritableFile: AnyObject {
     /// fsync: after it returns the bytes are durable. A failure means the data is in doubt.
     func sync() throws
     func close() throws
+    /// Starts writing the file's dirty pages back without waiting (a hint: `sync` still makes
+    /// them durable). Block allocation then happens now, so the first of several fsyncs commits
+    /// the journal for all of them.
+    func startWriteback()
+}
+
+extension WritableFile {
+    public func startWriteback() {}
 }
 
 /// The file operations the archive is built from. The real one is `PosixFileSystem`;
@@ -256,6 +264,13 @@ final class PosixFile: WritableFile {
 
     func sync() throws {
         if fsync(fd) != 0 { throw PosixFileSystem.fail("fsync", path) }
+    }
+
+    func startWriteback() {
+        guard fd >= 0, size > writebackStarted else { return }
+        // The whole rest, partial last page included: the file is complete.
+        _ = posix_fadvise(fd, off_t(writebackStarted), 0, POSIX_FADV_DONTNEED)
+        writebackStarted = size
     }
 
     func close() throws {

@@ -3,90 +3,132 @@ import Foundation
 /// One batch's commit (DESIGN.md steps 6–8), handed to the commit thread.
 struct CommitWork: @unchecked Sendable {
     // @unchecked: while the commit runs, the run's task touches neither this writer nor the
-    // archive's mutable state (manifest, checkpoint, durable-folder cache); it only creates
-    // folders and temp files through the file system, which is stateless or locked. It reads
-    // them again only after `BackgroundCommit` has completed (a semaphore orders the two).
+    // archive's manifest and checkpoint; it only creates folders (through the archive's locked
+    // folder cache) and temp files. It reads them again only after the commit's
+    // `BackgroundCommit` has completed (a semaphore orders the two).
     let archive: JobArchive
     let writer: BlobWriter
-    /// The frame's end and the temp file's fsync (step 6's first half), started when the batch
-    /// closed: it runs while the commit before this one finishes.
+    /// The frame's end, started when the batch closed: it runs while earlier commits finish.
     let finishing: BlobFinish
     let relativePath: String
     let entry: ManifestEntry
     let newToken: String
-
-    func run() throws -> BlobWriter.Result {
-        let result = try finishing.wait().get()
-        return try archive.commit(
-            finished: result, writer: writer, relativePath: relativePath, entry: entry, newToken: newToken)
-    }
 }
 
-/// A blob's `BlobWriter.finish` on the finishing queue: a small blob's fsync then overlaps the
-/// commit of the blob before it (its rename, folder fsync and manifest line) instead of
-/// following it. Blobs still commit one at a time, in order, each after its own fsync. A large
-/// blob is finished by its commit, as before: its fsync is paid for by many changes, and a
-/// second compression context in flight would cost several MiB of memory.
+/// A blob's frame end. A small blob's frame ends at once, on the reading thread (`BlobWriter.end`:
+/// its encoder goes back to the pool for the next batch and its writeback starts; its fsync is
+/// left to the group commit). A large blob is finished (with its fsync) by its commit instead,
+/// on the commit thread, as the next batch is read.
 final class BlobFinish: @unchecked Sendable {
-    // @unchecked: `outcome` is written once, before `done` is signalled, and read only after
-    // a wait on `done` (which is signalled again for the next waiter).
-    static let queue = DispatchQueue(label: "feedarchive.finish")
-    private let done = DispatchSemaphore(value: 0)
+    // @unchecked: a large blob's `outcome` is written on the commit thread, the only one
+    // that reads it.
     private var outcome: Result<BlobWriter.Result, any Error>?
+    private var writer: BlobWriter?
 
     init(_ writer: BlobWriter) {
-        nonisolated(unsafe) let writer = writer
-        let work: @Sendable () -> Void = { [self] in
-            outcome = Result { try writer.finish() }
-            done.signal()
-        }
         if writer.rawBytes <= BlobWriter.pooledFrameLimit {
-            Self.queue.async(execute: work)
+            outcome = Result { try writer.end() }
         } else {
-            later = work
+            self.writer = writer
         }
     }
 
-    /// The finish of a large blob, run by the first `wait` (on the commit thread).
-    private var later: (@Sendable () -> Void)?
-
-    /// Blocks the calling thread until the blob is finished.
+    /// The frame's end: a large blob's is run by the first call.
     func wait() -> Result<BlobWriter.Result, any Error> {
-        if let work = later {
-            later = nil
-            work()
+        if let writer {
+            self.writer = nil
+            outcome = Result { try writer.finish() }
         }
-        done.wait()
-        defer { done.signal() }
         return outcome!
     }
 }
 
-/// A commit running on the commit queue; its result can be waited for from a thread or a task.
+/// The outcome of one batch's commit; it can be waited for from a thread or a task.
 final class BackgroundCommit: @unchecked Sendable {
-    // @unchecked: `outcome` is written once, before `done` is signalled, and read only after
-    // a wait on `done` (which is signalled again for the next waiter).
+    // @unchecked: `outcome` is only touched under `lock`; `done` is signalled once it is set.
+    private let lock = NSLock()
     private let done = DispatchSemaphore(value: 0)
     private var outcome: Result<BlobWriter.Result, any Error>?
 
-    init(on queue: DispatchQueue, _ work: CommitWork) {
-        queue.async { [self] in
-            outcome = Result { try work.run() }
-            done.signal()
-        }
+    fileprivate func resolve(_ result: Result<BlobWriter.Result, any Error>) {
+        lock.withLock { outcome = result }
+        done.signal()
     }
+
+    /// The outcome when the commit has ended, without waiting.
+    var ended: Result<BlobWriter.Result, any Error>? { lock.withLock { outcome } }
 
     /// Blocks the calling thread until the commit ended.
     func wait() -> Result<BlobWriter.Result, any Error> {
         done.wait()
         defer { done.signal() }
-        return outcome!
+        return ended!
     }
 
     /// Waits without holding a thread of the cooperative pool.
     func result() async -> Result<BlobWriter.Result, any Error> {
-        await withCheckedContinuation { continuation in
+        if let ended { return ended }
+        return await withCheckedContinuation { continuation in
             DispatchQueue.global().async { continuation.resume(returning: self.wait()) }
+        }
+    }
+}
+
+/// The commit thread: commits batches in the order they were submitted, each group of those
+/// waiting when it gets to them at once (`JobArchive.commit(group:)`): one journal commit,
+/// one fsync per folder and one manifest write for many small blobs, so the cost of a blob
+/// follows the disk's latency divided by the group, not multiplied by the blobs.
+final class CommitQueue: @unchecked Sendable {
+    // @unchecked: `pending` is only touched under `lock`; everything else runs on `queue`.
+    static let shared = CommitQueue()
+    /// One serial queue per process: commits never overlap, whatever the job.
+    private let queue = DispatchQueue(label: "feedarchive.commit")
+    private let lock = NSLock()
+    private var pending: [(work: CommitWork, commit: BackgroundCommit)] = []
+
+    func submit(_ work: CommitWork) -> BackgroundCommit {
+        let commit = BackgroundCommit()
+        lock.withLock { pending.append((work, commit)) }
+        queue.async { self.drain() }
+        return commit
+    }
+
+    private func drain() {
+        let group = lock.withLock {
+            defer { pending = [] }
+            return pending
+        }
+        var index = 0
+        while index < group.count {
+            let archive = group[index].work.archive
+            var ended: [JobArchive.EndedBlob] = []
+            var commits: [BackgroundCommit] = []
+            var failure = archive.commitFailure
+            while index < group.count, group[index].work.archive === archive {
+                let (work, commit) = group[index]
+                index += 1
+                if failure != nil {
+                    commit.resolve(.failure(failure!))
+                    continue
+                }
+                switch work.finishing.wait() {
+                case .success(let result):
+                    ended.append(
+                        JobArchive.EndedBlob(
+                            result: result, writer: work.writer, relativePath: work.relativePath, entry: work.entry,
+                            newToken: work.newToken))
+                    commits.append(commit)
+                case .failure(let error):
+                    failure = error
+                    commit.resolve(.failure(error))
+                }
+            }
+            // The blobs before a failed frame end are committed; none after it (a gap).
+            for (commit, outcome) in zip(commits, archive.commit(group: ended)) {
+                if case .failure(let error) = outcome, archive.commitFailure == nil { archive.commitFailure = error }
+                commit.resolve(outcome)
+            }
+            if let failure, archive.commitFailure == nil { archive.commitFailure = failure }
         }
     }
 }

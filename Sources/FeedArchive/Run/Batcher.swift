@@ -4,11 +4,12 @@ import Foundation
 /// a cursor exists and the next record would pass max records/bytes, move to a later hour
 /// bucket, or change the partition path. Late records stay in their batch.
 ///
-/// A closed batch is committed (DESIGN.md steps 6–8) on the commit thread while the next one
-/// is read and compressed; commits stay one at a time and in feed order, because the next
-/// commit, a `split`/`merge` line, and the end of a run each wait for the one in flight
-/// (`settle`). The source is acknowledged (step 9) only in `settle`, after the checkpoint is
-/// durable. A run killed meanwhile is a crash like any other: recovery sorts out the rest.
+/// A closed batch is committed (DESIGN.md steps 6–8) on the commit thread while the next ones
+/// are read and compressed; commits stay in feed order, and small blobs that close while a
+/// commit runs are committed together as one group (`CommitQueue`). A large batch, a
+/// `split`/`merge` line, and the end of a run wait for every commit in flight (`settle`). The
+/// source is acknowledged (step 9) as each commit is settled, once its line is durable. A run
+/// killed meanwhile is a crash like any other: recovery sorts out the rest.
 struct Batcher {
     let job: JobConfig
     let archive: JobArchive
@@ -36,7 +37,7 @@ struct Batcher {
     }
     var open: Open?
 
-    /// The batch being committed on the commit thread.
+    /// A batch being committed on the commit thread.
     struct InFlight {
         var commit: BackgroundCommit
         var writer: BlobWriter
@@ -45,9 +46,18 @@ struct Batcher {
         /// The token after the batch: what the source is acknowledged with once it is durable.
         var token: ContinuationToken
     }
-    var inFlight: InFlight?
-    /// One serial queue per process: commits never overlap, whatever the job.
-    static let commitQueue = DispatchQueue(label: "feedarchive.commit")
+    /// The last token a batch ended on, encoded: the next batch starts from it.
+    var lastEncoded: (token: ContinuationToken, encoded: String)?
+
+    func encoded(_ token: ContinuationToken) -> String {
+        if let lastEncoded, lastEncoded.token == token { return lastEncoded.encoded }
+        return token.encoded
+    }
+
+    /// Batches being committed, oldest first.
+    var inFlight: [InFlight] = []
+    /// Small batches closed before the oldest commit in flight ended: the largest group.
+    static let maxInFlight = 64
 
     init(job: JobConfig, archive: JobArchive, source: any FeedSource, options: RunOptions) {
         self.job = job
@@ -61,8 +71,8 @@ struct Batcher {
     /// No batch is open, or the open one may end here (its last record carries a cursor).
     var atBoundary: Bool { open == nil || open?.lastCursor != nil }
     /// Changes read but not yet committed: the open batch and the one being committed.
-    var pendingRecords: Int64 { (open?.records ?? 0) + (inFlight?.records ?? 0) }
-    var pendingBytes: Int64 { (open?.writer.rawBytes ?? 0) + (inFlight?.rawBytes ?? 0) }
+    var pendingRecords: Int64 { (open?.records ?? 0) + inFlight.reduce(0) { $0 + $1.records } }
+    var pendingBytes: Int64 { (open?.writer.rawBytes ?? 0) + inFlight.reduce(0) { $0 + $1.rawBytes } }
 
     /// Adds `record` to the open batch, or to a new one after the open batch is closed (it is
     /// full, or `record` belongs to a later hour or another partition path).
@@ -102,7 +112,7 @@ struct Batcher {
                 level: job.archive.level, workers: job.archive.workers ?? source.defaultCompressionWorkers)
             open = Open(
                 writer: writer, partition: partition, directory: relative, partitionPath: partitionPath, bucket: bucket,
-                first: record.position, last: record.position, fromToken: token.encoded)
+                first: record.position, last: record.position, fromToken: encoded(token))
         }
         try open!.writer.append(line: record.line)
         open!.records += 1
@@ -116,8 +126,8 @@ struct Batcher {
         return true
     }
 
-    /// Ends the open batch (it ends on a cursor: pages end on one) and starts its commit on the
-    /// commit thread, after the one before it is durable.
+    /// Ends the open batch (it ends on a cursor: pages end on one) and hands it to the commit
+    /// thread: a small one joins the commits in flight, a large one waits for them first.
     mutating func close(partition: String, token: inout ContinuationToken, summary: inout RunSummary) async throws {
         guard let batch = open else { return }
         guard let cursor = batch.lastCursor else {
@@ -129,60 +139,81 @@ struct Batcher {
         }
         open = nil
         let rawBytes = batch.writer.rawBytes  // read before the writer is handed over
-        // The frame's end and fsync start now, beside the commit in flight.
+        // A small frame ends now (its encoder goes back to the pool for the next batch); a
+        // large one in its commit.
         let finishing = BlobFinish(batch.writer)
         let next: ContinuationToken
         do {
             next = try await source.seal(
                 token.advancing(batch.partition, to: cursor), previous: token, partition: batch.partition,
                 records: batch.records, lastLine: batch.lastLine)
-            try await settle(summary: &summary)
+            if rawBytes > BlobWriter.pooledFrameLimit || inFlight.count >= Self.maxInFlight {
+                try await settle(summary: &summary)
+            } else {
+                try await settleEnded(summary: &summary)
+            }
         } catch {
-            _ = finishing.wait()
             batch.writer.abort(fs: archive.fs)
             throw error
         }
         if options.stop.isSet {
             // A signal came while the last commit finished: start no other, and say so by
             // throwing; a caller that went on (a split line after this batch) would skip it.
-            _ = finishing.wait()
             batch.writer.abort(fs: archive.fs)
             throw FeedArchiveError.interrupted(signal: options.stop.signal)
         }
+        let nextEncoded = next.encoded
+        lastEncoded = (next, nextEncoded)
         let name =
             sanitizePathComponent(batch.partition) + "_" + batch.first.rawValue + "_" + batch.last.rawValue
             + job.archive.compression.fileExtension
         let entry = ManifestEntry(
             kind: .blob, lineage: lineage, part: batch.partition, records: batch.records,
             firstPos: batch.first.rawValue, lastPos: batch.last.rawValue, fromToken: batch.fromToken,
-            toToken: next.encoded,
+            toToken: nextEncoded,
             minTs: batch.minTs.map { formatRFC3339(microseconds: $0) },
             maxTs: batch.maxTs.map { formatRFC3339(microseconds: $0) },
             run: archive.runID)
         let work = CommitWork(
             archive: archive, writer: batch.writer, finishing: finishing, relativePath: batch.directory + "/" + name,
             entry: entry,
-            newToken: archive.checkpointToken(after: lineage, reaching: next.encoded))
-        inFlight = InFlight(
-            commit: BackgroundCommit(on: Self.commitQueue, work), writer: batch.writer, records: batch.records,
-            rawBytes: rawBytes, token: next)
+            newToken: archive.checkpointToken(after: lineage, reaching: nextEncoded))
+        inFlight.append(
+            InFlight(
+                commit: CommitQueue.shared.submit(work), writer: batch.writer, records: batch.records,
+                rawBytes: rawBytes, token: next))
         token = next
     }
 
-    /// Waits for the commit in flight; once its checkpoint is durable, acknowledges the source
-    /// (step 9) and counts the blob. A failed commit deletes its temp file and is thrown.
+    /// Waits for every commit in flight and settles each (`settleFirst`).
     mutating func settle(summary: inout RunSummary) async throws {
-        guard let flight = inFlight else { return }
-        inFlight = nil
+        while !inFlight.isEmpty { try await settleFirst(summary: &summary) }
+    }
+
+    /// Settles the commits in flight that have ended, oldest first, without waiting.
+    mutating func settleEnded(summary: inout RunSummary) async throws {
+        while let first = inFlight.first, first.commit.ended != nil { try await settleFirst(summary: &summary) }
+    }
+
+    /// Waits for the oldest commit in flight; once its line is durable, acknowledges the source
+    /// (step 9) and counts the blob. A failed commit deletes its temp file and is thrown, after
+    /// the commits behind it (which fail with it) have ended and deleted theirs.
+    private mutating func settleFirst(summary: inout RunSummary) async throws {
+        let flight = inFlight.removeFirst()
         let result: BlobWriter.Result
         switch await flight.commit.result() {
         case .failure(let error):
             flight.writer.abort(fs: archive.fs)
+            for rest in inFlight {
+                _ = await rest.commit.result()
+                rest.writer.abort(fs: archive.fs)
+            }
+            inFlight = []
             throw error
         case .success(let value):
             result = value
         }
-        if lineage == "live" { try await archive.acknowledge(flight.token, to: source) }  // 8. after the checkpoint is durable
+        if lineage == "live" { try await archive.acknowledge(flight.token, to: source) }  // 9. once the line is durable
         summary.blobs += 1
         summary.records += flight.records
         summary.rawBytes += result.rawBytes
@@ -216,17 +247,20 @@ struct Batcher {
         open = nil
     }
 
-    /// Ends the run early (signal, error): the open batch is dropped, and the commit in flight,
-    /// a whole batch, is let finish, so no thread is left writing. When that commit failed, its
-    /// temp file is deleted and its error (a full disk: exit 74) is thrown, ahead of the signal
+    /// Ends the run early (signal, error): the open batch is dropped, and the commits in flight,
+    /// whole batches, are let finish, so no thread is left writing. When one failed, its temp
+    /// file is deleted and its error (a full disk: exit 74) is thrown, ahead of the signal
     /// or read error that ended the run. The source is acknowledged by the next run.
     mutating func abandon() async throws {
         abort()
-        guard let flight = inFlight else { return }
-        inFlight = nil
-        if case .failure(let error) = await flight.commit.result() {
-            flight.writer.abort(fs: archive.fs)
-            throw error
+        var failure: (any Error)?
+        for flight in inFlight {
+            if case .failure(let error) = await flight.commit.result() {
+                flight.writer.abort(fs: archive.fs)
+                if failure == nil { failure = error }
+            }
         }
+        inFlight = []
+        if let failure { throw failure }
     }
 }
