@@ -238,6 +238,12 @@ extension JobArchive {
         do {
             for blob in group { try blob.writer.syncAndClose() }  // 6. fsync
             for blob in group {
+                // A group's lines stay in one segment, so its append succeeds or fails whole.
+                if Manifest.segmentName(forSeq: manifest.tailSeq + 1 + Int64(pending.count))
+                    != Manifest.segmentName(forSeq: manifest.tailSeq + 1)
+                {
+                    try place()
+                }
                 if names.contains(blob.relativePath) || manifest.blob(named: blob.relativePath) != nil
                     || fs.entryKind(layout.absolute(blob.relativePath)) != nil
                 {
@@ -319,7 +325,7 @@ extension JobArchive {
     func writeCheckpoint(token: String, deferrable: Bool = false) throws {
         let now = ProcessInfo.processInfo.systemUptime
         if deferrable, let last = checkpointWrittenAt, now - last < Self.checkpointInterval {
-            pendingCheckpoint = token
+            pendingCheckpoint = (token, manifest.tailSeq)
             return
         }
         pendingCheckpoint = nil
@@ -348,7 +354,12 @@ extension JobArchive {
 
     /// Writes the checkpoint a blob's commit deferred: at the end of a run, or when it stops.
     public func flushCheckpoint() throws {
-        if let token = pendingCheckpoint { try writeCheckpoint(token: token) }
+        // Only for the line it follows: after a failed append that left lines behind it (a
+        // group across two segments), the token would not match the tail; recovery rolls the
+        // checkpoint forward from the manifest instead.
+        if let pending = pendingCheckpoint, pending.seq == manifest.tailSeq {
+            try writeCheckpoint(token: pending.token)
+        }
     }
 
     // MARK: 9. Acknowledge

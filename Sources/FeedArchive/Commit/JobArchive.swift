@@ -20,7 +20,8 @@ public final class JobArchive {
     /// fsynced: the reading thread creates folders while the commit thread makes them durable.
     let folders = FolderCache()
     /// A blob commit's checkpoint not written yet (`writeCheckpoint(deferrable:)`).
-    var pendingCheckpoint: String?
+    /// The token, and the manifest line it follows.
+    var pendingCheckpoint: (token: String, seq: Int64)?
     var checkpointWrittenAt: Double?
     /// The first failed blob commit of this command: every blob submitted after it fails too,
     /// so no line follows a batch that was not committed. Touched only on the commit thread.

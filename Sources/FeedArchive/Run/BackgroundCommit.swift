@@ -12,34 +12,62 @@ struct CommitWork: @unchecked Sendable {
     let finishing: BlobFinish
     let relativePath: String
     let entry: ManifestEntry
-    let newToken: String
 }
 
-/// A blob's frame end. A small blob's frame ends at once, on the reading thread (`BlobWriter.end`:
-/// its encoder goes back to the pool for the next batch and its writeback starts; its fsync is
-/// left to the group commit). A large blob is finished (with its fsync) by its commit instead,
-/// on the commit thread, as the next batch is read.
+/// A blob's frame end (`BlobWriter.end`: the rest of its input is compressed, zstd's workers
+/// are waited for, its writeback starts and its encoder goes back to the pool); its fsync is
+/// left to the group commit. A tiny blob's frame ends at once, on the reading thread: it costs
+/// microseconds, and its encoder is then back for the next batch (ended on another thread,
+/// tiny frames came back too late and each next batch created a context of its own). A small
+/// blob's ends on the finishing queue while the next batch is read. A large blob is finished
+/// (with its fsync) by its commit, on the commit thread: a second compression context in flight
+/// would cost several MiB of memory.
 final class BlobFinish: @unchecked Sendable {
-    // @unchecked: a large blob's `outcome` is written on the commit thread, the only one
-    // that reads it.
+    // @unchecked: `outcome` is written once, before `done` is signalled, and read only after
+    // a wait on `done` (which is signalled again for the next waiter).
+    static let queue = DispatchQueue(label: "feedarchive.finish")
+    private let done = DispatchSemaphore(value: 0)
     private var outcome: Result<BlobWriter.Result, any Error>?
     private var writer: BlobWriter?
 
+    /// Frames up to this size end on the reading thread.
+    static let endNowLimit: Int64 = 64 << 10
+
     init(_ writer: BlobWriter) {
-        if writer.rawBytes <= BlobWriter.pooledFrameLimit {
+        if writer.rawBytes <= Self.endNowLimit {
             outcome = Result { try writer.end() }
+            done.signal()
+        } else if writer.rawBytes <= BlobWriter.pooledFrameLimit {
+            nonisolated(unsafe) let writer = writer
+            Self.queue.async { [self] in
+                outcome = Result { try writer.end() }
+                done.signal()
+            }
         } else {
             self.writer = writer
         }
     }
 
-    /// The frame's end: a large blob's is run by the first call.
+    /// Blocks until the frame has ended: a large blob's is run by the first call.
     func wait() -> Result<BlobWriter.Result, any Error> {
         if let writer {
             self.writer = nil
             outcome = Result { try writer.finish() }
+            done.signal()
         }
+        done.wait()
+        defer { done.signal() }
         return outcome!
+    }
+
+    /// For a blob that will not be committed: waits for a small blob's frame end (so no other
+    /// thread touches its writer when it is aborted); a large blob's is never run.
+    func cancel() {
+        if writer != nil {
+            writer = nil
+            return
+        }
+        _ = wait()
     }
 }
 
@@ -108,6 +136,7 @@ final class CommitQueue: @unchecked Sendable {
                 let (work, commit) = group[index]
                 index += 1
                 if failure != nil {
+                    work.finishing.cancel()
                     commit.resolve(.failure(failure!))
                     continue
                 }
@@ -116,7 +145,10 @@ final class CommitQueue: @unchecked Sendable {
                     ended.append(
                         JobArchive.EndedBlob(
                             result: result, writer: work.writer, relativePath: work.relativePath, entry: work.entry,
-                            newToken: work.newToken))
+                            // Here, not on the reading thread: a backfill keeps the checkpoint's
+                            // live token, which the commit thread replaces.
+                            newToken: archive.checkpointToken(after: work.entry.lineage, reaching: work.entry.toToken!))
+                    )
                     commits.append(commit)
                 case .failure(let error):
                     failure = error

@@ -139,7 +139,7 @@ struct Batcher {
         }
         open = nil
         let rawBytes = batch.writer.rawBytes  // read before the writer is handed over
-        // A small frame ends now (its encoder goes back to the pool for the next batch); a
+        // A small frame ends on the finishing queue, beside the reading of the next batch; a
         // large one in its commit.
         let finishing = BlobFinish(batch.writer)
         let next: ContinuationToken
@@ -153,12 +153,14 @@ struct Batcher {
                 try await settleEnded(summary: &summary)
             }
         } catch {
+            finishing.cancel()
             batch.writer.abort(fs: archive.fs)
             throw error
         }
         if options.stop.isSet {
             // A signal came while the last commit finished: start no other, and say so by
             // throwing; a caller that went on (a split line after this batch) would skip it.
+            finishing.cancel()
             batch.writer.abort(fs: archive.fs)
             throw FeedArchiveError.interrupted(signal: options.stop.signal)
         }
@@ -176,8 +178,7 @@ struct Batcher {
             run: archive.runID)
         let work = CommitWork(
             archive: archive, writer: batch.writer, finishing: finishing, relativePath: batch.directory + "/" + name,
-            entry: entry,
-            newToken: archive.checkpointToken(after: lineage, reaching: nextEncoded))
+            entry: entry)
         inFlight.append(
             InFlight(
                 commit: CommitQueue.shared.submit(work), writer: batch.writer, records: batch.records,
@@ -213,7 +214,10 @@ struct Batcher {
         case .success(let value):
             result = value
         }
-        if lineage == "live" { try await archive.acknowledge(flight.token, to: source) }  // 9. once the line is durable
+        // 9. once the line is durable; one acknowledgement for the commits settled together.
+        if lineage == "live", inFlight.first?.commit.ended == nil {
+            try await archive.acknowledge(flight.token, to: source)
+        }
         summary.blobs += 1
         summary.records += flight.records
         summary.rawBytes += result.rawBytes
