@@ -24,7 +24,7 @@ public final class BlobWriter {
     public private(set) var rawBytes: Int64 = 0
     private var closed = false
     /// Frames up to this size give their encoder back to the pool.
-    static let pooledFrameLimit: Int64 = 4 << 20
+    static let pooledFrameLimit: Int64 = 1 << 20
 
     public init(
         fs: any FileSystem, tempPath: String, compression: Compression, level: Int, workers: Int, mode: mode_t,

@@ -16,59 +16,45 @@ struct CommitWork: @unchecked Sendable {
 
 /// A blob's frame end (`BlobWriter.end`: the rest of its input is compressed, zstd's workers
 /// are waited for, its writeback starts and its encoder goes back to the pool); its fsync is
-/// left to the group commit. A tiny blob's frame ends at once, on the reading thread: it costs
-/// microseconds, and its encoder is then back for the next batch (ended on another thread,
-/// tiny frames came back too late and each next batch created a context of its own). A small
-/// blob's ends on the finishing queue while the next batch is read. A large blob is finished
-/// (with its fsync) by its commit, on the commit thread: a second compression context in flight
-/// would cost several MiB of memory.
+/// left to the group commit. A small blob's ends on the finishing queue while the next batch is
+/// read. Two end at once, on the reading thread: a tiny blob's costs microseconds, and its
+/// encoder is then back for the next batch (ended on another thread, tiny frames came back too
+/// late and each next batch created a context of its own); a large blob's frees its compression
+/// context before the next batch creates one (two large contexts alive at once put peak memory
+/// up by a sixth on long feeds).
 final class BlobFinish: @unchecked Sendable {
     // @unchecked: `outcome` is written once, before `done` is signalled, and read only after
     // a wait on `done` (which is signalled again for the next waiter).
     static let queue = DispatchQueue(label: "feedarchive.finish")
     private let done = DispatchSemaphore(value: 0)
     private var outcome: Result<BlobWriter.Result, any Error>?
-    private var writer: BlobWriter?
 
     /// Frames up to this size end on the reading thread.
     static let endNowLimit: Int64 = 64 << 10
 
     init(_ writer: BlobWriter) {
-        if writer.rawBytes <= Self.endNowLimit {
-            outcome = Result { try writer.end() }
-            done.signal()
-        } else if writer.rawBytes <= BlobWriter.pooledFrameLimit {
+        if writer.rawBytes > Self.endNowLimit && writer.rawBytes <= BlobWriter.pooledFrameLimit {
             nonisolated(unsafe) let writer = writer
             Self.queue.async { [self] in
                 outcome = Result { try writer.end() }
                 done.signal()
             }
         } else {
-            self.writer = writer
+            outcome = Result { try writer.end() }
+            done.signal()
         }
     }
 
-    /// Blocks until the frame has ended: a large blob's is run by the first call.
+    /// Blocks until the frame has ended.
     func wait() -> Result<BlobWriter.Result, any Error> {
-        if let writer {
-            self.writer = nil
-            outcome = Result { try writer.finish() }
-            done.signal()
-        }
         done.wait()
         defer { done.signal() }
         return outcome!
     }
 
-    /// For a blob that will not be committed: waits for a small blob's frame end (so no other
-    /// thread touches its writer when it is aborted); a large blob's is never run.
-    func cancel() {
-        if writer != nil {
-            writer = nil
-            return
-        }
-        _ = wait()
-    }
+    /// For a blob that will not be committed: waits for its frame end, so no other thread
+    /// touches its writer when it is aborted.
+    func cancel() { _ = wait() }
 }
 
 /// The outcome of one batch's commit; it can be waited for from a thread or a task.
