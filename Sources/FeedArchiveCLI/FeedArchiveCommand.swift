@@ -25,7 +25,7 @@ struct FeedArchiveCommand: AsyncParsableCommand {
         version: "feedarchive \(FeedArchiveVersion.current)",
         subcommands: [
             RunCommand.self, StatusCommand.self, CatCommand.self, VerifyCommand.self, BackfillCommand.self,
-            AckGapCommand.self,
+            AckGapCommand.self, CompactCommand.self,
             EpochCommand.self, SetupCommand.self,
         ])
 

@@ -15,12 +15,13 @@ public struct SplitMix64: RandomNumberGenerator {
     }
 }
 
-/// Every envelope line of a job's blobs, in manifest order (all lineages).
+/// Every envelope line of a job's blobs, in manifest order (all lineages; a compacted blob in
+/// the place of the blobs it replaced).
 public func archivedLines(_ job: JobConfig) throws -> [String] {
     let archive = JobArchive(job: job)
     _ = try archive.load()
     var lines: [String] = []
-    for entry in archive.manifest.entries where entry.kind == .blob {
+    for entry in archive.manifest.currentLines() where entry.namesBlob {
         guard let path = entry.path, let compression = Compression.of(path: path),
             let bytes = try PosixFileSystem().read(archive.layout.absolute(path))
         else { throw FeedArchiveError.data(path: entry.path, message: "blob of manifest seq \(entry.seq) is missing") }

@@ -103,8 +103,9 @@ struct TestFailure: Error, CustomStringConvertible {
 enum ShopFeed {
     static var script: String { Binary.packageRoot + "/scripts/shopfeed.py" }
 
-    static func create(_ db: String, count: Int, wal: Bool = false) throws {
-        let pid = try spawn("python3", [script, db, "--count", String(count)] + (wal ? ["--wal"] : []))
+    static func create(_ db: String, count: Int, wal: Bool = false, rate: Double = 1.0) throws {
+        let pid = try spawn(
+            "python3", [script, db, "--count", String(count), "--rate", String(rate)] + (wal ? ["--wal"] : []))
         if reap(pid) != 0 { throw TestFailure("shopfeed.py failed") }
     }
 

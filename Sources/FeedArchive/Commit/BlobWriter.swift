@@ -57,6 +57,14 @@ public final class BlobWriter {
         if buffer.count >= bufferLimit { try flushBuffer() }
     }
 
+    /// Adds bytes as they are: whole envelope lines, newlines included, possibly split across
+    /// calls (a compaction copies decoded blobs).
+    public func append(raw bytes: UnsafeRawBufferPointer) throws {
+        buffer.append(contentsOf: bytes)
+        rawBytes += Int64(bytes.count)
+        if buffer.count >= bufferLimit { try flushBuffer() }
+    }
+
     private func flushBuffer() throws {
         guard !buffer.isEmpty else { return }
         guard let encoder else { throw CodecError("the blob \(tempPath) was already finished") }

@@ -35,6 +35,13 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
     public var run: String
     /// Why an epoch started or a gap was acknowledged.
     public var reason: String?
+    /// A `compact` line: the seqs of the blob lines whose blobs its blob replaces, and their
+    /// compressed bytes (the totals subtract them).
+    public var replaces: [Int64]?
+    public var replacedBytes: Int64?
+
+    /// The line names a blob that holds changes (`blob`, or `compact`).
+    public var namesBlob: Bool { kind == .blob || kind == .compact }
 
     enum CodingKeys: String, CodingKey {
         case seq, prev, kind, lineage, part, path, sha256, bytes
@@ -47,7 +54,8 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
         case minTs = "min_ts"
         case maxTs = "max_ts"
         case createdAt = "created_at"
-        case run, reason
+        case run, reason, replaces
+        case replacedBytes = "replaced_bytes"
     }
 
     public init(
@@ -115,6 +123,16 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
         string("to_token", toToken)
         string("min_ts", minTs)
         string("max_ts", maxTs)
+        if let replaces {
+            key("replaces")
+            for (index, seq) in replaces.enumerated() {
+                out.append(index == 0 ? 0x5B : 0x2C)
+                JSONText.appendInt(seq, to: &out)
+            }
+            if replaces.isEmpty { out.append(0x5B) }
+            out.append(0x5D)
+        }
+        int("replaced_bytes", replacedBytes)
         string("created_at", createdAt)
         string("run", run)
         string("reason", reason)
@@ -147,7 +165,7 @@ public struct Manifest: Sendable {
     public mutating func blob(named path: String) -> ManifestEntry? {
         if pathIndex == nil {
             var index: [String: Int] = [:]
-            for (position, entry) in entries.enumerated() where entry.kind == .blob {
+            for (position, entry) in entries.enumerated() where entry.namesBlob {
                 if let path = entry.path { index[path] = position }
             }
             pathIndex = index
@@ -157,7 +175,7 @@ public struct Manifest: Sendable {
 
     mutating func appended(_ entry: ManifestEntry) {
         entries.append(entry)
-        if entry.kind == .blob, let path = entry.path { pathIndex?[path] = entries.count - 1 }
+        if entry.namesBlob, let path = entry.path { pathIndex?[path] = entries.count - 1 }
     }
     /// SHA-256 of the last line (the chain head).
     public var tailHash: String = Manifest.zeroHash
@@ -165,6 +183,36 @@ public struct Manifest: Sendable {
 
     public static func segmentName(forSeq seq: Int64) -> String {
         zeroPadded(UInt64((seq - 1) / segmentLines + 1), width: 8) + ".jsonl"
+    }
+
+    /// The seqs of blob lines a `compact` line among these replaced: their blobs are gone.
+    public var replacedSeqs: Set<Int64> {
+        Set(entries.lazy.filter { $0.kind == .compact }.flatMap { $0.replaces ?? [] })
+    }
+
+    /// The lines as the archive holds them now, in feed order: a `compact` line in the place of
+    /// the first line it replaced, replaced blob lines left out, every other line kept. A compact
+    /// line whose replaced lines are not among these (a tail read) stays in its place.
+    public func currentLines() -> [ManifestEntry] {
+        var firstReplaced: [Int64: ManifestEntry] = [:]
+        var replaced: Set<Int64> = []
+        let present = Set(entries.map(\.seq))
+        for entry in entries where entry.kind == .compact {
+            let seqs = entry.replaces ?? []
+            replaced.formUnion(seqs)
+            if let first = seqs.min(), present.contains(first) { firstReplaced[first] = entry }
+        }
+        guard !replaced.isEmpty else { return entries }
+        var lines: [ManifestEntry] = []
+        for entry in entries {
+            if let compact = firstReplaced[entry.seq] { lines.append(compact) }
+            if entry.kind == .compact {
+                if !(entry.replaces?.min().map(present.contains) ?? false) { lines.append(entry) }
+            } else if !replaced.contains(entry.seq) {
+                lines.append(entry)
+            }
+        }
+        return lines
     }
 
     /// The live checkpoint state after the last live line (blob or epoch of lineage `live`).

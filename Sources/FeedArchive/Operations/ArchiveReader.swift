@@ -41,9 +41,14 @@ public struct ArchiveReader {
     /// `until` (changes without one are kept). A missing or undecodable blob is a data error
     /// (65); a token at no blob boundary of this archive is a usage error (64).
     public func read(from: Bound?, until: Bound?, to output: ([UInt8]) throws -> Void) throws {
-        let entries = archive.manifest.entries
+        let entries = archive.manifest.currentLines()
         func boundary(_ text: String, _ flag: String) throws -> Int {
             guard let index = entries.firstIndex(where: { $0.toToken == text }) else {
+                if archive.manifest.entries.contains(where: { $0.toToken == text }) {
+                    throw FeedArchiveError.usage(
+                        "\(flag) \(text.prefix(40))…: this blob boundary is inside a blob that `feedarchive compact` made of several; give a time, or the token at the compacted blob's end"
+                    )
+                }
                 throw FeedArchiveError.usage(
                     "\(flag) \(text.prefix(40))…: not a time, and not a token at a blob boundary of this archive")
             }
@@ -64,8 +69,7 @@ public struct ArchiveReader {
         case nil: break
         }
         var buffer: [UInt8] = []
-        for entry in entries[min(startIndex, endIndex)..<endIndex] where entry.kind == .blob && entry.lineage == "live"
-        {
+        for entry in entries[min(startIndex, endIndex)..<endIndex] where entry.namesBlob && entry.lineage == "live" {
             guard let path = entry.path, let compression = Compression.of(path: path) else { continue }
             let absolute = archive.layout.absolute(path)
             guard let bytes = try archive.fs.read(absolute) else {

@@ -18,8 +18,14 @@ public struct ArchiveTotals: Codable, Equatable, Sendable {
         for entry in manifest.entries { add(entry) }
     }
 
-    /// Counts one more manifest line (only blob lines count).
+    /// Counts one more manifest line (only blob lines count; a `compact` line replaces the
+    /// blobs it names with one of the same records).
     public mutating func add(_ entry: ManifestEntry) {
+        if entry.kind == .compact {
+            blobs += 1 - (entry.replaces?.count ?? 0)
+            bytes += (entry.bytes ?? 0) - (entry.replacedBytes ?? 0)
+            return
+        }
         guard entry.kind == .blob else { return }
         blobs += 1
         records += entry.records ?? 0

@@ -74,7 +74,9 @@ struct Continuity {
                 for (part, cursor) in from.cursors {
                     if let end = to.cursors[part] { acks.append((part, cursor, end)) }
                 }
-            case .blob:
+            case .blob, .compact:
+                // A blob a compact line replaced is not checked (`intact` has no word on it):
+                // the compacted blob stands for it, as one link of the same range.
                 guard let part = entry.part, let path = entry.path, intact[path] == true,
                     seenPaths.insert(path).inserted,
                     let from = token(entry.fromToken),
@@ -96,8 +98,6 @@ struct Continuity {
                         starts[part, default: []].append(cursor)
                     }
                 }
-            default:
-                continue
             }
         }
         guard let liveStart else { return }
@@ -125,11 +125,14 @@ struct Continuity {
                     reach(start)
                 }
                 if let frontierPos, link.last <= frontierPos {
-                    duplicates += 1
+                    // A compacted blob of what an earlier verify proved: the same changes.
+                    if link.entry.kind != .compact { duplicates += 1 }
                     reach(link.to)
                     continue
                 }
-                if let frontierPos, link.first <= frontierPos {
+                if let frontierPos, link.first <= frontierPos, link.entry.kind == .compact {
+                    // Compacted from blobs proven before and after the mark: contiguous.
+                } else if let frontierPos, link.first <= frontierPos {
                     // Starts inside what is covered: contiguous, the overlap is duplicates.
                     duplicates += 1
                     notes.append(

@@ -10,7 +10,7 @@ extension Verifier {
         _ = try archive.load()
         var compared = 0
         var unavailable = 0
-        for entry in archive.manifest.entries where entry.kind == .blob && entry.lineage == "live" {
+        for entry in archive.manifest.currentLines() where entry.namesBlob && entry.lineage == "live" {
             guard let path = entry.path, let part = entry.part,
                 let from = entry.fromToken.flatMap({ try? ContinuationToken.decode($0) }),
                 let to = entry.toToken.flatMap({ try? ContinuationToken.decode($0) }),

@@ -1,0 +1,60 @@
+import FeedArchive
+import Foundation
+import Testing
+
+/// `feedarchive compact` on a real SQLite archive: killed with SIGKILL at any point, the next
+/// compaction finishes the job; every change stays archived once, in order, and verify is clean.
+@Suite struct CompactEndToEndTests {
+    @Test func compactKilledAtAnyPointLosesNothing() async throws {
+        let shop = ShopJob(maxRecords: 50, pageSize: 50)
+        // Three hours and twenty minutes of changes, in 120 blobs of 50: about 36 an hour.
+        try ShopFeed.create(shop.db, count: 6_000, rate: 0.5)
+        var runs = 0
+        while true {
+            let run = try await Binary.run(["run", shop.job, "--max-records", "500"])
+            #expect(run.status == 0, "\(run.stderr)")
+            runs += 1
+            if run.stderr.contains(" 0 changes") || runs > 20 { break }
+        }
+        let expected = try await shop.archivedSequences()
+        #expect(expected == (1...6_000).map { Int64($0) })
+        let pristine = shop.dir.path + "/pristine"
+        try FileManager.default.copyItem(atPath: shop.jobRoot, toPath: pristine)
+        let blobs = shop.files(under: shop.jobRoot + "/data").filter { $0.hasSuffix(".zst") }.count
+
+        var interrupted = 0
+        for delay in stride(from: 0, to: 90_000, by: 4_500) {
+            try FileManager.default.removeItem(atPath: shop.jobRoot)
+            try FileManager.default.copyItem(atPath: pristine, toPath: shop.jobRoot)
+            let compact = try Binary.start(["compact", shop.job, "--after", "0s", "--target-size", "64KiB"])
+            usleep(UInt32(delay))
+            compact.signal(SIGKILL)
+            if await compact.finish().status != 0 { interrupted += 1 }
+            // What the manifest names is whole at every point.
+            #expect(try await shop.archivedSequences() == expected, "killed after \(delay / 1000) ms")
+            let again = try await Binary.run(["compact", shop.job, "--after", "0s", "--target-size", "64KiB"])
+            #expect(again.status == 0, "\(again.stderr)")
+            #expect(try await shop.archivedSequences() == expected, "killed after \(delay / 1000) ms")
+            let verify = try await Binary.run(["verify", shop.job, "--deep", "--full"])
+            #expect(verify.status == 0, "killed after \(delay / 1000) ms: \(verify.stdout)")
+            #expect(!verify.stdout.contains("replaced by a compacted blob"), "\(verify.stdout)")
+            let left = shop.files(under: shop.jobRoot + "/data").filter { $0.hasSuffix(".zst") }.count
+            #expect(left < blobs / 4, "\(left) of \(blobs) blobs left")
+        }
+        #expect(interrupted >= 3, "only \(interrupted) compactions were killed before they ended")
+        // DuckDB reads the compacted lake with the README's query: each change once.
+        let root = shop.jobRoot
+        let manifest =
+            "read_json('\(root)/_feedarchive/manifest/*.jsonl', columns = {seq: 'BIGINT', kind: 'VARCHAR', path: 'VARCHAR', replaces: 'BIGINT[]'})"
+        let count = try RunEndToEndTests().duckdb(
+            """
+            SELECT count(*), count(DISTINCT pos) FROM read_json('\(root)/data/**/*.jsonl.zst', filename = true)
+            WHERE filename IN (SELECT '\(root)/' || path FROM \(manifest) WHERE kind IN ('blob', 'compact')
+              AND seq NOT IN (SELECT unnest(replaces) FROM \(manifest) WHERE kind = 'compact'))
+            """)
+        #expect(count == "(6000, 6000)", "duckdb says \(count)")
+        // The job goes on: a later run and verify.
+        #expect(try await Binary.run(["run", shop.job]).status == 0)
+        #expect(try await Binary.run(["verify", shop.job, "--deep"]).status == 0)
+    }
+}

@@ -1,0 +1,156 @@
+import FeedArchive
+import FeedArchiveTesting
+import Foundation
+import Testing
+
+/// `compact` merges the blobs of closed hour buckets: the same records in the same order,
+/// verify clean (full and incremental), the totals right, a stopped compaction finished by the
+/// next, a damaged blob refused with nothing changed.
+@Suite struct CompactionTests {
+    /// Four hours of changes from 11:00, five minutes apart, archived by runs of 4 changes: 12
+    /// changes and 3 blobs an hour, as a five-minute cron job makes.
+    static func cronArchive(_ dir: TempDirectory, hours: Int = 4) async throws -> (JobConfig, InMemorySource) {
+        let job = try memoryJob(in: dir, maxRecords: 100)
+        let source = InMemorySource()
+        let start = baseTime - 400_000_000  // 11:00:00
+        for index in 0..<(hours * 12) { source.append(timestamp: start + Int64(index) * 300_000_000) }
+        var options = RunOptions()
+        options.maxRecords = 4
+        for _ in 0..<(hours * 3) { _ = try await ArchiveRunner(job: job, source: source).run(options) }
+        return (job, source)
+    }
+
+    static func blobFiles(_ job: JobConfig) -> [String] {
+        let data = job.archive.root + "/" + job.name + "/data"
+        return ((FileManager.default.enumerator(atPath: data)?.allObjects as? [String]) ?? []).filter {
+            $0.hasSuffix(".zst")
+        }.sorted()
+    }
+
+    @Test func closedBucketsBecomeOneBlobWithTheSameRecords() async throws {
+        let dir = TempDirectory()
+        let (job, source) = try await Self.cronArchive(dir)
+        let before = try archivedLines(job)
+        let files = Self.blobFiles(job)
+        #expect(try Verifier(job: job).verify(deep: true, full: false).isClean)  // a mark before compaction
+
+        let dry = try Compactor(job: job).compact(after: 0, dryRun: true)
+        #expect(!dry.blobs.isEmpty)
+        #expect(Self.blobFiles(job) == files, "a dry run changed files")
+
+        let report = try Compactor(job: job).compact(after: 0)
+        // Hours whose end the archive has passed: the first three (the fourth is still open).
+        #expect(report.blobs.count == 3, "\(report.blobs.map(\.folder))")
+        #expect(report.blobs.allSatisfy { $0.replaces.count == 3 && $0.records == 12 })
+        #expect(Self.blobFiles(job).count == files.count - 3 * 2)
+        #expect(try archivedLines(job) == before)
+        #expect(
+            before.map(position(of:))
+                == source.changes().map {
+                    InMemorySource.position(group: $0.group, index: $0.index).rawValue
+                })
+
+        for full in [false, true] {
+            let check = try Verifier(job: job).verify(deep: true, full: full)
+            #expect(check.isClean, "full \(full): \(check.problems.map(\.message))")
+            #expect(check.blobs == files.count - 6 && check.records == 48, "full \(full): \(check.blobs) blobs")
+            #expect(check.duplicateRanges == 0)
+        }
+        let archive = JobArchive(job: job)
+        _ = try archive.loadTail()
+        let totals = try archive.totalsAtTail()
+        #expect(totals.blobs == files.count - 6 && totals.records == 48)
+        #expect(totals == ArchiveTotals(try archive.store.read().0))
+
+        // Nothing more to do; the job goes on as before.
+        #expect(try Compactor(job: job).compact(after: 0).blobs.isEmpty)
+        for _ in 0..<5 { source.append(timestamp: baseTime + 5 * hour) }
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        #expect(try Verifier(job: job).verify(deep: true, full: true).isClean)
+        #expect(try archivedLines(job).count == 53)
+    }
+
+    @Test func aBucketStaysOpenUntilTheArchiveIsPastItsEndByTheGracePeriod() async throws {
+        let dir = TempDirectory()
+        let (job, _) = try await Self.cronArchive(dir)
+        // The newest change is at 3 h 55 min: with a grace of 2 h only the first hour closed.
+        let report = try Compactor(job: job).compact(after: 2 * 3600)
+        #expect(report.blobs.count == 1)
+        #expect(try Compactor(job: job).compact(after: 10 * 3600).blobs.isEmpty)
+    }
+
+    @Test func aTargetSizeCutsABucketIntoSeveralBlobs() async throws {
+        let dir = TempDirectory()
+        let (job, _) = try await Self.cronArchive(dir, hours: 2)
+        let before = try archivedLines(job)
+        let archive = JobArchive(job: job)
+        _ = try archive.load()
+        let largest = archive.manifest.entries.compactMap(\.bytes).max()!
+        let report = try Compactor(job: job).compact(targetSize: largest * 2, after: 0)
+        // Three blobs an hour, at most two per compacted blob: one pair, the third left alone.
+        #expect(report.blobs.count == 1 && report.blobs[0].replaces.count == 2)
+        #expect(try archivedLines(job) == before)
+        #expect(try Verifier(job: job).verify(deep: true).isClean)
+    }
+
+    /// Stopped after its line, before deleting what it replaced: verify is clean and says so;
+    /// the next compaction deletes the leftovers.
+    @Test func aCompactionStoppedBeforeItsDeletesIsFinishedByTheNext() async throws {
+        let dir = TempDirectory()
+        let (job, _) = try await Self.cronArchive(dir)
+        let before = try archivedLines(job)
+        let fs = FaultInjectingFileSystem([.init(.remove, pathContains: "/data/", errno: EIO)])
+        #expect(throws: FeedArchiveError.self) { try Compactor(job: job, fs: fs).compact(after: 0) }
+        #expect(try archivedLines(job) == before)
+        let report = try Verifier(job: job).verify(deep: true, full: true)
+        #expect(report.isClean, "\(report.problems.map(\.message))")
+        #expect(report.notes.contains { $0.contains("replaced by a compacted blob") })
+        let next = try Compactor(job: job).compact(after: 0)
+        #expect(next.leftovers.count == 3)
+        #expect(try archivedLines(job) == before)
+        let after = try Verifier(job: job).verify(deep: true, full: true)
+        #expect(after.isClean && !after.notes.contains { $0.contains("replaced by a compacted blob") })
+    }
+
+    /// Stopped before its line: the new blob is recovery's to quarantine, nothing is lost.
+    @Test func aCompactionStoppedBeforeItsLineLeavesTheArchiveAsItWas() async throws {
+        let dir = TempDirectory()
+        let (job, source) = try await Self.cronArchive(dir)
+        let before = try archivedLines(job)
+        let files = Self.blobFiles(job)
+        let fs = FaultInjectingFileSystem([.init(.write, pathContains: "/manifest/")])
+        #expect(throws: FeedArchiveError.self) { try Compactor(job: job, fs: fs).compact(after: 0) }
+        #expect(try archivedLines(job) == before)
+        let summary = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        #expect(summary.recovery.contains { $0.contains("quarantine") }, "\(summary.recovery)")
+        #expect(Self.blobFiles(job) == files)
+        #expect(try Verifier(job: job).verify(deep: true, full: true).isClean)
+        #expect(try Compactor(job: job).compact(after: 0).blobs.count == 3)
+        #expect(try archivedLines(job) == before)
+    }
+
+    /// A damaged (or missing) blob is verify's to report and a backfill's to mend: its bucket
+    /// is left as it is, named in the report; the other buckets are compacted.
+    @Test func aDamagedBlobKeepsItsBucketAsItIs() async throws {
+        let dir = TempDirectory()
+        let (job, _) = try await Self.cronArchive(dir)
+        let files = Self.blobFiles(job)
+        let victim = job.archive.root + "/" + job.name + "/data/" + files[1]
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: victim))
+        bytes[bytes.count / 2] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: victim))
+        try FileManager.default.removeItem(atPath: job.archive.root + "/" + job.name + "/data/" + files[4])
+        let report = try Compactor(job: job).compact(after: 0)
+        #expect(report.blobs.count == 1)
+        #expect(report.skipped.count == 2)
+        #expect(report.skipped.contains { $0.contains(files[1]) && $0.contains("differs from its manifest line") })
+        #expect(report.skipped.contains { $0.contains(files[4]) && $0.contains("missing") })
+        let left = Self.blobFiles(job)
+        #expect(files[0...2].allSatisfy(left.contains) && files[3...5].filter(left.contains).count == 2)
+        #expect(FileManager.default.fileExists(atPath: victim))
+        // No temp file is left behind.
+        let tmp = try FileManager.default.contentsOfDirectory(
+            atPath: job.archive.root + "/" + job.name + "/_feedarchive/tmp")
+        #expect(tmp.isEmpty, "\(tmp)")
+    }
+}
