@@ -40,8 +40,10 @@ struct RunLog {
         let ratio =
             summary.bytes > 0 ? String(format: " (%.1fx)", Double(summary.rawBytes) / Double(summary.bytes)) : ""
         let lag = summary.lag.map { ", lag \($0)" } ?? ""
+        let compacted =
+            summary.compacted.flatMap { $0.blobs > 0 ? ", compacted \($0.blobs) blobs into \($0.into)" : nil } ?? ""
         let text =
-            "feedarchive: \(summary.job): ok, \(summary.blobs) blobs, \(summary.records) changes, \(humanBytes(summary.rawBytes)) -> \(humanBytes(summary.bytes))\(ratio) in \(String(format: "%.2f", summary.seconds)) s, stopped at \(summary.stoppedBy)\(lag)"
+            "feedarchive: \(summary.job): ok, \(summary.blobs) blobs, \(summary.records) changes, \(humanBytes(summary.rawBytes)) -> \(humanBytes(summary.bytes))\(ratio) in \(String(format: "%.2f", summary.seconds)) s, stopped at \(summary.stoppedBy)\(lag)\(compacted)"
         var fields: [(String, Any)] = [
             ("level", "info"), ("event", "run"), ("job", summary.job), ("exit", 0), ("blobs", summary.blobs),
             ("records", summary.records), ("raw_bytes", summary.rawBytes), ("bytes", summary.bytes),
@@ -49,6 +51,10 @@ struct RunLog {
             ("to_token", summary.toToken),
         ]
         if let lag = summary.lag { fields.append(("lag", lag)) }
+        if let compacted = summary.compacted {
+            fields.append(("compacted_blobs", compacted.blobs))
+            fields.append(("compacted_into", compacted.into))
+        }
         write(fields, text: text)
     }
 

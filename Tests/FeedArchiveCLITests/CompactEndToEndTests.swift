@@ -57,4 +57,36 @@ import Testing
         #expect(try await Binary.run(["run", shop.job]).status == 0)
         #expect(try await Binary.run(["verify", shop.job, "--deep"]).status == 0)
     }
+
+    /// `compact:` in the job: one cron line archives, compacts what closed, and marks each
+    /// closed bucket `_SUCCESS` with the watermark in `_feedarchive/watermark.json`.
+    @Test func runWithACompactSettingKeepsTheLakeCompactedAndMarked() async throws {
+        let shop = ShopJob(maxRecords: 1_000, pageSize: 100, extraSource: "compact:\n  after: 0s\n")
+        // Four hours and ten minutes, archived 150 changes at a time: about four blobs an hour.
+        try ShopFeed.create(shop.db, count: 3_000, rate: 0.2)
+        var compactions = 0
+        for _ in 0..<30 {
+            let run = try await Binary.run(["run", shop.job, "--max-records", "150"])
+            #expect(run.status == 0, "\(run.stderr)")
+            if run.stderr.contains("compacted") { compactions += 1 }
+            if run.stderr.contains(" 0 changes") { break }
+        }
+        #expect(compactions >= 3)
+        #expect(try await shop.archivedSequences() == (1...3_000).map { Int64($0) })
+        let data = shop.jobRoot + "/data"
+        let folders = Set(shop.files(under: data).filter { $0.hasSuffix(".zst") }.map(parentDirectory(of:)))
+        let marked = Set(shop.files(under: data).filter { $0.hasSuffix("/_SUCCESS") }.map(parentDirectory(of:)))
+        // Every hour but the last is closed: marked, and one blob.
+        #expect(marked.count == folders.count - 1, "\(marked.sorted()) of \(folders.sorted())")
+        for folder in marked {
+            let blobs = shop.files(under: data + "/" + folder).filter { $0.hasSuffix(".zst") }
+            #expect(blobs.count == 1, "\(folder): \(blobs)")
+        }
+        let watermark = try String(contentsOfFile: shop.jobRoot + "/_feedarchive/watermark.json", encoding: .utf8)
+        #expect(watermark.contains(#""through""#))
+        for extra in [[], ["--full"]] {
+            let verify = try await Binary.run(["verify", shop.job, "--deep"] + extra)
+            #expect(verify.status == 0, "\(verify.stdout)")
+        }
+    }
 }

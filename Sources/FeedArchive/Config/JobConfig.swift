@@ -13,6 +13,8 @@ public struct JobConfig: Sendable {
     public var batch: BatchLimits
     /// Where the first run starts.
     public var start: StartSpec
+    /// `compact:` in the job file: `run` compacts closed buckets after it archives.
+    public var compaction: CompactionSettings?
 
     /// Loads and checks a job file. Relative paths inside it are resolved against its folder,
     /// so cron can start the job from anywhere.
@@ -42,10 +44,13 @@ public struct JobConfig: Sendable {
         let archive = try ArchiveSettings.parse(try root.required("archive"), base: base)
         let batch = try BatchLimits.parse(root.optional("batch"))
         let start = try root.optional("start").map { StartSpec.parse(try $0.string("start")) } ?? .beginning
+        let compaction = try root.optional("compact").map(CompactionSettings.parse)
         try root.finish()
-        return JobConfig(
+        var job = JobConfig(
             name: name, file: file, sourceKind: kind, sourceSettings: source.node,
             archive: archive, batch: batch, start: start)
+        job.compaction = compaction
+        return job
     }
 
     /// Resolves a path from the job file against the job file's folder.
@@ -160,5 +165,35 @@ public struct BatchLimits: Sendable {
         }
         try map.finish()
         return limits
+    }
+}
+
+/// `compact: {after: 1h, target_size: 256MiB}`: one cron line archives and keeps the lake
+/// compacted (`feedarchive compact` with these settings after each successful run).
+public struct CompactionSettings: Sendable {
+    /// How far past a bucket's end the archive must hold changes before it is compacted.
+    public var after: Double = 3600
+    /// The largest compacted blob, compressed.
+    public var targetSize: Int64 = 256 << 20
+
+    public init() {}
+
+    static func parse(_ node: ConfigNode) throws -> CompactionSettings {
+        var settings = CompactionSettings()
+        let map = try node.mapping("compact")
+        if let node = map.optional("after") {
+            // 0s is allowed: a bucket closes as soon as the archive holds a later change.
+            let text = try node.string("compact.after")
+            guard let after = parseDuration(text) ?? (text == "0" || text == "0s" ? 0 : nil), after >= 0 else {
+                throw node.error("compact.after must be a duration such as 0s, 30m or 1h, not '\(text)'")
+            }
+            settings.after = after
+        }
+        if let node = map.optional("target_size") {
+            settings.targetSize = try node.byteSize("compact.target_size")
+            guard settings.targetSize > 0 else { throw node.error("compact.target_size must be positive") }
+        }
+        try map.finish()
+        return settings
     }
 }

@@ -25,6 +25,8 @@ public struct ArchiveLayout: Sendable {
     public var placingFile: String { metaDirectory + "/placing" }
     /// Where the last clean verify got to (`VerifiedMark`).
     public var verifiedFile: String { metaDirectory + "/verified.json" }
+    public var compactedFile: String { metaDirectory + "/compacted.json" }
+    public var watermarkFile: String { metaDirectory + "/watermark.json" }
 
     /// Path of a blob relative to the job root.
     public func blobRelativePath(

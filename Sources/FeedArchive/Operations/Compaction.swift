@@ -19,6 +19,8 @@ public struct CompactedBlob: Sendable {
 public struct CompactionReport: Sendable {
     public var job: String
     public var dryRun: Bool
+    /// Closed bucket folders that got their `_SUCCESS` marker.
+    public var marked = 0
     /// The time through which every partition of the live token has archived changes.
     public var watermark: String?
     public var blobs: [CompactedBlob] = []
@@ -27,6 +29,35 @@ public struct CompactionReport: Sendable {
     /// Blobs and buckets left as they are, and why (a missing or damaged blob, a file another
     /// line names too).
     public var skipped: [String] = []
+}
+
+/// `_feedarchive/compacted.json`: where the next compaction starts reading the manifest (the
+/// first line of the oldest bucket still open at the last one: every line before it was
+/// considered in a closed bucket) and how far in time each partition was archived then, so a
+/// compaction after every run costs what the new lines cost, not the archive's history.
+struct CompactionMark: Codable, Equatable {
+    static let format = 1
+    var format = Self.format
+    /// The first line to read, and that line's `prev` (the manifest it belongs to).
+    var fromSeq: Int64
+    var fromPrev: String
+    /// Per partition, the newest `max_ts` (microseconds) of its live blob lines before `fromSeq`.
+    var newest: [String: Int64]
+
+    enum CodingKeys: String, CodingKey {
+        case format
+        case fromSeq = "from_seq"
+        case fromPrev = "from_prev"
+        case newest
+    }
+}
+
+/// `_feedarchive/watermark.json`: the time through which every partition of the live token has
+/// archived changes (the oldest of their newest commit times), as of the last compaction, and
+/// the grace after which a bucket counts as closed.
+struct Watermark: Codable, Equatable {
+    var through: String
+    var after: Double
 }
 
 /// `feedarchive compact`: merges the blobs of closed hour buckets, per partition, into one blob
@@ -53,6 +84,9 @@ public struct Compactor {
         self.fs = fs
     }
 
+    /// The marker of a closed bucket's folder, as Spark and Hive name it.
+    public static let marker = "_SUCCESS"
+
     struct Group {
         var folder: String
         var partition: String
@@ -68,9 +102,25 @@ public struct Compactor {
         guard fs.entryKind(archive.layout.identityFile) != nil else {
             throw FeedArchiveError.usage("job \(job.name) has no archive yet: run it first")
         }
-        _ = try archive.recover(readingWholeManifest: true)
+        _ = try archive.recover()
         var report = CompactionReport(job: job.name, dryRun: dryRun)
-        let manifest = archive.manifest
+        // The lines since the last compaction's mark (all of them without one).
+        var mark = (try? fs.read(archive.layout.compactedFile)).flatMap { $0 }.flatMap {
+            try? JSONDecoder().decode(CompactionMark.self, from: Data($0))
+        }
+        var manifest: Manifest
+        if let known = mark, known.format == CompactionMark.format, known.fromSeq <= archive.manifest.tailSeq + 1 {
+            (manifest, _) = try archive.store.readTail(from: min(known.fromSeq, max(1, archive.manifest.tailSeq)))
+            if manifest.entries.first(where: { $0.seq == known.fromSeq })?.prev != known.fromPrev
+                && known.fromSeq <= manifest.tailSeq
+            {
+                mark = nil
+                (manifest, _) = try archive.store.read()
+            }
+        } else {
+            mark = nil
+            (manifest, _) = try archive.store.read()
+        }
 
         // Files a stopped compaction replaced and did not delete.
         let replaced = manifest.replacedSeqs
@@ -88,7 +138,8 @@ public struct Compactor {
         }
         for folder in folders.sorted() { try fs.syncDirectory(folder) }
 
-        let (groups, watermark, skipped) = plan(manifest, targetSize: targetSize, after: after)
+        let (groups, watermark, skipped, next, closed) = plan(
+            manifest, targetSize: targetSize, after: after, newest: mark?.newest ?? [:])
         report.watermark = watermark.map { formatRFC3339(microseconds: $0) }
         report.skipped = skipped
         for group in groups {
@@ -111,11 +162,35 @@ public struct Compactor {
             report.blobs.append(blob)
         }
         if !dryRun && !groups.isEmpty { try archive.touchCheckpoint() }
+        if !dryRun, let watermark {
+            // Completeness markers, after the buckets' data is durable: `_SUCCESS` in each
+            // closed bucket's folder, and the time through which every partition is archived.
+            var marked: Set<String> = []
+            for folder in closed.map(archive.layout.absolute) where fs.entryKind(folder + "/" + Self.marker) == nil {
+                try fs.create(folder + "/" + Self.marker, mode: job.archive.fileMode).close()
+                marked.insert(folder)
+            }
+            for folder in marked.sorted() { try fs.syncDirectory(folder) }
+            report.marked = marked.count
+            let time = Watermark(through: formatRFC3339(microseconds: watermark), after: after)
+            let saved = (try? fs.read(archive.layout.watermarkFile)).flatMap { $0 }.flatMap {
+                try? JSONDecoder().decode(Watermark.self, from: Data($0))
+            }
+            if saved != time {
+                try fs.replaceAtomically(archive.layout.watermarkFile, json: time, mode: job.archive.fileMode)
+            }
+        }
+        if !dryRun, let next, next != mark {
+            try fs.replaceAtomically(archive.layout.compactedFile, json: next, mode: job.archive.fileMode)
+        }
         return report
     }
 
-    /// The groups to compact, the watermark, and notes on folders left as they are.
-    func plan(_ manifest: Manifest, targetSize: Int64, after: TimeInterval) -> ([Group], Int64?, [String]) {
+    /// The groups to compact, the watermark, notes on blobs left as they are, and the mark for
+    /// the next compaction. `newest`: per partition, the newest time archived before these lines.
+    func plan(_ manifest: Manifest, targetSize: Int64, after: TimeInterval, newest known: [String: Int64]) -> (
+        [Group], Int64?, [String], CompactionMark?, [String]
+    ) {
         let entries = manifest.entries
         let replaced = manifest.replacedSeqs
         let lastEpoch = entries.lastIndex { $0.kind == .epoch && $0.lineage == "live" } ?? -1
@@ -123,7 +198,7 @@ public struct Compactor {
         // How far in time each partition of the live token is archived.
         let liveCursors = manifest.liveToken.flatMap { try? ContinuationToken.decode($0) }?.cursors ?? [:]
         let partitions = Array(liveCursors.keys)
-        var newest: [String: Int64] = [:]
+        var newest = known
         for entry in live {
             guard let part = entry.part, let ts = entry.maxTs.flatMap(micros) else { continue }
             newest[part] = max(newest[part] ?? .min, ts)
@@ -131,12 +206,19 @@ public struct Compactor {
         let watermark =
             partitions.isEmpty || partitions.contains(where: { newest[$0] == nil })
             ? nil : partitions.map { newest[$0]! }.min()
-        guard let watermark else { return ([], nil, []) }
+        guard let watermark else { return ([], nil, [], nil, []) }
 
         // How many lines name each file: a file another line names too is never deleted.
         var naming: [String: Int] = [:]
         for entry in entries where entry.namesBlob && !replaced.contains(entry.seq) {
             if let path = entry.path { naming[path, default: 0] += 1 }
+        }
+        let baseSeq = manifest.entries.first?.seq ?? 1
+        func between(_ from: Int64, _ to: Int64) -> ArraySlice<ManifestEntry> {
+            let low = Int(from - baseSeq) + 1
+            let high = Int(to - baseSeq)
+            guard low >= 0, high <= entries.count, low < high else { return [] }
+            return entries[low..<high]
         }
         var byFolder: [String: [ManifestEntry]] = [:]
         var order: [String] = []
@@ -148,13 +230,20 @@ public struct Compactor {
         }
         var groups: [Group] = []
         var skipped: [String] = []
+        // The next compaction reads from the first line of a bucket not closed yet.
+        var open = manifest.tailSeq + 1
+        var closed: [String] = []
         for key in order {
             let lines = byFolder[key]!
-            guard lines.count > 1 else { continue }
             let part = String(key[..<key.firstIndex(of: "\u{0}")!])
             let folder = String(key[key.index(after: key.firstIndex(of: "\u{0}")!)...])
-            guard let end = bucketEnd(folder) else { continue }
-            guard end + Int64(after * 1_000_000) <= watermark else { continue }
+            guard let end = bucketEnd(folder) else { continue }  // no hour folders: nothing to compact
+            guard end + Int64(after * 1_000_000) <= watermark else {
+                open = min(open, lines[0].seq)
+                continue
+            }
+            if closed.last != folder && !closed.contains(folder) { closed.append(folder) }
+            guard lines.count > 1 else { continue }
             var run: [ManifestEntry] = []
             var runBytes: Int64 = 0
             func close() {
@@ -163,11 +252,16 @@ public struct Compactor {
                 runBytes = 0
             }
             for line in lines {
+                // Next in the feed, and next in the manifest but for other lines of this
+                // partition: a line of another partition (or a topology, epoch or gap-ack line)
+                // in between is a boundary `cat --from/--until` can name, and the order `cat`
+                // prints partitions in; a compacted blob must not span it.
                 let joins =
                     run.last.map { previous in
                         cursor(previous.toToken, part) != nil
                             && cursor(previous.toToken, part) == cursor(line.fromToken, part)
                             && Compression.of(path: previous.path!) == Compression.of(path: line.path!)
+                            && !between(previous.seq, line.seq).contains { $0.part != part || !$0.namesBlob }
                     } ?? true
                 if naming[line.path!, default: 0] > 1 || Compression.of(path: line.path!) != job.archive.compression {
                     close()
@@ -180,7 +274,14 @@ public struct Compactor {
             }
             close()
         }
-        return (groups, watermark, skipped)
+        // Lines from `open` on are read again next time; the times before it are remembered.
+        var before = known
+        for entry in live where entry.seq < open {
+            guard let part = entry.part, let ts = entry.maxTs.flatMap(micros) else { continue }
+            before[part] = max(before[part] ?? .min, ts)
+        }
+        let prev = manifest.entries.first(where: { $0.seq == open })?.prev ?? manifest.tailHash
+        return (groups, watermark, skipped, CompactionMark(fromSeq: open, fromPrev: prev, newest: before), closed)
     }
 
     /// Writes one group's blob and commits its `compact` line, then deletes what it replaced.
@@ -284,11 +385,16 @@ public struct Compactor {
         guard date.count == 3 else { return nil }
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: job.archive.timeZone) ?? TimeZone(identifier: "UTC")!
-        guard
-            let start = calendar.date(
-                from: DateComponents(year: date[0], month: date[1], day: date[2], hour: hour))
+        guard let start = calendar.date(from: DateComponents(year: date[0], month: date[1], day: date[2], hour: hour))
         else { return nil }
-        return Int64(start.timeIntervalSince1970) * 1_000_000 + 3_600_000_000
+        // The first hour after it that is another bucket: on the night clocks go back, the
+        // folder of the repeated hour holds two hours.
+        var bucketer = TimeBucketer(timeZone: job.archive.timeZone)
+        let micros = Int64(start.timeIntervalSince1970) * 1_000_000
+        let bucket = bucketer.bucket(micros)
+        var end = micros + 3_600_000_000
+        while bucketer.bucket(end) <= bucket && end < micros + 3 * 3_600_000_000 { end += 3_600_000_000 }
+        return end
     }
 
     private func micros(_ text: String) -> Int64? {

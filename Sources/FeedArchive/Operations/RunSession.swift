@@ -111,6 +111,19 @@ public struct RunSession {
             observer.failed(job: job.name, error: error)
             if !recorded && !locked { recordEnd(nil, error) }
         }
+        // `compact:` in the job: what closed is compacted after a successful run, under the
+        // job lock again (a run that failed or was stopped leaves it to the next).
+        if let settings = job.compaction, code == 0, !options.stop.isSet, summary != nil {
+            do {
+                let report = try Compactor(job: job, fs: fs).compact(
+                    targetSize: settings.targetSize, after: settings.after)
+                summary?.compacted = (report.blobs.reduce(0) { $0 + $1.replaces.count }, report.blobs.count)
+                summary?.warnings += report.skipped.map { "compaction left as it is: \($0)" }
+            } catch {
+                code = FeedArchiveError.exitCode(for: error)
+                observer.failed(job: job.name, error: error)
+            }
+        }
         if let record {
             // The checkpoint's totals and the lines after it: not the whole manifest.
             let archive = JobArchive(job: job, fs: fs)

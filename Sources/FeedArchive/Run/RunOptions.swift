@@ -49,6 +49,8 @@ public struct RunSummary: Sendable {
     public var stoppedBy = "head"
     public var warnings: [String] = []
     public var recovery: [String] = []
+    /// With `compact:` in the job: blobs merged after the run, and the blobs they became.
+    public var compacted: (blobs: Int, into: Int)?
     /// Source gauges after the run (`FeedSource.metrics`), for the metrics file.
     public var sourceMetrics: [String: Double] = [:]
 

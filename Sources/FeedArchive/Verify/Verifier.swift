@@ -125,7 +125,8 @@ public struct Verifier: Sendable {
         let named = Set(entries.filter(\.namesBlob).compactMap(\.path))
         if mark != nil {
             // The mark's totals counted the replaced blobs proven before it.
-            let present = Dictionary(entries.map { ($0.seq, $0) }, uniquingKeysWith: { $1 })
+            // The real lines after the mark (not the epoch line standing for the mark's own).
+            let present = Dictionary(entries.dropFirst().map { ($0.seq, $0) }, uniquingKeysWith: { $1 })
             for compaction in compactions {
                 let seqs = compaction.replaces ?? []
                 let earlier = seqs.filter { present[$0] == nil }
@@ -208,7 +209,7 @@ public struct Verifier: Sendable {
             } else {
                 try archive.dataFiles().filter { !named.contains($0) }
             }
-        for file in strays {
+        for file in strays where lastComponent(of: file) != Compactor.marker {  // a closed bucket's marker
             problem(
                 "stray", file,
                 file.hasSuffix(".tmp") ? "temp file of an unfinished blob" : "no manifest line names this file",
