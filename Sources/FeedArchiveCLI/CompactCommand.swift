@@ -47,7 +47,9 @@ struct CompactCommand: AsyncParsableCommand {
                     Data("feedarchive: \(job.name): warning: left as it is: \(skipped)\n".utf8))
             }
             for leftover in report.leftovers {
-                print("\(dryRun ? "would delete" : "deleted") \(leftover) (replaced by an earlier compaction)")
+                print(
+                    "\(dryRun ? "would delete" : "deleted") \(leftover) (replaced by an earlier compaction or removed by a prune)"
+                )
             }
             let blobs = report.blobs.reduce(0) { $0 + $1.replaces.count }
             FileHandle.standardError.write(

@@ -25,7 +25,7 @@ struct FeedArchiveCommand: AsyncParsableCommand {
         version: "feedarchive \(FeedArchiveVersion.current)",
         subcommands: [
             RunCommand.self, StatusCommand.self, CatCommand.self, VerifyCommand.self, BackfillCommand.self,
-            AckGapCommand.self, CompactCommand.self,
+            AckGapCommand.self, CompactCommand.self, PruneCommand.self,
             EpochCommand.self, SetupCommand.self,
         ])
 

@@ -42,8 +42,9 @@ struct RunLog {
         let lag = summary.lag.map { ", lag \($0)" } ?? ""
         let compacted =
             summary.compacted.flatMap { $0.blobs > 0 ? ", compacted \($0.blobs) blobs into \($0.into)" : nil } ?? ""
+        let pruned = summary.pruned.flatMap { $0 > 0 ? ", retention removed \($0) blobs" : nil } ?? ""
         let text =
-            "feedarchive: \(summary.job): ok, \(summary.blobs) blobs, \(summary.records) changes, \(humanBytes(summary.rawBytes)) -> \(humanBytes(summary.bytes))\(ratio) in \(String(format: "%.2f", summary.seconds)) s, stopped at \(summary.stoppedBy)\(lag)\(compacted)"
+            "feedarchive: \(summary.job): ok, \(summary.blobs) blobs, \(summary.records) changes, \(humanBytes(summary.rawBytes)) -> \(humanBytes(summary.bytes))\(ratio) in \(String(format: "%.2f", summary.seconds)) s, stopped at \(summary.stoppedBy)\(lag)\(compacted)\(pruned)"
         var fields: [(String, Any)] = [
             ("level", "info"), ("event", "run"), ("job", summary.job), ("exit", 0), ("blobs", summary.blobs),
             ("records", summary.records), ("raw_bytes", summary.rawBytes), ("bytes", summary.bytes),
@@ -55,6 +56,7 @@ struct RunLog {
             fields.append(("compacted_blobs", compacted.blobs))
             fields.append(("compacted_into", compacted.into))
         }
+        if let pruned = summary.pruned { fields.append(("pruned_blobs", pruned)) }
         write(fields, text: text)
     }
 

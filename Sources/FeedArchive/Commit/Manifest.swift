@@ -11,6 +11,9 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
         /// a PostgreSQL slot advanced past WAL of unpublished tables).
         case heartbeat
         case compact
+        /// Retention removed the blobs of the lines `replaces` names (all before a cut in
+        /// time); the lines stay, so the proof still chains through their ranges.
+        case prune
     }
 
     public var seq: Int64
@@ -36,7 +39,9 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
     /// Why an epoch started or a gap was acknowledged.
     public var reason: String?
     /// A `compact` line: the seqs of the blob lines whose blobs its blob replaces, and their
-    /// compressed bytes (the totals subtract them).
+    /// compressed bytes (the totals subtract them). A `prune` line: the seqs of the lines
+    /// whose blobs retention removed, and their compressed bytes (its `records` and
+    /// `raw_bytes` are theirs too).
     public var replaces: [Int64]?
     public var replacedBytes: Int64?
 
@@ -190,17 +195,27 @@ public struct Manifest: Sendable {
         Set(entries.lazy.filter { $0.kind == .compact }.flatMap { $0.replaces ?? [] })
     }
 
+    /// The seqs of lines a `prune` line among these names: retention removed their blobs.
+    public var prunedSeqs: Set<Int64> {
+        Set(entries.lazy.filter { $0.kind == .prune }.flatMap { $0.replaces ?? [] })
+    }
+
     /// The lines as the archive holds them now, in feed order: a `compact` line in the place of
     /// the first line it replaced, replaced blob lines left out, every other line kept. A compact
-    /// line whose replaced lines are not among these (a tail read) stays in its place.
+    /// line whose replaced lines are not among these (a tail read) stays in its place. Lines
+    /// whose blobs retention removed (`prune`) are left out.
     public func currentLines() -> [ManifestEntry] {
+        let pruned = prunedSeqs
+        let entries = pruned.isEmpty ? self.entries : self.entries.filter { !pruned.contains($0.seq) }
         var firstReplaced: [Int64: ManifestEntry] = [:]
         var replaced: Set<Int64> = []
-        let present = Set(entries.map(\.seq))
-        for entry in entries where entry.kind == .compact {
+        let present = Set(self.entries.map(\.seq))
+        for entry in self.entries where entry.kind == .compact {
             let seqs = entry.replaces ?? []
-            replaced.formUnion(seqs)
-            if let first = seqs.min(), present.contains(first) { firstReplaced[first] = entry }
+            replaced.formUnion(seqs)  // a pruned compact line's replaced lines stay replaced
+            if let first = seqs.min(), present.contains(first), !pruned.contains(entry.seq) {
+                firstReplaced[first] = entry
+            }
         }
         guard !replaced.isEmpty else { return entries }
         var lines: [ManifestEntry] = []

@@ -15,6 +15,9 @@ public struct JobConfig: Sendable {
     public var start: StartSpec
     /// `compact:` in the job file: `run` compacts closed buckets after it archives.
     public var compaction: CompactionSettings?
+    /// `retention: 400d` in the job file: `run` removes blobs whose changes are all older
+    /// (`feedarchive prune` with that cut), at most once an hour.
+    public var retention: Double?
 
     /// Loads and checks a job file. Relative paths inside it are resolved against its folder,
     /// so cron can start the job from anywhere.
@@ -45,11 +48,19 @@ public struct JobConfig: Sendable {
         let batch = try BatchLimits.parse(root.optional("batch"))
         let start = try root.optional("start").map { StartSpec.parse(try $0.string("start")) } ?? .beginning
         let compaction = try root.optional("compact").map(CompactionSettings.parse)
+        let retention = try root.optional("retention").map { node in
+            let text = try node.string("retention")
+            guard let seconds = parseDuration(text), seconds >= 3600 else {
+                throw node.error("retention must be a duration of at least an hour such as 400d or 90d, not '\(text)'")
+            }
+            return seconds
+        }
         try root.finish()
         var job = JobConfig(
             name: name, file: file, sourceKind: kind, sourceSettings: source.node,
             archive: archive, batch: batch, start: start)
         job.compaction = compaction
+        job.retention = retention
         return job
     }
 

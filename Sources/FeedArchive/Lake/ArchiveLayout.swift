@@ -27,6 +27,7 @@ public struct ArchiveLayout: Sendable {
     public var verifiedFile: String { metaDirectory + "/verified.json" }
     public var compactedFile: String { metaDirectory + "/compacted.json" }
     public var watermarkFile: String { metaDirectory + "/watermark.json" }
+    public var retentionFile: String { metaDirectory + "/retention.json" }
 
     /// Path of a blob relative to the job root.
     public func blobRelativePath(

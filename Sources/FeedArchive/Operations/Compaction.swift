@@ -24,7 +24,8 @@ public struct CompactionReport: Sendable {
     /// The time through which every partition of the live token has archived changes.
     public var watermark: String?
     public var blobs: [CompactedBlob] = []
-    /// Files of blobs an earlier compaction replaced but could not delete (it was stopped).
+    /// Files of blobs an earlier compaction replaced, or a prune removed, but could not delete
+    /// (it was stopped).
     public var leftovers: [String] = []
     /// Blobs and buckets left as they are, and why (a missing or damaged blob, a file another
     /// line names too).
@@ -122,8 +123,8 @@ public struct Compactor {
             (manifest, _) = try archive.store.read()
         }
 
-        // Files a stopped compaction replaced and did not delete.
-        let replaced = manifest.replacedSeqs
+        // Files a stopped compaction replaced, or a stopped prune removed, and did not delete.
+        let replaced = manifest.replacedSeqs.union(manifest.prunedSeqs)
         let current = Set(manifest.currentLines().filter(\.namesBlob).compactMap(\.path))
         var folders: Set<String> = []
         for entry in manifest.entries where replaced.contains(entry.seq) {
@@ -192,7 +193,7 @@ public struct Compactor {
         [Group], Int64?, [String], CompactionMark?, [String]
     ) {
         let entries = manifest.entries
-        let replaced = manifest.replacedSeqs
+        let replaced = manifest.replacedSeqs.union(manifest.prunedSeqs)
         let lastEpoch = entries.lastIndex { $0.kind == .epoch && $0.lineage == "live" } ?? -1
         let live = entries[(lastEpoch + 1)...].filter { $0.lineage == "live" && $0.namesBlob }
         // How far in time each partition of the live token is archived.

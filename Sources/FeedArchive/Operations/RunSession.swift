@@ -124,6 +124,19 @@ public struct RunSession {
                 observer.failed(job: job.name, error: error)
             }
         }
+        // `retention:` in the job: blobs whose changes are all older than the retention are
+        // removed after a successful run, at most once an hour (it reads the whole manifest).
+        if let retention = job.retention, code == 0, !options.stop.isSet, summary != nil {
+            do {
+                if let report = try Pruner(job: job, fs: fs).pruneIfDue(retention: retention) {
+                    summary?.pruned = report.blobs.count
+                    summary?.warnings += report.held.map { "retention held back: \($0)" }
+                }
+            } catch {
+                code = FeedArchiveError.exitCode(for: error)
+                observer.failed(job: job.name, error: error)
+            }
+        }
         if let record {
             // The checkpoint's totals and the lines after it: not the whole manifest.
             let archive = JobArchive(job: job, fs: fs)

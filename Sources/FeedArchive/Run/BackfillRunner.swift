@@ -14,6 +14,17 @@ public struct BackfillPlan: Codable, Sendable {
     }
 
     public var lineage: String { "backfill-" + id }
+
+    /// True once its lineage's last line reached `until` in every partition it reads.
+    public func isComplete(in manifest: Manifest) throws -> Bool {
+        guard let last = manifest.entries.last(where: { $0.lineage == lineage }), let text = last.toToken else {
+            return false
+        }
+        let reached = try ContinuationToken.decode(text, what: "the backfill's last to_token")
+        let from = try ContinuationToken.decode(self.from, what: "the backfill's from token")
+        let until = try ContinuationToken.decode(self.until, what: "the backfill's until token")
+        return from.cursors.keys.allSatisfy { until.cursors[$0] == nil || reached.cursors[$0] == until.cursors[$0] }
+    }
 }
 
 /// Re-archives a range of the feed into lineage `backfill-<id>` through the same commit
@@ -69,7 +80,7 @@ public struct BackfillRunner {
                     throw FeedArchiveError.data(
                         path: planFile, message: "corrupt backfill plan: \(describeDecodingError(error))")
                 }
-                if try isComplete(existing, in: archive.manifest) {
+                if try existing.isComplete(in: archive.manifest) {
                     attempt += 1
                 } else {
                     found = existing
@@ -145,18 +156,5 @@ public struct BackfillRunner {
         summary.toToken = token.encoded
         summary.seconds = Date().timeIntervalSince(started)
         return summary
-    }
-}
-
-extension BackfillRunner {
-    /// True when the plan's lineage reached its `until` cursors.
-    func isComplete(_ plan: BackfillPlan, in manifest: Manifest) throws -> Bool {
-        guard let last = manifest.entries.last(where: { $0.lineage == plan.lineage }), let text = last.toToken else {
-            return false
-        }
-        let reached = try ContinuationToken.decode(text, what: "the backfill's last to_token")
-        let from = try ContinuationToken.decode(plan.from, what: "the backfill's from token")
-        let until = try ContinuationToken.decode(plan.until, what: "the backfill's until token")
-        return from.cursors.keys.allSatisfy { until.cursors[$0] == nil || reached.cursors[$0] == until.cursors[$0] }
     }
 }

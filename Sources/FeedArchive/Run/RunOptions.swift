@@ -51,6 +51,8 @@ public struct RunSummary: Sendable {
     public var recovery: [String] = []
     /// With `compact:` in the job: blobs merged after the run, and the blobs they became.
     public var compacted: (blobs: Int, into: Int)?
+    /// With `retention:` in the job: blobs the retention removed after the run.
+    public var pruned: Int?
     /// Source gauges after the run (`FeedSource.metrics`), for the metrics file.
     public var sourceMetrics: [String: Double] = [:]
 

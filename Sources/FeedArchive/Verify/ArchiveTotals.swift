@@ -19,11 +19,18 @@ public struct ArchiveTotals: Codable, Equatable, Sendable {
     }
 
     /// Counts one more manifest line (only blob lines count; a `compact` line replaces the
-    /// blobs it names with one of the same records).
+    /// blobs it names with one of the same records; a `prune` line takes away what it names).
     public mutating func add(_ entry: ManifestEntry) {
         if entry.kind == .compact {
             blobs += 1 - (entry.replaces?.count ?? 0)
             bytes += (entry.bytes ?? 0) - (entry.replacedBytes ?? 0)
+            return
+        }
+        if entry.kind == .prune {
+            blobs -= entry.replaces?.count ?? 0
+            records -= entry.records ?? 0
+            bytes -= entry.replacedBytes ?? 0
+            rawBytes -= entry.rawBytes ?? 0
             return
         }
         guard entry.kind == .blob else { return }

@@ -85,6 +85,8 @@ struct Continuity {
                 else { continue }
                 links[part, default: []].append(
                     Link(entry: entry, from: fromCursor, to: toCursor, first: first, last: last, token: from))
+            case .prune:
+                continue  // the lines it names stay links (the verifier counts them intact)
             case .split, .merge, .heartbeat:
                 // A heartbeat continues a cursor as a later one with nothing in between.
                 guard let from = token(entry.fromToken) else { continue }

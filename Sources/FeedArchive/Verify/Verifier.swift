@@ -119,9 +119,13 @@ public struct Verifier: Sendable {
         // Every blob file once: present, right size and hash, and (deep) right contents.
         // A compact line's blob stands for the blobs it replaced: those are not checked, and
         // their files, once deleted, are not missed.
+        // Lines a `prune` line names: retention removed their blobs; their lines still carry
+        // the proof through their ranges, but their files are not looked for.
         let compactions = entries.filter { $0.kind == .compact }
         let replaced = Set(compactions.flatMap { $0.replaces ?? [] })
-        let blobs = entries.filter { $0.namesBlob && !replaced.contains($0.seq) }
+        let prunes = entries.filter { $0.kind == .prune }
+        let pruned = Set(prunes.flatMap { $0.replaces ?? [] })
+        let blobs = entries.filter { $0.namesBlob && !replaced.contains($0.seq) && !pruned.contains($0.seq) }
         let named = Set(entries.filter(\.namesBlob).compactMap(\.path))
         if mark != nil {
             // The mark's totals counted the replaced blobs proven before it.
@@ -136,6 +140,16 @@ public struct Verifier: Sendable {
                 report.records -= (compaction.records ?? 0) - later.reduce(0) { $0 + ($1.records ?? 0) }
                 report.bytes -= (compaction.replacedBytes ?? 0) - later.reduce(0) { $0 + ($1.bytes ?? 0) }
             }
+            // Likewise the blobs a prune removed that the mark had counted.
+            for prune in prunes {
+                let seqs = prune.replaces ?? []
+                let earlier = seqs.filter { present[$0] == nil }
+                guard !earlier.isEmpty else { continue }
+                let later = seqs.compactMap { present[$0] }
+                report.blobs -= earlier.count
+                report.records -= (prune.records ?? 0) - later.reduce(0) { $0 + ($1.records ?? 0) }
+                report.bytes -= (prune.replacedBytes ?? 0) - later.reduce(0) { $0 + ($1.bytes ?? 0) }
+            }
         }
         let current = Set(blobs.compactMap(\.path))
         for entry in entries where replaced.contains(entry.seq) {
@@ -144,6 +158,22 @@ public struct Verifier: Sendable {
             else { continue }
             report.notes.append(
                 "\(path): replaced by a compacted blob; `feedarchive compact \(job.name)` deletes it (a compaction stopped before it could)"
+            )
+        }
+        var leftoverPruned = 0
+        for entry in entries where pruned.contains(entry.seq) {
+            if let path = entry.path, !current.contains(path), fs.entryKind(layout.absolute(path)) != nil {
+                leftoverPruned += 1
+            }
+        }
+        if leftoverPruned > 0 {
+            report.notes.append(
+                "\(leftoverPruned) files of blobs a prune removed are still there (a prune stopped before deleting them); `feedarchive prune \(job.name) --yes` deletes them"
+            )
+        }
+        if let last = prunes.last {
+            report.notes.append(
+                "\(pruned.count) blobs were removed by retention (\(last.reason ?? "prune"), manifest seq \(last.seq)): their lines still chain the proof, their changes are no longer archived"
             )
         }
         var intact: [String: Bool] = [:]
@@ -177,6 +207,9 @@ public struct Verifier: Sendable {
         for (index, problems) in found.withLock({ $0 }).enumerated() {
             report.problems += problems
             intact[unique[index].path!] = problems.isEmpty
+        }
+        for entry in entries where pruned.contains(entry.seq) {
+            if let path = entry.path, intact[path] == nil { intact[path] = true }
         }
         progress?(blobs.count, blobs.count)
 

@@ -1,0 +1,162 @@
+import FeedArchive
+import FeedArchiveTesting
+import Foundation
+import Testing
+
+/// `prune` removes whole blobs before a cut, per partition only the oldest, only what a clean
+/// verify proved, only closed buckets, nothing while a backfill is unfinished; verify proves
+/// the rest complete, and totals, `cat` and compaction go on from there.
+@Suite struct RetentionTests {
+    static let eleven = baseTime - 400_000_000  // 2026-11-18T11:00:00Z
+
+    static func pruneCount(_ job: JobConfig) throws -> Int {
+        let (manifest, _) = try JobArchive(job: job).store.read()
+        return manifest.prunedSeqs.count
+    }
+
+    @Test func theOldestWholeBlobsGoAndVerifyProvesTheRest() async throws {
+        let dir = TempDirectory()
+        let (job, source) = try await CompactionTests.cronArchive(dir)  // 11:00 to 15:00, 3 blobs an hour
+        let before = try archivedLines(job)
+        let files = CompactionTests.blobFiles(job)
+        #expect(files.count == 12)
+        let cut = Self.eleven + 2 * hour  // 13:00: the hours 11 and 12 go
+
+        let dry = try Pruner(job: job).prune(before: cut, after: 0)
+        #expect(dry.dryRun && dry.blobs.count == 6 && dry.records == 24, "\(dry.held)")
+        #expect(CompactionTests.blobFiles(job) == files, "a dry run deleted files")
+        #expect(try Self.pruneCount(job) == 0)
+
+        let report = try Pruner(job: job).prune(before: cut, after: 0, dryRun: false)
+        #expect(report.blobs.count == 6 && report.lines.count == 1 && report.held.isEmpty)
+        #expect(CompactionTests.blobFiles(job).count == 6)
+        #expect(report.blobs.allSatisfy { $0.path.contains("hour=11") || $0.path.contains("hour=12") })
+        // The hour folders that held only pruned blobs are gone, markers and all.
+        let data = job.archive.root + "/mem/data"
+        let hours = (FileManager.default.enumerator(atPath: data)?.allObjects as? [String] ?? []).filter {
+            $0.hasSuffix("hour=11") || $0.hasSuffix("hour=12")
+        }
+        #expect(hours.isEmpty, "\(hours)")
+        // `cat` holds what is left, in order; verify, full and incremental, proves it.
+        #expect(try archivedLines(job) == Array(before.suffix(24)))
+        for full in [false, true] {
+            let check = try Verifier(job: job).verify(deep: true, full: full)
+            #expect(check.isClean, "full \(full): \(check.problems.map(\.message))")
+            #expect(check.blobs == 6 && check.records == 24, "full \(full): \(check.blobs) blobs, \(check.records)")
+        }
+        let archive = JobArchive(job: job)
+        _ = try archive.loadTail()
+        let totals = try archive.totalsAtTail()
+        #expect(totals.blobs == 6 && totals.records == 24)
+        #expect(totals == ArchiveTotals(try archive.store.read().0))
+
+        // Nothing more before the same cut; the job, compaction and verify go on.
+        #expect(try Pruner(job: job).prune(before: cut, after: 0, dryRun: false).blobs.isEmpty)
+        for index in 0..<6 { source.append(timestamp: Self.eleven + 5 * hour + Int64(index) * 300_000_000) }
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        let compacted = try Compactor(job: job).compact(after: 0)
+        #expect(!compacted.blobs.isEmpty)
+        #expect(try Verifier(job: job).verify(deep: true, full: true).isClean)
+        #expect(try archivedLines(job).count == 30)
+        // A later cut prunes the compacted blobs too.
+        let later = try Pruner(job: job).prune(before: Self.eleven + 4 * hour, after: 0, dryRun: false)
+        #expect(later.blobs.count == 2, "\(later.blobs.map(\.path))")
+        let after = try Verifier(job: job).verify(deep: true, full: true)
+        #expect(after.isClean && after.records == 6, "\(after.records): \(after.problems.map(\.message))")
+        #expect(try archivedLines(job).count == 6)
+    }
+
+    /// A cut later than the feed takes only closed buckets: the archive must hold changes the
+    /// grace past a bucket's end before its blobs may go.
+    @Test func openBucketsStay() async throws {
+        let dir = TempDirectory()
+        let (job, _) = try await CompactionTests.cronArchive(dir)
+        // Newest change 14:55; with an hour's grace the buckets ending by 13:55 are closed.
+        let report = try Pruner(job: job).prune(before: Self.eleven + 10 * hour, dryRun: false)
+        #expect(report.blobs.count == 6, "\(report.blobs.map(\.path))")
+        #expect(try Verifier(job: job).verify(deep: false, full: true).isClean)
+    }
+
+    /// A blob with a change after the cut ends the prefix: a late blob behind it stays, and the
+    /// archive is one range from there on.
+    @Test func onlyThePrefixBeforeTheFirstNewerBlobGoes() async throws {
+        let dir = TempDirectory()
+        let job = try memoryJob(in: dir, maxRecords: 100)
+        let source = InMemorySource()
+        var options = RunOptions()
+        options.maxRecords = 4
+        for start in [Self.eleven, Self.eleven + 4 * hour, Self.eleven + hour / 2, Self.eleven + 5 * hour] {
+            for index in 0..<4 { source.append(timestamp: start + Int64(index) * 60_000_000) }
+            _ = try await ArchiveRunner(job: job, source: source).run(options)
+        }
+        let report = try Pruner(job: job).prune(before: Self.eleven + 2 * hour, after: 0, dryRun: false)
+        #expect(report.blobs.count == 1, "\(report.blobs.map(\.path))")
+        #expect(try archivedLines(job).count == 12)
+        #expect(try Verifier(job: job).verify(deep: true, full: true).isClean)
+    }
+
+    @Test func aProblemVerifyFindsHoldsEverythingBack() async throws {
+        let dir = TempDirectory()
+        let (job, _) = try await CompactionTests.cronArchive(dir)
+        let files = CompactionTests.blobFiles(job)
+        try FileManager.default.removeItem(atPath: job.archive.root + "/mem/data/" + files[7])
+        let report = try Pruner(job: job).prune(before: Self.eleven + 2 * hour, after: 0, dryRun: false)
+        #expect(report.blobs.isEmpty)
+        #expect(report.held.contains { $0.contains("verify found") }, "\(report.held)")
+        #expect(CompactionTests.blobFiles(job).count == 11)
+        #expect(try Self.pruneCount(job) == 0)
+    }
+
+    @Test func anUnfinishedBackfillHoldsEverythingBack() async throws {
+        let dir = TempDirectory()
+        let (job, source) = try await CompactionTests.cronArchive(dir)
+        var options = RunOptions()
+        options.maxRecords = 3
+        _ = try await BackfillRunner(job: job, source: source).run(from: "beginning", until: nil, options: options)
+        let report = try Pruner(job: job).prune(before: Self.eleven + 2 * hour, after: 0, dryRun: false)
+        #expect(report.blobs.isEmpty)
+        #expect(report.held.contains { $0.contains("backfill") && $0.contains("unfinished") }, "\(report.held)")
+
+        // Once it has finished, the prune goes ahead, backfilled blobs of the range included.
+        _ = try await BackfillRunner(job: job, source: source).run(
+            from: "beginning", until: nil, options: RunOptions())
+        let done = try Pruner(job: job).prune(before: Self.eleven + 2 * hour, after: 0, dryRun: false)
+        #expect(done.held.isEmpty && done.blobs.count > 6, "\(done.held) \(done.blobs.map(\.path))")
+        let check = try Verifier(job: job).verify(deep: true, full: true)
+        #expect(check.isClean, "\(check.problems.map(\.message))")
+    }
+
+    /// A prune stopped after its line and before deleting: the files are leftovers that verify
+    /// notes and the next prune deletes.
+    @Test func aPruneStoppedBeforeItsDeletesIsFinishedByTheNext() async throws {
+        let dir = TempDirectory()
+        let (job, _) = try await CompactionTests.cronArchive(dir)
+        let fs = FaultInjectingFileSystem([.init(.remove, pathContains: "/data/", errno: EIO)])
+        #expect(throws: FeedArchiveError.self) {
+            try Pruner(job: job, fs: fs).prune(before: Self.eleven + 2 * hour, after: 0, dryRun: false)
+        }
+        #expect(try Self.pruneCount(job) == 6)
+        let check = try Verifier(job: job).verify(deep: true, full: true)
+        #expect(check.isClean && check.notes.contains { $0.contains("still there") }, "\(check.problems)")
+        let next = try Pruner(job: job).prune(before: Self.eleven + 2 * hour, after: 0, dryRun: false)
+        #expect(next.blobs.isEmpty && next.leftovers.count == 6)
+        #expect(CompactionTests.blobFiles(job).count == 6)
+        #expect(try Verifier(job: job).verify(deep: true, full: true).isClean)
+    }
+
+    @Test func retentionInTheJobRunsAtMostOnceAnHour() async throws {
+        let dir = TempDirectory()
+        let (plain, _) = try await CompactionTests.cronArchive(dir)
+        var job = plain
+        job.retention = 3600
+        let now = Date(timeIntervalSince1970: Double(Self.eleven + 10 * hour) / 1e6)
+        let first = try #require(try Pruner(job: job).pruneIfDue(retention: 3600, now: now))
+        #expect(first.blobs.count == 6)  // the closed buckets
+        #expect(try Pruner(job: job).pruneIfDue(retention: 3600, now: now.addingTimeInterval(600)) == nil)
+        #expect(try Pruner(job: job).pruneIfDue(retention: 3600, now: now.addingTimeInterval(3600)) != nil)
+
+        let parsed = try memoryJob(in: dir, extra: "retention: 400d\n")
+        #expect(parsed.retention.map { Int($0) } == 400 * 86400)
+        #expect(throws: FeedArchiveError.self) { try memoryJob(in: dir, extra: "retention: 10m\n") }
+    }
+}
