@@ -53,6 +53,13 @@ import Testing
               AND seq NOT IN (SELECT unnest(replaces) FROM \(manifest) WHERE kind IN ('compact', 'prune')))
             """)
         #expect(count == "(6000, 6000)", "duckdb says \(count)")
+        // Or with the live file list the commands keep.
+        let listed = try RunEndToEndTests().duckdb(
+            """
+            SELECT count(*), count(DISTINCT pos) FROM read_json('\(root)/data/**/*.jsonl.zst', filename = true)
+            WHERE filename IN (SELECT '\(root)/' || path FROM read_csv('\(root)/_feedarchive/files.txt', delim = '\t', header = true))
+            """)
+        #expect(listed == "(6000, 6000)", "duckdb says \(listed)")
         // The job goes on: a later run and verify.
         #expect(try await Binary.run(["run", shop.job]).status == 0)
         #expect(try await Binary.run(["verify", shop.job, "--deep"]).status == 0)

@@ -160,3 +160,48 @@ import Testing
         #expect(throws: FeedArchiveError.self) { try memoryJob(in: dir, extra: "retention: 10m\n") }
     }
 }
+
+/// `_feedarchive/files.txt` lists exactly the live blobs the manifest holds, after runs,
+/// backfills, compactions and prunes, and a list one command behind is brought up to date.
+@Suite struct LiveFilesTests {
+    static func listed(_ job: JobConfig) throws -> [String] {
+        let text = try String(contentsOfFile: job.archive.root + "/mem/_feedarchive/files.txt", encoding: .utf8)
+        let lines = text.split(separator: "\n")
+        #expect(lines.first == "seq\tpath")
+        return lines.dropFirst().map { String($0.split(separator: "\t")[1]) }.sorted()
+    }
+
+    static func live(_ job: JobConfig) throws -> [String] {
+        let (manifest, _) = try JobArchive(job: job).store.read()
+        return Array(Set(manifest.currentLines().filter(\.namesBlob).compactMap(\.path))).sorted()
+    }
+
+    @Test func theListIsTheLiveSetAfterEveryCommand() async throws {
+        let dir = TempDirectory()
+        let (job, source) = try await CompactionTests.cronArchive(dir)
+        #expect(try Self.listed(job) == Self.live(job))
+        #expect(try Self.listed(job).count == 12)
+        _ = try await BackfillRunner(job: job, source: source).run(
+            from: "beginning", until: nil, options: RunOptions())
+        #expect(try Self.listed(job) == Self.live(job))
+        _ = try Compactor(job: job).compact(after: 0)
+        #expect(try Self.listed(job) == Self.live(job))
+        _ = try Pruner(job: job).prune(before: RetentionTests.eleven + 2 * hour, after: 0, dryRun: false)
+        let files = CompactionTests.blobFiles(job).map { "data/" + $0 }
+        #expect(try Self.listed(job) == Self.live(job))
+        #expect(try Self.listed(job) == files.sorted())
+
+        // A command stopped after the list and before its state file: the lines are applied
+        // again, to the same result.
+        let state = job.archive.root + "/mem/_feedarchive/files.json"
+        try Data(#"{"manifest_seq":1}"#.utf8).write(to: URL(fileURLWithPath: state))
+        for index in 0..<4 { source.append(timestamp: RetentionTests.eleven + 6 * hour + Int64(index) * 60_000_000) }
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        #expect(try Self.listed(job) == Self.live(job))
+        // Without its state the list is rebuilt from the manifest.
+        try FileManager.default.removeItem(atPath: state)
+        source.append(timestamp: RetentionTests.eleven + 7 * hour)
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        #expect(try Self.listed(job) == Self.live(job))
+    }
+}

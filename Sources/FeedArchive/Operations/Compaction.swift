@@ -184,6 +184,7 @@ public struct Compactor {
         if !dryRun, let next, next != mark {
             try fs.replaceAtomically(archive.layout.compactedFile, json: next, mode: job.archive.fileMode)
         }
+        if !dryRun, let warning = LiveFiles(archive: archive).refresh() { report.skipped.append(warning) }
         return report
     }
 

@@ -211,6 +211,7 @@ public struct Pruner {
             touched.insert(parentDirectory(of: entry.path!))
         }
         try syncAndTidy(touched, archive: archive)
+        if let warning = LiveFiles(archive: archive).refresh() { report.held.append(warning) }
         return report
     }
 

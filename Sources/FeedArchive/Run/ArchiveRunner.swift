@@ -25,10 +25,14 @@ public struct ArchiveRunner {
             let lock = try archive.openForWriting()  // 1. the lock
             defer { lock.release() }
             do {
-                let summary = try await runLocked(options, archive: archive)
+                var summary = try await runLocked(options, archive: archive)
+                if let warning = LiveFiles(archive: archive).refresh() { summary.warnings.append(warning) }
                 onEnd(summary, nil)
                 return summary
             } catch {
+                // What the run committed before it failed is listed too (the list is derived:
+                // a failure to write it is no reason to change the run's outcome).
+                if archive.manifest.tailSeq > 0 { LiveFiles(archive: archive).refresh() }
                 onEnd(nil, error)
                 throw error
             }

@@ -153,6 +153,7 @@ public struct BackfillRunner {
             fromToken.cursors[part] == nil || token.cursors[part] == cursor
         }
         summary.stoppedBy = done ? "until (backfill complete)" : summary.stoppedBy
+        if let warning = LiveFiles(archive: archive).refresh() { summary.warnings.append(warning) }
         summary.toToken = token.encoded
         summary.seconds = Date().timeIntervalSince(started)
         return summary
