@@ -44,7 +44,9 @@ struct CompactCommand: AsyncParsableCommand {
             }
             for skipped in report.skipped {
                 FileHandle.standardError.write(
-                    Data("feedarchive: \(job.name): warning: left as it is: \(skipped)\n".utf8))
+                    Data(
+                        "feedarchive: \(job.name): warning: \(skipped.hasPrefix("held back") ? "" : "left as it is: ")\(skipped)\n"
+                            .utf8))
             }
             for leftover in report.leftovers {
                 print(

@@ -1,6 +1,7 @@
 import FeedArchive
 import FeedArchiveTesting
 import Foundation
+import Synchronization
 import Testing
 
 /// `prune` removes whole blobs before a cut, per partition only the oldest, only what a clean
@@ -203,5 +204,75 @@ import Testing
         source.append(timestamp: RetentionTests.eleven + 7 * hour)
         _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
         #expect(try Self.listed(job) == Self.live(job))
+    }
+}
+
+/// A partition that went quiet holds every bucket after its newest change open, for compaction
+/// and retention alike; both say so instead of doing nothing silently.
+@Suite struct QuietPartitionTests {
+    @Test func aQuietPartitionIsNamed() async throws {
+        let dir = TempDirectory()
+        let job = try memoryJob(in: dir, maxRecords: 100)
+        let source = InMemorySource(partitions: ["a", "b"])
+        var options = RunOptions()
+        options.maxRecords = 4
+        let start = RetentionTests.eleven
+        for index in 0..<12 { source.append(partition: "a", timestamp: start + Int64(index) * 300_000_000) }
+        _ = try await ArchiveRunner(job: job, source: source).run(options)
+        // b has nothing yet.
+        let none = try Compactor(job: job).compact(after: 0)
+        #expect(none.blobs.isEmpty)
+        #expect(none.skipped.contains { $0.contains("partition b") && $0.contains("no change") }, "\(none.skipped)")
+
+        source.append(partition: "b", timestamp: start)
+        for index in 0..<60 {
+            source.append(partition: "a", timestamp: start + hour + Int64(index) * 30 * 60_000_000)
+        }
+        for _ in 0..<20 { _ = try await ArchiveRunner(job: job, source: source).run(options) }
+        let held = try Compactor(job: job).compact(after: 0)
+        #expect(
+            held.skipped.contains { $0.contains("partition b") && $0.contains("more than a day behind") },
+            "\(held.skipped)")
+        let pruned = try Pruner(job: job).prune(before: start + 20 * hour, after: 0, dryRun: false)
+        #expect(pruned.held.contains { $0.contains("partition b") }, "\(pruned.held)")
+        #expect(try Verifier(job: job).verify(deep: true, full: true).isClean)
+    }
+}
+
+/// Readers take no lock: a compaction or prune that commits while `cat` or `verify` reads
+/// deletes files their manifest read still names. Neither may report a loss, and `cat` prints
+/// every change once.
+@Suite struct ReaderRaceTests {
+    @Test func catReadingAnOlderManifestGetsTheCompactedBlobInstead() async throws {
+        let dir = TempDirectory()
+        let (job, _) = try await CompactionTests.cronArchive(dir)
+        let before = try archivedLines(job)
+        let reader = try ArchiveReader(job: job)  // the manifest as it was
+        _ = try Compactor(job: job).compact(after: 0)
+        var out: [UInt8] = []
+        try reader.read(from: nil, until: nil) { out += $0 }
+        let lines = String(decoding: out, as: UTF8.self).split(separator: "\n").map(String.init)
+        #expect(lines == before)
+
+        let stale = try ArchiveReader(job: job)
+        _ = try Pruner(job: job).prune(before: RetentionTests.eleven + 2 * hour, after: 0, dryRun: false)
+        out = []
+        try stale.read(from: nil, until: nil) { out += $0 }
+        #expect(
+            String(decoding: out, as: UTF8.self).split(separator: "\n").map(String.init) == Array(before.suffix(24)))
+    }
+
+    @Test func verifyDuringACompactionReportsNothingMissing() async throws {
+        let dir = TempDirectory()
+        let (job, _) = try await CompactionTests.cronArchive(dir)
+        let compacted = Mutex(false)
+        let report = try Verifier(job: job).verify(deep: true, full: true) { _, _ in
+            if !compacted.withLock({ $0 }) {
+                compacted.withLock { $0 = true }
+                _ = try? Compactor(job: job).compact(after: 0)
+            }
+        }
+        #expect(report.isClean, "\(report.problems.map(\.message))")
+        #expect(try Verifier(job: job).verify(deep: true, full: true).isClean)
     }
 }

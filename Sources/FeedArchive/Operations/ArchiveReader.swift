@@ -69,18 +69,41 @@ public struct ArchiveReader {
         case nil: break
         }
         var buffer: [UInt8] = []
+        var taken: Set<Int64> = []  // lines whose changes a later compacted blob gave already
         for entry in entries[min(startIndex, endIndex)..<endIndex] where entry.namesBlob && entry.lineage == "live" {
-            guard let path = entry.path, let compression = Compression.of(path: path) else { continue }
+            guard let path = entry.path, let compression = Compression.of(path: path), !taken.contains(entry.seq)
+            else { continue }
             let absolute = archive.layout.absolute(path)
-            guard let bytes = try archive.fs.read(absolute) else {
-                throw FeedArchiveError.data(
-                    path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing")
-            }
-            let decoded: [UInt8]
-            do {
-                decoded = try compression.makeDecoder().decodeAll(bytes)
-            } catch {
-                throw FeedArchiveError.data(path: absolute, message: "cannot decode: \(error)")
+            var decoded: [UInt8]
+            if let bytes = try archive.fs.read(absolute) {
+                do {
+                    decoded = try compression.makeDecoder().decodeAll(bytes)
+                } catch {
+                    throw FeedArchiveError.data(path: absolute, message: "cannot decode: \(error)")
+                }
+            } else {
+                // A compaction or prune that committed while cat read deleted it: the compacted
+                // blob holds the same changes (from this one's first on); pruned ones are gone.
+                let later = (try? archive.store.readTail(from: archive.manifest.tailSeq))?.0.entries.filter {
+                    $0.seq > archive.manifest.tailSeq && ($0.replaces ?? []).contains(entry.seq)
+                }
+                if later?.first?.kind == .prune { continue }
+                guard let compact = later?.first(where: { $0.kind == .compact }), let newPath = compact.path,
+                    let first = entry.firstPos, let newCompression = Compression.of(path: newPath),
+                    let bytes = try archive.fs.read(archive.layout.absolute(newPath)),
+                    let whole = try? newCompression.makeDecoder().decodeAll(bytes)
+                else {
+                    throw FeedArchiveError.data(
+                        path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing")
+                }
+                taken.formUnion(compact.replaces ?? [])
+                decoded = []
+                let firstBytes = Array(first.utf8)
+                for line in whole.split(separator: 0x0A)
+                where !(Self.position(in: line) ?? []).lexicographicallyPrecedes(firstBytes) {
+                    decoded.append(contentsOf: line)
+                    decoded.append(0x0A)
+                }
             }
             if fromTime == nil && untilTime == nil {
                 buffer.append(contentsOf: decoded)
@@ -102,6 +125,15 @@ public struct ArchiveReader {
     }
 
     /// The envelope's `ts`, found without decoding the whole line.
+    /// The envelope's `pos` (its first key).
+    static func position(in line: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
+        let key = Array(#"{"pos":""#.utf8)
+        guard line.starts(with: key) else { return nil }
+        let start = line.startIndex + key.count
+        guard let end = line[start...].firstIndex(of: 0x22) else { return nil }
+        return line[start..<end]
+    }
+
     static func timestamp(in line: ArraySlice<UInt8>) -> Int64? {
         let key = Array(#","ts":""#.utf8)
         guard let start = line.firstRange(of: key)?.upperBound, let end = line[start...].firstIndex(of: 0x22) else {

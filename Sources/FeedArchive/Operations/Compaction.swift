@@ -103,7 +103,8 @@ public struct Compactor {
         guard fs.entryKind(archive.layout.identityFile) != nil else {
             throw FeedArchiveError.usage("job \(job.name) has no archive yet: run it first")
         }
-        _ = try archive.recover()
+        // A dry run changes nothing: not even recovery's roll-forward or quarantine.
+        if !dryRun { _ = try archive.recover() }
         var report = CompactionReport(job: job.name, dryRun: dryRun)
         // The lines since the last compaction's mark (all of them without one).
         var mark = (try? fs.read(archive.layout.compactedFile)).flatMap { $0 }.flatMap {
@@ -208,7 +209,25 @@ public struct Compactor {
         let watermark =
             partitions.isEmpty || partitions.contains(where: { newest[$0] == nil })
             ? nil : partitions.map { newest[$0]! }.min()
-        guard let watermark else { return ([], nil, [], nil, []) }
+        guard let watermark else {
+            let quiet = partitions.filter { newest[$0] == nil }.sorted()
+            let held =
+                quiet.isEmpty
+                ? []
+                : [
+                    "held back: partition \(quiet.prefix(5).joined(separator: ", "))\(quiet.count > 5 ? " and \(quiet.count - 5) more" : "") has archived no change since the live lineage began: no bucket closes until every partition has"
+                ]
+            return ([], nil, held, nil, [])
+        }
+        var skipped: [String] = []
+        // A partition that went quiet holds every bucket after its newest change open: say so.
+        let day: Int64 = 86_400_000_000
+        if let newestOfAll = partitions.map({ newest[$0]! }).max(), newestOfAll - watermark > day {
+            let behind = partitions.filter { newestOfAll - newest[$0]! > day }.sorted()
+            skipped.append(
+                "held back: partition \(behind.prefix(5).joined(separator: ", "))\(behind.count > 5 ? " and \(behind.count - 5) more" : "") last archived a change at \(formatRFC3339(microseconds: watermark)), more than a day behind the newest (\(formatRFC3339(microseconds: newestOfAll))): buckets after it stay open until it moves on"
+            )
+        }
 
         // How many lines name each file: a file another line names too is never deleted.
         var naming: [String: Int] = [:]
@@ -231,7 +250,6 @@ public struct Compactor {
             byFolder[key, default: []].append(entry)
         }
         var groups: [Group] = []
-        var skipped: [String] = []
         // The next compaction reads from the first line of a bucket not closed yet.
         var open = manifest.tailSeq + 1
         var closed: [String] = []

@@ -138,16 +138,23 @@ public struct Pruner {
         // Closed buckets only: the compaction's watermark less its grace.
         let compactor = Compactor(job: job, fs: fs)
         let grace = after ?? job.compaction?.after ?? 3600
-        let (_, watermark, _, _, _) = compactor.plan(manifest, targetSize: .max, after: grace, newest: [:])
+        let (_, watermark, notes, _, _) = compactor.plan(manifest, targetSize: .max, after: grace, newest: [:])
+        // A quiet partition holds the watermark back: what that keeps is said, not silent.
+        let quiet = notes.filter { $0.hasPrefix("held back") }
         if report.held.isEmpty && watermark == nil {
-            report.held.append(
-                "a partition of the live token has archived no change yet, so no bucket is closed: prune after it has")
+            report.held +=
+                quiet.isEmpty
+                ? [
+                    "a partition of the live token has archived no change yet, so no bucket is closed: prune after it has"
+                ]
+                : quiet
         }
         guard report.held.isEmpty, let watermark else {
             try syncAndTidy(touched, archive: archive)
             return report
         }
         let closedThrough = watermark - Int64(grace * 1_000_000)
+        if cut > closedThrough { report.held += quiet }
 
         func eligible(_ entry: ManifestEntry) -> Bool {
             guard entry.seq <= limit, let path = entry.path, naming[path] == 1,

@@ -118,7 +118,9 @@ public struct RunSession {
                 let report = try Compactor(job: job, fs: fs).compact(
                     targetSize: settings.targetSize, after: settings.after)
                 summary?.compacted = (report.blobs.reduce(0) { $0 + $1.replaces.count }, report.blobs.count)
-                summary?.warnings += report.skipped.map { "compaction left as it is: \($0)" }
+                summary?.warnings += report.skipped.map {
+                    $0.hasPrefix("held back") ? "compaction \($0)" : "compaction left as it is: \($0)"
+                }
             } catch {
                 code = FeedArchiveError.exitCode(for: error)
                 observer.failed(job: job.name, error: error)

@@ -204,7 +204,32 @@ public struct Verifier: Sendable {
                 if worker == 0 { progress?(count, checks.count) }
             }
         }
-        for (index, problems) in found.withLock({ $0 }).enumerated() {
+        var findings = found.withLock { $0 }
+        // A compaction or prune that committed while the blobs were read deletes the files its
+        // line names: such a blob is no problem. Verify takes no lock; it reads the lines that
+        // appeared since it started before it says a blob is missing or damaged.
+        var laterRead: [ManifestEntry]?
+        func laterLines() -> [ManifestEntry] {
+            if let laterRead { return laterRead }
+            let lines =
+                manifest.tailSeq > 0
+                ? ((try? archive.store.readTail(from: manifest.tailSeq))?.0.entries.filter {
+                    $0.seq > manifest.tailSeq
+                } ?? []) : []
+            laterRead = lines
+            return lines
+        }
+        if findings.contains(where: { !$0.isEmpty }) {
+            let gone = Set(
+                laterLines().filter { $0.kind == .compact || $0.kind == .prune }.flatMap { $0.replaces ?? [] })
+            for index in unique.indices where !findings[index].isEmpty && gone.contains(unique[index].seq) {
+                findings[index] = []
+                report.notes.append(
+                    "\(unique[index].path!): replaced by a compaction or removed by a prune while verify ran (a later line names it)"
+                )
+            }
+        }
+        for (index, problems) in findings.enumerated() {
             report.problems += problems
             intact[unique[index].path!] = problems.isEmpty
         }
@@ -236,12 +261,17 @@ public struct Verifier: Sendable {
             }
         }
 
-        let strays =
+        var strays =
             if let mark {
                 try newStrays(in: blobs, named: named, since: mark.verifiedAt, archive: archive)
             } else {
                 try archive.dataFiles().filter { !named.contains($0) }
             }
+        if !strays.isEmpty {
+            // A blob committed after the manifest was read (a run, or a compaction's new blob).
+            let committedSince = Set(laterLines().compactMap(\.path))
+            strays.removeAll { committedSince.contains($0) }
+        }
         for file in strays where lastComponent(of: file) != Compactor.marker {  // a closed bucket's marker
             problem(
                 "stray", file,
