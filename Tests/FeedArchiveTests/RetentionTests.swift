@@ -276,3 +276,46 @@ import Testing
         #expect(try Verifier(job: job).verify(deep: true, full: true).isClean)
     }
 }
+
+/// verify does not take a compact or prune line's word for what it names.
+@Suite struct NamedLinesTests {
+    /// Rewrites the manifest with `edit` applied to the line of `seq`, re-chaining the hashes
+    /// after it (a forged but well-formed manifest), and drops the checkpoint's hash claim.
+    static func forge(_ job: JobConfig, seq: Int64, _ edit: (inout ManifestEntry) -> Void) throws {
+        let archive = JobArchive(job: job)
+        let (manifest, _) = try archive.store.read()
+        var prev = Manifest.zeroHash
+        var text: [UInt8] = []
+        for var entry in manifest.entries {
+            if entry.seq == seq { edit(&entry) }
+            entry.prev = prev
+            let line = entry.encodedLine()
+            prev = sha256Hex(line)
+            text += line + [0x0A]
+        }
+        let dir = archive.layout.manifestDirectory
+        try Data(text).write(to: URL(fileURLWithPath: dir + "/" + Manifest.segmentName(forSeq: 1)))
+        try FileManager.default.removeItem(atPath: archive.layout.checkpointFile)
+    }
+
+    @Test(arguments: ["an extra seq", "records", "another partition's order"])
+    func aForgedCompactLineIsAChainProblem(_ what: String) async throws {
+        let dir = TempDirectory()
+        let (job, _) = try await CompactionTests.cronArchive(dir)
+        _ = try Compactor(job: job).compact(after: 0)
+        let (manifest, _) = try JobArchive(job: job).store.read()
+        let compact = try #require(manifest.entries.first { $0.kind == .compact })
+        #expect(try Verifier(job: job).verify(deep: false, full: true).isClean)
+        try Self.forge(job, seq: compact.seq) { line in
+            switch what {
+            case "an extra seq": line.replaces! += [compact.replaces!.last! + 4]
+            case "records": line.records! += 1
+            default: line.replaces!.reverse()
+            }
+        }
+        let report = try Verifier(job: job).verify(deep: false, full: true)
+        #expect(
+            report.problems.contains { $0.kind == "chain" && $0.path.contains("seq \(compact.seq)") },
+            "\(what): \(report.problems)")
+    }
+}

@@ -151,6 +151,11 @@ public struct Verifier: Sendable {
                 report.bytes -= (prune.replacedBytes ?? 0) - later.reduce(0) { $0 + ($1.bytes ?? 0) }
             }
         }
+        // A compact or prune line's word is checked against the lines it names (those this
+        // verify reads): a line that claimed other lines' blobs could hide a loss.
+        for found in Self.checkNamedLines(entries: mark == nil ? entries : Array(entries.dropFirst())) {
+            problem("chain", found.place, found.message)
+        }
         let current = Set(blobs.compactMap(\.path))
         for entry in entries where replaced.contains(entry.seq) {
             guard let path = entry.path, !current.contains(path),
@@ -319,6 +324,73 @@ public struct Verifier: Sendable {
             try? next.write(to: layout.verifiedFile, fs: fs, mode: job.archive.fileMode)
         }
         return report
+    }
+
+    /// What a `compact` or `prune` line says of the lines it names, against those lines: each
+    /// named once, a blob line before it; a compact line's lines one partition's, in feed order,
+    /// chained token to token, with its range, tokens, records and bytes their sum; a prune
+    /// line's records and bytes theirs.
+    static func checkNamedLines(entries: [ManifestEntry]) -> [(place: String, message: String)] {
+        var found: [(String, String)] = []
+        let bySeq = Dictionary(entries.map { ($0.seq, $0) }, uniquingKeysWith: { $1 })
+        var claimed: [Int64: Int64] = [:]
+        func cursor(_ token: String?, _ part: String?) -> String? {
+            guard let token, let part else { return nil }
+            return (try? ContinuationToken.decode(token))?.cursors[part]
+        }
+        for line in entries where line.kind == .compact || line.kind == .prune {
+            let place = "manifest seq \(line.seq) (\(line.kind.rawValue))"
+            let seqs = line.replaces ?? []
+            guard !seqs.isEmpty else {
+                found.append((place, "names no lines"))
+                continue
+            }
+            for seq in seqs {
+                if let other = claimed[seq] {
+                    found.append((place, "names manifest seq \(seq), which manifest seq \(other) named already"))
+                }
+                claimed[seq] = line.seq
+                if seq >= line.seq { found.append((place, "names manifest seq \(seq), which is not before it")) }
+            }
+            // Only what this verify read can be checked (an incremental one starts at its mark).
+            let named = seqs.compactMap { bySeq[$0] }
+            guard named.count == seqs.count else { continue }
+            if let bad = named.first(where: { !$0.namesBlob }) {
+                found.append((place, "names manifest seq \(bad.seq), a \(bad.kind.rawValue) line, not a blob"))
+                continue
+            }
+            let records = named.reduce(Int64(0)) { $0 + ($1.records ?? 0) }
+            let bytes = named.reduce(Int64(0)) { $0 + ($1.bytes ?? 0) }
+            let raw = named.reduce(Int64(0)) { $0 + ($1.rawBytes ?? 0) }
+            if records != line.records || bytes != line.replacedBytes || raw != line.rawBytes {
+                found.append(
+                    (
+                        place,
+                        "says \(line.records ?? -1) records, \(line.rawBytes ?? -1) raw and \(line.replacedBytes ?? -1) replaced bytes; the lines it names hold \(records), \(raw) and \(bytes)"
+                    ))
+            }
+            guard line.kind == .compact else { continue }
+            let first = named.first!
+            let last = named.last!
+            if seqs != seqs.sorted() || named.contains(where: { $0.part != line.part || $0.kind != .blob })
+                || zip(named, named.dropFirst()).contains(where: {
+                    cursor($0.0.toToken, line.part) == nil
+                        || cursor($0.0.toToken, line.part) != cursor($0.1.fromToken, line.part)
+                })
+            {
+                found.append(
+                    (
+                        place,
+                        "the lines it replaces are not blob lines of partition \(line.part ?? "?") that follow one another in the feed"
+                    ))
+            }
+            if first.firstPos != line.firstPos || last.lastPos != line.lastPos || first.fromToken != line.fromToken
+                || last.toToken != line.toToken
+            {
+                found.append((place, "its range or tokens differ from those of the lines it replaces"))
+            }
+        }
+        return found
     }
 
     /// Files in the folders of the blobs just checked that no line names and that appeared
