@@ -38,8 +38,9 @@ struct CompactCommand: AsyncParsableCommand {
             let verb = dryRun ? "would merge" : "merged"
             for blob in report.blobs {
                 let into = blob.path.map { " into \($0) (\(humanBytes(blob.bytesAfter)))" } ?? ""
+                let duplicates = blob.duplicates > 0 ? " (\(blob.duplicates) duplicates of a backfill removed)" : ""
                 print(
-                    "\(verb) \(blob.replaces.count) blobs of \(blob.folder), partition \(blob.partition): \(blob.records) changes, \(humanBytes(blob.bytesBefore))\(into)"
+                    "\(verb) \(blob.replaces.count) blobs of \(blob.folder), partition \(blob.partition): \(blob.records) changes\(duplicates), \(humanBytes(blob.bytesBefore))\(into)"
                 )
             }
             for skipped in report.skipped {

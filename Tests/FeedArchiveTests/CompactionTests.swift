@@ -217,3 +217,89 @@ import Testing
         #expect(tmp.isEmpty, "\(tmp)")
     }
 }
+
+/// Backfill lineages folded into compaction: a backfilled range and the live range it mends
+/// become one blob, each change once, the duplicates counted.
+@Suite struct FoldedCompactionTests {
+    @Test func aBackfillAndTheLiveRangeItMendedBecomeOneBlob() async throws {
+        let dir = TempDirectory()
+        let (job, source) = try await CompactionTests.cronArchive(dir)
+        let before = try archivedLines(job)
+        // Lose the middle blob of hour 12, mend it with the backfill verify names.
+        let lost = try #require(CompactionTests.blobFiles(job).filter { $0.contains("hour=12") }.dropFirst().first)
+        try FileManager.default.removeItem(atPath: job.archive.root + "/mem/data/" + lost)
+        let report = try Verifier(job: job).verify(deep: false, full: true)
+        let fix = try #require(report.problems.first { $0.kind == "gap" }?.fix)
+        let arguments = fix.split(separator: " ").map(String.init)
+        _ = try await BackfillRunner(job: job, source: source).run(
+            from: arguments[arguments.firstIndex(of: "--from")! + 1],
+            until: arguments[arguments.firstIndex(of: "--until")! + 1], options: RunOptions())
+        #expect(try Verifier(job: job).verify(deep: true, full: true).isClean)
+
+        let compacted = try Compactor(job: job).compact(after: 0)
+        #expect(compacted.skipped.isEmpty, "\(compacted.skipped)")
+        let twelve = try #require(compacted.blobs.first { $0.folder.hasSuffix("hour=12") })
+        #expect(twelve.replaces.count == 4 && twelve.records == 12, "\(twelve.replaces) \(twelve.records)")
+        #expect(CompactionTests.blobFiles(job).filter { $0.contains("hour=12") }.count == 1)
+        #expect(try archivedLines(job) == before)
+        for full in [true, false] {
+            let check = try Verifier(job: job).verify(deep: true, full: full)
+            #expect(check.isClean && check.records == 48, "full \(full): \(check.records) \(check.problems)")
+        }
+        let archive = JobArchive(job: job)
+        _ = try archive.loadTail()
+        #expect(try archive.totalsAtTail() == ArchiveTotals(try archive.store.read().0))
+        #expect(try archive.totalsAtTail().records == 48)
+    }
+
+    @Test func aBackfillOfEverythingFoldsAwayItsDuplicates() async throws {
+        let dir = TempDirectory()
+        let (job, source) = try await CompactionTests.cronArchive(dir)
+        let before = try archivedLines(job)
+        _ = try await BackfillRunner(job: job, source: source).run(
+            from: "beginning", until: nil, options: RunOptions())
+        let duplicated = try Verifier(job: job).verify(deep: true, full: true)
+        #expect(duplicated.isClean && duplicated.duplicateRanges > 0 && duplicated.records == 96)
+        _ = try Verifier(job: job).verify(deep: true, full: false)  // a mark before compaction
+
+        let compacted = try Compactor(job: job).compact(after: 0)
+        #expect(compacted.blobs.count == 3 && compacted.blobs.allSatisfy { $0.duplicates == 12 && $0.records == 12 })
+        // `cat` prints the live range as before; the open hour keeps its backfilled copy.
+        var out: [UInt8] = []
+        try ArchiveReader(job: job).read(from: nil, until: nil) { out += $0 }
+        #expect(String(decoding: out, as: UTF8.self).split(separator: "\n").map(String.init) == before)
+        #expect(try archivedLines(job) == before + before.suffix(12))
+        for full in [true, false] {
+            let check = try Verifier(job: job).verify(deep: true, full: full)
+            // Hour 14 is still open: its live and backfilled blobs are both there.
+            #expect(check.isClean && check.records == 60, "full \(full): \(check.records) \(check.problems)")
+        }
+        let archive = JobArchive(job: job)
+        _ = try archive.loadTail()
+        #expect(try archive.totalsAtTail() == ArchiveTotals(try archive.store.read().0))
+        #expect(try archive.totalsAtTail().records == 60)
+    }
+
+    /// A lost live blob no backfill mended: the bucket stays as it is, and it is looked at again
+    /// by the next compaction, which folds it once a backfill has run.
+    @Test func aBucketWithAGapWaitsForItsBackfill() async throws {
+        let dir = TempDirectory()
+        let (job, source) = try await CompactionTests.cronArchive(dir)
+        let lost = try #require(CompactionTests.blobFiles(job).filter { $0.contains("hour=11") }.dropFirst().first)
+        try FileManager.default.removeItem(atPath: job.archive.root + "/mem/data/" + lost)
+        let first = try Compactor(job: job).compact(after: 0)
+        #expect(first.skipped.contains { $0.contains("hour=11") })
+        #expect(CompactionTests.blobFiles(job).filter { $0.contains("hour=11") }.count == 2)
+        let fix = try #require(
+            try Verifier(job: job).verify(deep: false, full: true).problems.first { $0.kind == "gap" }?.fix)
+        let arguments = fix.split(separator: " ").map(String.init)
+        _ = try await BackfillRunner(job: job, source: source).run(
+            from: arguments[arguments.firstIndex(of: "--from")! + 1],
+            until: arguments[arguments.firstIndex(of: "--until")! + 1], options: RunOptions())
+        let second = try Compactor(job: job).compact(after: 0)
+        #expect(second.blobs.contains { $0.folder.hasSuffix("hour=11") }, "\(second.skipped)")
+        #expect(CompactionTests.blobFiles(job).filter { $0.contains("hour=11") }.count == 1)
+        #expect(try archivedLines(job).count == 48)
+        #expect(try Verifier(job: job).verify(deep: true, full: true).isClean)
+    }
+}

@@ -44,6 +44,11 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
     /// `raw_bytes` are theirs too).
     public var replaces: [Int64]?
     public var replacedBytes: Int64?
+    /// A `compact` line that folded overlapping lineages (a backfill and the live range it
+    /// mended): the records and raw bytes of the lines it replaced, duplicates included (its
+    /// own `records` hold each change once). Left out when they equal its own.
+    public var replacedRecords: Int64?
+    public var replacedRawBytes: Int64?
 
     /// The line names a blob that holds changes (`blob`, or `compact`).
     public var namesBlob: Bool { kind == .blob || kind == .compact }
@@ -61,6 +66,8 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
         case createdAt = "created_at"
         case run, reason, replaces
         case replacedBytes = "replaced_bytes"
+        case replacedRecords = "replaced_records"
+        case replacedRawBytes = "replaced_raw_bytes"
     }
 
     public init(
@@ -138,6 +145,8 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
             out.append(0x5D)
         }
         int("replaced_bytes", replacedBytes)
+        int("replaced_records", replacedRecords)
+        int("replaced_raw_bytes", replacedRawBytes)
         string("created_at", createdAt)
         string("run", run)
         string("reason", reason)

@@ -8,6 +8,8 @@ public struct CompactedBlob: Sendable {
     /// The manifest seqs of the lines replaced.
     public var replaces: [Int64]
     public var records: Int64
+    /// Changes archived twice (a backfill overlapping the live range) the new blob holds once.
+    public var duplicates: Int64 = 0
     /// Compressed bytes of the blobs replaced, and of the new blob (0 in a dry run).
     public var bytesBefore: Int64
     public var bytesAfter: Int64
@@ -92,6 +94,12 @@ public struct Compactor {
         var folder: String
         var partition: String
         var lines: [ManifestEntry]
+        /// Blob lines of backfill lineages inside the range of `lines` (same partition and
+        /// folder): folded in, their duplicates removed, a missing live blob's changes taken
+        /// from them.
+        var folded: [ManifestEntry] = []
+
+        var all: [ManifestEntry] { (lines + folded).sorted { $0.seq < $1.seq } }
     }
 
     public func compact(targetSize: Int64 = 256 << 20, after: TimeInterval = 3600, dryRun: Bool = false) throws
@@ -140,24 +148,30 @@ public struct Compactor {
         }
         for folder in folders.sorted() { try fs.syncDirectory(folder) }
 
-        let (groups, watermark, skipped, next, closed) = plan(
+        var (groups, watermark, skipped, next, closed) = plan(
             manifest, targetSize: targetSize, after: after, newest: mark?.newest ?? [:])
         report.watermark = watermark.map { formatRFC3339(microseconds: $0) }
         report.skipped = skipped
         for group in groups {
             var blob = CompactedBlob(
-                folder: group.folder, partition: group.partition, replaces: group.lines.map(\.seq),
+                folder: group.folder, partition: group.partition, replaces: group.all.map(\.seq),
                 records: group.lines.reduce(0) { $0 + ($1.records ?? 0) },
-                bytesBefore: group.lines.reduce(0) { $0 + ($1.bytes ?? 0) }, bytesAfter: 0)
+                bytesBefore: group.all.reduce(0) { $0 + ($1.bytes ?? 0) }, bytesAfter: 0)
             if !dryRun {
                 do {
-                    let entry = try write(group, into: archive)
+                    let entry = try group.folded.isEmpty ? write(group, into: archive) : fold(group, into: archive)
                     blob.path = entry.path
                     blob.bytesAfter = entry.bytes ?? 0
+                    blob.records = entry.records ?? 0
+                    blob.duplicates = (entry.replacedRecords ?? entry.records ?? 0) - (entry.records ?? 0)
                 } catch let error as FeedArchiveError where error.exitCode == 65 {
                     // A missing or damaged blob (verify's to report, a backfill's to mend)
-                    // keeps its bucket as it is; the others are compacted.
+                    // keeps its bucket as it is; the others are compacted. The next compaction
+                    // looks at this bucket again (a backfill may have mended it by then).
                     report.skipped.append("\(group.folder), partition \(group.partition): \(error)")
+                    if let first = group.lines.first?.seq, let current = next, first < current.fromSeq {
+                        next = self.mark(manifest, from: first, newest: mark?.newest ?? [:])
+                    }
                     continue
                 }
             }
@@ -229,11 +243,21 @@ public struct Compactor {
             )
         }
 
-        // How many lines name each file: a file another line names too is never deleted.
+        // The lines naming each file: a file another line names too is never deleted, unless
+        // every line naming it is a live or backfill blob line after the live epoch (a backfill
+        // that wrote a lost blob again, with the same name): those are compacted together.
         var naming: [String: Int] = [:]
+        var shared: [String: Bool] = [:]  // true: every line naming it can go with it
+        let afterEpoch = entries.indices.contains(lastEpoch + 1) ? entries[lastEpoch + 1].seq : .max
         for entry in entries where entry.namesBlob && !replaced.contains(entry.seq) {
-            if let path = entry.path { naming[path, default: 0] += 1 }
+            guard let path = entry.path else { continue }
+            naming[path, default: 0] += 1
+            let foldable =
+                entry.kind == .blob && entry.seq >= afterEpoch
+                && (entry.lineage == "live" || entry.lineage.hasPrefix("backfill-"))
+            shared[path] = (shared[path] ?? true) && foldable
         }
+        func alone(_ path: String) -> Bool { naming[path, default: 0] == 1 || shared[path] == true }
         let baseSeq = manifest.entries.first?.seq ?? 1
         func between(_ from: Int64, _ to: Int64) -> ArraySlice<ManifestEntry> {
             let low = Int(from - baseSeq) + 1
@@ -248,6 +272,15 @@ public struct Compactor {
             let key = part + "\u{0}" + parentDirectory(of: path)
             if byFolder[key] == nil { order.append(key) }
             byFolder[key, default: []].append(entry)
+        }
+        // Backfill blob lines per partition and folder, to fold into the runs whose range holds them.
+        var backfilled: [String: [ManifestEntry]] = [:]
+        for entry in entries[(lastEpoch + 1)...]
+        where entry.kind == .blob && entry.lineage.hasPrefix("backfill-") && !replaced.contains(entry.seq) {
+            guard let path = entry.path, let part = entry.part, alone(path),
+                Compression.of(path: path) == job.archive.compression, entry.firstPos != nil, entry.lastPos != nil
+            else { continue }
+            backfilled[part + "\u{0}" + parentDirectory(of: path), default: []].append(entry)
         }
         var groups: [Group] = []
         // The next compaction reads from the first line of a bucket not closed yet.
@@ -267,7 +300,12 @@ public struct Compactor {
             var run: [ManifestEntry] = []
             var runBytes: Int64 = 0
             func close() {
-                if run.count > 1 { groups.append(Group(folder: folder, partition: part, lines: run)) }
+                if let first = run.first?.firstPos, let last = run.last?.lastPos {
+                    let folded = (backfilled[key] ?? []).filter { $0.firstPos! >= first && $0.lastPos! <= last }
+                    if run.count > 1 || !folded.isEmpty {
+                        groups.append(Group(folder: folder, partition: part, lines: run, folded: folded))
+                    }
+                }
                 run = []
                 runBytes = 0
             }
@@ -283,7 +321,7 @@ public struct Compactor {
                             && Compression.of(path: previous.path!) == Compression.of(path: line.path!)
                             && !between(previous.seq, line.seq).contains { $0.part != part || !$0.namesBlob }
                     } ?? true
-                if naming[line.path!, default: 0] > 1 || Compression.of(path: line.path!) != job.archive.compression {
+                if !alone(line.path!) || Compression.of(path: line.path!) != job.archive.compression {
                     close()
                     skipped.append("\(line.path!): another line names it too, or other compression settings")
                     continue
@@ -294,14 +332,20 @@ public struct Compactor {
             }
             close()
         }
-        // Lines from `open` on are read again next time; the times before it are remembered.
+        return (groups, watermark, skipped, mark(manifest, from: open, newest: known), closed)
+    }
+
+    /// The mark for the next compaction: read from `open` on; the times before it remembered.
+    func mark(_ manifest: Manifest, from open: Int64, newest known: [String: Int64]) -> CompactionMark {
+        let lastEpoch = manifest.entries.lastIndex { $0.kind == .epoch && $0.lineage == "live" } ?? -1
         var before = known
-        for entry in live where entry.seq < open {
+        for entry in manifest.entries[(lastEpoch + 1)...]
+        where entry.seq < open && entry.lineage == "live" && entry.namesBlob {
             guard let part = entry.part, let ts = entry.maxTs.flatMap(micros) else { continue }
             before[part] = max(before[part] ?? .min, ts)
         }
         let prev = manifest.entries.first(where: { $0.seq == open })?.prev ?? manifest.tailHash
-        return (groups, watermark, skipped, CompactionMark(fromSeq: open, fromPrev: prev, newest: before), closed)
+        return CompactionMark(fromSeq: open, fromPrev: prev, newest: before)
     }
 
     /// Writes one group's blob and commits its `compact` line, then deletes what it replaced.
@@ -350,6 +394,129 @@ public struct Compactor {
         }
         try fs.syncDirectory(archive.layout.absolute(group.folder))
         return entry
+    }
+
+    /// Writes one group with backfill lines folded in: the intact blobs of both lineages merged
+    /// in feed order, each change once (a change a later blob holds again is a duplicate and
+    /// left out), and commits its `compact` line naming every line of the group, a missing or
+    /// damaged live blob's among them once the others cover its range. The blobs must chain
+    /// from the first live line's `from_token` cursor to the last one's last position, as
+    /// continuity proves it: a change in none of them (a gap) is a data error and the bucket
+    /// stays as it is.
+    func fold(_ group: Group, into archive: JobArchive) throws -> ManifestEntry {
+        let first = group.lines.first!
+        let last = group.lines.last!
+        guard let firstPos = first.firstPos.flatMap(Position.init), let lastPos = last.lastPos,
+            let compression = Compression.of(path: first.path!)
+        else {
+            throw FeedArchiveError.data(path: first.path, message: "manifest seq \(first.seq) has no positions")
+        }
+        let part = group.partition
+        var intact: [(entry: ManifestEntry, data: [UInt8])] = []
+        for line in group.all {
+            if let data = try? decoded(line, archive: archive) { intact.append((line, data)) }
+        }
+        intact.sort { ($0.entry.firstPos!, $1.entry.lastPos!) < ($1.entry.firstPos!, $0.entry.lastPos!) }
+        let writer = try archive.beginBlob(
+            relativeDirectory: group.folder, partition: part, first: firstPos, compression: compression,
+            level: job.archive.level, workers: job.archive.workers ?? 1)
+        var records: Int64 = 0
+        var rawBytes: Int64 = 0
+        do {
+            var reached: Set<String> = [cursor(first.fromToken, part) ?? ""]
+            var frontier: [UInt8] = []
+            for (entry, data) in intact {
+                guard let from = cursor(entry.fromToken, part), let to = cursor(entry.toToken, part),
+                    reached.contains(from)
+                        || (!frontier.isEmpty && !frontier.lexicographicallyPrecedes(Array(entry.firstPos!.utf8)))
+                else {
+                    throw FeedArchiveError.data(
+                        path: archive.layout.absolute(entry.path!),
+                        message:
+                            "changes before it are in no intact blob of the bucket (a gap): it cannot be folded",
+                        hint:
+                            "nothing was changed; `feedarchive verify \(job.name) --full` names the backfill that mends it"
+                    )
+                }
+                var line = 0
+                try data.withUnsafeBufferPointer { buffer in
+                    for record in buffer.split(separator: 0x0A, omittingEmptySubsequences: false).dropLast() {
+                        line += 1
+                        guard let position = ArchiveReader.position(in: ArraySlice(record)) else {
+                            throw FeedArchiveError.data(
+                                path: archive.layout.absolute(entry.path!),
+                                message: "line \(line) does not start with the envelope's pos")
+                        }
+                        guard frontier.isEmpty || frontier.lexicographicallyPrecedes(position) else { continue }
+                        frontier = Array(position)
+                        let start = record.startIndex
+                        try writer.append(
+                            raw: UnsafeRawBufferPointer(
+                                UnsafeBufferPointer(rebasing: buffer[start..<(record.endIndex + 1)])))
+                        records += 1
+                        rawBytes += Int64(record.count + 1)
+                    }
+                }
+                reached.insert(to)
+            }
+            guard frontier == Array(lastPos.utf8) else {
+                throw FeedArchiveError.data(
+                    path: archive.layout.absolute(last.path!),
+                    message:
+                        "the intact blobs of the bucket end before its last position \(lastPos) (a gap): it cannot be folded",
+                    hint:
+                        "nothing was changed; `feedarchive verify \(job.name) --full` names the backfill that mends it")
+            }
+        } catch {
+            writer.abort(fs: fs)
+            throw error
+        }
+        let result: BlobWriter.Result
+        do {
+            result = try writer.finish()
+        } catch {
+            writer.abort(fs: fs)
+            throw error
+        }
+        let name = sanitizePathComponent(part) + "_" + first.firstPos! + "_" + lastPos + compression.fileExtension
+        let placed = try archive.placeBlob(writer, result: result, relativePath: group.folder + "/" + name)
+        let all = group.all
+        var entry = ManifestEntry(
+            kind: .compact, lineage: "live", part: part, path: placed, sha256: result.sha256,
+            bytes: result.bytes, rawBytes: result.rawBytes, records: records, firstPos: first.firstPos,
+            lastPos: lastPos, fromToken: first.fromToken, toToken: last.toToken,
+            minTs: all.compactMap(\.minTs).min { (micros($0) ?? 0) < (micros($1) ?? 0) },
+            maxTs: all.compactMap(\.maxTs).max { (micros($0) ?? 0) < (micros($1) ?? 0) },
+            run: archive.runID)
+        entry.replaces = all.map(\.seq)
+        entry.replacedBytes = all.reduce(0) { $0 + ($1.bytes ?? 0) }
+        let replacedRecords = all.reduce(Int64(0)) { $0 + ($1.records ?? 0) }
+        let replacedRaw = all.reduce(Int64(0)) { $0 + ($1.rawBytes ?? 0) }
+        if replacedRecords != records { entry.replacedRecords = replacedRecords }
+        if replacedRaw != rawBytes { entry.replacedRawBytes = replacedRaw }
+        try archive.appendManifestLine(entry)  // the commit point
+        var folders: Set<String> = [group.folder]
+        for line in all where line.path != placed {
+            try fs.remove(archive.layout.absolute(line.path!))
+            folders.insert(parentDirectory(of: line.path!))
+        }
+        for folder in folders.sorted() { try fs.syncDirectory(archive.layout.absolute(folder)) }
+        return entry
+    }
+
+    /// One blob's records, checked against its line (size, SHA-256, record count): a missing
+    /// or damaged blob is a data error.
+    func decoded(_ line: ManifestEntry, archive: JobArchive) throws -> [UInt8] {
+        let path = archive.layout.absolute(line.path!)
+        guard let bytes = try fs.read(path), Int64(bytes.count) == line.bytes,
+            hexString(SHA256.hash(data: bytes)) == line.sha256, let compression = Compression.of(path: path),
+            let data = try? compression.makeDecoder().decodeAll(bytes),
+            Int64(data.count) == line.rawBytes, data.last == 0x0A || data.isEmpty,
+            Int64(data.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }) == line.records
+        else {
+            throw FeedArchiveError.data(path: path, message: "missing, or differs from its manifest line")
+        }
+        return data
     }
 
     /// Streams one blob's records into `writer`, checking its size, SHA-256 and record count

@@ -24,6 +24,9 @@ public struct ArchiveTotals: Codable, Equatable, Sendable {
         if entry.kind == .compact {
             blobs += 1 - (entry.replaces?.count ?? 0)
             bytes += (entry.bytes ?? 0) - (entry.replacedBytes ?? 0)
+            // Duplicates a folded compaction removed.
+            records += (entry.records ?? 0) - (entry.replacedRecords ?? entry.records ?? 0)
+            rawBytes += (entry.rawBytes ?? 0) - (entry.replacedRawBytes ?? entry.rawBytes ?? 0)
             return
         }
         if entry.kind == .prune {

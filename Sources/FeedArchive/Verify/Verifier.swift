@@ -137,7 +137,8 @@ public struct Verifier: Sendable {
                 guard !earlier.isEmpty else { continue }
                 let later = seqs.compactMap { present[$0] }
                 report.blobs -= earlier.count
-                report.records -= (compaction.records ?? 0) - later.reduce(0) { $0 + ($1.records ?? 0) }
+                report.records -=
+                    (compaction.replacedRecords ?? compaction.records ?? 0) - later.reduce(0) { $0 + ($1.records ?? 0) }
                 report.bytes -= (compaction.replacedBytes ?? 0) - later.reduce(0) { $0 + ($1.bytes ?? 0) }
             }
             // Likewise the blobs a prune removed that the mark had counted.
@@ -362,18 +363,35 @@ public struct Verifier: Sendable {
             let records = named.reduce(Int64(0)) { $0 + ($1.records ?? 0) }
             let bytes = named.reduce(Int64(0)) { $0 + ($1.bytes ?? 0) }
             let raw = named.reduce(Int64(0)) { $0 + ($1.rawBytes ?? 0) }
-            if records != line.records || bytes != line.replacedBytes || raw != line.rawBytes {
+            // A folded compaction holds fewer records than the lines it replaced (duplicates
+            // removed), and says how many those held.
+            let claimedRecords = line.replacedRecords ?? line.records
+            let claimedRaw = line.replacedRawBytes ?? line.rawBytes
+            if records != claimedRecords || bytes != line.replacedBytes || raw != claimedRaw
+                || (line.records ?? 0) > records
+            {
                 found.append(
                     (
                         place,
-                        "says \(line.records ?? -1) records, \(line.rawBytes ?? -1) raw and \(line.replacedBytes ?? -1) replaced bytes; the lines it names hold \(records), \(raw) and \(bytes)"
+                        "says \(claimedRecords ?? -1) records, \(claimedRaw ?? -1) raw and \(line.replacedBytes ?? -1) replaced bytes; the lines it names hold \(records), \(raw) and \(bytes)"
                     ))
             }
             guard line.kind == .compact else { continue }
-            let first = named.first!
-            let last = named.last!
+            // The live lines chain token to token over its whole range; lines of a backfill it
+            // folded in lie inside that range.
+            let folded = named.filter { $0.lineage != "live" }
+            let live = named.filter { $0.lineage == "live" }
+            guard let first = live.first, let last = live.last else {
+                found.append((place, "replaces no live line"))
+                continue
+            }
+            if folded.contains(where: {
+                ($0.firstPos ?? "") < (line.firstPos ?? "") || ($0.lastPos ?? "") > (line.lastPos ?? "")
+            }) {
+                found.append((place, "a backfill line it replaces reaches outside its range"))
+            }
             if seqs != seqs.sorted() || named.contains(where: { $0.part != line.part || $0.kind != .blob })
-                || zip(named, named.dropFirst()).contains(where: {
+                || zip(live, live.dropFirst()).contains(where: {
                     cursor($0.0.toToken, line.part) == nil
                         || cursor($0.0.toToken, line.part) != cursor($0.1.fromToken, line.part)
                 })
