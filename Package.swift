@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "FeedArchivePostgres", targets: ["FeedArchivePostgres"]),
         .library(name: "FeedArchiveCosmos", targets: ["FeedArchiveCosmos"]),
         .library(name: "FeedArchiveTesting", targets: ["FeedArchiveTesting"]),
+        .library(name: "FeedArchiveParquet", targets: ["FeedArchiveParquet"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -74,6 +75,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
+        // Our Parquet writer and reader (no Swift package or Debian library exists).
+        .target(
+            name: "FeedArchiveParquet",
+            dependencies: ["FeedArchive", "CZstd"],
+            swiftSettings: strict),
         .target(
             name: "FeedArchiveTesting",
             dependencies: ["FeedArchive"],
@@ -101,6 +107,10 @@ let package = Package(
         .testTarget(
             name: "FeedArchivePostgresTests",
             dependencies: ["FeedArchivePostgres", "FeedArchiveTesting"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "FeedArchiveParquetTests",
+            dependencies: ["FeedArchiveParquet", "FeedArchiveTesting"],
             swiftSettings: strict),
         .testTarget(
             name: "FeedArchiveCLITests",

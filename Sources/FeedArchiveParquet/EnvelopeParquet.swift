@@ -1,0 +1,197 @@
+import FeedArchive
+import Foundation
+
+/// The record envelope as Parquet columns, losslessly: `pos`, `part`, `op` (dictionary) as
+/// strings, `ts` as TIMESTAMP(MICROS, UTC), `key`, `after`, `before`, `source` as JSON text
+/// (their bytes as the envelope holds them; a JSON `null` is a Parquet null). Reading the file
+/// back gives the envelope lines byte for byte (DESIGN.md "Record envelope"); a line that would
+/// not come back so is refused when written.
+public enum EnvelopeParquet {
+    public static let columns: [ParquetColumn] = [
+        ParquetColumn("pos", .string, optional: false, statistics: true),
+        ParquetColumn("part", .string, optional: false, dictionary: true, statistics: true),
+        ParquetColumn("op", .string, optional: false, dictionary: true),
+        ParquetColumn("ts", .timestampMicros, optional: true, statistics: true),
+        ParquetColumn("key", .json, optional: true),
+        ParquetColumn("after", .json, optional: true),
+        ParquetColumn("before", .json, optional: true),
+        ParquetColumn("source", .json, optional: true),
+    ]
+
+    static let keys = ["pos", "part", "op", "ts", "key", "after", "before", "source"]
+
+    /// The byte ranges of the eight values of an envelope line (without its newline).
+    static func split(_ line: UnsafeBufferPointer<UInt8>) throws -> [Range<Int>] {
+        var index = 0
+        var ranges: [Range<Int>] = []
+        ranges.reserveCapacity(8)
+        func expect(_ text: StaticString) throws {
+            let count = text.utf8CodeUnitCount
+            guard index + count <= line.count,
+                memcmp(line.baseAddress! + index, text.utf8Start, count) == 0
+            else { throw ParquetError("not an envelope: expected \(text) at byte \(index)") }
+            index += count
+        }
+        try expect("{\"pos\":")
+        for (number, key) in keys.enumerated() {
+            if number > 0 {
+                try expect(",\"")
+                guard index + key.utf8.count + 2 <= line.count,
+                    line[index..<(index + key.utf8.count)].elementsEqual(key.utf8),
+                    line[index + key.utf8.count] == 0x22,
+                    line[index + key.utf8.count + 1] == 0x3A
+                else { throw ParquetError("not an envelope: expected \"\(key)\" at byte \(index)") }
+                index += key.utf8.count + 2
+            }
+            let start = index
+            index = try skipValue(line, from: index)
+            ranges.append(start..<index)
+        }
+        guard index == line.count - 1, line[index] == 0x7D else {
+            throw ParquetError("not an envelope: more after \"source\" at byte \(index)")
+        }
+        return ranges
+    }
+
+    /// The end of the JSON value starting at `index` (the envelope is valid JSON: this finds
+    /// boundaries, it does not validate).
+    static func skipValue(_ line: UnsafeBufferPointer<UInt8>, from start: Int) throws -> Int {
+        var index = start
+        var depth = 0
+        var inString = false
+        while index < line.count {
+            let byte = line[index]
+            if inString {
+                if byte == 0x5C {
+                    index += 2
+                    continue
+                }
+                if byte == 0x22 {
+                    inString = false
+                    if depth == 0 { return index + 1 }
+                }
+            } else {
+                switch byte {
+                case 0x22: inString = true
+                case 0x7B, 0x5B: depth += 1
+                case 0x7D, 0x5D:
+                    if depth == 0 { return index }
+                    depth -= 1
+                    if depth == 0 { return index + 1 }
+                case 0x2C: if depth == 0 { return index }
+                default: break
+                }
+            }
+            index += 1
+        }
+        throw ParquetError("not an envelope: a value runs past the end of the line")
+    }
+
+    /// A JSON string's content, unescaped; nil when it is not a string this module writes back
+    /// the same (the round trip is checked by the caller).
+    static func unescape(_ quoted: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        guard quoted.count >= 2, quoted.first == 0x22, quoted.last == 0x22 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(quoted.count - 2)
+        var index = 1
+        while index < quoted.count - 1 {
+            let byte = quoted[index]
+            guard byte == 0x5C else {
+                out.append(byte)
+                index += 1
+                continue
+            }
+            guard index + 1 < quoted.count - 1 else { return nil }
+            let escaped = quoted[index + 1]
+            index += 2
+            switch escaped {
+            case 0x22, 0x5C, 0x2F: out.append(escaped)
+            case 0x6E: out.append(0x0A)
+            case 0x72: out.append(0x0D)
+            case 0x74: out.append(0x09)
+            case 0x62: out.append(0x08)
+            case 0x66: out.append(0x0C)
+            case 0x75:
+                guard index + 4 <= quoted.count - 1,
+                    let code = UInt32(String(decoding: quoted[index..<(index + 4)], as: UTF8.self), radix: 16),
+                    code < 0x80
+                else { return nil }  // only control characters are written as \u00xx
+                out.append(UInt8(code))
+                index += 4
+            default: return nil
+            }
+        }
+        return out
+    }
+}
+
+/// Envelope lines in, a Parquet file out (to `sink`), in row groups of at most `rowGroupBytes`
+/// of envelope text.
+public struct EnvelopeParquetWriter {
+    private var writer: ParquetWriter
+    private var values = [ParquetColumnValues](repeating: ParquetColumnValues(), count: 8)
+    private var groupBytes = 0
+    public let rowGroupBytes: Int
+    public private(set) var records: Int64 = 0
+
+    public init(level: Int32 = 3, rowGroupBytes: Int = 128 << 20, sink: @escaping ([UInt8]) throws -> Void) throws {
+        writer = try ParquetWriter(columns: EnvelopeParquet.columns, level: level, sink: sink)
+        self.rowGroupBytes = rowGroupBytes
+    }
+
+    /// Adds one envelope line (without its newline). Refused, naming the field, when it would
+    /// not read back byte for byte.
+    public mutating func append(line: UnsafeBufferPointer<UInt8>) throws {
+        let ranges = try EnvelopeParquet.split(line)
+        func field(_ number: Int) -> UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(rebasing: line[ranges[number]]) }
+        for number in 0..<3 {
+            let quoted = field(number)
+            guard let text = EnvelopeParquet.unescape(quoted) else {
+                throw ParquetError("\(EnvelopeParquet.keys[number]) is not a string this format keeps")
+            }
+            var again: [UInt8] = []
+            _ = text.withUnsafeBufferPointer { JSONText.appendString(utf8: $0, to: &again) }
+            guard again.elementsEqual(quoted) else {
+                throw ParquetError("\(EnvelopeParquet.keys[number]) is escaped in a way this format does not keep")
+            }
+            values[number].append(bytes: text)
+        }
+        let ts = field(3)
+        if ts.elementsEqual("null".utf8) {
+            values[3].appendNull()
+        } else {
+            guard ts.count > 2,
+                let micros = parseTimestampMicros(UnsafeBufferPointer(rebasing: ts[1..<(ts.count - 1)])),
+                ("\"" + formatRFC3339(microseconds: micros) + "\"").utf8.elementsEqual(ts)
+            else {
+                throw ParquetError(
+                    "ts \(String(decoding: ts, as: UTF8.self)) does not come back the same as a timestamp")
+            }
+            values[3].append(int: micros)
+        }
+        for number in 4..<8 {
+            let value = field(number)
+            if value.elementsEqual("null".utf8) {
+                values[number].appendNull()
+            } else {
+                values[number].append(bytes: value)
+            }
+        }
+        records += 1
+        groupBytes += line.count + 1
+        if groupBytes >= rowGroupBytes { try flush() }
+    }
+
+    private mutating func flush() throws {
+        guard groupBytes > 0 else { return }
+        try writer.writeRowGroup(values)
+        for index in values.indices { values[index].removeAll() }
+        groupBytes = 0
+    }
+
+    /// Writes the last row group and the footer.
+    public mutating func finish() throws {
+        try flush()
+        try writer.finish(createdBy: "feedarchive version \(FeedArchiveVersion.current)")
+    }
+}
