@@ -87,7 +87,8 @@ let package = Package(
         .executableTarget(
             name: "FeedArchiveCLI",
             dependencies: [
-                "FeedArchive", "FeedArchiveSQLite", "FeedArchivePostgres", "FeedArchiveCosmos", "CMalloc",
+                "FeedArchive", "FeedArchiveSQLite", "FeedArchivePostgres", "FeedArchiveCosmos", "FeedArchiveParquet",
+                "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

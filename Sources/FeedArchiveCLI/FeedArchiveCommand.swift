@@ -1,6 +1,7 @@
 import ArgumentParser
 import CMalloc
 import FeedArchive
+import FeedArchiveParquet
 import Foundation
 
 /// The process-wide stop flag that SIGINT/SIGTERM set.
@@ -36,6 +37,7 @@ struct FeedArchiveCommand: AsyncParsableCommand {
         // whose memory is rarely returned, and RSS would grow with every blob. A fixed
         // threshold keeps them mmapped.
         _ = mallopt(M_MMAP_THRESHOLD, 512 << 10)
+        BlobFormats.register(parquet: ParquetBlobFormat())  // archive.format: parquet
         // Take SIGINT/SIGTERM at once, before parsing, for the commands that poll the flag (a
         // signal during start-up must not kill a run about to touch the archive). The read-only
         // commands keep the default, so Ctrl-C stops a long verify or cat at once.

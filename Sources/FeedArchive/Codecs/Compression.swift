@@ -1,10 +1,15 @@
 import Foundation
+import Synchronization
 
-/// How blobs are compressed; each is one frame with a content checksum, readable by stock tools.
+/// How blobs are encoded: JSON lines in one compressed frame with a content checksum (zstd,
+/// lz4, none), readable by stock tools, or a Parquet file (`archive.format: parquet`, zstd
+/// pages), which lake engines read; the Parquet codec comes from the `FeedArchiveParquet`
+/// module, registered with `BlobFormats.register(parquet:)`.
 public enum Compression: String, Sendable, CaseIterable, Codable {
     case zstd
     case lz4
     case none
+    case parquet
 
     /// The blob file name suffix.
     public var fileExtension: String {
@@ -12,6 +17,7 @@ public enum Compression: String, Sendable, CaseIterable, Codable {
         case .zstd: ".jsonl.zst"
         case .lz4: ".jsonl.lz4"
         case .none: ".jsonl"
+        case .parquet: ".parquet"
         }
     }
 
@@ -20,6 +26,7 @@ public enum Compression: String, Sendable, CaseIterable, Codable {
         if path.hasSuffix(".jsonl.zst") { return .zstd }
         if path.hasSuffix(".jsonl.lz4") { return .lz4 }
         if path.hasSuffix(".jsonl") { return Compression.none }
+        if path.hasSuffix(".parquet") { return .parquet }
         return nil
     }
 
@@ -29,6 +36,7 @@ public enum Compression: String, Sendable, CaseIterable, Codable {
         case .zstd: try ZstdEncoder(level: level, workers: workers)
         case .lz4: try LZ4Encoder(level: level)
         case .none: PassthroughCodec()
+        case .parquet: try BlobFormats.parquetProvider().makeEncoder(level: level)
         }
     }
 
@@ -38,7 +46,28 @@ public enum Compression: String, Sendable, CaseIterable, Codable {
         case .zstd: try ZstdDecoder()
         case .lz4: try LZ4Decoder()
         case .none: PassthroughCodec()
+        case .parquet: try BlobFormats.parquetProvider().makeDecoder()
         }
+    }
+}
+
+/// A blob format implemented outside this module (Parquet, in `FeedArchiveParquet`).
+public protocol BlobFormatProvider: Sendable {
+    func makeEncoder(level: Int) throws -> any BlobEncoder
+    func makeDecoder() throws -> any BlobDecoder
+}
+
+/// Where the executable (and tests) plug in the Parquet codec.
+public enum BlobFormats {
+    private static let parquet = Mutex<(any BlobFormatProvider)?>(nil)
+
+    public static func register(parquet provider: any BlobFormatProvider) { parquet.withLock { $0 = provider } }
+
+    static func parquetProvider() throws -> any BlobFormatProvider {
+        guard let provider = parquet.withLock({ $0 }) else {
+            throw CodecError("Parquet blobs need the FeedArchiveParquet module, which this program did not register")
+        }
+        return provider
     }
 }
 
@@ -63,6 +92,13 @@ public protocol BlobDecoder: AnyObject {
     func write(_ input: UnsafeRawBufferPointer, to sink: ByteSink) throws
     /// Confirms the frame ended completely (checksum verified by the codec).
     func finish() throws
+    /// Confirms the frame ended, handing the sink what only the end makes known (a Parquet
+    /// file decodes once its footer is read; the frame codecs have nothing left).
+    func finish(to sink: ByteSink) throws
+}
+
+extension BlobDecoder {
+    public func finish(to sink: ByteSink) throws { try finish() }
 }
 
 /// Why a blob could not be decoded: corrupt, truncated, or trailing data.
@@ -126,7 +162,7 @@ extension BlobDecoder {
     public func decodeAll(_ bytes: [UInt8]) throws -> [UInt8] {
         var out: [UInt8] = []
         try bytes.withUnsafeBytes { try write($0) { out.append(contentsOf: $0) } }
-        try finish()
+        try finish { out.append(contentsOf: $0) }
         return out
     }
 }

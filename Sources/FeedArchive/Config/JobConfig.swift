@@ -92,10 +92,24 @@ public struct ArchiveSettings: Sendable {
         var compression = Compression.zstd
         if let node = map.optional("compression") {
             let text = try node.string("archive.compression")
-            guard let value = Compression(rawValue: text) else {
+            guard let value = Compression(rawValue: text), value != .parquet else {
                 throw node.error("archive.compression must be zstd, lz4 or none, not '\(text)'")
             }
             compression = value
+        }
+        // `format: parquet`: blobs are Parquet files with zstd pages (at archive.level).
+        if let node = map.optional("format") {
+            let text = try node.string("archive.format")
+            switch text {
+            case "jsonl": break
+            case "parquet":
+                guard compression == .zstd else {
+                    throw node.error(
+                        "archive.format parquet compresses its pages with zstd: leave archive.compression out")
+                }
+                compression = .parquet
+            default: throw node.error("archive.format must be jsonl or parquet, not '\(text)'")
+            }
         }
         var level = compression == .lz4 ? 0 : 3
         if let node = map.optional("level") {

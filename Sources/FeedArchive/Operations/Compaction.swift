@@ -540,14 +540,13 @@ public struct Compactor {
         var endsLine = true
         let decoder = try compression.makeDecoder()
         do {
-            try bytes.withUnsafeBytes { input in
-                try decoder.write(input) { decoded in
-                    for byte in decoded where byte == 0x0A { records += 1 }
-                    if let lastByte = decoded.last { endsLine = lastByte == 0x0A }
-                    try writer.append(raw: decoded)
-                }
+            let take: ByteSink = { decoded in
+                for byte in decoded where byte == 0x0A { records += 1 }
+                if let lastByte = decoded.last { endsLine = lastByte == 0x0A }
+                try writer.append(raw: decoded)
             }
-            try decoder.finish()
+            try bytes.withUnsafeBytes { try decoder.write($0, to: take) }
+            try decoder.finish(to: take)
         } catch let error as FeedArchiveError {
             throw error
         } catch {

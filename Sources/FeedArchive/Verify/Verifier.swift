@@ -471,7 +471,7 @@ public struct Verifier: Sendable {
                     if checker != nil { try decoder.write(bytes) { checker!.consume($0) } }
                 }
             }
-            if checker != nil { try decoder.finish() }
+            if checker != nil { try decoder.finish { checker!.consume($0) } }
         } catch {
             problem("decode", path, "\(error)", nil)
             return

@@ -1,0 +1,96 @@
+import FeedArchive
+import FeedArchiveParquet
+import FeedArchiveTesting
+import Foundation
+import Testing
+
+/// `archive.format: parquet`: runs write Parquet blobs; verify (fast and deep), cat,
+/// compaction and retention read them as they read JSON lines, record for record.
+@Suite struct ParquetArchiveTests {
+    init() { BlobFormats.register(parquet: ParquetBlobFormat(rowGroupBytes: 4_096)) }
+
+    static func job(_ dir: TempDirectory, format: String, name: String = "mem") throws -> JobConfig {
+        try JobConfig.parse(
+            yaml: """
+                name: \(name)
+                source:
+                  kind: memory
+                archive:
+                  root: \(dir.path)/lake
+                  format: \(format)
+                batch:
+                  max_records: 40
+                  page_size: 7
+
+                """, file: dir.path + "/\(name).yaml")
+    }
+
+    static func cat(_ job: JobConfig) throws -> [UInt8] {
+        var out: [UInt8] = []
+        try ArchiveReader(job: job).read(from: nil, until: nil) { out += $0 }
+        return out
+    }
+
+    @Test func aParquetArchiveHoldsWhatAJSONLinesOneHolds() async throws {
+        let dir = TempDirectory()
+        let parquet = try Self.job(dir, format: "parquet")
+        let jsonl = try Self.job(dir, format: "jsonl", name: "twin")
+        let source = InMemorySource()
+        let start: Int64 = 1_795_000_000_000_000 - 400_000_000
+        for index in 0..<300 { source.append(timestamp: start + Int64(index) * 60_000_000) }
+        var options = RunOptions()
+        options.maxRecords = 50
+        for _ in 0..<7 {
+            _ = try await ArchiveRunner(job: parquet, source: source).run(options)
+            _ = try await ArchiveRunner(job: jsonl, source: source).run(options)
+        }
+        let blobs = try JobArchive(job: parquet).store.read().0.entries.filter(\.namesBlob)
+        #expect(!blobs.isEmpty && blobs.allSatisfy { $0.path!.hasSuffix(".parquet") })
+        #expect(try Self.cat(parquet) == Self.cat(jsonl))
+        #expect(try Self.cat(parquet).count > 10_000)
+        for full in [true, false] {
+            let report = try Verifier(job: parquet).verify(deep: true, full: full)
+            #expect(report.isClean && report.records == 300, "\(report.problems)")
+        }
+        // Compaction and retention work on Parquet blobs too.
+        let compacted = try Compactor(job: parquet).compact(after: 0)
+        #expect(!compacted.blobs.isEmpty)
+        #expect(try Self.cat(parquet) == Self.cat(jsonl))
+        #expect(try Verifier(job: parquet).verify(deep: true, full: true).isClean)
+        let pruned = try Pruner(job: parquet).prune(before: start + 2 * 3_600_000_000, after: 0, dryRun: false)
+        #expect(!pruned.blobs.isEmpty)
+        #expect(try Verifier(job: parquet).verify(deep: true, full: true).isClean)
+    }
+
+    /// A damaged Parquet blob: verify names it (deep: the page checksum; fast: its SHA-256).
+    @Test func aDamagedParquetBlobIsNamed() async throws {
+        let dir = TempDirectory()
+        let job = try Self.job(dir, format: "parquet")
+        let source = InMemorySource()
+        for index in 0..<100 { source.append(timestamp: 1_795_000_000_000_000 + Int64(index) * 1_000_000) }
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        let blob = try #require(try JobArchive(job: job).store.read().0.entries.first(where: \.namesBlob)?.path)
+        let path = job.archive.root + "/mem/" + blob
+        var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes[bytes.count / 2] ^= 0x55
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        for deep in [false, true] {
+            let report = try Verifier(job: job).verify(deep: deep, full: true)
+            // Fast: the SHA-256 differs; deep: the page fails its checksum as it is decoded.
+            let kind = deep ? "decode" : "hash"
+            #expect(report.problems.contains { $0.path == blob && $0.kind == kind }, "\(report.problems)")
+        }
+    }
+
+    @Test func formatSettingsAreChecked() throws {
+        let dir = TempDirectory()
+        #expect(try Self.job(dir, format: "parquet").archive.compression == .parquet)
+        #expect(throws: FeedArchiveError.self) { try Self.job(dir, format: "avro") }
+        #expect(throws: FeedArchiveError.self) {
+            try JobConfig.parse(
+                yaml:
+                    "name: x\nsource:\n  kind: memory\narchive:\n  root: /tmp/x\n  format: parquet\n  compression: lz4\n",
+                file: dir.path + "/x.yaml")
+        }
+    }
+}
