@@ -12,6 +12,7 @@ struct CompactCommand: AsyncParsableCommand {
             Examples:
               feedarchive compact orders --dry-run
               feedarchive compact orders --after 2h --target-size 128MiB
+              feedarchive compact orders --format parquet
             """)
 
     @OptionGroup var selection: JobSelection
@@ -21,6 +22,9 @@ struct CompactCommand: AsyncParsableCommand {
 
     @Option(help: "The largest compacted blob, compressed (e.g. 256MiB).")
     var targetSize = "256MiB"
+
+    @Option(help: "Write the compacted blobs as parquet (a closed bucket of one JSON-lines blob is converted too).")
+    var format: String?
 
     @Flag(help: "Print what would be merged; change nothing.")
     var dryRun = false
@@ -34,7 +38,15 @@ struct CompactCommand: AsyncParsableCommand {
             guard let target = parseByteSize(targetSize), target > 0 else {
                 throw FeedArchiveError.usage("--target-size \(targetSize): not a size (e.g. 256MiB)")
             }
-            let report = try Compactor(job: job).compact(targetSize: target, after: grace, dryRun: dryRun)
+            var output: Compression?
+            switch format {
+            case nil: output = job.compaction?.format
+            case "parquet": output = .parquet
+            case "jsonl": output = job.archive.compression == .parquet ? .zstd : job.archive.compression
+            default: throw FeedArchiveError.usage("--format \(format!): parquet or jsonl")
+            }
+            let report = try Compactor(job: job).compact(
+                targetSize: target, after: grace, dryRun: dryRun, format: output)
             let verb = dryRun ? "would merge" : "merged"
             for blob in report.blobs {
                 let into = blob.path.map { " into \($0) (\(humanBytes(blob.bytesAfter)))" } ?? ""

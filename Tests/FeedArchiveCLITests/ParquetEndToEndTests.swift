@@ -59,5 +59,22 @@ import Testing
         let json = try duck.duckdb(
             "SELECT count(*) FROM read_parquet('\(root)/pq/data/**/*.parquet') WHERE after->>'event' = 'order_placed'")
         #expect(json == "(500,)", "\(json)")
+
+        // The JSON-lines job's closed buckets turned into Parquet: the same changes.
+        let convert = try await Binary.run([
+            "compact", shop.dir.path + "/js.yaml", "--after", "0s", "--format", "parquet",
+        ])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        let converted = shop.files(under: root + "/js/data").filter { $0.hasSuffix(".parquet") }
+        #expect(!converted.isEmpty)
+        let again = try await Binary.run(["cat", shop.dir.path + "/js.yaml"])
+        #expect(again.stdout == catLines.stdout)
+        #expect(try await Binary.run(["verify", shop.dir.path + "/js.yaml", "--deep", "--full"]).status == 0)
+        let both = try duck.duckdb(
+            """
+            SELECT (SELECT count(*) FROM read_parquet('\(root)/js/data/**/*.parquet'))
+                 + (SELECT count(*) FROM read_json('\(root)/js/data/**/*.jsonl.zst'))
+            """)
+        #expect(both == "(3000,)", "\(both)")
     }
 }

@@ -94,3 +94,35 @@ import Testing
         }
     }
 }
+
+/// `compact --format parquet`: closed buckets of a JSON-lines archive become Parquet blobs (one
+/// blob per bucket, a bucket of a single blob too); cat and verify see the same changes.
+@Suite struct ParquetConversionTests {
+    init() { BlobFormats.register(parquet: ParquetBlobFormat()) }
+
+    @Test func closedBucketsOfJSONLinesBecomeParquet() async throws {
+        let dir = TempDirectory()
+        let job = try ParquetArchiveTests.job(dir, format: "jsonl")
+        let source = InMemorySource()
+        let start: Int64 = 1_795_000_000_000_000 - 400_000_000
+        for index in 0..<240 { source.append(timestamp: start + Int64(index) * 60_000_000) }  // 4 hours
+        var options = RunOptions()
+        options.maxRecords = 30
+        for _ in 0..<9 { _ = try await ArchiveRunner(job: job, source: source).run(options) }
+        let before = try ParquetArchiveTests.cat(job)
+        _ = try Compactor(job: job).compact(after: 0)  // a plain compaction first: its mark is passed over
+
+        let report = try Compactor(job: job).compact(after: 0, format: .parquet)
+        #expect(report.blobs.count == 3, "\(report.blobs.map(\.folder)) \(report.skipped) \(report.watermark ?? "-")")
+        let live = try JobArchive(job: job).store.read().0.currentLines().filter(\.namesBlob).map { $0.path! }
+        #expect(live.filter { $0.hasSuffix(".parquet") }.count == 3)
+        #expect(live.filter { $0.contains("hour=14") }.allSatisfy { $0.hasSuffix(".jsonl.zst") })  // still open
+        #expect(try ParquetArchiveTests.cat(job) == before)
+        for full in [true, false] {
+            let check = try Verifier(job: job).verify(deep: true, full: full)
+            #expect(check.isClean && check.records == 240, "\(check.problems)")
+        }
+        // Nothing left to convert; runs go on writing JSON lines.
+        #expect(try Compactor(job: job).compact(after: 0, format: .parquet).blobs.isEmpty)
+    }
+}

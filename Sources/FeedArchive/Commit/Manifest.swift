@@ -216,22 +216,35 @@ public struct Manifest: Sendable {
     public func currentLines() -> [ManifestEntry] {
         let pruned = prunedSeqs
         let entries = pruned.isEmpty ? self.entries : self.entries.filter { !pruned.contains($0.seq) }
-        var firstReplaced: [Int64: ManifestEntry] = [:]
         var replaced: Set<Int64> = []
-        let present = Set(self.entries.map(\.seq))
+        var compacts: [Int64: ManifestEntry] = [:]
         for entry in self.entries where entry.kind == .compact {
-            let seqs = entry.replaces ?? []
-            replaced.formUnion(seqs)  // a pruned compact line's replaced lines stay replaced
-            if let first = seqs.min(), present.contains(first), !pruned.contains(entry.seq) {
-                firstReplaced[first] = entry
-            }
+            replaced.formUnion(entry.replaces ?? [])  // a pruned compact line's replaced lines stay replaced
+            compacts[entry.seq] = entry
         }
         guard !replaced.isEmpty else { return entries }
+        // A compact line stands in the place of the first line it replaced, or, when that was a
+        // compact line itself (a bucket compacted again, to convert it), of that one's place.
+        func anchor(_ seq: Int64) -> Int64 {
+            guard let compact = compacts[seq], let first = compact.replaces?.min() else { return seq }
+            return anchor(first)
+        }
+        let present = Set(self.entries.map(\.seq))
+        var placed: [Int64: ManifestEntry] = [:]
+        var inPlace: Set<Int64> = []
+        for entry in entries where entry.kind == .compact && !replaced.contains(entry.seq) {
+            guard let first = entry.replaces?.min() else { continue }
+            let place = anchor(first)
+            if present.contains(place) {
+                placed[place] = entry
+                inPlace.insert(entry.seq)
+            }
+        }
         var lines: [ManifestEntry] = []
         for entry in entries {
-            if let compact = firstReplaced[entry.seq] { lines.append(compact) }
+            if let compact = placed[entry.seq] { lines.append(compact) }
             if entry.kind == .compact {
-                if !(entry.replaces?.min().map(present.contains) ?? false) { lines.append(entry) }
+                if !replaced.contains(entry.seq) && !inPlace.contains(entry.seq) { lines.append(entry) }
             } else if !replaced.contains(entry.seq) {
                 lines.append(entry)
             }

@@ -200,6 +200,8 @@ public struct CompactionSettings: Sendable {
     public var after: Double = 3600
     /// The largest compacted blob, compressed.
     public var targetSize: Int64 = 256 << 20
+    /// `format: parquet`: compacted buckets become Parquet (nil: the job's own format).
+    public var format: Compression?
 
     public init() {}
 
@@ -213,6 +215,13 @@ public struct CompactionSettings: Sendable {
                 throw node.error("compact.after must be a duration such as 0s, 30m or 1h, not '\(text)'")
             }
             settings.after = after
+        }
+        if let node = map.optional("format") {
+            let text = try node.string("compact.format")
+            guard text == "parquet" || text == "jsonl" else {
+                throw node.error("compact.format must be parquet or jsonl, not '\(text)'")
+            }
+            settings.format = text == "parquet" ? .parquet : nil
         }
         if let node = map.optional("target_size") {
             settings.targetSize = try node.byteSize("compact.target_size")

@@ -102,9 +102,23 @@ public struct Compactor {
         var all: [ManifestEntry] { (lines + folded).sorted { $0.seq < $1.seq } }
     }
 
-    public func compact(targetSize: Int64 = 256 << 20, after: TimeInterval = 3600, dryRun: Bool = false) throws
-        -> CompactionReport
-    {
+    /// `format`: the compression of the blobs it writes (`.parquet` turns JSON-lines buckets
+    /// into Parquet, a bucket of one blob too); nil: the job's.
+    public func compact(
+        targetSize: Int64 = 256 << 20, after: TimeInterval = 3600, dryRun: Bool = false, format: Compression? = nil
+    ) throws -> CompactionReport {
+        var compactor = self
+        compactor.target = format ?? job.archive.compression
+        compactor.converting = format != nil && format != job.archive.compression
+        return try compactor.run(targetSize: targetSize, after: after, dryRun: dryRun)
+    }
+
+    /// What the compacted blobs are written as, and whether blobs of another compression are
+    /// taken in (and a bucket of one blob rewritten) to be converted.
+    var target: Compression = .zstd
+    var converting = false
+
+    private func run(targetSize: Int64, after: TimeInterval, dryRun: Bool) throws -> CompactionReport {
         let archive = JobArchive(job: job, fs: fs)
         let lock = try archive.openForWriting()
         defer { lock.release() }
@@ -119,7 +133,10 @@ public struct Compactor {
             try? JSONDecoder().decode(CompactionMark.self, from: Data($0))
         }
         var manifest: Manifest
-        if let known = mark, known.format == CompactionMark.format, known.fromSeq <= archive.manifest.tailSeq + 1 {
+        // A conversion looks at every closed bucket, also those an earlier compaction passed.
+        if let known = mark, !converting, known.format == CompactionMark.format,
+            known.fromSeq <= archive.manifest.tailSeq + 1
+        {
             (manifest, _) = try archive.store.readTail(from: min(known.fromSeq, max(1, archive.manifest.tailSeq)))
             if manifest.entries.first(where: { $0.seq == known.fromSeq })?.prev != known.fromPrev
                 && known.fromSeq <= manifest.tailSeq
@@ -267,7 +284,9 @@ public struct Compactor {
         }
         var byFolder: [String: [ManifestEntry]] = [:]
         var order: [String] = []
-        for entry in live where entry.kind == .blob && !replaced.contains(entry.seq) {
+        // Compact lines are compacted again only to convert them to another format.
+        for entry in live
+        where (entry.kind == .blob || (converting && entry.kind == .compact)) && !replaced.contains(entry.seq) {
             guard let path = entry.path, let part = entry.part else { continue }
             let key = part + "\u{0}" + parentDirectory(of: path)
             if byFolder[key] == nil { order.append(key) }
@@ -278,7 +297,7 @@ public struct Compactor {
         for entry in entries[(lastEpoch + 1)...]
         where entry.kind == .blob && entry.lineage.hasPrefix("backfill-") && !replaced.contains(entry.seq) {
             guard let path = entry.path, let part = entry.part, alone(path),
-                Compression.of(path: path) == job.archive.compression, entry.firstPos != nil, entry.lastPos != nil
+                accepts(path), entry.firstPos != nil, entry.lastPos != nil
             else { continue }
             backfilled[part + "\u{0}" + parentDirectory(of: path), default: []].append(entry)
         }
@@ -296,13 +315,14 @@ public struct Compactor {
                 continue
             }
             if closed.last != folder && !closed.contains(folder) { closed.append(folder) }
-            guard lines.count > 1 else { continue }
+            guard lines.count > 1 || converting || backfilled[key] != nil else { continue }
             var run: [ManifestEntry] = []
             var runBytes: Int64 = 0
             func close() {
                 if let first = run.first?.firstPos, let last = run.last?.lastPos {
                     let folded = (backfilled[key] ?? []).filter { $0.firstPos! >= first && $0.lastPos! <= last }
-                    if run.count > 1 || !folded.isEmpty {
+                    let converts = converting && run.contains { Compression.of(path: $0.path!) != target }
+                    if run.count > 1 || !folded.isEmpty || converts {
                         groups.append(Group(folder: folder, partition: part, lines: run, folded: folded))
                     }
                 }
@@ -318,10 +338,10 @@ public struct Compactor {
                     run.last.map { previous in
                         cursor(previous.toToken, part) != nil
                             && cursor(previous.toToken, part) == cursor(line.fromToken, part)
-                            && Compression.of(path: previous.path!) == Compression.of(path: line.path!)
+                            && (converting || Compression.of(path: previous.path!) == Compression.of(path: line.path!))
                             && !between(previous.seq, line.seq).contains { $0.part != part || !$0.namesBlob }
                     } ?? true
-                if !alone(line.path!) || Compression.of(path: line.path!) != job.archive.compression {
+                if !alone(line.path!) || !accepts(line.path!) {
                     close()
                     skipped.append("\(line.path!): another line names it too, or other compression settings")
                     continue
@@ -352,8 +372,8 @@ public struct Compactor {
     func write(_ group: Group, into archive: JobArchive) throws -> ManifestEntry {
         let first = group.lines.first!
         let last = group.lines.last!
-        guard let firstPos = first.firstPos.flatMap(Position.init), let compression = Compression.of(path: first.path!)
-        else {
+        let compression = target
+        guard let firstPos = first.firstPos.flatMap(Position.init) else {
             throw FeedArchiveError.data(path: first.path, message: "manifest seq \(first.seq) has no first position")
         }
         let writer = try archive.beginBlob(
@@ -362,7 +382,7 @@ public struct Compactor {
         var records: Int64 = 0
         do {
             for line in group.lines {
-                records += try copy(line, archive: archive, compression: compression, into: writer)
+                records += try copy(line, archive: archive, into: writer)
             }
         } catch {
             writer.abort(fs: fs)
@@ -406,9 +426,8 @@ public struct Compactor {
     func fold(_ group: Group, into archive: JobArchive) throws -> ManifestEntry {
         let first = group.lines.first!
         let last = group.lines.last!
-        guard let firstPos = first.firstPos.flatMap(Position.init), let lastPos = last.lastPos,
-            let compression = Compression.of(path: first.path!)
-        else {
+        let compression = target
+        guard let firstPos = first.firstPos.flatMap(Position.init), let lastPos = last.lastPos else {
             throw FeedArchiveError.data(path: first.path, message: "manifest seq \(first.seq) has no positions")
         }
         let part = group.partition
@@ -522,7 +541,7 @@ public struct Compactor {
     /// Streams one blob's records into `writer`, checking its size, SHA-256 and record count
     /// against its line first: a missing or damaged blob is a data error (65), and its bucket
     /// is left as it is.
-    func copy(_ line: ManifestEntry, archive: JobArchive, compression: Compression, into writer: BlobWriter) throws
+    func copy(_ line: ManifestEntry, archive: JobArchive, into writer: BlobWriter) throws
         -> Int64
     {
         let path = archive.layout.absolute(line.path!)
@@ -538,6 +557,9 @@ public struct Compactor {
         }
         var records: Int64 = 0
         var endsLine = true
+        guard let compression = Compression.of(path: path) else {
+            throw FeedArchiveError.data(path: path, message: "not a blob name this version reads")
+        }
         let decoder = try compression.makeDecoder()
         do {
             let take: ByteSink = { decoded in
@@ -559,6 +581,13 @@ public struct Compactor {
                 hint: "nothing was changed; run `feedarchive verify \(job.name) --full --deep` for the full picture")
         }
         return records
+    }
+
+    /// Whether a blob of this name is compacted: of the job's compression, or any when
+    /// converting.
+    func accepts(_ path: String) -> Bool {
+        guard let compression = Compression.of(path: path) else { return false }
+        return converting || compression == job.archive.compression
     }
 
     /// The end of the hour a `…/date=YYYY-MM-DD/hour=HH` folder holds, in the job's time zone.

@@ -116,7 +116,7 @@ public struct RunSession {
         if let settings = job.compaction, code == 0, !options.stop.isSet, summary != nil {
             do {
                 let report = try Compactor(job: job, fs: fs).compact(
-                    targetSize: settings.targetSize, after: settings.after)
+                    targetSize: settings.targetSize, after: settings.after, format: settings.format)
                 summary?.compacted = (report.blobs.reduce(0) { $0 + $1.replaces.count }, report.blobs.count)
                 summary?.warnings += report.skipped.map {
                     $0.hasPrefix("held back") ? "compaction \($0)" : "compaction left as it is: \($0)"

@@ -390,7 +390,7 @@ public struct Verifier: Sendable {
             }) {
                 found.append((place, "a backfill line it replaces reaches outside its range"))
             }
-            if seqs != seqs.sorted() || named.contains(where: { $0.part != line.part || $0.kind != .blob })
+            if seqs != seqs.sorted() || named.contains(where: { $0.part != line.part || !$0.namesBlob })
                 || zip(live, live.dropFirst()).contains(where: {
                     cursor($0.0.toToken, line.part) == nil
                         || cursor($0.0.toToken, line.part) != cursor($0.1.fromToken, line.part)
