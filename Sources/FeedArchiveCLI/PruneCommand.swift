@@ -28,13 +28,17 @@ struct PruneCommand: AsyncParsableCommand {
             let now = Date()
             let cut: Date
             if let before {
-                if let date = parseRFC3339(before) {
+                // A time with its date in full, or an age with its unit and of at least an hour:
+                // `2025` or `400` must not mean seconds ago.
+                let unit = before.last.map { "dhm".contains($0) } ?? false
+                if before.count >= 10, let date = parseRFC3339(before) {
                     cut = date
-                } else if let age = parseDuration(before), age > 0 {
+                } else if unit, let age = parseDuration(before), age >= 3600 {
                     cut = now.addingTimeInterval(-age)
                 } else {
                     throw FeedArchiveError.usage(
-                        "--before \(before): not a time (2025-01-01T00:00:00Z) or an age (400d)")
+                        "--before \(before): give a time (2025-01-01 or 2025-01-01T00:00:00Z) or an age of at least an hour with its unit (400d, 36h)"
+                    )
                 }
             } else if let retention = job.retention {
                 cut = now.addingTimeInterval(-retention)

@@ -44,6 +44,12 @@ public struct ArchiveReader {
         let entries = archive.manifest.currentLines()
         func boundary(_ text: String, _ flag: String) throws -> Int {
             guard let index = entries.firstIndex(where: { $0.toToken == text }) else {
+                let pruned = archive.manifest.prunedSeqs
+                if let line = archive.manifest.entries.first(where: { $0.toToken == text }), pruned.contains(line.seq) {
+                    // Retention removed that blob, and only ever the oldest: every change kept is
+                    // after it. As an end, nothing kept is before it.
+                    return -1
+                }
                 if archive.manifest.entries.contains(where: { $0.toToken == text }) {
                     throw FeedArchiveError.usage(
                         "\(flag) \(text.prefix(40))…: this blob boundary is inside a blob that `feedarchive compact` made of several; give a time, or the token at the compacted blob's end"
@@ -84,11 +90,24 @@ public struct ArchiveReader {
             } else {
                 // A compaction or prune that committed while cat read deleted it: the compacted
                 // blob holds the same changes (from this one's first on); pruned ones are gone.
-                let later = (try? archive.store.readTail(from: archive.manifest.tailSeq))?.0.entries.filter {
-                    $0.seq > archive.manifest.tailSeq && ($0.replaces ?? []).contains(entry.seq)
+                let since = ((try? archive.store.readTail(from: archive.manifest.tailSeq))?.0.entries ?? []).filter {
+                    $0.seq > archive.manifest.tailSeq && ($0.kind == .compact || $0.kind == .prune)
                 }
-                if later?.first?.kind == .prune { continue }
-                guard let compact = later?.first(where: { $0.kind == .compact }), let newPath = compact.path,
+                // Follow the line to what stands for it now: a compacted blob (compacted again,
+                // to convert it), or nothing when a prune removed it on the way.
+                var standing: ManifestEntry?
+                var seq = entry.seq
+                var removed = false
+                while let next = since.first(where: { ($0.replaces ?? []).contains(seq) }) {
+                    if next.kind == .prune {
+                        removed = true
+                        break
+                    }
+                    standing = next
+                    seq = next.seq
+                }
+                if removed { continue }
+                guard let compact = standing, let newPath = compact.path,
                     let first = entry.firstPos, let newCompression = Compression.of(path: newPath),
                     let bytes = try archive.fs.read(archive.layout.absolute(newPath)),
                     let whole = try? newCompression.makeDecoder().decodeAll(bytes)
@@ -96,7 +115,14 @@ public struct ArchiveReader {
                     throw FeedArchiveError.data(
                         path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing")
                 }
-                taken.formUnion(compact.replaces ?? [])
+                // Every line it stands for, through the compacted blobs it replaced in turn.
+                let compacts = Dictionary(
+                    (archive.manifest.entries + since).filter { $0.kind == .compact }.map { ($0.seq, $0) },
+                    uniquingKeysWith: { $1 })
+                var pending = compact.replaces ?? []
+                while let next = pending.popLast() {
+                    if taken.insert(next).inserted { pending += compacts[next]?.replaces ?? [] }
+                }
                 decoded = []
                 let firstBytes = Array(first.utf8)
                 for line in whole.split(separator: 0x0A)

@@ -71,7 +71,14 @@ public struct Pruner {
 
     /// `cut`: microseconds since the epoch. `after`: the grace that closes a bucket (the job's
     /// `compact.after`, else an hour).
-    public func prune(before cut: Int64, after: TimeInterval? = nil, dryRun: Bool = true) throws -> PruneReport {
+    ///
+    /// `keeping`: a retention (with `retention:` in the job): whatever the cut, nothing within
+    /// that long of the newest archived change goes, so a clock that jumped ahead cannot empty
+    /// the archive.
+    public func prune(before cut: Int64, after: TimeInterval? = nil, keeping: TimeInterval? = nil, dryRun: Bool = true)
+        throws -> PruneReport
+    {
+        var cut = cut
         let archive = JobArchive(job: job, fs: fs)
         let lock = try archive.openForWriting()
         defer { lock.release() }
@@ -109,7 +116,14 @@ public struct Pruner {
         for name in (try fs.list(plans) ?? []).sorted() where name.hasSuffix(".json") {
             guard let bytes = try fs.read(plans + "/" + name),
                 let plan = try? JSONDecoder().decode(BackfillPlan.self, from: Data(bytes))
-            else { continue }
+            else {
+                // An unreadable plan may be an unfinished backfill's: nothing goes until a
+                // person has looked (backfill refuses it too).
+                report.held.append(
+                    "the backfill plan \(plans)/\(name) cannot be read: it may belong to an unfinished backfill; repair or remove it, then prune"
+                )
+                continue
+            }
             if try !plan.isComplete(in: manifest) {
                 report.held.append(
                     "backfill \(plan.id) (lineage \(plan.lineage), created \(plan.createdAt)) is unfinished: it may be mending a range the cut would remove; finish it (the same `feedarchive backfill` command resumes it), then prune"
@@ -154,6 +168,17 @@ public struct Pruner {
             return report
         }
         let closedThrough = watermark - Int64(grace * 1_000_000)
+        if let keeping, let newest = current.compactMap({ $0.maxTs.flatMap(micros) }).max(),
+            newest - Int64(keeping * 1_000_000) < cut
+        {
+            let asked = cut
+            cut = newest - Int64(keeping * 1_000_000)
+            if asked - cut > 86_400_000_000 {
+                report.held.append(
+                    "the newest archived change is from \(formatRFC3339(microseconds: newest)), more than a day before the clock: retention counts from it, so only what is older than \(formatRFC3339(microseconds: cut)) goes (is the clock ahead, or the feed quiet?)"
+                )
+            }
+        }
         if cut > closedThrough { report.held += quiet }
 
         func eligible(_ entry: ManifestEntry) -> Bool {
@@ -163,31 +188,49 @@ public struct Pruner {
             if let end = compactor.bucketEnd(parentDirectory(of: path)), end > closedThrough { return false }
             return true
         }
+        // Per live lineage (the lines between two live epochs: positions may start over at an
+        // epoch) and partition, the oldest lines in feed order up to the first to keep: only a
+        // prefix of each is ever removed. `chosen` is in that order, so prune lines written one
+        // after another each leave a prefix removed.
         var chosen: [ManifestEntry] = []
-        // Lines of earlier live lineages are outside the proof: each goes by itself.
-        let lastEpoch = manifest.entries.lastIndex { $0.kind == .epoch && $0.lineage == "live" } ?? -1
-        let earlier: Set<Int64> = lastEpoch < 0 ? [] : Set(manifest.entries[...lastEpoch].lazy.map(\.seq))
-        chosen += current.filter { earlier.contains($0.seq) && eligible($0) }
-        // The proof's lines: per partition, the oldest in feed order up to the first to keep.
-        var byPart: [String: [(ManifestEntry, Position, Position)]] = [:]
+        var segment = 0
+        var segmentOf: [Int64: Int] = [:]
+        for entry in manifest.entries {
+            if entry.kind == .epoch && entry.lineage == "live" { segment += 1 }
+            segmentOf[entry.seq] = segment
+        }
+        var groups: [String: [(ManifestEntry, Position, Position)]] = [:]
         var unplaced: Set<String> = []
-        for entry in current where !earlier.contains(entry.seq) {
-            guard let part = entry.part, let first = entry.firstPos.flatMap(Position.init),
-                let last = entry.lastPos.flatMap(Position.init)
+        for entry in current {
+            guard let part = entry.part else { continue }
+            let key = "\(segmentOf[entry.seq] ?? 0)\u{0}" + part
+            guard let first = entry.firstPos.flatMap(Position.init), let last = entry.lastPos.flatMap(Position.init)
             else {
-                if let part = entry.part { unplaced.insert(part) }
+                unplaced.insert(key)
                 continue
             }
-            byPart[part, default: []].append((entry, first, last))
+            groups[key, default: []].append((entry, first, last))
         }
-        for (part, lines) in byPart where !unplaced.contains(part) {
-            let sorted = lines.sorted { ($0.1, $1.2) < ($1.1, $0.2) }
+        var sharedNoted = false
+        for key in groups.keys.sorted() where !unplaced.contains(key) {
+            let sorted = groups[key]!.sorted { ($0.1, $1.2) < ($1.1, $0.2) }
             for (entry, _, _) in sorted {
-                guard eligible(entry) else { break }
+                guard eligible(entry) else {
+                    // A file two lines name (a backfill that wrote it again) stops the prefix:
+                    // safe, but with retention and no compaction the archive would grow.
+                    if let path = entry.path, naming[path, default: 0] > 1, !sharedNoted,
+                        entry.maxTs.flatMap(micros).map({ $0 < cut }) == true
+                    {
+                        sharedNoted = true
+                        report.held.append(
+                            "\(path) is named by \(naming[path]!) manifest lines (a backfill wrote it again): prune stops before it; `feedarchive compact \(job.name)` folds them into one, then prune"
+                        )
+                    }
+                    break
+                }
                 chosen.append(entry)
             }
         }
-        chosen.sort { $0.seq < $1.seq }
         report.blobs = chosen.map {
             PrunedBlob(
                 seq: $0.seq, path: $0.path!, partition: $0.part, records: $0.records ?? 0, bytes: $0.bytes ?? 0,
@@ -207,7 +250,7 @@ public struct Pruner {
                 minTs: part.compactMap(\.minTs).min { (micros($0) ?? 0) < (micros($1) ?? 0) },
                 maxTs: part.compactMap(\.maxTs).max { (micros($0) ?? 0) < (micros($1) ?? 0) },
                 run: archive.runID, reason: "retention: blobs before \(report.cut)")
-            line.replaces = part.map(\.seq)
+            line.replaces = part.map(\.seq).sorted()
             line.replacedBytes = part.reduce(0) { $0 + ($1.bytes ?? 0) }
             try archive.appendManifestLine(line)
             report.lines.append(archive.manifest.tailSeq)
@@ -233,7 +276,7 @@ public struct Pruner {
         {
             return nil
         }
-        let report = try prune(before: nowMicros - Int64(retention * 1_000_000), dryRun: false)
+        let report = try prune(before: nowMicros - Int64(retention * 1_000_000), keeping: retention, dryRun: false)
         try fs.replaceAtomically(
             layout.retentionFile, json: RetentionMark(checkedAt: nowMicros), mode: job.archive.fileMode)
         return report
