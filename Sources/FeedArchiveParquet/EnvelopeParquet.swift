@@ -19,6 +19,8 @@ public enum EnvelopeParquet {
     ]
 
     static let keys = ["pos", "part", "op", "ts", "key", "after", "before", "source"]
+    /// `,"<key>":` for every key (the first one's unused).
+    static let separators: [[UInt8]] = keys.map { Array(",\"\($0)\":".utf8) }
 
     /// The byte ranges of the eight values of an envelope line (without its newline).
     static func split(_ line: UnsafeBufferPointer<UInt8>) throws -> [Range<Int>] {
@@ -35,13 +37,11 @@ public enum EnvelopeParquet {
         try expect("{\"pos\":")
         for (number, key) in keys.enumerated() {
             if number > 0 {
-                try expect(",\"")
-                guard index + key.utf8.count + 2 <= line.count,
-                    line[index..<(index + key.utf8.count)].elementsEqual(key.utf8),
-                    line[index + key.utf8.count] == 0x22,
-                    line[index + key.utf8.count + 1] == 0x3A
+                let separator = separators[number]
+                guard index + separator.count <= line.count,
+                    memcmp(line.baseAddress! + index, separator, separator.count) == 0
                 else { throw ParquetError("not an envelope: expected \"\(key)\" at byte \(index)") }
-                index += key.utf8.count + 2
+                index += separator.count
             }
             let start = index
             index = try skipValue(line, from: index)
@@ -59,17 +59,30 @@ public enum EnvelopeParquet {
         var index = start
         var depth = 0
         var inString = false
+        let base = line.baseAddress!
         while index < line.count {
             let byte = line[index]
             if inString {
-                if byte == 0x5C {
-                    index += 2
-                    continue
+                // Straight to the closing quote: most of a document is string text. A quote is
+                // escaped when an odd number of backslashes comes right before it.
+                var next = index
+                while true {
+                    guard next < line.count, let quote = memchr(base + next, 0x22, line.count - next) else {
+                        throw ParquetError("not an envelope: a string runs past the end of the line")
+                    }
+                    let at = base.distance(to: quote.assumingMemoryBound(to: UInt8.self))
+                    var slashes = 0
+                    while at - slashes - 1 >= index && base[at - slashes - 1] == 0x5C { slashes += 1 }
+                    if slashes % 2 == 0 {
+                        next = at
+                        break
+                    }
+                    next = at + 1
                 }
-                if byte == 0x22 {
-                    inString = false
-                    if depth == 0 { return index + 1 }
-                }
+                index = next + 1
+                inString = false
+                if depth == 0 { return index }
+                continue
             } else {
                 switch byte {
                 case 0x22: inString = true

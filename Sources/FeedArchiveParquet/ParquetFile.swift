@@ -106,6 +106,7 @@ public struct ParquetWriter {
     private var offset: Int64 = 0
     private var rowGroups: [[UInt8]] = []  // each RowGroup struct, encoded
     private var rows: Int64 = 0
+    private let compressor = PageCompressor()
 
     /// `level`: the zstd level of the pages.
     public init(columns: [ParquetColumn], level: Int32 = 3, sink: @escaping ([UInt8]) throws -> Void) throws {
@@ -135,8 +136,16 @@ public struct ParquetWriter {
             let chunkStart = offset
             var dictionaryOffset: Int64?
             var encodings: [Int32] = [0, 3]  // PLAIN, RLE (levels)
-            var valueBytes: [UInt8]
             var valueEncoding: Int32 = 0
+            // The data page: definition levels (optional columns), then the values, built in
+            // one buffer (a page can be most of a row group: no copies of it).
+            var pageBytes: [UInt8] = []
+            if column.optional {
+                var hybrid: [UInt8] = []
+                encodeHybrid(data.present.map { $0 ? 1 : 0 }, width: 1, to: &hybrid)
+                appendUInt32(UInt32(hybrid.count), to: &pageBytes)
+                pageBytes += hybrid
+            }
             if column.dictionary, column.physical == 6 {
                 // Distinct values in first-seen order; indices in the hybrid encoding.
                 var index: [ArraySlice<UInt8>: Int32] = [:]
@@ -162,27 +171,21 @@ public struct ParquetWriter {
                         dict.i32(2, 0)  // PLAIN
                     }
                 }
-                try emit(header + body)
+                try emit(header)
+                try emit(body)
                 totalUncompressed += uncompressed
                 let width = max(1, bitWidth(index.count - 1))
-                valueBytes = [UInt8(width)]
-                encodeHybrid(indices, width: width, to: &valueBytes)
+                pageBytes.append(UInt8(width))
+                encodeHybrid(indices, width: width, to: &pageBytes)
                 valueEncoding = 8  // RLE_DICTIONARY
                 encodings = [0, 3, 8]
             } else {
-                valueBytes = plain(column, data)
+                plain(column, data, into: &pageBytes)
             }
             let dataOffset = offset
-            var levels: [UInt8] = []
-            if column.optional {
-                var hybrid: [UInt8] = []
-                encodeHybrid(data.present.map { $0 ? 1 : 0 }, width: 1, to: &hybrid)
-                appendUInt32(UInt32(hybrid.count), to: &levels)
-                levels += hybrid
-            }
             let nulls = data.present.reduce(0) { $0 + ($1 ? 0 : 1) }
             let stats = column.statistics ? statistics(column, data, nulls: nulls) : nil
-            let (header, body, uncompressed) = try page(type: 0, values: levels + valueBytes) { page in
+            let (header, body, uncompressed) = try page(type: 0, values: pageBytes) { page in
                 page.structure(5) { dataPage in
                     dataPage.i32(1, Int32(count))
                     dataPage.i32(2, valueEncoding)
@@ -191,7 +194,9 @@ public struct ParquetWriter {
                     if let stats { dataPage.structure(5) { stats(&$0) } }
                 }
             }
-            try emit(header + body)
+            pageBytes = []
+            try emit(header)
+            try emit(body)
             totalUncompressed += uncompressed
             let chunkSize = offset - chunkStart
             let uncompressedChunk = uncompressed + (dictionaryOffset.map { dataOffset - $0 } ?? 0)
@@ -290,22 +295,13 @@ public struct ParquetWriter {
     }
 
     private func compress(_ bytes: [UInt8]) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: ZSTD_compressBound(bytes.count))
-        let written = bytes.withUnsafeBytes { input in
-            out.withUnsafeMutableBytes { output in
-                ZSTD_compress(output.baseAddress, output.count, input.baseAddress, input.count, level)
-            }
-        }
-        if ZSTD_isError(written) != 0 { throw ParquetError("zstd: \(String(cString: ZSTD_getErrorName(written)))") }
-        out.removeSubrange(written...)
-        return out
+        try compressor.compress(bytes, level: level)
     }
 
-    private func plain(_ column: ParquetColumn, _ data: ParquetColumnValues) -> [UInt8] {
-        var out: [UInt8] = []
+    private func plain(_ column: ParquetColumn, _ data: ParquetColumnValues, into out: inout [UInt8]) {
         switch column.kind {
         case .string, .json:
-            out.reserveCapacity(data.bytes.count + 4 * data.ends.count)
+            out.reserveCapacity(out.count + data.bytes.count + 4 * data.ends.count)
             var start = 0
             for end in data.ends {
                 appendLength(end - start, to: &out)
@@ -328,7 +324,6 @@ public struct ParquetWriter {
             }
             if data.bools.count % 8 != 0 { out.append(byte) }
         }
-        return out
     }
 
     /// Min, max and null count of a column chunk (min_value/max_value: the type-defined order).
@@ -406,4 +401,45 @@ let crcTable: [UInt32] = (0..<256).map { index in
     var value = UInt32(index)
     for _ in 0..<8 { value = value & 1 == 1 ? 0xEDB8_8320 ^ (value >> 1) : value >> 1 }
     return value
+}
+
+/// zstd for pages: one context kept for the file (a context per page costs fresh memory and
+/// its page faults), and for a large page (1 MiB and more) one with two worker threads, so the
+/// big JSON columns compress on both cores.
+final class PageCompressor {
+    private let context: OpaquePointer
+    private var parallel: OpaquePointer?
+
+    init() { context = ZSTD_createCCtx() }
+
+    deinit {
+        ZSTD_freeCCtx(context)
+        if let parallel { ZSTD_freeCCtx(parallel) }
+    }
+
+    func compress(_ bytes: [UInt8], level: Int32) throws -> [UInt8] {
+        var chosen = context
+        if bytes.count >= 1 << 20 {
+            if parallel == nil {
+                parallel = ZSTD_createCCtx()
+                // Without multithreading in the library, this fails: the page compresses on one.
+                if ZSTD_isError(ZSTD_CCtx_setParameter(parallel, ZSTD_c_nbWorkers, 2)) != 0 {
+                    ZSTD_freeCCtx(parallel)
+                    parallel = nil
+                }
+            }
+            if let parallel { chosen = parallel }
+        }
+        ZSTD_CCtx_reset(chosen, ZSTD_reset_session_only)
+        ZSTD_CCtx_setParameter(chosen, ZSTD_c_compressionLevel, level)
+        var out = [UInt8](repeating: 0, count: ZSTD_compressBound(bytes.count))
+        let written = bytes.withUnsafeBytes { input in
+            out.withUnsafeMutableBytes { output in
+                ZSTD_compress2(chosen, output.baseAddress, output.count, input.baseAddress, input.count)
+            }
+        }
+        if ZSTD_isError(written) != 0 { throw ParquetError("zstd: \(String(cString: ZSTD_getErrorName(written)))") }
+        out.removeSubrange(written...)
+        return out
+    }
 }
