@@ -1,4 +1,5 @@
 import FeedArchive
+import Foundation
 
 /// Parquet as a blob format (`archive.format: parquet`): the encoder takes envelope lines as
 /// any blob encoder takes bytes and writes a Parquet file; the decoder gives the lines back
@@ -40,8 +41,14 @@ final class ParquetBlobEncoder: BlobEncoder {
     func write(_ input: UnsafeRawBufferPointer, to sink: ByteSink) throws {
         let bytes = input.bindMemory(to: UInt8.self)
         var start = 0
+        func nextNewline() -> Int? {
+            guard let base = bytes.baseAddress, start < bytes.count,
+                let found = memchr(base + start, 0x0A, bytes.count - start)
+            else { return nil }
+            return base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+        }
         do {
-            while let newline = bytes[start...].firstIndex(of: 0x0A) {
+            while let newline = nextNewline() {
                 if partial.isEmpty {
                     try writer.append(line: UnsafeBufferPointer(rebasing: bytes[start..<newline]))
                 } else {
