@@ -146,10 +146,24 @@ public struct EnvelopeParquetWriter {
     private var groupBytes = 0
     public let rowGroupBytes: Int
     public private(set) var records: Int64 = 0
+    private let level: Int32
+    private let sink: ([UInt8]) throws -> Void
+    private let compressor = PageCompressor()
 
     public init(level: Int32 = 3, rowGroupBytes: Int = 128 << 20, sink: @escaping ([UInt8]) throws -> Void) throws {
-        writer = try ParquetWriter(columns: EnvelopeParquet.columns, level: level, sink: sink)
+        self.level = level
+        self.sink = sink
+        writer = try ParquetWriter(columns: EnvelopeParquet.columns, level: level, compressor: compressor, sink: sink)
         self.rowGroupBytes = rowGroupBytes
+    }
+
+    /// Starts a new file, keeping the column buffers and zstd contexts of the last one (a
+    /// writer of many blobs would otherwise touch fresh memory for each).
+    public mutating func reset() throws {
+        for index in values.indices { values[index].removeAll() }
+        groupBytes = 0
+        records = 0
+        writer = try ParquetWriter(columns: EnvelopeParquet.columns, level: level, compressor: compressor, sink: sink)
     }
 
     /// Adds one envelope line (without its newline). Refused, naming the field, when it would
@@ -159,6 +173,13 @@ public struct EnvelopeParquetWriter {
         func field(_ number: Int) -> UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(rebasing: line[ranges[number]]) }
         for number in 0..<3 {
             let quoted = field(number)
+            // Most strings hold no escape and no control character: they are their own text.
+            if quoted.count >= 2, quoted.first == 0x22, quoted.last == 0x22,
+                !quoted.dropFirst().dropLast().contains(where: { $0 == 0x5C || $0 < 0x20 || $0 == 0x22 })
+            {
+                values[number].append(bytes: quoted.dropFirst().dropLast())
+                continue
+            }
             guard let text = EnvelopeParquet.unescape(quoted) else {
                 throw ParquetError("\(EnvelopeParquet.keys[number]) is not a string this format keeps")
             }

@@ -79,8 +79,7 @@ final class ParquetBlobEncoder: BlobEncoder {
     func reset() throws {
         partial.removeAll(keepingCapacity: true)
         output.bytes.removeAll(keepingCapacity: true)
-        let output = self.output
-        writer = try EnvelopeParquetWriter(level: level, rowGroupBytes: rowGroupBytes) { output.bytes += $0 }
+        try writer.reset()
     }
 
     private func drain(to sink: ByteSink) throws {

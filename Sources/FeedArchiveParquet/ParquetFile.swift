@@ -100,19 +100,29 @@ public struct ParquetError: Error, CustomStringConvertible, Sendable {
 
 /// Writes a Parquet file to `sink` a row group at a time; `finish` writes the footer.
 public struct ParquetWriter {
+    public init(columns: [ParquetColumn], level: Int32 = 3, sink: @escaping ([UInt8]) throws -> Void) throws {
+        try self.init(columns: columns, level: level, compressor: nil, sink: sink)
+    }
+
     public let columns: [ParquetColumn]
     public let level: Int32
     private let sink: ([UInt8]) throws -> Void
     private var offset: Int64 = 0
     private var rowGroups: [[UInt8]] = []  // each RowGroup struct, encoded
     private var rows: Int64 = 0
-    private let compressor = PageCompressor()
+    private let compressor: PageCompressor
+    private let pageScratch = PageScratch()
 
-    /// `level`: the zstd level of the pages.
-    public init(columns: [ParquetColumn], level: Int32 = 3, sink: @escaping ([UInt8]) throws -> Void) throws {
+    /// `level`: the zstd level of the pages. `compressor`: zstd contexts to keep using (a
+    /// writer of many files one after another), else new ones.
+    init(
+        columns: [ParquetColumn], level: Int32 = 3, compressor: PageCompressor? = nil,
+        sink: @escaping ([UInt8]) throws -> Void
+    ) throws {
         self.columns = columns
         self.level = level
         self.sink = sink
+        self.compressor = compressor ?? PageCompressor()
         try emit(Array("PAR1".utf8))
     }
 
@@ -139,7 +149,7 @@ public struct ParquetWriter {
             var valueEncoding: Int32 = 0
             // The data page: definition levels (optional columns), then the values, built in
             // one buffer (a page can be most of a row group: no copies of it).
-            var pageBytes: [UInt8] = []
+            var pageBytes = pageScratch.take()
             if column.optional {
                 var hybrid: [UInt8] = []
                 encodeHybrid(data.present.map { $0 ? 1 : 0 }, width: 1, to: &hybrid)
@@ -194,7 +204,7 @@ public struct ParquetWriter {
                     if let stats { dataPage.structure(5) { stats(&$0) } }
                 }
             }
-            pageBytes = []
+            pageScratch.give(pageBytes)
             try emit(header)
             try emit(body)
             totalUncompressed += uncompressed
@@ -393,7 +403,26 @@ func encodeHybrid(_ values: [Int32], width: Int, to out: inout [UInt8]) {
 /// CRC-32 (the zlib/gzip polynomial), of which Parquet's page `crc` is made.
 func crc32(_ bytes: [UInt8]) -> UInt32 {
     var crc: UInt32 = 0xFFFF_FFFF
-    for byte in bytes { crc = crcTable[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+    bytes.withUnsafeBytes { raw in
+        crcTables.withUnsafeBufferPointer { t in
+            // t[256 * k + b]: the CRC of byte b followed by k zero bytes.
+            var index = 0
+            while index + 8 <= raw.count {
+                let low = raw.loadUnaligned(fromByteOffset: index, as: UInt32.self).littleEndian ^ crc
+                let high = raw.loadUnaligned(fromByteOffset: index + 4, as: UInt32.self).littleEndian
+                crc =
+                    t[1792 + Int(low & 0xFF)] ^ t[1536 + Int((low >> 8) & 0xFF)]
+                    ^ t[1280 + Int((low >> 16) & 0xFF)] ^ t[1024 + Int(low >> 24)]
+                    ^ t[768 + Int(high & 0xFF)] ^ t[512 + Int((high >> 8) & 0xFF)]
+                    ^ t[256 + Int((high >> 16) & 0xFF)] ^ t[Int(high >> 24)]
+                index += 8
+            }
+            while index < raw.count {
+                crc = t[Int((crc ^ UInt32(raw[index])) & 0xFF)] ^ (crc >> 8)
+                index += 1
+            }
+        }
+    }
     return crc ^ 0xFFFF_FFFF
 }
 
@@ -409,6 +438,9 @@ let crcTable: [UInt32] = (0..<256).map { index in
 final class PageCompressor {
     private let context: OpaquePointer
     private var parallel: OpaquePointer?
+    /// Where pages are compressed into, kept: a page buffer of fresh memory per page costs its
+    /// zeroing and page faults.
+    private var scratch: [UInt8] = []
 
     init() { context = ZSTD_createCCtx() }
 
@@ -432,14 +464,40 @@ final class PageCompressor {
         }
         ZSTD_CCtx_reset(chosen, ZSTD_reset_session_only)
         ZSTD_CCtx_setParameter(chosen, ZSTD_c_compressionLevel, level)
-        var out = [UInt8](repeating: 0, count: ZSTD_compressBound(bytes.count))
+        let bound = ZSTD_compressBound(bytes.count)
+        if scratch.count < bound { scratch = [UInt8](repeating: 0, count: bound) }
         let written = bytes.withUnsafeBytes { input in
-            out.withUnsafeMutableBytes { output in
-                ZSTD_compress2(chosen, output.baseAddress, output.count, input.baseAddress, input.count)
+            scratch.withUnsafeMutableBytes { output in
+                ZSTD_compress2(chosen, output.baseAddress, bound, input.baseAddress, input.count)
             }
         }
         if ZSTD_isError(written) != 0 { throw ParquetError("zstd: \(String(cString: ZSTD_getErrorName(written)))") }
-        out.removeSubrange(written...)
-        return out
+        return Array(scratch[..<written])
     }
 }
+
+/// A page buffer handed from one page to the next (its capacity kept).
+final class PageScratch {
+    private var buffer: [UInt8] = []
+
+    func take() -> [UInt8] {
+        var taken: [UInt8] = []
+        swap(&taken, &buffer)
+        taken.removeAll(keepingCapacity: true)
+        return taken
+    }
+
+    func give(_ used: [UInt8]) { buffer = used }
+}
+
+/// CRC-32 eight bytes at a time: eight tables of 256, one after another (slicing-by-8).
+let crcTables: [UInt32] = {
+    var tables = crcTable
+    for k in 1..<8 {
+        for b in 0..<256 {
+            let previous = tables[256 * (k - 1) + b]
+            tables.append((previous >> 8) ^ crcTable[Int(previous & 0xFF)])
+        }
+    }
+    return tables
+}()

@@ -76,7 +76,8 @@ import Testing
             """
             import sys, json, datetime, pyarrow.parquet as pq
             path = sys.argv[1]
-            table = pq.read_table(path)
+            # Every page's CRC-32 checked by pyarrow as it reads.
+            table = pq.read_table(path, page_checksum_verification=True)
             schema = table.schema
             assert str(schema.field('ts').type) == 'timestamp[us, tz=UTC]', schema.field('ts').type
             assert str(schema.field('pos').type) == 'string'
