@@ -19,6 +19,59 @@ public enum EnvelopeParquet {
     ]
 
     static let keys = ["pos", "part", "op", "ts", "key", "after", "before", "source"]
+
+    /// The promoted columns `ArchiveSettings.formatOptions` names (`name:type,…`): optional,
+    /// with statistics; a value missing or of another type is null (it stays in `after`).
+    public static func promoted(_ options: String) -> [ParquetColumn] {
+        options.split(separator: ",").compactMap { field in
+            let parts = field.split(separator: ":", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { return nil }
+            let kind: ParquetColumn.Kind
+            switch parts[1] {
+            case "string": kind = .string
+            case "int64": kind = .int64
+            case "double": kind = .double
+            case "bool": kind = .bool
+            case "timestamp": kind = .timestampMicros
+            default: return nil
+            }
+            return ParquetColumn(parts[0], kind, optional: true, statistics: kind != .bool)
+        }
+    }
+
+    /// The ranges of the values of the top-level members of a JSON object, by their raw key
+    /// text (with its quotes), for the keys in `wanted`.
+    static func members(_ object: UnsafeBufferPointer<UInt8>, wanted: Set<[UInt8]>) -> [[UInt8]: Range<Int>] {
+        var found: [[UInt8]: Range<Int>] = [:]
+        guard object.count >= 2, object.first == 0x7B else { return found }
+        var index = 1
+        func skipSpace() {
+            while index < object.count, [0x20, 0x09, 0x0A, 0x0D].contains(object[index]) { index += 1 }
+        }
+        while index < object.count {
+            skipSpace()
+            guard index < object.count, object[index] == 0x22, let keyEnd = try? skipValue(object, from: index) else {
+                return found
+            }
+            let key = Array(object[index..<keyEnd])
+            index = keyEnd
+            skipSpace()
+            guard index < object.count, object[index] == 0x3A else { return found }
+            index += 1
+            skipSpace()
+            guard let valueEnd = try? skipValue(object, from: index) else { return found }
+            if wanted.contains(key) {
+                var end = valueEnd
+                while end > index, [0x20, 0x09, 0x0A, 0x0D].contains(object[end - 1]) { end -= 1 }
+                found[key] = index..<end
+            }
+            index = valueEnd
+            skipSpace()
+            guard index < object.count, object[index] == 0x2C else { return found }
+            index += 1
+        }
+        return found
+    }
     /// `,"<key>":` for every key (the first one's unused).
     static let separators: [[UInt8]] = keys.map { Array(",\"\($0)\":".utf8) }
 
@@ -100,6 +153,17 @@ public enum EnvelopeParquet {
         throw ParquetError("not an envelope: a value runs past the end of the line")
     }
 
+    /// Any JSON string's content, unescaped (`\\uXXXX` with surrogate pairs too); nil for a
+    /// value that is not a string.
+    static func jsonString(_ quoted: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        guard quoted.count >= 2, quoted.first == 0x22, quoted.last == 0x22 else { return nil }
+        if !quoted.contains(0x5C) { return Array(quoted.dropFirst().dropLast()) }
+        guard let data = "[\(String(decoding: quoted, as: UTF8.self))]".data(using: .utf8),
+            let array = try? JSONSerialization.jsonObject(with: data) as? [String], let string = array.first
+        else { return nil }
+        return Array(string.utf8)
+    }
+
     /// A JSON string's content, unescaped; nil when it is not a string this module writes back
     /// the same (the round trip is checked by the caller).
     static func unescape(_ quoted: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
@@ -149,11 +213,26 @@ public struct EnvelopeParquetWriter {
     private let level: Int32
     private let sink: ([UInt8]) throws -> Void
     private let compressor = PageCompressor()
+    /// Promoted columns, after the envelope's, and their keys as JSON text.
+    private let promoted: [ParquetColumn]
+    private let promotedKeys: [[UInt8]]
 
-    public init(level: Int32 = 3, rowGroupBytes: Int = 128 << 20, sink: @escaping ([UInt8]) throws -> Void) throws {
+    /// `promoted`: top-level fields of `after` also written as typed columns.
+    public init(
+        level: Int32 = 3, rowGroupBytes: Int = 128 << 20, promoted: [ParquetColumn] = [],
+        sink: @escaping ([UInt8]) throws -> Void
+    ) throws {
         self.level = level
         self.sink = sink
-        writer = try ParquetWriter(columns: EnvelopeParquet.columns, level: level, compressor: compressor, sink: sink)
+        self.promoted = promoted
+        promotedKeys = promoted.map { column in
+            var key: [UInt8] = []
+            JSONText.appendString(column.name, to: &key)
+            return key
+        }
+        values = [ParquetColumnValues](repeating: ParquetColumnValues(), count: 8 + promoted.count)
+        writer = try ParquetWriter(
+            columns: EnvelopeParquet.columns + promoted, level: level, compressor: compressor, sink: sink)
         self.rowGroupBytes = rowGroupBytes
     }
 
@@ -163,7 +242,8 @@ public struct EnvelopeParquetWriter {
         for index in values.indices { values[index].removeAll() }
         groupBytes = 0
         records = 0
-        writer = try ParquetWriter(columns: EnvelopeParquet.columns, level: level, compressor: compressor, sink: sink)
+        writer = try ParquetWriter(
+            columns: EnvelopeParquet.columns + promoted, level: level, compressor: compressor, sink: sink)
     }
 
     /// Adds one envelope line (without its newline). Refused, naming the field, when it would
@@ -211,9 +291,60 @@ public struct EnvelopeParquetWriter {
                 values[number].append(bytes: value)
             }
         }
+        if !promoted.isEmpty { promote(field(5)) }
         records += 1
         groupBytes += line.count + 1
         if groupBytes >= rowGroupBytes { try flush() }
+    }
+
+    /// The promoted fields of `after`: a value of the column's type, else null.
+    private mutating func promote(_ after: UnsafeBufferPointer<UInt8>) {
+        let found = EnvelopeParquet.members(after, wanted: Set(promotedKeys))
+        for (index, column) in promoted.enumerated() {
+            let number = 8 + index
+            guard let range = found[promotedKeys[index]] else {
+                values[number].appendNull()
+                continue
+            }
+            let value = UnsafeBufferPointer(rebasing: after[range])
+            let text = String(decoding: value, as: UTF8.self)
+            switch column.kind {
+            case .string:
+                if let string = EnvelopeParquet.jsonString(value) {
+                    values[number].append(bytes: string)
+                } else {
+                    values[number].appendNull()
+                }
+            case .int64:
+                if let integer = Int64(text) {
+                    values[number].append(int: integer)
+                } else {
+                    values[number].appendNull()
+                }
+            case .double:
+                if text.first.map({ $0 == "-" || $0.isNumber }) == true, let double = Double(text), double.isFinite {
+                    values[number].append(double: double)
+                } else {
+                    values[number].appendNull()
+                }
+            case .bool:
+                if text == "true" || text == "false" {
+                    values[number].append(bool: text == "true")
+                } else {
+                    values[number].appendNull()
+                }
+            case .timestampMicros:
+                if let string = EnvelopeParquet.jsonString(value),
+                    let micros = string.withUnsafeBufferPointer({ parseTimestampMicros($0) })
+                {
+                    values[number].append(int: micros)
+                } else {
+                    values[number].appendNull()
+                }
+            case .json:
+                values[number].append(bytes: value)
+            }
+        }
     }
 
     private mutating func flush() throws {

@@ -11,8 +11,9 @@ public struct ParquetBlobFormat: BlobFormatProvider {
 
     public init(rowGroupBytes: Int = 128 << 20) { self.rowGroupBytes = rowGroupBytes }
 
-    public func makeEncoder(level: Int) throws -> any BlobEncoder {
-        try ParquetBlobEncoder(level: Int32(level), rowGroupBytes: rowGroupBytes)
+    public func makeEncoder(level: Int, options: String) throws -> any BlobEncoder {
+        try ParquetBlobEncoder(
+            level: Int32(level), rowGroupBytes: rowGroupBytes, promoted: EnvelopeParquet.promoted(options))
     }
 
     public func makeDecoder() throws -> any BlobDecoder { ParquetBlobDecoder() }
@@ -31,11 +32,13 @@ final class ParquetBlobEncoder: BlobEncoder {
         var bytes: [UInt8] = []
     }
 
-    init(level: Int32, rowGroupBytes: Int) throws {
+    init(level: Int32, rowGroupBytes: Int, promoted: [ParquetColumn]) throws {
         self.level = level
         self.rowGroupBytes = rowGroupBytes
         let output = self.output
-        writer = try EnvelopeParquetWriter(level: level, rowGroupBytes: rowGroupBytes) { output.bytes += $0 }
+        writer = try EnvelopeParquetWriter(level: level, rowGroupBytes: rowGroupBytes, promoted: promoted) {
+            output.bytes += $0
+        }
     }
 
     func write(_ input: UnsafeRawBufferPointer, to sink: ByteSink) throws {

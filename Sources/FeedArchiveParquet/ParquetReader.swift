@@ -343,8 +343,10 @@ extension EnvelopeParquet {
     /// they were written.
     public static func envelopes(from file: [UInt8]) throws -> [UInt8] {
         let reader = try ParquetReader(file)
-        guard reader.names == columns.map(\.name) else {
-            throw ParquetError("columns \(reader.names) are not the envelope's")
+        // The envelope's columns first; promoted columns after them are copies of `after`'s.
+        guard reader.names.count >= columns.count, Array(reader.names.prefix(columns.count)) == columns.map(\.name)
+        else {
+            throw ParquetError("columns \(reader.names) do not start with the envelope's")
         }
         var out: [UInt8] = []
         for group in 0..<reader.rowGroups {

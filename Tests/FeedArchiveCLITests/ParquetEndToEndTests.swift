@@ -10,7 +10,7 @@ import Testing
     @Test func duckdbReadsTheParquetLakeAndCatMatchesJSONLines() async throws {
         let shop = ShopJob()
         try ShopFeed.create(shop.db, count: 3_000, rate: 0.5)
-        let jobs = ["pq": "  format: parquet\n", "js": ""]
+        let jobs = ["pq": "  format: parquet\n  columns:\n    event: string\n    order_id: string\n", "js": ""]
         for (name, format) in jobs {
             shop.dir.write(
                 "\(name).yaml",
@@ -59,6 +59,11 @@ import Testing
         let json = try duck.duckdb(
             "SELECT count(*) FROM read_parquet('\(root)/pq/data/**/*.parquet') WHERE after->>'event' = 'order_placed'")
         #expect(json == "(500,)", "\(json)")
+        // The promoted column, typed, beside the whole document.
+        let promoted = try duck.duckdb(
+            "SELECT count(*), count(DISTINCT order_id) > 100 FROM read_parquet('\(root)/pq/data/**/*.parquet') WHERE event = 'order_placed' AND order_id = after->>'order_id'"
+        )
+        #expect(promoted == "(500, True)", "\(promoted)")
 
         // The JSON-lines job's closed buckets turned into Parquet: the same changes.
         let convert = try await Binary.run([

@@ -126,3 +126,62 @@ import Testing
         #expect(try Compactor(job: job).compact(after: 0, format: .parquet).blobs.isEmpty)
     }
 }
+
+/// `archive.columns`: top-level fields of `after` as typed columns beside the whole document;
+/// a missing field or one of another type is null, and nothing is lost.
+@Suite struct PromotedColumnTests {
+    init() { BlobFormats.register(parquet: ParquetBlobFormat()) }
+
+    @Test func fieldsOfAfterBecomeTypedColumnsAndStayInAfter() throws {
+        let lines: [[UInt8]] = [
+            #"{"pos":"1","part":"0","op":"c","ts":"2026-11-18T11:00:00Z","key":1,"after":{"id":"a","total":12.5,"qty":3,"paid":true,"at":"2026-11-18T10:59:00Z"},"before":null,"source":{}}"#,
+            #"{"pos":"2","part":"0","op":"u","ts":"2026-11-18T11:00:01Z","key":2,"after":{ "qty" : "three", "total" : 7, "id" : "b\u00e9\"" , "nested":{"qty":9}},"before":null,"source":{}}"#,
+            #"{"pos":"3","part":"0","op":"d","ts":null,"key":3,"after":null,"before":{"id":"c"},"source":{}}"#,
+            #"{"pos":"4","part":"0","op":"c","ts":null,"key":4,"after":"not an object","before":null,"source":{}}"#,
+        ].map { Array($0.utf8) }
+        let promoted = EnvelopeParquet.promoted("id:string,total:double,qty:int64,paid:bool,at:timestamp")
+        #expect(promoted.count == 5)
+        var file: [UInt8] = []
+        var writer = try EnvelopeParquetWriter(promoted: promoted) { file += $0 }
+        for line in lines { try line.withUnsafeBufferPointer { try writer.append(line: $0) } }
+        try writer.finish()
+        #expect(try EnvelopeParquet.envelopes(from: file) == ParquetWriterTests.joined(lines))
+        let dir = TempDirectory()
+        let path = dir.path + "/promoted.parquet"
+        try Data(file).write(to: URL(fileURLWithPath: path))
+        let result = try ParquetWriterTests.python(
+            """
+            import sys, pyarrow.parquet as pq
+            t = pq.read_table(sys.argv[1])
+            types = ','.join(str(t.schema.field(n).type) for n in ['id', 'total', 'qty', 'paid', 'at'])
+            d = t.drop_columns(['ts', 'at']).to_pydict()
+            at = t.column('at').cast('int64').to_pylist()
+            m = pq.read_metadata(sys.argv[1]).row_group(0)
+            stats = m.column(9).statistics
+            print(types, d['id'], d['total'], d['qty'], d['paid'], at, stats.min, stats.max)
+            """, path)
+        #expect(
+            result
+                == #"string,double,int64,bool,timestamp[us, tz=UTC] ['a', 'bé"', None, None] [12.5, 7.0, None, None] [3, None, None, None] [True, None, None, None] [1794999540000000, None, None, None] 7.0 12.5"#,
+            "\(result)")
+    }
+
+    @Test func columnsNeedParquetAndKnownTypes() throws {
+        let dir = TempDirectory()
+        func job(_ archive: String) throws -> JobConfig {
+            try JobConfig.parse(
+                yaml: "name: x\nsource:\n  kind: memory\narchive:\n  root: /tmp/x\n\(archive)",
+                file: dir.path + "/x.yaml")
+        }
+        let good = try job("  format: parquet\n  columns:\n    total: double\n    id: string\n")
+        #expect(good.archive.formatOptions == "total:double,id:string")
+        #expect(good.archive.shape["archive.columns"] == "total:double,id:string")
+        #expect(try job("  format: parquet\n").archive.shape["archive.columns"] == nil)
+        for bad in [
+            "  columns:\n    total: double\n", "  format: parquet\n  columns:\n    total: decimal\n",
+            "  format: parquet\n  columns:\n    after: string\n", "  format: parquet\n  columns:\n    'a,b': string\n",
+        ] {
+            #expect(throws: FeedArchiveError.self, "\(bad)") { try job(bad) }
+        }
+    }
+}

@@ -30,13 +30,14 @@ public enum Compression: String, Sendable, CaseIterable, Codable {
         return nil
     }
 
-    /// A streaming encoder for this codec.
-    public func makeEncoder(level: Int, workers: Int) throws -> any BlobEncoder {
+    /// A streaming encoder for this codec. `options`: what the format needs beyond the codec
+    /// (Parquet's promoted columns, `ArchiveSettings.formatOptions`).
+    public func makeEncoder(level: Int, workers: Int, options: String = "") throws -> any BlobEncoder {
         switch self {
         case .zstd: try ZstdEncoder(level: level, workers: workers)
         case .lz4: try LZ4Encoder(level: level)
         case .none: PassthroughCodec()
-        case .parquet: try BlobFormats.parquetProvider().makeEncoder(level: level)
+        case .parquet: try BlobFormats.parquetProvider().makeEncoder(level: level, options: options)
         }
     }
 
@@ -53,7 +54,7 @@ public enum Compression: String, Sendable, CaseIterable, Codable {
 
 /// A blob format implemented outside this module (Parquet, in `FeedArchiveParquet`).
 public protocol BlobFormatProvider: Sendable {
-    func makeEncoder(level: Int) throws -> any BlobEncoder
+    func makeEncoder(level: Int, options: String) throws -> any BlobEncoder
     func makeDecoder() throws -> any BlobDecoder
 }
 
@@ -128,6 +129,7 @@ public final class EncoderPool: @unchecked Sendable {
         var compression: Compression
         var level: Int
         var workers: Int
+        var options: String
     }
     /// An encoder and the buffer its input is gathered in.
     public struct Entry {
@@ -140,10 +142,12 @@ public final class EncoderPool: @unchecked Sendable {
     static let keptPerKey = 2
 
     /// An idle encoder for these settings, or a new one.
-    public func take(_ compression: Compression, level: Int, workers: Int) throws -> Entry {
-        let key = Key(compression: compression, level: level, workers: workers)
+    public func take(_ compression: Compression, level: Int, workers: Int, options: String = "") throws -> Entry {
+        let key = Key(compression: compression, level: level, workers: workers, options: options)
         if let entry = lock.withLock({ idle[key]?.popLast() }) { return entry }
-        return Entry(encoder: try compression.makeEncoder(level: level, workers: workers), buffer: [], key: key)
+        return Entry(
+            encoder: try compression.makeEncoder(level: level, workers: workers, options: options), buffer: [], key: key
+        )
     }
 
     /// Returns an encoder whose frame ended or was dropped; it is reset before it is kept.

@@ -28,10 +28,10 @@ public final class BlobWriter {
 
     public init(
         fs: any FileSystem, tempPath: String, compression: Compression, level: Int, workers: Int, mode: mode_t,
-        bufferLimit: Int? = nil
+        bufferLimit: Int? = nil, options: String = ""
     ) throws {
         self.tempPath = tempPath
-        var pooled = try EncoderPool.shared.take(compression, level: level, workers: workers)
+        var pooled = try EncoderPool.shared.take(compression, level: level, workers: workers, options: options)
         do {
             self.file = try fs.create(tempPath, mode: mode)
         } catch {

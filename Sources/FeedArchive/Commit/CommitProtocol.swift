@@ -54,7 +54,8 @@ extension JobArchive {
         try createDirectories(layout.absolute(relativeDirectory), durableAtCommit: true)
         let temp = layout.tempDirectory + "/" + sanitizePathComponent(partition) + "_" + first.rawValue + ".tmp"
         return try BlobWriter(
-            fs: fs, tempPath: temp, compression: compression, level: level, workers: workers, mode: settings.fileMode)
+            fs: fs, tempPath: temp, compression: compression, level: level, workers: workers, mode: settings.fileMode,
+            options: settings.formatOptions)
     }
 
     // MARK: 6–8. A finished blob: durable, then named in the manifest, then the checkpoint

@@ -143,6 +143,9 @@ public final class ConfigMapping {
         self.what = what
     }
 
+    /// The keys, in the order the file has them.
+    public var keys: [String] { mapping.compactMap { $0.key.string } }
+
     /// The value under `key`, if present.
     public func optional(_ key: String) -> ConfigNode? {
         consumed.insert(key)

@@ -83,6 +83,11 @@ public struct ArchiveSettings: Sendable {
     public var partitionPath: String?
     /// Time zone of the `date=`/`hour=` folders.
     public var timeZone: String
+    /// `columns:` (Parquet only): top-level fields of `after` also written as typed columns.
+    public var columns: [PromotedColumn] = []
+
+    /// What a blob format needs beyond the codec (the promoted columns: `name:type,…`).
+    public var formatOptions: String { columns.map { $0.name + ":" + $0.type }.joined(separator: ",") }
     public var fileMode: mode_t
     public var directoryMode: mode_t
 
@@ -142,23 +147,61 @@ public struct ArchiveSettings: Sendable {
             }
             return value
         }
+        var columns: [PromotedColumn] = []
+        if let node = map.optional("columns") {
+            guard compression == .parquet else {
+                throw node.error("archive.columns needs archive.format: parquet")
+            }
+            let fields = try node.mapping("archive.columns")
+            for name in fields.keys {
+                let typeNode = try fields.required(name)
+                let type = try typeNode.string("archive.columns.\(name)")
+                guard PromotedColumn.types.contains(type) else {
+                    throw typeNode.error(
+                        "archive.columns.\(name) must be one of \(PromotedColumn.types.joined(separator: ", ")), not '\(type)'"
+                    )
+                }
+                guard !name.isEmpty,
+                    name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_-.".contains($0)) }),
+                    !PromotedColumn.envelope.contains(name)
+                else {
+                    throw typeNode.error(
+                        "archive.columns: '\(name)' must be letters, digits, '_', '-' or '.', and not an envelope field (\(PromotedColumn.envelope.joined(separator: ", ")))"
+                    )
+                }
+                columns.append(PromotedColumn(name: name, type: type))
+            }
+            try fields.finish()
+        }
         let fileMode = try mode("file_mode", 0o640)
         let directoryMode = try mode("directory_mode", 0o750)
         try map.finish()
-        return ArchiveSettings(
+        var settings = ArchiveSettings(
             root: root, compression: compression, level: level, workers: workers, partitionPath: partitionPath,
             timeZone: timeZone, fileMode: fileMode, directoryMode: directoryMode)
+        settings.columns = columns
+        return settings
     }
 }
 
 extension ArchiveSettings {
     /// The archive settings that decide blob names, folders and format (job.json records them).
     public var shape: [String: String] {
-        [
+        var shape = [
             "archive.compression": compression.rawValue, "archive.partition_path": partitionPath ?? "",
             "archive.time_zone": timeZone,
         ]
+        if !columns.isEmpty { shape["archive.columns"] = formatOptions }
+        return shape
     }
+}
+
+/// A top-level field of `after` written as a typed Parquet column (`archive.columns`).
+public struct PromotedColumn: Sendable, Equatable {
+    public static let types = ["string", "int64", "double", "bool", "timestamp"]
+    public static let envelope = ["pos", "part", "op", "ts", "key", "after", "before", "source"]
+    public var name: String
+    public var type: String
 }
 
 /// When to cut a batch and when to stop a run.
