@@ -12,8 +12,15 @@ public struct ParquetBlobFormat: BlobFormatProvider {
     public init(rowGroupBytes: Int = 128 << 20) { self.rowGroupBytes = rowGroupBytes }
 
     public func makeEncoder(level: Int, options: String) throws -> any BlobEncoder {
-        try ParquetBlobEncoder(
-            level: Int32(level), rowGroupBytes: rowGroupBytes, promoted: EnvelopeParquet.promoted(options))
+        // `row_group=N;` first when the job sets archive.row_group_size.
+        var rowGroup = rowGroupBytes
+        var columns = Substring(options)
+        if columns.hasPrefix("row_group="), let end = columns.firstIndex(of: ";") {
+            rowGroup = Int(columns[columns.index(columns.startIndex, offsetBy: 10)..<end]) ?? rowGroup
+            columns = columns[columns.index(after: end)...]
+        }
+        return try ParquetBlobEncoder(
+            level: Int32(level), rowGroupBytes: rowGroup, promoted: EnvelopeParquet.promoted(String(columns)))
     }
 
     public func makeDecoder() throws -> any BlobDecoder { ParquetBlobDecoder() }

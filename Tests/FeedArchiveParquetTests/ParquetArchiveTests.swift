@@ -185,3 +185,42 @@ import Testing
         }
     }
 }
+
+/// `archive.row_group_size`: a blob larger than it holds several row groups.
+@Suite struct RowGroupSizeTests {
+    init() { BlobFormats.register(parquet: ParquetBlobFormat()) }
+
+    @Test func aBlobHasRowGroupsOfTheSizeSet() async throws {
+        let dir = TempDirectory()
+        let job = try JobConfig.parse(
+            yaml: """
+                name: mem
+                source:
+                  kind: memory
+                archive:
+                  root: \(dir.path)/lake
+                  format: parquet
+                  row_group_size: 1MiB
+                batch:
+                  max_records: 50000
+                  page_size: 1000
+
+                """, file: dir.path + "/mem.yaml")
+        #expect(job.archive.formatOptions == "row_group=1048576;")
+        let source = InMemorySource()
+        for index in 0..<30_000 { source.append(timestamp: 1_795_000_000_000_000 + Int64(index) * 1_000) }
+        _ = try await ArchiveRunner(job: job, source: source).run(RunOptions())
+        let blob = try #require(try JobArchive(job: job).store.read().0.entries.first(where: \.namesBlob))
+        #expect((blob.rawBytes ?? 0) > 2 << 20, "\(blob.rawBytes ?? 0) bytes of envelopes")
+        let groups = try ParquetWriterTests.python(
+            "import sys, pyarrow.parquet as pq; print(pq.read_metadata(sys.argv[1]).num_row_groups)",
+            job.archive.root + "/mem/" + blob.path!)
+        #expect(Int(groups).map { $0 >= 2 } == true, "\(groups) row groups")
+        #expect(try Verifier(job: job).verify(deep: true, full: true).isClean)
+        #expect(throws: FeedArchiveError.self) {
+            try JobConfig.parse(
+                yaml: "name: x\nsource:\n  kind: memory\narchive:\n  root: /tmp/x\n  row_group_size: 1MiB\n",
+                file: dir.path + "/x.yaml")
+        }
+    }
+}

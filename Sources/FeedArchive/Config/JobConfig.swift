@@ -86,8 +86,14 @@ public struct ArchiveSettings: Sendable {
     /// `columns:` (Parquet only): top-level fields of `after` also written as typed columns.
     public var columns: [PromotedColumn] = []
 
-    /// What a blob format needs beyond the codec (the promoted columns: `name:type,…`).
-    public var formatOptions: String { columns.map { $0.name + ":" + $0.type }.joined(separator: ",") }
+    /// `row_group_size` (Parquet only): envelope bytes per row group; nil: 128 MiB.
+    public var rowGroupSize: Int64?
+
+    /// What a blob format needs beyond the codec: the promoted columns (`name:type,…`), after
+    /// `row_group=N;` when the row-group size is set.
+    public var formatOptions: String {
+        (rowGroupSize.map { "row_group=\($0);" } ?? "") + columns.map { $0.name + ":" + $0.type }.joined(separator: ",")
+    }
     public var fileMode: mode_t
     public var directoryMode: mode_t
 
@@ -173,6 +179,17 @@ public struct ArchiveSettings: Sendable {
             }
             try fields.finish()
         }
+        var rowGroupSize: Int64?
+        if let node = map.optional("row_group_size") {
+            guard compression == .parquet else {
+                throw node.error("archive.row_group_size needs archive.format: parquet")
+            }
+            let size = try node.byteSize("archive.row_group_size")
+            guard size >= 1 << 20, size <= 1 << 30 else {
+                throw node.error("archive.row_group_size must be between 1MiB and 1GiB")
+            }
+            rowGroupSize = size
+        }
         let fileMode = try mode("file_mode", 0o640)
         let directoryMode = try mode("directory_mode", 0o750)
         try map.finish()
@@ -180,6 +197,7 @@ public struct ArchiveSettings: Sendable {
             root: root, compression: compression, level: level, workers: workers, partitionPath: partitionPath,
             timeZone: timeZone, fileMode: fileMode, directoryMode: directoryMode)
         settings.columns = columns
+        settings.rowGroupSize = rowGroupSize
         return settings
     }
 }
@@ -191,7 +209,9 @@ extension ArchiveSettings {
             "archive.compression": compression.rawValue, "archive.partition_path": partitionPath ?? "",
             "archive.time_zone": timeZone,
         ]
-        if !columns.isEmpty { shape["archive.columns"] = formatOptions }
+        if !columns.isEmpty {
+            shape["archive.columns"] = columns.map { $0.name + ":" + $0.type }.joined(separator: ",")
+        }
         return shape
     }
 }
