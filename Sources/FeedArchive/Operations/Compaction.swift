@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 
 /// One compacted blob: the blobs of one hour folder and partition it replaces, in feed order.
 public struct CompactedBlob: Sendable {
@@ -169,14 +170,43 @@ public struct Compactor {
             manifest, targetSize: targetSize, after: after, newest: mark?.newest ?? [:])
         report.watermark = watermark.map { formatRFC3339(microseconds: $0) }
         report.skipped = skipped
-        for group in groups {
+        // Two groups' blobs are read and written at once, then committed in order.
+        var prepared: [Int: Result<Prepared, any Error>] = [:]
+        func prepareAhead(from index: Int) {
+            let window = (index..<min(groups.count, index + 2)).filter {
+                groups[$0].folded.isEmpty && prepared[$0] == nil
+            }
+            guard !dryRun, window.count == 2 else { return }
+            // The two preparations share nothing but the archive's folder cache (locked) and
+            // the encoder pool (locked), as a run's reading and commit threads do.
+            let shared = UncheckedShare((self, archive, groups))
+            let results = Mutex([Int: UncheckedShare<Result<Prepared, any Error>>]())
+            DispatchQueue.concurrentPerform(iterations: window.count) { slot in
+                let (compactor, archive, groups) = shared.value
+                let index = window[slot]
+                let outcome = Result { try compactor.prepare(groups[index], into: archive) }
+                results.withLock { $0[index] = UncheckedShare(outcome) }
+            }
+            for (index, outcome) in results.withLock({ $0 }) { prepared[index] = outcome.value }
+        }
+        defer {
+            // A failure left later groups prepared: their temp files go.
+            for case .success(let ready) in prepared.values { ready.writer.abort(fs: fs) }
+        }
+        for (index, group) in groups.enumerated() {
             var blob = CompactedBlob(
                 folder: group.folder, partition: group.partition, replaces: group.all.map(\.seq),
                 records: group.lines.reduce(0) { $0 + ($1.records ?? 0) },
                 bytesBefore: group.all.reduce(0) { $0 + ($1.bytes ?? 0) }, bytesAfter: 0)
             if !dryRun {
                 do {
-                    let entry = try group.folded.isEmpty ? write(group, into: archive) : fold(group, into: archive)
+                    prepareAhead(from: index)
+                    let entry: ManifestEntry
+                    if let ready = prepared.removeValue(forKey: index) {
+                        entry = try commit(group, try ready.get(), into: archive)
+                    } else {
+                        entry = try group.folded.isEmpty ? write(group, into: archive) : fold(group, into: archive)
+                    }
                     blob.path = entry.path
                     blob.bytesAfter = entry.bytes ?? 0
                     blob.records = entry.records ?? 0
@@ -370,8 +400,20 @@ public struct Compactor {
 
     /// Writes one group's blob and commits its `compact` line, then deletes what it replaced.
     func write(_ group: Group, into archive: JobArchive) throws -> ManifestEntry {
+        try commit(group, try prepare(group, into: archive), into: archive)
+    }
+
+    /// A group's blob, written and fsynced in its temp file, not yet placed.
+    struct Prepared {
+        var writer: BlobWriter
+        var result: BlobWriter.Result
+        var records: Int64
+    }
+
+    /// Reads the group's blobs and writes the new one to a temp file: the work two groups can
+    /// do at once (on two cores), each with its own temp file and encoder.
+    func prepare(_ group: Group, into archive: JobArchive) throws -> Prepared {
         let first = group.lines.first!
-        let last = group.lines.last!
         let compression = target
         guard let firstPos = first.firstPos.flatMap(Position.init) else {
             throw FeedArchiveError.data(path: first.path, message: "manifest seq \(first.seq) has no first position")
@@ -395,9 +437,18 @@ public struct Compactor {
             writer.abort(fs: fs)
             throw error
         }
+        return Prepared(writer: writer, result: result, records: records)
+    }
+
+    /// Places a prepared blob and commits its `compact` line, then deletes what it replaced
+    /// (one group at a time, in order).
+    func commit(_ group: Group, _ prepared: Prepared, into archive: JobArchive) throws -> ManifestEntry {
+        let first = group.lines.first!
+        let last = group.lines.last!
+        let (writer, result, records) = (prepared.writer, prepared.result, prepared.records)
         let name =
             sanitizePathComponent(group.partition) + "_" + first.firstPos! + "_" + last.lastPos!
-            + compression.fileExtension
+            + target.fileExtension
         let placed = try archive.placeBlob(writer, result: result, relativePath: group.folder + "/" + name)
         var entry = ManifestEntry(
             kind: .compact, lineage: "live", part: group.partition, path: placed, sha256: result.sha256,
@@ -633,4 +684,11 @@ func countNewlines(_ bytes: UnsafeRawBufferPointer) -> Int64 {
         left -= step
     }
     return count
+}
+
+/// A value handed to another thread that the code around it keeps from being used by two at
+/// once (see where it is used).
+struct UncheckedShare<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }
