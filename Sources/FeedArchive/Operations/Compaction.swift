@@ -422,22 +422,23 @@ public struct Compactor {
             relativeDirectory: group.folder, partition: group.partition, first: firstPos, compression: compression,
             level: job.archive.level, workers: job.archive.workers ?? 1)
         var records: Int64 = 0
-        do {
+        let result = try written(writer) {
             for line in group.lines {
                 records += try copy(line, archive: archive, into: writer)
             }
-        } catch {
-            writer.abort(fs: fs)
-            throw error
-        }
-        let result: BlobWriter.Result
-        do {
-            result = try writer.finish()
-        } catch {
-            writer.abort(fs: fs)
-            throw error
         }
         return Prepared(writer: writer, result: result, records: records)
+    }
+
+    /// Fills a new blob and ends it; on any failure its temp file goes.
+    func written(_ writer: BlobWriter, _ fill: () throws -> Void) throws -> BlobWriter.Result {
+        do {
+            try fill()
+            return try writer.finish()
+        } catch {
+            writer.abort(fs: fs)
+            throw error
+        }
     }
 
     /// Places a prepared blob and commits its `compact` line, then deletes what it replaced
@@ -492,7 +493,7 @@ public struct Compactor {
             level: job.archive.level, workers: job.archive.workers ?? 1)
         var records: Int64 = 0
         var rawBytes: Int64 = 0
-        do {
+        let result = try written(writer) {
             var reached: Set<String> = [cursor(first.fromToken, part) ?? ""]
             var frontier: [UInt8] = []
             for (entry, data) in intact {
@@ -537,16 +538,6 @@ public struct Compactor {
                     hint:
                         "nothing was changed; `feedarchive verify \(job.name) --full` names the backfill that mends it")
             }
-        } catch {
-            writer.abort(fs: fs)
-            throw error
-        }
-        let result: BlobWriter.Result
-        do {
-            result = try writer.finish()
-        } catch {
-            writer.abort(fs: fs)
-            throw error
         }
         let name = sanitizePathComponent(part) + "_" + first.firstPos! + "_" + lastPos + compression.fileExtension
         let placed = try archive.placeBlob(writer, result: result, relativePath: group.folder + "/" + name)
