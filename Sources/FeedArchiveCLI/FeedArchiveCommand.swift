@@ -26,7 +26,7 @@ struct FeedArchiveCommand: AsyncParsableCommand {
         version: "feedarchive \(FeedArchiveVersion.current)",
         subcommands: [
             RunCommand.self, StatusCommand.self, CatCommand.self, VerifyCommand.self, BackfillCommand.self,
-            AckGapCommand.self, CompactCommand.self, PruneCommand.self,
+            AckGapCommand.self, CompactCommand.self, PruneCommand.self, ReplayCommand.self,
             EpochCommand.self, SetupCommand.self,
         ])
 

@@ -19,6 +19,26 @@ final class SQLiteDatabase {
         sqlite3_busy_timeout(handle, 5000)
     }
 
+    /// A read-write connection (a replay's target), the file created when missing.
+    init(readWrite path: String) throws {
+        var handle: OpaquePointer?
+        let code = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
+        guard code == SQLITE_OK, let handle else {
+            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? String(cString: sqlite3_errstr(code))
+            sqlite3_close_v2(handle)
+            throw Self.unavailable(code, "cannot open \(path): \(message)")
+        }
+        self.handle = handle
+        self.path = path
+        sqlite3_busy_timeout(handle, 5000)
+    }
+
+    /// Runs statements that return no rows.
+    func execute(_ sql: String) throws {
+        let code = sqlite3_exec(handle, sql, nil, nil, nil)
+        guard code == SQLITE_OK else { throw fail(code, sql) }
+    }
+
     deinit { sqlite3_close_v2(handle) }
 
     static func unavailable(_ code: Int32, _ message: String) -> FeedArchiveError {
@@ -63,6 +83,25 @@ final class Statement {
     deinit { sqlite3_finalize(handle) }
 
     func bind(_ index: Int32, _ value: Int64) { sqlite3_bind_int64(handle, index, value) }
+
+    /// Binds text (copied by SQLite); nil binds NULL.
+    func bind(_ index: Int32, text value: some Collection<UInt8>) {
+        let bytes = Array(value)
+        bytes.withUnsafeBufferPointer { buffer in
+            _ = sqlite3_bind_text(
+                handle, index,
+                UnsafeRawPointer(buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(
+                    to: CChar.self), Int32(buffer.count), unsafeBitCast(-1, to: sqlite3_destructor_type.self))
+        }
+    }
+
+    func bindNull(_ index: Int32) { sqlite3_bind_null(handle, index) }
+
+    /// Runs a statement that returns no rows, then resets it.
+    func run() throws {
+        defer { reset() }
+        _ = try step()
+    }
 
     /// Next row: true when there is one.
     func step() throws -> Bool {
