@@ -176,7 +176,16 @@ public struct Compactor {
             let window = (index..<min(groups.count, index + 2)).filter {
                 groups[$0].folded.isEmpty && prepared[$0] == nil
             }
-            guard !dryRun, window.count == 2 else { return }
+            // Two groups whose temp files would have one name (partitions that sanitize alike,
+            // the same first position) are prepared one at a time.
+            guard !dryRun, window.count == 2,
+                Set(
+                    window.map {
+                        sanitizePathComponent(groups[$0].partition) + "_" + (groups[$0].lines[0].firstPos ?? "")
+                    }
+                )
+                .count == 2
+            else { return }
             // The two preparations share nothing but the archive's folder cache (locked) and
             // the encoder pool (locked), as a run's reading and commit threads do.
             let shared = UncheckedShare((self, archive, groups))
