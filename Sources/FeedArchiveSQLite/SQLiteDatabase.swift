@@ -6,27 +6,22 @@ final class SQLiteDatabase {
     let handle: OpaquePointer
     let path: String
 
-    init(readOnly path: String) throws {
-        var handle: OpaquePointer?
-        let code = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil)
-        guard code == SQLITE_OK, let handle else {
-            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? String(cString: sqlite3_errstr(code))
-            sqlite3_close_v2(handle)
-            throw Self.unavailable(code, "cannot open \(path) read-only: \(message)")
-        }
-        self.handle = handle
-        self.path = path
-        sqlite3_busy_timeout(handle, 5000)
+    convenience init(readOnly path: String) throws {
+        try self.init(path: path, flags: SQLITE_OPEN_READONLY, what: "read-only")
     }
 
     /// A read-write connection (a replay's target), the file created when missing.
-    init(readWrite path: String) throws {
+    convenience init(readWrite path: String) throws {
+        try self.init(path: path, flags: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, what: "read-write")
+    }
+
+    private init(path: String, flags: Int32, what: String) throws {
         var handle: OpaquePointer?
-        let code = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
+        let code = sqlite3_open_v2(path, &handle, flags | SQLITE_OPEN_NOMUTEX, nil)
         guard code == SQLITE_OK, let handle else {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? String(cString: sqlite3_errstr(code))
             sqlite3_close_v2(handle)
-            throw Self.unavailable(code, "cannot open \(path): \(message)")
+            throw Self.unavailable(code, "cannot open \(path) \(what): \(message)")
         }
         self.handle = handle
         self.path = path
