@@ -81,14 +81,16 @@ final class Statement {
 
     /// Binds text (copied by SQLite); nil binds NULL.
     func bind(_ index: Int32, text value: some Collection<UInt8>) {
-        let bytes = Array(value)
-        bytes.withUnsafeBufferPointer { buffer in
+        func bind(_ buffer: UnsafeBufferPointer<UInt8>) {
             _ = sqlite3_bind_text(
                 handle, index,
                 UnsafeRawPointer(buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(
                     to: CChar.self), Int32(buffer.count), unsafeBitCast(-1, to: sqlite3_destructor_type.self))
         }
+        if value.withContiguousStorageIfAvailable(bind) == nil { Array(value).withUnsafeBufferPointer(bind) }
     }
+
+    func bind(_ index: Int32, real value: Double) { sqlite3_bind_double(handle, index, value) }
 
     func bindNull(_ index: Int32) { sqlite3_bind_null(handle, index) }
 

@@ -68,13 +68,24 @@ import Testing
             #expect(state.0 == 0, "\(cutoff): \(state.1)")
         }
 
-        // Killed at any point, then finished: exactly the state, nothing applied twice.
-        _ = try await Binary.run([
-            "replay", dir.path + "/replica.yaml", "--until", "2026-11-18T11:00:01Z", "--from-scratch",
-        ])
-        for delay in stride(from: 0, to: 60_000, by: 6_000) {
-            let child = try Binary.start(["replay", dir.path + "/replica.yaml"])
-            usleep(UInt32(delay))
+        // Killed at any point, 50 times, then finished: exactly the state, and nothing applied
+        // twice: an audit trigger on the replica sees each upsert after the cut exactly once.
+        let resume = "2026-11-18T11:00:01Z"
+        _ = try await Binary.run(["replay", dir.path + "/replica.yaml", "--until", resume, "--from-scratch"])
+        try sqlite(
+            dir.path + "/replica.db",
+            """
+            CREATE TABLE audit (n INTEGER PRIMARY KEY, op TEXT, key TEXT);
+            CREATE TRIGGER audit_insert AFTER INSERT ON entities BEGIN INSERT INTO audit (op, key) VALUES ('i', new.key); END;
+            CREATE TRIGGER audit_update AFTER UPDATE ON entities BEGIN INSERT INTO audit (op, key) VALUES ('u', new.key); END;
+            """)
+        // Each attempt aims a minute further into the feed, so every kill lands where there is
+        // work: before the read, in it, in the commit, or after it.
+        var rng = SystemRandomNumberGenerator()
+        for minute in 1...50 {
+            let cut = "2026-11-18T11:\(minute < 10 ? "0" : "")\(minute):00Z"
+            let child = try Binary.start(["replay", dir.path + "/replica.yaml", "--until", cut])
+            usleep(UInt32.random(in: 0..<60_000, using: &rng))
             child.signal(SIGKILL)
             _ = await child.finish()
         }
@@ -82,5 +93,108 @@ import Testing
         #expect(finished.status == 0, "\(finished.stderr)")
         let exact = try await Self.python(["check", db, dir.path + "/replica.db"])
         #expect(exact.0 == 0, "\(exact.1)")
+        let upserts = try await Self.python(["upserts", db, resume])
+        let audited = try sqliteValue(dir.path + "/replica.db", "SELECT count(*) FROM audit")
+        #expect(upserts.0 == 0 && upserts.1.trimmingCharacters(in: .whitespacesAndNewlines) == audited)
+    }
+
+    /// Typed columns: each field converted to its column's type; a value that does not fit
+    /// goes to the dead letters with the reason (the row keeps its previous version), counted
+    /// in the summary, `--status` and the metrics.
+    @Test func typedColumnsAndDeadLetters() async throws {
+        let dir = TempDirectory()
+        let db = dir.path + "/entities.db"
+        #expect(try await Self.python(["make-typed", db, "3000"]).0 == 0)
+        dir.write(
+            "entities.yaml",
+            """
+            name: entities
+            source:
+              kind: sqlite
+              path: entities.db
+              table: outbox
+              sequence_column: seq
+              document_column: doc
+              key_column: entity
+              op_column: op
+              timestamp_column: at
+            archive:
+              root: lake
+            batch:
+              max_records: 250
+
+            """)
+        dir.write(
+            "typed.yaml",
+            """
+            name: typed
+            archive_job: entities.yaml
+            target:
+              kind: sqlite
+              path: replica.db
+              table: entities
+              key: id
+              columns:
+                id: text
+                v: integer
+                name: text
+                at: timestamp
+                flag: boolean
+                tags: json
+
+            """)
+        #expect(try await Binary.run(["run", dir.path + "/entities.yaml"]).status == 0)
+        let replay = try await Binary.run([
+            "replay", dir.path + "/typed.yaml", "--metrics-file", dir.path + "/replay.prom",
+        ])
+        #expect(replay.status == 0, "\(replay.stderr)")
+        #expect(replay.stderr.contains("replayed 2976 changes") && replay.stderr.contains("warning: 24 changes"))
+        let check = try await Self.python(["check-typed", db, dir.path + "/replica.db"])
+        #expect(check.0 == 0, "\(check.1)")
+        let status = try await Binary.run(["replay", dir.path + "/typed.yaml", "--status"])
+        #expect(status.status == 0 && status.stdout.contains("behind: 0 changes; dead letters: 24"), "\(status.stdout)")
+        let metrics = (try? String(contentsOfFile: dir.path + "/replay.prom", encoding: .utf8)) ?? ""
+        #expect(metrics.contains("feedarchive_replay_rejected{replay=\"typed\"} 24"), "\(metrics)")
+        #expect(metrics.contains("feedarchive_replay_last_exit_code{replay=\"typed\"} 0"))
+
+        // A mapping error is the job file's: file:line:column and exit 78, nothing applied.
+        dir.write(
+            "bad.yaml",
+            """
+            name: bad
+            archive_job: entities.yaml
+            target:
+              kind: sqlite
+              path: bad.db
+              table: entities
+              key: id
+              columns:
+                id: text
+                v: decimal
+
+            """)
+        let bad = try await Binary.run(["replay", dir.path + "/bad.yaml"])
+        #expect(
+            bad.status == 78 && bad.stderr.contains("bad.yaml:10:") && bad.stderr.contains("'decimal'"), "\(bad.stderr)"
+        )
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/bad.db"))
+    }
+
+    func sqlite(_ path: String, _ sql: String) throws {
+        let dir = TempDirectory()
+        let pid = try spawn("sqlite3", [path, sql], stdout: dir.path + "/out", stderr: dir.path + "/out")
+        let status = reap(pid)
+        if status != 0 {
+            throw FeedArchiveError.usage(
+                (try? String(contentsOfFile: dir.path + "/out", encoding: .utf8)) ?? "sqlite3 failed")
+        }
+    }
+
+    func sqliteValue(_ path: String, _ sql: String) throws -> String {
+        let dir = TempDirectory()
+        let pid = try spawn("sqlite3", [path, sql], stdout: dir.path + "/out", stderr: dir.path + "/err")
+        _ = reap(pid)
+        return ((try? String(contentsOfFile: dir.path + "/out", encoding: .utf8)) ?? "").trimmingCharacters(
+            in: .whitespacesAndNewlines)
     }
 }

@@ -127,7 +127,7 @@ func catLinesOf(_ job: JobConfig) throws -> [String] {
         // once more: runs, compaction, prune of everything closed
         try await feed(6..<8)
         _ = try Compactor(job: job).compact(after: 0)
-        let p4 = try Pruner(job: job).prune(before: Self.eleven + 7 * hour, after: 0, dryRun: !prune)
+        _ = try Pruner(job: job).prune(before: Self.eleven + 7 * hour, after: 0, dryRun: !prune)
         issues += try retentionConsistency(job, "after prune 4")
         _ = try await StatusReport(job: job, source: .source(source))
         #expect(issues.isEmpty, "\(issues.joined(separator: "\n"))")
@@ -158,12 +158,12 @@ func catLinesOf(_ job: JobConfig) throws -> [String] {
         #expect(try Verifier(job: job).verify(deep: true, full: false).isClean)
         try await add(6, 30)  // to 13:25
         #expect(try Verifier(job: job).verify(deep: false, full: false).isClean)
-        let c = try Compactor(job: job).compact(after: 0)
+        _ = try Compactor(job: job).compact(after: 0)
         issues += try retentionConsistency(job, "after compact")
         try await add(30, 40)
-        let p = try Pruner(job: job).prune(before: Self.eleven + hour, after: 0, dryRun: false)
+        _ = try Pruner(job: job).prune(before: Self.eleven + hour, after: 0, dryRun: false)
         issues += try retentionConsistency(job, "after prune")
-        let p2 = try Pruner(job: job).prune(before: Self.eleven + 2 * hour, after: 0, dryRun: false)
+        _ = try Pruner(job: job).prune(before: Self.eleven + 2 * hour, after: 0, dryRun: false)
         issues += try retentionConsistency(job, "after prune2")
         _ = try Compactor(job: job).compact(after: 0)
         issues += try retentionConsistency(job, "after compact2")
@@ -187,7 +187,7 @@ func catLinesOf(_ job: JobConfig) throws -> [String] {
             _ = try await ArchiveRunner(job: job, source: source).run(options)
         }
         // Same cut, no epoch: only the first blob (the prefix).
-        let dry = try Pruner(job: job).prune(before: Self.eleven + 2 * hour, after: 0)
+        _ = try Pruner(job: job).prune(before: Self.eleven + 2 * hour, after: 0)
         _ = try await Epoch.start(job: job, from: .now, reason: "table recreated", source: .source(source))
         for index in 0..<4 { source.append(timestamp: Self.eleven + 8 * hour + Int64(index) * 60_000_000) }
         _ = try await ArchiveRunner(job: job, source: source).run(options)
@@ -252,8 +252,8 @@ func catLinesOf(_ job: JobConfig) throws -> [String] {
         let (job, _) = try await CompactionTests.cronArchive(dir)
         let before = try catLinesOf(job)
         let stale = try ArchiveReader(job: job)
-        let c = try Compactor(job: job).compact(after: 0)
-        let p = try Pruner(job: job).prune(before: Self.eleven + 2 * hour, after: 0, dryRun: false)
+        _ = try Compactor(job: job).compact(after: 0)
+        _ = try Pruner(job: job).prune(before: Self.eleven + 2 * hour, after: 0, dryRun: false)
         var out: [UInt8] = []
         do {
             try stale.read(from: nil, until: nil) { out += $0 }

@@ -5,6 +5,7 @@ import Foundation
 /// ```yaml
 /// name: orders-replica
 /// archive_job: orders.yaml      # the archive job whose archive is read (never its source)
+/// source_table: public.orders   # optional: only this source table's changes
 /// target:
 ///   kind: sqlite
 ///   path: replica.db
@@ -17,6 +18,9 @@ public struct ReplayJob: Sendable {
     public var archive: JobConfig
     public var targetKind: String
     public var target: ConfigNode
+    /// Only changes whose `source.table` is this (or ends with `.` and this) are applied; the
+    /// others are passed over (their positions still count as applied).
+    public var sourceTable: String?
 
     public static func load(path: String) throws -> ReplayJob {
         guard let data = FileManager.default.contents(atPath: path),
@@ -29,55 +33,108 @@ public struct ReplayJob: Sendable {
         else { throw nameNode.error("name must be letters, digits, '-', '_' or '.', not '\(name)'") }
         let archivePath = JobConfig.resolve(
             try root.required("archive_job").string("archive_job"), base: parentDirectory(of: path))
+        let sourceTable = try root.optional("source_table").map { try $0.string("source_table") }
         let target = try root.required("target").mapping("target")
         let kind = try target.required("kind").string("target.kind")
         try root.finish()
         return ReplayJob(
             name: name, file: path, archive: try JobConfig.load(path: archivePath), targetKind: kind,
-            target: target.node)
+            target: target.node, sourceTable: sourceTable)
+    }
+
+    /// The replay's own lock, beside its job file: `.<file name>.lock`.
+    public var lockPath: String {
+        let url = URL(fileURLWithPath: file)
+        return url.deletingLastPathComponent().appendingPathComponent("." + url.lastPathComponent + ".lock").path
     }
 }
 
-/// One change as replay applies it: its place, what happened, the key, the document after.
+/// One change as a target applies it: its place, what to do, and the row's values in the
+/// target shape's column order.
 public struct ReplayChange {
+    public enum Action: Equatable {
+        /// `c`, `u`, `r`, `w`: insert or replace the row of `key`.
+        case upsert
+        /// `d`: the row of `key` goes.
+        case delete
+        /// `t`: the table is emptied.
+        case truncate
+        /// The change cannot become a row (a value that does not fit its column, a key that
+        /// cannot be read): it goes to the dead letters with the reason.
+        case reject(String)
+        /// Another source table's change (`source_table`): only its position counts.
+        case pass
+    }
+
     public var part: String
     public var pos: String
-    /// `c`, `u`, `r`, `w` (upsert), `d` (delete), `t` (truncate).
-    public var op: UInt8
-    /// The key as the envelope holds it (JSON text).
-    public var key: ArraySlice<UInt8>
-    /// The document after the change (JSON text), nil for `null`.
-    public var after: ArraySlice<UInt8>?
+    public var action: Action
+    /// The key columns' values.
+    public var key: [ReplayValue]
+    /// A key-changing update: the row under the old key goes first.
+    public var oldKey: [ReplayValue]?
+    /// The value columns' values (shape order).
+    public var values: [ReplayValue]
+    /// Fields the source did not send (PostgreSQL's unchanged TOAST values): the row keeps
+    /// them as they are.
+    public var keep: [String]
+    /// The envelope's key and the whole envelope line, for the dead letters.
+    public var keyText: ArraySlice<UInt8>
+    public var line: ArraySlice<UInt8>
     public var ts: Int64?
 }
 
-/// Where a replay writes. Each `apply` is one transaction holding both the changes and the
-/// positions they reach, so a killed replay resumes exactly where it committed.
-public protocol ReplayTarget {
-    /// Per partition, the position of the last change applied (read in the transaction that
-    /// applies the next ones).
-    func applied() throws -> [String: String]
-    /// In one transaction: changes after what `applied()` says (the target filters again
-    /// inside it, so two replays of one target never apply a change twice), and the new
-    /// positions. Returns how many changes it applied.
-    func apply(_ changes: [ReplayChange]) throws -> Int
-    /// `--from-scratch`: the rows and the positions go.
-    func reset() throws
+/// What one `apply` did.
+public struct ReplayTally: Sendable, Equatable {
+    public var applied = 0
+    public var rejected = 0
+    public var passed = 0
+    public init(applied: Int = 0, rejected: Int = 0, passed: Int = 0) {
+        self.applied = applied
+        self.rejected = rejected
+        self.passed = passed
+    }
+}
+
+/// Where a replay writes. Each `apply` is one transaction holding the rows, the dead letters
+/// and the positions they reach, so a killed replay resumes exactly where it committed.
+public protocol ReplayTarget: AnyObject {
+    var shape: ReplayShape { get }
+    /// Per partition, the position of the last change applied.
+    func applied() async throws -> [String: String]
+    /// In one transaction: changes after what `applied()` says (read again inside it, so two
+    /// replays of one target never apply a change twice), their dead letters, and the new
+    /// positions.
+    func apply(_ changes: [ReplayChange]) async throws -> ReplayTally
+    /// `--from-scratch`: the rows, the dead letters and the positions go.
+    func reset() async throws
+    /// Dead letters this replay has written.
+    func rejectedCount() async throws -> Int
+    /// Lets go of the target's connection.
+    func close()
+}
+
+extension ReplayTarget {
+    public func close() {}
 }
 
 /// What a replay did.
 public struct ReplaySummary: Sendable {
     public var blobs = 0
     public var applied = 0
+    public var rejected = 0
+    /// Changes of other source tables passed over (`source_table`).
+    public var passed = 0
     /// Changes at or after `--until` that were left for a later replay.
     public var held = 0
 }
 
 /// `feedarchive replay`: applies the archive's changes (live lineage, feed order per partition,
 /// as `cat` reads them) to a target after the positions it has applied: `c`/`u`/`r`/`w` upsert
-/// by key, `d` deletes by key, `t` empties the table. It reads the manifest and the blobs,
-/// never the source. `until`: a partition stops at its first change stamped at or after it,
-/// so the target holds the state of the source at that moment.
+/// by key, `d` deletes by key, `t` empties the table, an update that changed the key
+/// (`source.old_key`) deletes the old key's row. It reads the manifest and the blobs, never the
+/// source. `until`: a partition stops at its first change stamped at or after it, so the
+/// target holds the state of the source at that moment.
 public struct Replayer {
     public let job: ReplayJob
     public let target: any ReplayTarget
@@ -87,20 +144,102 @@ public struct Replayer {
         self.target = target
     }
 
-    public func run(until: Int64? = nil, fromScratch: Bool = false) throws -> ReplaySummary {
-        if fromScratch { try target.reset() }
+    public func run(until: Int64? = nil, fromScratch: Bool = false) async throws -> ReplaySummary {
+        let lock = try JobLock(path: job.lockPath, mode: 0o644)
+        defer { lock.release() }
+        if fromScratch { try await target.reset() }
         var summary = ReplaySummary()
         let archive = JobArchive(job: job.archive)
-        guard fs(archive).isDirectory(archive.layout.metaDirectory) else {
+        let manifest = try Self.manifest(archive, job: job)
+        let applied = try await target.applied()
+        try Self.refuseWhatWouldBeLost(manifest, archive: archive, applied: applied)
+        let converter = RowConverter(shape: target.shape, sourceTable: job.sourceTable)
+        var stopped: Set<String> = []
+        // Several blobs go into one transaction (the positions with them): a commit is what
+        // costs, and a killed replay still resumes exactly where it committed.
+        var pending: [ReplayChange] = []
+        var pendingBytes = 0
+        func flush() async throws {
+            guard !pending.isEmpty else { return }
+            let tally = try await target.apply(pending)
+            summary.applied += tally.applied
+            summary.rejected += tally.rejected
+            summary.passed += tally.passed
+            pending.removeAll(keepingCapacity: true)
+            pendingBytes = 0
+        }
+        for entry in manifest.currentLines() where entry.namesBlob && entry.lineage == "live" {
+            guard let path = entry.path, let part = entry.part, !stopped.contains(part),
+                let compression = Compression.of(path: path)
+            else { continue }
+            if let done = applied[part], let last = entry.lastPos, last <= done { continue }
+            let absolute = archive.layout.absolute(path)
+            guard let bytes = try archive.fs.read(absolute) else {
+                throw FeedArchiveError.data(
+                    path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing",
+                    hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
+            }
+            let decoded: [UInt8]
+            do {
+                decoded = try compression.makeDecoder().decodeAll(bytes)
+            } catch {
+                throw FeedArchiveError.data(path: absolute, message: "cannot decode: \(error)")
+            }
+            var changes: [ReplayChange] = []
+            var stop = false
+            try Self.lines(decoded, file: absolute) { line, ranges in
+                func field(_ index: Int) -> ArraySlice<UInt8> {
+                    decoded[(line.lowerBound + ranges[index].lowerBound)..<(line.lowerBound + ranges[index].upperBound)]
+                }
+                let pos = String(decoding: field(0).dropFirst().dropLast(), as: UTF8.self)
+                if let done = applied[part], pos <= done { return true }
+                let ts = field(3)
+                let micros =
+                    ts.first == 0x22
+                    ? Array(ts.dropFirst().dropLast()).withUnsafeBufferPointer { parseTimestampMicros($0) } : nil
+                if let until, let micros, micros >= until {
+                    stop = true
+                    return false
+                }
+                changes.append(
+                    converter.change(
+                        part: part, pos: pos, op: field(2).dropFirst().first ?? 0x75, key: field(4), after: field(5),
+                        source: field(7), line: decoded[line], ts: micros))
+                return true
+            }
+            if stop {
+                stopped.insert(part)
+                summary.held += 1
+            }
+            pending += changes
+            pendingBytes += decoded.count
+            summary.blobs += 1
+            if pending.count >= Self.transactionChanges || pendingBytes >= Self.transactionBytes {
+                try await flush()
+            }
+        }
+        try await flush()
+        return summary
+    }
+
+    /// A transaction ends after the blob that brings it to this many changes or decoded bytes.
+    static let transactionChanges = 8192
+    static let transactionBytes = 8 << 20
+
+    static func manifest(_ archive: JobArchive, job: ReplayJob) throws -> Manifest {
+        guard archive.fs.isDirectory(archive.layout.metaDirectory) else {
             throw FeedArchiveError.usage("job \(job.archive.name) has no archive yet: run it first")
         }
         let (manifest, damage) = try archive.store.read()
         if let damage, !damage.isTornTail {
             throw FeedArchiveError.data(path: damage.file, message: "line \(damage.line): \(damage.message)")
         }
-        let applied = try target.applied()
-        // Not yet handled, so refused rather than skipped: positions that start over at a
-        // second live epoch, and ranges retention removed that the target has not applied.
+        return manifest
+    }
+
+    /// Not handled, so refused rather than skipped: positions that start over at a second live
+    /// epoch, and ranges retention removed that the target has not applied.
+    static func refuseWhatWouldBeLost(_ manifest: Manifest, archive: JobArchive, applied: [String: String]) throws {
         if manifest.entries.filter({ $0.kind == .epoch && $0.lineage == "live" }).count > 1 {
             throw FeedArchiveError.data(
                 path: archive.layout.manifestDirectory,
@@ -119,69 +258,213 @@ public struct Replayer {
                     hint: "nothing was applied")
             }
         }
-        var stopped: Set<String> = []
-        for entry in manifest.currentLines() where entry.namesBlob && entry.lineage == "live" {
-            guard let path = entry.path, let part = entry.part, !stopped.contains(part),
-                let compression = Compression.of(path: path)
-            else { continue }
-            if let done = applied[part], let last = entry.lastPos, last <= done { continue }
-            let absolute = archive.layout.absolute(path)
-            guard let bytes = try fs(archive).read(absolute) else {
-                throw FeedArchiveError.data(
-                    path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing",
-                    hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
-            }
-            let decoded: [UInt8]
-            do {
-                decoded = try compression.makeDecoder().decodeAll(bytes)
-            } catch {
-                throw FeedArchiveError.data(path: absolute, message: "cannot decode: \(error)")
-            }
-            var changes: [ReplayChange] = []
-            try decoded.withUnsafeBufferPointer { buffer in
-                var start = 0
-                var number = 0
-                while start < buffer.count {
-                    let end =
-                        memchr(buffer.baseAddress! + start, 0x0A, buffer.count - start).map {
-                            buffer.baseAddress!.distance(to: $0.assumingMemoryBound(to: UInt8.self))
-                        } ?? buffer.count
-                    number += 1
-                    let lineStart = start
-                    let line = UnsafeBufferPointer(rebasing: buffer[start..<end])
-                    start = end + 1
-                    let ranges: [Range<Int>]
-                    do {
-                        ranges = try EnvelopeFields.split(line)
-                    } catch {
-                        throw FeedArchiveError.data(path: absolute, message: "line \(number): \(error)")
-                    }
-                    func field(_ index: Int) -> ArraySlice<UInt8> {
-                        decoded[(lineStart + ranges[index].lowerBound)..<(lineStart + ranges[index].upperBound)]
-                    }
-                    let pos = String(decoding: field(0).dropFirst().dropLast(), as: UTF8.self)
-                    if let done = applied[part], pos <= done { continue }
-                    let ts = field(3)
-                    let micros =
-                        ts.first == 0x22
-                        ? Array(ts.dropFirst().dropLast()).withUnsafeBufferPointer { parseTimestampMicros($0) } : nil
-                    if let until, let micros, micros >= until {
-                        stopped.insert(part)
-                        summary.held += 1
-                        break
-                    }
-                    let after = field(5)
-                    changes.append(
-                        ReplayChange(
-                            part: part, pos: pos, op: field(2).dropFirst().first ?? 0x75, key: field(4),
-                            after: after.elementsEqual("null".utf8) ? nil : after, ts: micros))
-                }
-            }
-            if !changes.isEmpty { summary.applied += try target.apply(changes) }
-            summary.blobs += 1
-        }
-        return summary
     }
 
-    private func fs(_ archive: JobArchive) -> any FileSystem { archive.fs }
+    /// Each envelope line of a decoded blob with its fields located; `body` returns false to
+    /// stop.
+    static func lines(
+        _ decoded: [UInt8], file: String, _ body: (Range<Int>, [Range<Int>]) throws -> Bool
+    ) throws {
+        try decoded.withUnsafeBufferPointer { buffer in
+            var start = 0
+            var number = 0
+            while start < buffer.count {
+                let end =
+                    memchr(buffer.baseAddress! + start, 0x0A, buffer.count - start).map {
+                        buffer.baseAddress!.distance(to: $0.assumingMemoryBound(to: UInt8.self))
+                    } ?? buffer.count
+                number += 1
+                let line = start..<end
+                start = end + 1
+                let ranges: [Range<Int>]
+                do {
+                    ranges = try EnvelopeFields.split(UnsafeBufferPointer(rebasing: buffer[line]))
+                } catch {
+                    throw FeedArchiveError.data(path: file, message: "line \(number): \(error)")
+                }
+                if try !body(line, ranges) { return }
+            }
+        }
+    }
+
+    /// Per partition, what the target has applied against what the archive holds.
+    public struct Status: Sendable {
+        public struct Partition: Sendable {
+            public var part: String
+            public var applied: String?
+            public var archived: String?
+            /// Changes archived after `applied` (counted by whole blobs, so an upper bound).
+            public var behind: Int64
+        }
+        public var partitions: [Partition] = []
+        public var rejected = 0
+        public var behind: Int64 { partitions.reduce(0) { $0 + $1.behind } }
+    }
+
+    public func status() async throws -> Status {
+        let archive = JobArchive(job: job.archive)
+        let manifest = try Self.manifest(archive, job: job)
+        let applied = try await target.applied()
+        var last: [String: String] = [:]
+        var behind: [String: Int64] = [:]
+        for entry in manifest.currentLines() where entry.namesBlob && entry.lineage == "live" {
+            guard let part = entry.part, let pos = entry.lastPos else { continue }
+            last[part] = max(last[part] ?? pos, pos)
+            if applied[part].map({ $0 < pos }) ?? true { behind[part, default: 0] += entry.records ?? 0 }
+        }
+        var status = Status()
+        for part in Set(last.keys).union(applied.keys).sorted() {
+            status.partitions.append(
+                .init(part: part, applied: applied[part], archived: last[part], behind: behind[part] ?? 0))
+        }
+        status.rejected = try await target.rejectedCount()
+        return status
+    }
+}
+
+/// Turns envelope fields into a target row.
+struct RowConverter {
+    let shape: ReplayShape
+    let sourceTable: String?
+
+    func change(
+        part: String, pos: String, op: UInt8, key: ArraySlice<UInt8>, after: ArraySlice<UInt8>,
+        source: ArraySlice<UInt8>, line: ArraySlice<UInt8>, ts: Int64?
+    ) -> ReplayChange {
+        var change = ReplayChange(
+            part: part, pos: pos, action: .upsert, key: [], oldKey: nil, values: [], keep: [], keyText: key, line: line,
+            ts: ts)
+        let sourceFields =
+            sourceTable != nil || Self.contains(source, "\"old_key\"") || Self.contains(source, "\"unchanged_toast\"")
+            ? JSONScan.fields(source) : nil
+        if let sourceTable {
+            let table = sourceFields?.first(where: { $0.name == "table" }).flatMap { JSONScan.string($0.value) }
+            if table != sourceTable && !(table?.hasSuffix("." + sourceTable) ?? false) {
+                change.action = .pass
+                return change
+            }
+        }
+        switch op {
+        case UInt8(ascii: "t"):
+            change.action = .truncate
+            return change
+        case UInt8(ascii: "d"):
+            change.action = .delete
+        default:
+            change.action = .upsert
+        }
+        let document: ArraySlice<UInt8>? = after.elementsEqual("null".utf8) ? nil : after
+        do {
+            change.key = try keyValues(key, document: change.action == .delete ? nil : document)
+            if let old = sourceFields?.first(where: { $0.name == "old_key" })?.value {
+                let oldKey = try keyValues(old, document: nil)
+                if oldKey != change.key { change.oldKey = oldKey }
+            }
+            if change.action == .upsert {
+                change.values = try values(document)
+                if let kept = sourceFields?.first(where: { $0.name == "unchanged_toast" })?.value {
+                    change.keep = Self.strings(kept)
+                }
+            }
+        } catch let reason as ReplayConversion.Reason {
+            change.action = .reject(reason.text)
+            change.key = []
+            change.oldKey = nil
+            change.values = []
+        } catch {
+            change.action = .reject("\(error)")
+        }
+        return change
+    }
+
+    func keyValues(_ key: ArraySlice<UInt8>, document: ArraySlice<UInt8>?) throws -> [ReplayValue] {
+        if shape.isDocuments {
+            guard !key.elementsEqual("null".utf8) else { throw ReplayConversion.Reason("the change has no key") }
+            return [.text(String(decoding: key, as: UTF8.self))]
+        }
+        let keyFields = key.first == 0x7B ? JSONScan.fields(key) : nil
+        let documentFields = document.flatMap { JSONScan.fields($0) }
+        return try shape.keyColumns.map { column in
+            let field = column.field ?? column.name
+            let value: ArraySlice<UInt8>
+            if let keyFields {
+                guard let found = keyFields.first(where: { $0.name == field })?.value else {
+                    throw ReplayConversion.Reason("key column \(column.name): the key has no field \(field)")
+                }
+                value = found
+            } else if shape.keyColumns.count == 1, !key.elementsEqual("null".utf8) {
+                value = key
+            } else if let found = documentFields?.first(where: { $0.name == field })?.value {
+                value = found
+            } else {
+                throw ReplayConversion.Reason(
+                    "key column \(column.name): neither the key nor the document has \(field)")
+            }
+            switch ReplayConversion.convert(value, to: column.type) {
+            case .success(.null): throw ReplayConversion.Reason("key column \(column.name) is null")
+            case .success(let converted): return converted
+            case .failure(let reason):
+                throw ReplayConversion.Reason(
+                    "key column \(column.name): \(Self.quote(value)) is \(reason.text) (\(column.type.rawValue))")
+            }
+        }
+    }
+
+    func values(_ document: ArraySlice<UInt8>?) throws -> [ReplayValue] {
+        guard let document else { return shape.valueColumns.map { _ in .null } }
+        if shape.isDocuments { return [.json(document)] }
+        guard let fields = JSONScan.fields(document) else {
+            throw ReplayConversion.Reason("the document is not an object, its fields cannot be columns")
+        }
+        return try shape.valueColumns.map { column in
+            guard let field = column.field else { return .json(document) }
+            guard let value = fields.first(where: { $0.name == field })?.value else { return .null }
+            switch ReplayConversion.convert(value, to: column.type) {
+            case .success(let converted): return converted
+            case .failure(let reason):
+                throw ReplayConversion.Reason(
+                    "column \(column.name): \(Self.quote(value)) is \(reason.text) (\(column.type.rawValue))")
+            }
+        }
+    }
+
+    static func quote(_ value: ArraySlice<UInt8>) -> String {
+        let text = String(decoding: value.prefix(60), as: UTF8.self)
+        return value.count > 60 ? text + "…" : text
+    }
+
+    static func contains(_ haystack: ArraySlice<UInt8>, _ needle: StaticString) -> Bool {
+        let count = needle.utf8CodeUnitCount
+        guard haystack.count >= count else { return false }
+        let first = needle.utf8Start[0]
+        var index = haystack.startIndex
+        while index + count <= haystack.endIndex {
+            if haystack[index] == first
+                && haystack[index..<(index + count)].elementsEqual(
+                    UnsafeBufferPointer(start: needle.utf8Start, count: count))
+            {
+                return true
+            }
+            index += 1
+        }
+        return false
+    }
+
+    /// The strings of a JSON array of strings.
+    static func strings(_ array: ArraySlice<UInt8>) -> [String] {
+        guard array.first == 0x5B else { return [] }
+        var result: [String] = []
+        var index = array.startIndex + 1
+        while index < array.endIndex {
+            guard array[index] == 0x22 else {
+                index += 1
+                continue
+            }
+            var end = index + 1
+            while end < array.endIndex && !(array[end] == 0x22 && array[end - 1] != 0x5C) { end += 1 }
+            if end < array.endIndex, let text = JSONScan.string(array[index...end]) { result.append(text) }
+            index = end + 1
+        }
+        return result
+    }
 }
