@@ -1,5 +1,6 @@
 import ArgumentParser
 import FeedArchive
+import FeedArchivePostgres
 import FeedArchiveSQLite
 import Foundation
 
@@ -8,7 +9,7 @@ struct ReplayCommand: AsyncParsableCommand {
         commandName: "replay",
         abstract: "Apply an archive's changes to a target table, up to now or to a point in time.",
         discussion: """
-            A replay job file names the archive job it reads (archive_job), optionally one source table (source_table), and its target (target: {kind: sqlite, path, table}). Changes are applied in feed order per partition: c, u, r and w upsert by key, d deletes by key, t empties the table, an update that changed the key deletes the old key's row. By default the table holds key (the envelope's key, JSON text) and doc (the document after the change, JSON text); target.columns maps top-level fields to typed columns (text, integer, real, boolean, json, timestamp) and target.key names the key columns among them. A change whose value does not fit its column is not applied and not dropped: it goes to _feedarchive_replay_rejected with the reason, and is counted in the summary, the metrics and --status.
+            A replay job file names the archive job it reads (archive_job), optionally one source table (source_table), and its target (target: {kind: sqlite, path, table}, or kind: postgres with the connection settings of a PostgreSQL source). Changes are applied in feed order per partition: c, u, r and w upsert by key, d deletes by key, t empties the table, an update that changed the key deletes the old key's row. By default the table holds key (the envelope's key, JSON text) and doc (the document after the change, JSON text); target.columns maps top-level fields to typed columns (text, integer, real, boolean, json, timestamp) and target.key names the key columns among them. A change whose value does not fit its column is not applied and not dropped: it goes to _feedarchive_replay_rejected with the reason, and is counted in the summary, the metrics and --status.
 
             The positions applied are kept in the target (_feedarchive_replay), in the same transaction as the rows, so a replay killed at any point resumes exactly where it committed; run it from cron to keep the target up to date. It reads the archive, never the source. Exit codes as for run: 0 done, 65 the archive cannot be replayed as it is, 75 another replay of this job holds its lock, 78 the job file is wrong.
 
@@ -47,43 +48,52 @@ struct ReplayCommand: AsyncParsableCommand {
             let target: any ReplayTarget
             switch replay.targetKind {
             case "sqlite": target = try SQLiteReplayTarget.make(replay)
+            case "postgres": target = try await PostgresReplayTarget.make(replay)
             default:
                 throw FeedArchiveError.badJobFile(
-                    place: job, message: "target.kind \(replay.targetKind): must be sqlite")
+                    place: job, message: "target.kind \(replay.targetKind): must be sqlite or postgres")
             }
-            defer { target.close() }
-            let replayer = Replayer(job: replay, target: target)
-            if status {
-                try await printStatus(replayer)
-                return
-            }
-            let started = Date()
-            let summary: ReplaySummary
             do {
-                summary = try await replayer.run(until: cut, fromScratch: fromScratch)
+                try await apply(replay, into: target, until: cut)
             } catch {
-                try? writeMetrics(
-                    replay, summary: nil, status: nil, exitCode: FeedArchiveError.exitCode(for: error), started: started
-                )
+                await target.close()
                 throw error
             }
-            var notes: [String] = []
-            if summary.passed > 0 { notes.append("\(summary.passed) of other tables passed over") }
-            if summary.held > 0 { notes.append("stopped at --until") }
-            let tail = notes.isEmpty ? "" : " (\(notes.joined(separator: ", ")))"
+            await target.close()
+        }
+    }
+
+    func apply(_ replay: ReplayJob, into target: any ReplayTarget, until cut: Int64?) async throws {
+        let replayer = Replayer(job: replay, target: target)
+        if status {
+            try await printStatus(replayer)
+            return
+        }
+        let started = Date()
+        let summary: ReplaySummary
+        do {
+            summary = try await replayer.run(until: cut, fromScratch: fromScratch)
+        } catch {
+            try? writeMetrics(
+                replay, summary: nil, status: nil, exitCode: FeedArchiveError.exitCode(for: error), started: started)
+            throw error
+        }
+        var notes: [String] = []
+        if summary.passed > 0 { notes.append("\(summary.passed) of other tables passed over") }
+        if summary.held > 0 { notes.append("stopped at --until") }
+        let tail = notes.isEmpty ? "" : " (\(notes.joined(separator: ", ")))"
+        FileHandle.standardError.write(
+            Data(
+                "feedarchive: \(replay.name): replayed \(summary.applied) changes from \(summary.blobs) blobs of \(replay.archive.name)\(tail)\n"
+                    .utf8))
+        if summary.rejected > 0 {
             FileHandle.standardError.write(
                 Data(
-                    "feedarchive: \(replay.name): replayed \(summary.applied) changes from \(summary.blobs) blobs of \(replay.archive.name)\(tail)\n"
+                    "feedarchive: \(replay.name): warning: \(summary.rejected) changes could not become rows and were not applied: they are in _feedarchive_replay_rejected with the reason; mend the mapping (target.columns) and replay --from-scratch\n"
                         .utf8))
-            if summary.rejected > 0 {
-                FileHandle.standardError.write(
-                    Data(
-                        "feedarchive: \(replay.name): warning: \(summary.rejected) changes could not become rows and were not applied: they are in _feedarchive_replay_rejected with the reason; mend the mapping (target.columns) and replay --from-scratch\n"
-                            .utf8))
-            }
-            let after = try? await replayer.status()
-            try? writeMetrics(replay, summary: summary, status: after, exitCode: 0, started: started)
         }
+        let after = try? await replayer.status()
+        try? writeMetrics(replay, summary: summary, status: after, exitCode: 0, started: started)
     }
 
     func printStatus(_ replayer: Replayer) async throws {

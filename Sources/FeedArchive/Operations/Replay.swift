@@ -111,11 +111,11 @@ public protocol ReplayTarget: AnyObject {
     /// Dead letters this replay has written.
     func rejectedCount() async throws -> Int
     /// Lets go of the target's connection.
-    func close()
+    func close() async
 }
 
 extension ReplayTarget {
-    public func close() {}
+    public func close() async {}
 }
 
 /// What a replay did.
