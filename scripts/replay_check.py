@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Test helper for replay: makes an entity outbox (`make DB N`), or compares a replica table with
 the state the outbox describes (`check DB REPLICA [CUTOFF]`): every change of the outbox applied
-in seq order (c/u upsert, d delete, t empty), those stamped before CUTOFF only. Prints `ok ROWS`
+in seq order (c/u upsert, d delete, t empty), those stamped before CUTOFF only (or, for CUTOFF seq:N, those up to seq N). Prints `ok ROWS`
 or the first differences, and exits 1 on a difference. `upserts DB FROM` prints how many c/u
 changes are stamped at or after FROM (what an audit trigger on the replica must have seen once
 each). `make-typed DB N` and `check-typed DB REPLICA` do the same for a replica with typed
@@ -30,8 +30,11 @@ def make(db, count):
 
 def check(db, replica, cutoff=None):
     state = {}
-    for entity, op, doc, at in sqlite3.connect(db).execute("SELECT entity, op, doc, at FROM outbox ORDER BY seq"):
-        if cutoff and at >= cutoff:
+    for seq, entity, op, doc, at in sqlite3.connect(db).execute("SELECT seq, entity, op, doc, at FROM outbox ORDER BY seq"):
+        if cutoff and cutoff.startswith("seq:"):
+            if seq > int(cutoff[4:]):
+                break
+        elif cutoff and at >= cutoff:
             break
         if op == "t":
             state.clear()

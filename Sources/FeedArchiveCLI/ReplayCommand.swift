@@ -22,7 +22,10 @@ struct ReplayCommand: AsyncParsableCommand {
     @Argument(help: "The replay job file.")
     var job: String
 
-    @Option(help: "Stop each partition at its first change stamped at or after this time (RFC 3339).")
+    @Option(
+        help:
+            "Stop each partition at its first change stamped at or after this time (RFC 3339), or where the archive stood when this token (a run's checkpoint) was its checkpoint."
+    )
     var until: String?
 
     @Flag(help: "Empty the target table, its dead letters and its positions first.")
@@ -39,11 +42,16 @@ struct ReplayCommand: AsyncParsableCommand {
         try await Frontend.run(job: job) {
             let replay = try ReplayJob.load(path: job)
             var cut: Int64?
+            var token: String?
             if let until {
-                guard let date = parseRFC3339(until) else {
-                    throw FeedArchiveError.usage("--until \(until): not a time (2026-11-23T14:00:00Z)")
+                if let date = parseRFC3339(until) {
+                    cut = Int64(date.timeIntervalSince1970 * 1_000_000)
+                } else if until.contains(":") && !until.contains(" ") && until.first?.isLetter == true {
+                    token = until
+                } else {
+                    throw FeedArchiveError.usage(
+                        "--until \(until): neither a time (2026-11-23T14:00:00Z) nor a token (sqlite:eyJj…)")
                 }
-                cut = Int64(date.timeIntervalSince1970 * 1_000_000)
             }
             let target: any ReplayTarget
             switch replay.targetKind {
@@ -54,7 +62,7 @@ struct ReplayCommand: AsyncParsableCommand {
                     place: job, message: "target.kind \(replay.targetKind): must be sqlite or postgres")
             }
             do {
-                try await apply(replay, into: target, until: cut)
+                try await apply(replay, into: target, until: cut, token: token)
             } catch {
                 await target.close()
                 throw error
@@ -63,7 +71,7 @@ struct ReplayCommand: AsyncParsableCommand {
         }
     }
 
-    func apply(_ replay: ReplayJob, into target: any ReplayTarget, until cut: Int64?) async throws {
+    func apply(_ replay: ReplayJob, into target: any ReplayTarget, until cut: Int64?, token: String?) async throws {
         let replayer = Replayer(job: replay, target: target)
         if status {
             try await printStatus(replayer)
@@ -72,7 +80,7 @@ struct ReplayCommand: AsyncParsableCommand {
         let started = Date()
         let summary: ReplaySummary
         do {
-            summary = try await replayer.run(until: cut, fromScratch: fromScratch)
+            summary = try await replayer.run(until: cut, untilToken: token, fromScratch: fromScratch)
         } catch {
             try? writeMetrics(
                 replay, summary: nil, status: nil, exitCode: FeedArchiveError.exitCode(for: error), started: started)

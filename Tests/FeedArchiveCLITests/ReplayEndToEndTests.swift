@@ -68,6 +68,23 @@ import Testing
             #expect(state.0 == 0, "\(cutoff): \(state.1)")
         }
 
+        // A point in time given as a token: where the archive stood after the first run, with
+        // more changes archived since.
+        let checkpoint = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: dir.path + "/lake/entities/_feedarchive/checkpoint.json")))
+        let token = try #require((checkpoint as? [String: Any])?["token"] as? String)
+        try sqlite(
+            db,
+            "INSERT INTO outbox (entity, op, doc, at) SELECT 'late-' || value, 'c', json_object('v', value), '2026-11-18T13:00:00Z' FROM generate_series(1, 40)"
+        )
+        #expect(try await Binary.run(["run", dir.path + "/entities.yaml"]).status == 0)
+        let atToken = try await Binary.run(["replay", dir.path + "/replica.yaml", "--until", token, "--from-scratch"])
+        #expect(atToken.status == 0 && atToken.stderr.contains("replayed"), "\(atToken.stderr)")
+        let tokenState = try await Self.python(["check", db, dir.path + "/replica.db", "seq:3000"])
+        #expect(tokenState.0 == 0, "\(tokenState.1)")
+        let unknown = try await Binary.run(["replay", dir.path + "/replica.yaml", "--until", "sqlite:eyJub3QiOjF9"])
+        #expect(unknown.status == 64 && unknown.stderr.contains("no run of this archive ended at this token"))
+
         // Killed at any point, 50 times, then finished: exactly the state, and nothing applied
         // twice: an audit trigger on the replica sees each upsert after the cut exactly once.
         let resume = "2026-11-18T11:00:01Z"

@@ -144,7 +144,11 @@ public struct Replayer {
         self.target = target
     }
 
-    public func run(until: Int64? = nil, fromScratch: Bool = false) async throws -> ReplaySummary {
+    /// `until`: a time (microseconds); `untilToken`: a token the archive recorded (a run's
+    /// checkpoint), the state of the source when that token was the checkpoint.
+    public func run(until: Int64? = nil, untilToken: String? = nil, fromScratch: Bool = false) async throws
+        -> ReplaySummary
+    {
         let lock = try JobLock(path: job.lockPath, mode: 0o644)
         defer { lock.release() }
         if fromScratch { try await target.reset() }
@@ -153,6 +157,7 @@ public struct Replayer {
         let manifest = try Self.manifest(archive, job: job)
         let applied = try await target.applied()
         try Self.refuseWhatWouldBeLost(manifest, archive: archive, applied: applied)
+        let cuts = try untilToken.map { try Self.positions(at: $0, in: manifest, archive: archive) }
         let converter = RowConverter(shape: target.shape, sourceTable: job.sourceTable)
         var stopped: Set<String> = []
         // Several blobs go into one transaction (the positions with them): a commit is what
@@ -201,6 +206,10 @@ public struct Replayer {
                     stop = true
                     return false
                 }
+                if let cuts, cuts[part].map({ pos > $0 }) ?? true {
+                    stop = true
+                    return false
+                }
                 changes.append(
                     converter.change(
                         part: part, pos: pos, op: field(2).dropFirst().first ?? 0x75, key: field(4), after: field(5),
@@ -225,6 +234,24 @@ public struct Replayer {
     /// A transaction ends after the blob that brings it to this many changes or decoded bytes.
     static let transactionChanges = 8192
     static let transactionBytes = 8 << 20
+
+    /// Per partition, the last position archived when `token` was the checkpoint: the live
+    /// lines up to the one that ends at `token` (lines compaction replaced count, their
+    /// positions are the same changes').
+    static func positions(at token: String, in manifest: Manifest, archive: JobArchive) throws -> [String: String] {
+        guard let end = manifest.entries.first(where: { $0.lineage == "live" && $0.toToken == token }) else {
+            throw FeedArchiveError.usage(
+                "--until \(token.prefix(40))…: no run of this archive ended at this token (take one from a run's summary, `status` or the manifest's to_token), or use --until TIME"
+            )
+        }
+        var cuts: [String: String] = [:]
+        for entry in manifest.entries
+        where entry.seq <= end.seq && entry.lineage == "live" && entry.kind == .blob {
+            guard let part = entry.part, let last = entry.lastPos else { continue }
+            cuts[part] = max(cuts[part] ?? last, last)
+        }
+        return cuts
+    }
 
     static func manifest(_ archive: JobArchive, job: ReplayJob) throws -> Manifest {
         guard archive.fs.isDirectory(archive.layout.metaDirectory) else {
