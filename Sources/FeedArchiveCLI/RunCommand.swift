@@ -43,6 +43,12 @@ struct RunCommand: AsyncParsableCommand {
         help: "End a run that makes no progress (no page read, no commit) for this long, with exit 75; 0 turns it off.")
     var stallTimeout = "15m"
 
+    @Flag(
+        help:
+            "Confirm that the job's transform section changed on purpose: blobs from now on are written with the new one (each manifest line records which)."
+    )
+    var transformChanged = false
+
     func validate() throws {
         if jobs.isEmpty && !all { throw ValidationError("name at least one job, or pass --all") }
         if let maxDuration, parseDuration(maxDuration) == nil {
@@ -63,9 +69,10 @@ struct RunCommand: AsyncParsableCommand {
                 all
                 ? try Frontend.allJobs(jobsDirectory: jobsDir)
                 : try jobs.map { try Frontend.jobPath($0, jobsDirectory: jobsDir) }
-            let options = RunOptions(
+            var options = RunOptions(
                 maxDuration: maxDuration.flatMap(parseDuration), maxRecords: maxRecords,
                 maxBytes: maxBytes.flatMap(parseByteSize), stop: stopSignal)
+            options.transformChanged = transformChanged
             let session = RunSession(
                 jobFiles: paths, options: options, source: .registry(.all), metricsFile: metricsFile)
             let reporter = RunReporter(

@@ -163,7 +163,7 @@ public final class JobArchive {
     /// `JobIdentity.shape`); a change of one is refused (exit 78), and an archive made before
     /// job.json recorded them gets them recorded now.
     public func establishIdentity(
-        source: SourceIdentity, kind: String, shape: [String: String] = [:],
+        source: SourceIdentity, kind: String, shape: [String: String] = [:], transformChanged: Bool = false,
         origin: () async throws -> ContinuationToken
     ) async throws -> JobIdentity {
         if var identity {
@@ -207,6 +207,16 @@ public final class JobArchive {
                 try replaceIdentity(identity)
                 return identity
             }
+            if transformChanged && recorded["transform"] != shape["transform"] {
+                // The operator confirmed the new transform section: from here on blobs carry
+                // the new hash (each manifest line records the one it was written with).
+                var merged = recorded
+                merged["transform"] = shape["transform"]
+                try requireSameShape(recorded: merged, now: shape)
+                identity.shape = shape
+                try replaceIdentity(identity)
+                return identity
+            }
             try requireSameShape(recorded: recorded, now: shape)
             return identity
         }
@@ -225,6 +235,13 @@ public final class JobArchive {
         let changed = Set(recorded.keys).union(shape.keys).sorted().compactMap { key -> String? in
             let old = recorded[key] ?? "", new = shape[key] ?? ""
             return old == new ? nil : "\(key): \(spell(recorded[key])) -> \(spell(shape[key]))"
+        }
+        if changed.count == 1, recorded["transform"] != shape["transform"] {
+            throw FeedArchiveError.badJobFile(
+                place: jobFile.isEmpty ? layout.identityFile : jobFile,
+                message:
+                    "the transform section changed since the last run (\(changed[0])): blobs from now on would hold other bytes than a backfill of the same range made before. Nothing was changed; put the section back, or confirm the change with `feedarchive run --transform-changed` (each manifest line records the transform it was written with)"
+            )
         }
         guard changed.isEmpty else {
             throw FeedArchiveError.badJobFile(

@@ -49,6 +49,9 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
     /// own `records` hold each change once). Left out when they equal its own.
     public var replacedRecords: Int64?
     public var replacedRawBytes: Int64?
+    /// The hash of the job's transform section the line's changes were written with (a blob
+    /// line of a job with `transform:`).
+    public var transform: String?
 
     /// The line names a blob that holds changes (`blob`, or `compact`).
     public var namesBlob: Bool { kind == .blob || kind == .compact }
@@ -68,6 +71,7 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
         case replacedBytes = "replaced_bytes"
         case replacedRecords = "replaced_records"
         case replacedRawBytes = "replaced_raw_bytes"
+        case transform
     }
 
     public init(
@@ -147,6 +151,7 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
         int("replaced_bytes", replacedBytes)
         int("replaced_records", replacedRecords)
         int("replaced_raw_bytes", replacedRawBytes)
+        string("transform", transform)
         string("created_at", createdAt)
         string("run", run)
         string("reason", reason)

@@ -18,6 +18,8 @@ public struct JobConfig: Sendable {
     /// `retention: 400d` in the job file: `run` removes blobs whose changes are all older
     /// (`feedarchive prune` with that cut), at most once an hour.
     public var retention: Double?
+    /// `transform:` in the job file: steps applied to each record before it is batched.
+    public var transform: Transform?
 
     /// Loads and checks a job file. Relative paths inside it are resolved against its folder,
     /// so cron can start the job from anywhere.
@@ -55,12 +57,14 @@ public struct JobConfig: Sendable {
             }
             return seconds
         }
+        let transform = try root.optional("transform").map { try Transform.parse($0, base: base) }
         try root.finish()
         var job = JobConfig(
             name: name, file: file, sourceKind: kind, sourceSettings: source.node,
             archive: archive, batch: batch, start: start)
         job.compaction = compaction
         job.retention = retention
+        job.transform = transform
         return job
     }
 
@@ -199,6 +203,16 @@ public struct ArchiveSettings: Sendable {
         settings.columns = columns
         settings.rowGroupSize = rowGroupSize
         return settings
+    }
+}
+
+extension JobConfig {
+    /// What job.json records and every run compares: the archive's shape, the source's, and
+    /// the transform section's hash.
+    public func shape(source: [String: String]) -> [String: String] {
+        var shape = archive.shape.merging(source) { $1 }
+        if let transform { shape["transform"] = transform.hash }
+        return shape
     }
 }
 

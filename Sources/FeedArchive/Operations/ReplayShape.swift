@@ -206,8 +206,11 @@ public enum JSONScan {
                 guard index < buffer.count, buffer[index] == 0x3A else { return nil }
                 index += 1
                 skipSpace()
-                guard let end = try? EnvelopeFields.skipValue(buffer, from: index) else { return nil }
+                guard var end = try? EnvelopeFields.skipValue(buffer, from: index) else { return nil }
+                let after = end
+                while end > index && isSpace(buffer[end - 1]) { end -= 1 }  // a literal's trailing space
                 result.append((name, text[(base + index)..<(base + end)]))
+                end = after
                 index = end
                 skipSpace()
                 guard index < buffer.count else { return nil }
@@ -216,6 +219,38 @@ public enum JSONScan {
                     continue
                 }
                 return buffer[index] == 0x7D ? result : nil
+            }
+        }
+    }
+
+    /// The elements of an array, nil when `text` is not an array.
+    public static func elements(_ text: ArraySlice<UInt8>) -> [ArraySlice<UInt8>]? {
+        let bytes = Array(text)
+        let base = text.startIndex
+        return bytes.withUnsafeBufferPointer { buffer -> [ArraySlice<UInt8>]? in
+            var index = 0
+            func skipSpace() { while index < buffer.count && isSpace(buffer[index]) { index += 1 } }
+            skipSpace()
+            guard index < buffer.count, buffer[index] == 0x5B else { return nil }
+            index += 1
+            var result: [ArraySlice<UInt8>] = []
+            skipSpace()
+            if index < buffer.count && buffer[index] == 0x5D { return result }
+            while true {
+                skipSpace()
+                guard var end = try? EnvelopeFields.skipValue(buffer, from: index) else { return nil }
+                let after = end
+                while end > index && isSpace(buffer[end - 1]) { end -= 1 }
+                result.append(text[(base + index)..<(base + end)])
+                end = after
+                index = end
+                skipSpace()
+                guard index < buffer.count else { return nil }
+                if buffer[index] == 0x2C {
+                    index += 1
+                    continue
+                }
+                return buffer[index] == 0x5D ? result : nil
             }
         }
     }

@@ -48,7 +48,8 @@ public struct ArchiveRunner {
         let identity = try await source.identity()
         summary.warnings = try await source.warnings()
         let jobIdentity = try await archive.establishIdentity(
-            source: identity, kind: source.kind, shape: job.archive.shape.merging(source.archiveShape) { $1 }
+            source: identity, kind: source.kind, shape: job.shape(source: source.archiveShape),
+            transformChanged: options.transformChanged
         ) {
             try await source.resolve(job.start)
         }

@@ -60,7 +60,7 @@ public struct BackfillRunner {
             throw FeedArchiveError.usage("job \(job.name) has no archive yet: run it once before backfilling")
         }
         _ = try await archive.establishIdentity(
-            source: identity, kind: source.kind, shape: job.archive.shape.merging(source.archiveShape) { $1 }
+            source: identity, kind: source.kind, shape: job.shape(source: source.archiveShape)
         ) { throw FeedArchiveError.usage("no archive") }
 
         let untilText = until ?? "checkpoint"

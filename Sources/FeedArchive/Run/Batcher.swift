@@ -58,6 +58,8 @@ struct Batcher {
     var inFlight: [InFlight] = []
     /// Small batches closed before the oldest commit in flight ended: the largest group.
     static let maxInFlight = 64
+    /// The transformed line of the change being added (`job.transform`).
+    var transformed: [UInt8] = []
 
     init(job: JobConfig, archive: JobArchive, source: any FeedSource, options: RunOptions) {
         self.job = job
@@ -114,7 +116,21 @@ struct Batcher {
                 writer: writer, partition: partition, directory: relative, partitionPath: partitionPath, bucket: bucket,
                 first: record.position, last: record.position, fromToken: encoded(token))
         }
-        try open!.writer.append(line: record.line)
+        if let transform = job.transform {
+            do {
+                try transform.apply(record.line, into: &transformed)
+            } catch {
+                throw FeedArchiveError.data(
+                    path: job.file,
+                    message: "partition \(partition), position \(record.position): \(error)",
+                    hint:
+                        "nothing from this change on was committed; mend the transform section (then run --transform-changed) or the source document, and run again"
+                )
+            }
+            try open!.writer.append(line: transformed[...])
+        } else {
+            try open!.writer.append(line: record.line)
+        }
         open!.records += 1
         open!.last = record.position
         open!.lastCursor = record.cursor
@@ -169,13 +185,14 @@ struct Batcher {
         let name =
             sanitizePathComponent(batch.partition) + "_" + batch.first.rawValue + "_" + batch.last.rawValue
             + job.archive.compression.fileExtension
-        let entry = ManifestEntry(
+        var entry = ManifestEntry(
             kind: .blob, lineage: lineage, part: batch.partition, records: batch.records,
             firstPos: batch.first.rawValue, lastPos: batch.last.rawValue, fromToken: batch.fromToken,
             toToken: nextEncoded,
             minTs: batch.minTs.map { formatRFC3339(microseconds: $0) },
             maxTs: batch.maxTs.map { formatRFC3339(microseconds: $0) },
             run: archive.runID)
+        entry.transform = job.transform?.hash
         let work = CommitWork(
             archive: archive, writer: batch.writer, finishing: finishing, relativePath: batch.directory + "/" + name,
             entry: entry)

@@ -15,6 +15,8 @@ public struct RunOptions: Sendable {
     public var onCommit: (@Sendable (RunProgress) -> Void)?
     /// Beaten on every page read, retry and commit, for a watchdog.
     public var liveness = Liveness()
+    /// `run --transform-changed`: the job's transform section changed on purpose.
+    public var transformChanged = false
 
     public init(
         maxDuration: Double? = nil, maxRecords: Int64? = nil, maxBytes: Int64? = nil, stop: StopSignal = StopSignal()

@@ -10,6 +10,7 @@ extension Verifier {
         _ = try archive.load()
         var compared = 0
         var unavailable = 0
+        var transformed: [UInt8] = []
         for entry in archive.manifest.currentLines() where entry.namesBlob && entry.lineage == "live" {
             guard let path = entry.path, let part = entry.part,
                 let from = entry.fromToken.flatMap({ try? ContinuationToken.decode($0) }),
@@ -36,7 +37,13 @@ extension Verifier {
                 }
                 if page.records.isEmpty { break }
                 for record in page.records {
-                    record.line.withUnsafeBytes { sourceHash.update(bufferPointer: $0) }
+                    if let transform = job.transform {
+                        // The archive holds the transformed envelopes: so must the comparison.
+                        try transform.apply(record.line, into: &transformed)
+                        transformed.withUnsafeBytes { sourceHash.update(bufferPointer: $0) }
+                    } else {
+                        record.line.withUnsafeBytes { sourceHash.update(bufferPointer: $0) }
+                    }
                     sourceHash.update(data: [0x0A])
                     sourceCount += 1
                 }

@@ -1,0 +1,170 @@
+import FeedArchive
+import FeedArchiveTesting
+import Foundation
+import Testing
+
+/// A job with a `transform:` section on a real SQLite feed: what the archive holds is
+/// transformed, no redacted value (nor any 8-character piece of one) appears in a blob, the
+/// log, the metrics or `status`; verify against the source agrees; a backfill writes the same
+/// bytes; a changed section is refused until confirmed.
+@Suite struct TransformEndToEndTests {
+    static let key = "Kq7zP2vX9mW4rT6yB3nL"
+
+    static func makeFeed(_ path: String, count: Int) throws -> [String] {
+        var secrets: [String] = []
+        var sql =
+            "BEGIN; CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, entity TEXT, doc TEXT, at TEXT);\n"
+        for n in 1...count {
+            let email = "personal.mail.\(n)@example-\(n % 7).com"
+            let phone = "+47 9\(String(format: "%07d", n * 7919 % 10_000_000))"
+            secrets += [email, phone]
+            let doc =
+                #"{"id": \#(n), "name": "Ünï \"\#(n)\"", "email": "\#(email)", "password": "pw-\#(n)-secret", "#
+                + #""contact": {"phone": "\#(phone)", "city": "Oslo"}, "lines": [{"sku": "s\#(n)", "email": "\#(email)"}, 3], "ключ": \#(n % 2 == 0 ? "true" : "null")}"#
+            sql +=
+                "INSERT INTO outbox (entity, doc, at) VALUES ('e\(n % 50)', '\(doc.replacingOccurrences(of: "'", with: "''"))', '2026-11-18T\(10 + n / 3600):\(String(format: "%02d", n / 60 % 60)):\(String(format: "%02d", n % 60))Z');\n"
+        }
+        sql += "COMMIT;\n"
+        let file = path + ".sql"
+        try Data(sql.utf8).write(to: URL(fileURLWithPath: file))
+        let status = reap(try spawn("sqlite3", [path, ".read " + file]))
+        guard status == 0 else { throw FeedArchiveError.usage("sqlite3 failed") }
+        return secrets
+    }
+
+    static let job = """
+        name: people
+        source:
+          kind: sqlite
+          path: people.db
+          table: outbox
+          sequence_column: seq
+          document_column: doc
+          key_column: entity
+          timestamp_column: at
+        archive:
+          root: lake
+        batch:
+          max_records: 120
+        transform:
+          - drop: [password]
+          - select: [id, name, email, contact, lines, ключ]
+          - redact: {fields: [email, lines.email], key: "${PEOPLE_KEY}"}
+          - redact: {fields: [contact.phone], mask: "(hidden)"}
+
+        """
+
+    /// Every blob's content, decompressed, in manifest order per lineage.
+    static func contents(_ root: String) throws -> [String: [UInt8]] {
+        var result: [String: [UInt8]] = [:]
+        let manifest = root + "/_feedarchive/manifest"
+        for file in try FileManager.default.contentsOfDirectory(atPath: manifest).sorted() {
+            for line in try String(contentsOfFile: manifest + "/" + file, encoding: .utf8).split(separator: "\n") {
+                let entry = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                guard entry["kind"] as? String == "blob", let path = entry["path"] as? String else { continue }
+                let lineage = try #require(entry["lineage"] as? String)
+                #expect(entry["transform"] as? String != nil, "a blob line without its transform: \(line)")
+                let bytes = try Data(contentsOf: URL(fileURLWithPath: root + "/" + path))
+                result[lineage, default: []] += try Compression.zstd.makeDecoder().decodeAll(Array(bytes))
+            }
+        }
+        return result
+    }
+
+    @Test func redactedValuesNeverReachTheArchiveTheLogOrTheMetrics() async throws {
+        let dir = TempDirectory()
+        let secrets = try Self.makeFeed(dir.path + "/people.db", count: 600)
+        dir.write("people.yaml", Self.job)
+        let environment: [String: String?] = ["PEOPLE_KEY": Self.key]
+        let run = try await Binary.run(
+            ["run", dir.path + "/people.yaml", "--metrics-file", dir.path + "/people.prom"], environment: environment)
+        #expect(run.status == 0, "\(run.stderr)")
+        let status = try await Binary.run(["status", dir.path + "/people.yaml"], environment: environment)
+        let verify = try await Binary.run(
+            ["verify", dir.path + "/people.yaml", "--against-source", "--deep"], environment: environment)
+        #expect(verify.status == 0 && verify.stdout.contains("clean"), "\(verify.stdout)\(verify.stderr)")
+        let cat = try await Binary.run(["cat", dir.path + "/people.yaml"], environment: environment)
+        let root = dir.path + "/lake/people"
+        let archived = try Self.contents(root)["live"] ?? []
+        #expect(String(decoding: archived, as: UTF8.self) == cat.stdout)
+
+        // The transforms were applied: every line has its fields redacted, dropped, selected.
+        let lines = cat.stdout.split(separator: "\n")
+        #expect(lines.count == 600)
+        for line in lines.prefix(20) {
+            let envelope = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let after = try #require(envelope["after"] as? [String: Any])
+            #expect(Set(after.keys) == ["id", "name", "email", "contact", "lines", "ключ"])
+            #expect((after["email"] as? String)?.count == 64)
+            #expect((after["contact"] as? [String: Any])?["phone"] as? String == "(hidden)")
+        }
+        // Equal inputs, equal outputs: a person's email and the same email in their lines.
+        let first = try #require(try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
+        let after = try #require(first["after"] as? [String: Any])
+        #expect(((after["lines"] as? [Any])?.first as? [String: Any])?["email"] as? String == after["email"] as? String)
+
+        // No secret, nor any 8-character piece of one, anywhere the job writes or prints.
+        var everything = String(decoding: archived, as: UTF8.self)
+        everything += run.stdout + run.stderr + status.stdout + status.stderr + verify.stdout + cat.stderr
+        everything += (try? String(contentsOfFile: dir.path + "/people.prom", encoding: .utf8)) ?? ""
+        for file in (FileManager.default.enumerator(atPath: root + "/_feedarchive")?.allObjects as? [String]) ?? [] {
+            everything += (try? String(contentsOfFile: root + "/_feedarchive/" + file, encoding: .utf8)) ?? ""
+        }
+        // Every 8-byte window of what was written, to look each piece of a secret up at once.
+        let bytes = Array(everything.utf8)
+        var windows = Set<UInt64>()
+        func window(_ bytes: ArraySlice<UInt8>) -> UInt64 { bytes.reduce(0) { $0 << 8 | UInt64($1) } }
+        for start in 0...(bytes.count - 8) { windows.insert(window(bytes[start..<(start + 8)])) }
+        var leaks: [String] = []
+        for secret in secrets + [Self.key] {
+            let characters = Array(secret.utf8)
+            for start in 0...(characters.count - 8) {
+                let piece = characters[start..<(start + 8)]
+                // Pieces that are not personal (the shared domain) may appear.
+                let text = String(decoding: piece, as: UTF8.self)
+                if text.allSatisfy({ $0.isLetter || $0 == "." || $0 == "-" }) && !text.contains("personal") { continue }
+                if windows.contains(window(piece)) { leaks.append(text) }
+            }
+            if leaks.count > 3 { break }
+        }
+        #expect(leaks.isEmpty, "\(leaks.prefix(3))")
+
+        // A backfill of the same range under the same transforms writes the same bytes.
+        let backfill = try await Binary.run(
+            ["backfill", dir.path + "/people.yaml", "--from", "beginning"], environment: environment)
+        #expect(backfill.status == 0, "\(backfill.stderr)")
+        let lineages = try Self.contents(root)
+        let backfilled = lineages.filter { $0.key != "live" }.values.first ?? []
+        #expect(!backfilled.isEmpty && backfilled == archived)
+
+        // Another key is another transform: refused until confirmed.
+        let other: [String: String?] = ["PEOPLE_KEY": "another-key-0123456789"]
+        let refused = try await Binary.run(["run", dir.path + "/people.yaml"], environment: other)
+        #expect(refused.status == 78 && refused.stderr.contains("--transform-changed"), "\(refused.stderr)")
+        let confirmed = try await Binary.run(
+            ["run", dir.path + "/people.yaml", "--transform-changed"], environment: other)
+        #expect(confirmed.status == 0, "\(confirmed.stderr)")
+        let after2 = try await Binary.run(["run", dir.path + "/people.yaml"], environment: other)
+        #expect(after2.status == 0, "\(after2.stderr)")
+    }
+
+    @Test func aDocumentTheTransformsCannotTakeStopsTheRunLoudly() async throws {
+        let dir = TempDirectory()
+        _ = try Self.makeFeed(dir.path + "/people.db", count: 30)
+        let status = reap(
+            try spawn(
+                "sqlite3",
+                [
+                    dir.path + "/people.db",
+                    #"INSERT INTO outbox (entity, doc, at) VALUES ('x', '"a string"', '2026-11-18T11:00:00Z'); INSERT INTO outbox (entity, doc, at) VALUES ('y', '{"id": 1}', '2026-11-18T11:00:00Z')"#,
+                ]))
+        #expect(status == 0)
+        dir.write("people.yaml", Self.job)
+        let run = try await Binary.run(["run", dir.path + "/people.yaml"], environment: ["PEOPLE_KEY": Self.key])
+        #expect(run.status == 65 && run.stderr.contains("position 00000000000000000031"), "\(run.stderr)")
+        #expect(run.stderr.contains("is not a JSON object"))
+        // What came before it is archived; nothing after it.
+        let cat = try await Binary.run(["cat", dir.path + "/people.yaml"], environment: ["PEOPLE_KEY": Self.key])
+        #expect(cat.stdout.split(separator: "\n").count == 30)
+    }
+}
