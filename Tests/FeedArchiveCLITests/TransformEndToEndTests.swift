@@ -167,4 +167,99 @@ import Testing
         let cat = try await Binary.run(["cat", dir.path + "/people.yaml"], environment: ["PEOPLE_KEY": Self.key])
         #expect(cat.stdout.split(separator: "\n").count == 30)
     }
+
+    /// Filters under kill -9: cron-like runs killed at random moments, then one that finishes;
+    /// the archive's changes and the filtered counts account for every source change, and the
+    /// archive holds exactly the changes the filters keep.
+    @Test func filteredChangesAreAccountedForUnderKills() async throws {
+        let dir = TempDirectory()
+        let status = reap(
+            try spawn(
+                "sqlite3",
+                [
+                    dir.path + "/people.db",
+                    """
+                    CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, entity TEXT, op TEXT, doc TEXT, at TEXT);
+                    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+                    INSERT INTO outbox (entity, op, doc, at)
+                    SELECT 'e' || (i % 300), CASE WHEN i % 17 = 0 THEN 'd' ELSE 'u' END,
+                      json_object('id', i, 'kind', CASE i % 3 WHEN 0 THEN 'test' WHEN 1 THEN 'live' ELSE 'other' END, 'amount', i % 1000),
+                      printf('2026-11-18T%02d:%02d:%02dZ', 10 + i / 3600, i / 60 % 60, i % 60)
+                    FROM n;
+                    """,
+                ]))
+        #expect(status == 0)
+        dir.write(
+            "people.yaml",
+            """
+            name: people
+            source:
+              kind: sqlite
+              path: people.db
+              table: outbox
+              sequence_column: seq
+              document_column: doc
+              key_column: entity
+              op_column: op
+              timestamp_column: at
+            archive:
+              root: lake
+            batch:
+              max_records: 97
+            transform:
+              - filter: {name: no-tests, drop: {field: after.kind, equals: test}}
+              - filter: {name: no-deletes, drop: {op: d}}
+              - filter: {name: small, keep: {field: after.amount, lt: 700}}
+              - drop: [kind]
+
+            """)
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<30 {
+            let child = try Binary.start(["run", dir.path + "/people.yaml"])
+            usleep(UInt32.random(in: 0..<60_000, using: &rng))
+            child.signal(SIGKILL)
+            _ = await child.finish()
+        }
+        let run = try await Binary.run(["run", dir.path + "/people.yaml"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let verify = try await Binary.run(["verify", dir.path + "/people.yaml", "--full", "--against-source"])
+        #expect(verify.status == 0 && verify.stdout.contains("clean"), "\(verify.stdout)")
+
+        // Which changes the filters keep, computed from the source on its own.
+        var kept = 0
+        var counts: [String: Int] = ["no-tests": 0, "no-deletes": 0, "small": 0]
+        for i in 1...20000 {
+            if i % 3 == 0 {
+                counts["no-tests"]! += 1
+            } else if i % 17 == 0 {
+                counts["no-deletes"]! += 1
+            } else if i % 1000 >= 700 {
+                counts["small"]! += 1
+            } else {
+                kept += 1
+            }
+        }
+        let cat = try await Binary.run(["cat", dir.path + "/people.yaml"])
+        let lines = cat.stdout.split(separator: "\n")
+        #expect(lines.count == kept)
+        #expect(!cat.stdout.contains(#""kind""#) && !cat.stdout.contains(#""op":"d""#))
+        // The manifest's counts, per filter, over the live lines.
+        var filtered: [String: Int] = [:]
+        var records = 0
+        let manifest = dir.path + "/lake/people/_feedarchive/manifest"
+        for file in try FileManager.default.contentsOfDirectory(atPath: manifest).sorted() {
+            for line in try String(contentsOfFile: manifest + "/" + file, encoding: .utf8).split(separator: "\n") {
+                let entry = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                guard entry["kind"] as? String == "blob", entry["lineage"] as? String == "live" else { continue }
+                records += entry["records"] as? Int ?? 0
+                for (name, count) in entry["filtered"] as? [String: Int] ?? [:] { filtered[name, default: 0] += count }
+            }
+        }
+        #expect(records == kept && filtered == counts, "\(records) \(filtered) \(counts)")
+        #expect(records + filtered.values.reduce(0, +) == 20000)
+        let state = try await Binary.run(["status", dir.path + "/people.yaml"])
+        #expect(
+            state.stdout.contains("\(kept) changes (and \(20000 - kept) filtered out by the transform)"),
+            "\(state.stdout)")
+    }
 }

@@ -20,7 +20,7 @@ import Testing
     /// The transformed `after` and `before`, parsed for comparison.
     static func apply(_ transform: Transform, after: String, before: String = "null") throws -> (Any, Any) {
         var out: [UInt8] = []
-        try transform.apply(ArraySlice(Array(envelope(after: after, before: before).utf8)), into: &out)
+        #expect(try transform.apply(ArraySlice(Array(envelope(after: after, before: before).utf8)), into: &out) == nil)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(out)) as? [String: Any])
         #expect(object["pos"] as? String == "1" && (object["source"] as? [String: Any])?["table"] as? String == "t")
         return (object["after"] as Any, object["before"] as Any)
@@ -96,7 +96,7 @@ import Testing
         for after in [#""a string""#, "[1,2]", "3"] {
             var out: [UInt8] = []
             #expect(throws: Transform.Failure.self) {
-                try steps.apply(ArraySlice(Array(Self.envelope(after: after).utf8)), into: &out)
+                _ = try steps.apply(ArraySlice(Array(Self.envelope(after: after).utf8)), into: &out)
             }
         }
         // null (a delete) passes as it is.
@@ -106,7 +106,7 @@ import Testing
 
     @Test func errorsNameTheirPlace() throws {
         for (yaml, message) in [
-            ("- frob: [x]", "job.yaml:1:3: transform[0] must be one of drop, select"),
+            ("- frob: [x]", "job.yaml:1:3: transform[0] must be one of filter, drop, select"),
             ("- drop: [a..b]", "job.yaml:1:10: transform[0].drop: 'a..b' is not a field path"),
             ("- rename: {a: b.c}", "the new name 'b.c' must be one field name"),
             ("- redact: {fields: [a]}", "needs exactly one of key"),
@@ -129,5 +129,55 @@ import Testing
         let b = try Self.transform("- drop:\n  - a\n  - b\n- set:\n    c: 1")
         let c = try Self.transform("- drop: [b, a]\n- set: {c: 1}")
         #expect(a.hash == b.hash && a.hash != c.hash && a.hash.hasPrefix("sha256:"))
+    }
+
+    @Test func filtersKeepOrDropByTableOpAndField() throws {
+        let steps = try Self.transform(
+            """
+            - filter: {name: tables, keep: {table: [t, other]}}
+            - filter: {name: no-deletes, drop: {op: [d, t]}}
+            - filter: {name: tests, drop: {field: after.kind, in: [test, "demo"]}}
+            - filter: {name: big, drop: {field: after.n, gt: 1000}}
+            - filter: {name: flagged, drop: {field: after.meta.flag, exists: true}}
+            - filter: {name: key, drop: {field: key, equals: drop-me}}
+            - drop: [secret]
+            """)
+        func outcome(_ after: String, op: String = "u", key: String = #""k""#) throws -> String {
+            var out: [UInt8] = []
+            let line =
+                #"{"pos":"1","part":"0","op":""# + op + #"","ts":null,"key":"# + key + #","after":"# + after
+                + #","before":null,"source":{"table":"public.t"}}"#
+            guard let step = try steps.apply(ArraySlice(Array(line.utf8)), into: &out) else {
+                return String(decoding: out, as: UTF8.self)
+            }
+            return steps.steps[step].name
+        }
+        #expect(try outcome(#"{"kind":"live","n":5,"secret":1}"#).contains(#""after":{"kind":"live","n":5}"#))
+        #expect(try outcome(#"{"kind":"test"}"#) == "tests")
+        #expect(try outcome(#"{"kind":"test"}"#) == "tests")  // a value, however spelled
+        #expect(try outcome(#"{"n":1000.5}"#) == "big")
+        #expect(try outcome(#"{"n":1e3}"#).hasPrefix("{"))
+        #expect(try outcome(#"{"meta":{"flag":null}}"#) == "flagged")
+        #expect(try outcome("null", op: "d") == "no-deletes")
+        #expect(try outcome("{}", key: #""drop-me""#) == "key")
+        // A comparison with a value that is not a number is not a "no": the run is told.
+        #expect(throws: Transform.Failure.self) { try outcome(#"{"n":"5"}"#) }
+        // Missing fields compare as false.
+        #expect(try outcome("{}").hasPrefix("{"))
+        for (yaml, message) in [
+            ("- filter: {keep: {op: x}}", "'x' is not an op"),
+            ("- filter: {keep: {field: other.x, equals: 1}}", "must start with after., before. or key."),
+            ("- filter: {keep: {field: after.x}}", "exactly one test"),
+            ("- filter: {keep: {field: after.x, gt: abc}}", "is not a number"),
+            ("- filter: {keep: {op: c}, drop: {op: d}}", "exactly one of keep"),
+            ("- filter: {name: a, keep: {op: c}}\n- filter: {name: a, keep: {op: u}}", "two filters are named 'a'"),
+        ] {
+            do {
+                _ = try Self.transform(yaml)
+                Issue.record("accepted: \(yaml)")
+            } catch {
+                #expect("\(error)".contains(message), "\(yaml): \(error)")
+            }
+        }
     }
 }

@@ -52,6 +52,8 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
     /// The hash of the job's transform section the line's changes were written with (a blob
     /// line of a job with `transform:`).
     public var transform: String?
+    /// Changes of the line's range that the transform's filters left out, by filter name.
+    public var filtered: [String: Int64]?
 
     /// The line names a blob that holds changes (`blob`, or `compact`).
     public var namesBlob: Bool { kind == .blob || kind == .compact }
@@ -71,7 +73,7 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
         case replacedBytes = "replaced_bytes"
         case replacedRecords = "replaced_records"
         case replacedRawBytes = "replaced_raw_bytes"
-        case transform
+        case transform, filtered
     }
 
     public init(
@@ -152,6 +154,17 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
         int("replaced_records", replacedRecords)
         int("replaced_raw_bytes", replacedRawBytes)
         string("transform", transform)
+        if let filtered {
+            key("filtered")
+            for (index, name) in filtered.keys.sorted().enumerated() {
+                out.append(index == 0 ? 0x7B : 0x2C)
+                JSONText.appendString(name, to: &out)
+                out.append(0x3A)
+                JSONText.appendInt(filtered[name]!, to: &out)
+            }
+            out.append(filtered.isEmpty ? 0x7B : 0x7D)
+            if filtered.isEmpty { out.append(0x7D) }
+        }
         string("created_at", createdAt)
         string("run", run)
         string("reason", reason)

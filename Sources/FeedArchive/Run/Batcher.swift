@@ -28,6 +28,9 @@ struct Batcher {
         var first: Position
         var last: Position
         var records: Int64 = 0
+        /// Changes read from the source, written or filtered (`transform` filters).
+        var sourceRecords: Int64 = 0
+        var filtered: [String: Int64] = [:]
         var minTs: Int64?
         var maxTs: Int64?
         var lastCursor: String?
@@ -42,6 +45,7 @@ struct Batcher {
         var commit: BackgroundCommit
         var writer: BlobWriter
         var records: Int64
+        var filtered: Int64
         var rawBytes: Int64
         /// The token after the batch: what the source is acknowledged with once it is durable.
         var token: ContinuationToken
@@ -99,7 +103,7 @@ struct Batcher {
         // retains and releases each of its references.
         if open != nil && open!.lastCursor != nil {
             let full =
-                open!.records >= job.batch.maxRecords
+                open!.sourceRecords >= job.batch.maxRecords
                 || open!.writer.rawBytes + Int64(record.line.count + 1) > job.batch.maxBytes
             let laterBucket = bucket != nil && open!.bucket != nil && bucket! > open!.bucket!
             if full || laterBucket || partitionPath != open!.partitionPath { return false }
@@ -117,8 +121,9 @@ struct Batcher {
                 first: record.position, last: record.position, fromToken: encoded(token))
         }
         if let transform = job.transform {
+            let filteredBy: Int?
             do {
-                try transform.apply(record.line, into: &transformed)
+                filteredBy = try transform.apply(record.line, into: &transformed)
             } catch {
                 throw FeedArchiveError.data(
                     path: job.file,
@@ -127,11 +132,18 @@ struct Batcher {
                         "nothing from this change on was committed; mend the transform section (then run --transform-changed) or the source document, and run again"
                 )
             }
-            try open!.writer.append(line: transformed[...])
+            if let filteredBy {
+                // Accounted for, not written: the batch's range still covers it.
+                open!.filtered[transform.steps[filteredBy].name, default: 0] += 1
+            } else {
+                try open!.writer.append(line: transformed[...])
+                open!.records += 1
+            }
         } else {
             try open!.writer.append(line: record.line)
+            open!.records += 1
         }
-        open!.records += 1
+        open!.sourceRecords += 1
         open!.last = record.position
         open!.lastCursor = record.cursor
         open!.lastLine = record.line
@@ -162,7 +174,7 @@ struct Batcher {
         do {
             next = try await source.seal(
                 token.advancing(batch.partition, to: cursor), previous: token, partition: batch.partition,
-                records: batch.records, lastLine: batch.lastLine)
+                records: batch.sourceRecords, lastLine: batch.lastLine)
             if rawBytes > BlobWriter.pooledFrameLimit || inFlight.count >= Self.maxInFlight {
                 try await settle(summary: &summary)
             } else {
@@ -193,13 +205,14 @@ struct Batcher {
             maxTs: batch.maxTs.map { formatRFC3339(microseconds: $0) },
             run: archive.runID)
         entry.transform = job.transform?.hash
+        if !batch.filtered.isEmpty { entry.filtered = batch.filtered }
         let work = CommitWork(
             archive: archive, writer: batch.writer, finishing: finishing, relativePath: batch.directory + "/" + name,
             entry: entry)
         inFlight.append(
             InFlight(
                 commit: CommitQueue.shared.submit(work), writer: batch.writer, records: batch.records,
-                rawBytes: rawBytes, token: next))
+                filtered: batch.sourceRecords - batch.records, rawBytes: rawBytes, token: next))
         token = next
     }
 
@@ -237,6 +250,7 @@ struct Batcher {
         }
         summary.blobs += 1
         summary.records += flight.records
+        summary.filtered += flight.filtered
         summary.rawBytes += result.rawBytes
         summary.bytes += result.bytes
         options.liveness.beat()

@@ -40,6 +40,8 @@ public struct RunSummary: Sendable {
     public var job: String
     public var blobs = 0
     public var records: Int64 = 0
+    /// Changes the job's transform filters left out (accounted for in the manifest).
+    public var filtered: Int64 = 0
     public var rawBytes: Int64 = 0
     public var bytes: Int64 = 0
     public var fromToken: String = ""

@@ -28,8 +28,13 @@ public struct Transform: Sendable, CustomStringConvertible {
     public var description: String { "transform \(hash) (\(steps.count) steps)" }
 
     public struct Step: Sendable {
-        public enum Kind: String, Sendable { case drop, select, rename, set, redact }
+        public enum Kind: String, Sendable { case filter, drop, select, rename, set, redact }
         public let kind: Kind
+        /// `filter`: the rule's name (for the counts), whether matching records are kept (or
+        /// dropped), and the condition.
+        public let name: String
+        let keep: Bool
+        let condition: Condition?
         let root: PathNode
         /// `set` from another field: the source path of each target leaf.
         let sources: [[String]]
@@ -37,6 +42,20 @@ public struct Transform: Sendable, CustomStringConvertible {
         let mask: [UInt8]?
         /// The text the hash covers.
         let canonical: String
+    }
+
+    /// What a filter tests: the table, the op, or a field of `after`, `before` or `key`.
+    enum Condition: Sendable {
+        case table(Set<String>)
+        case op(Set<String>)
+        case field(document: Int, path: [String], test: Test)
+    }
+
+    enum Test: Sendable {
+        /// JSON values, compared as values (strings by their text, numbers by their value).
+        case equals([[UInt8]])
+        case exists(Bool)
+        case compare(String, Double)
     }
 
     /// The HMAC key: immutable once made, so shared between threads.
@@ -74,7 +93,7 @@ public struct Transform: Sendable, CustomStringConvertible {
             let map = try item.mapping("transform[\(number)]")
             guard map.keys.count == 1, let name = map.keys.first, let kind = Step.Kind(rawValue: name) else {
                 throw item.error(
-                    "transform[\(number)] must be one of drop, select, rename, set, redact (one per list item), not \(map.keys.joined(separator: ", "))"
+                    "transform[\(number)] must be one of filter, drop, select, rename, set, redact (one per list item), not \(map.keys.joined(separator: ", "))"
                 )
             }
             let body = try map.required(name)
@@ -97,7 +116,28 @@ public struct Transform: Sendable, CustomStringConvertible {
                 current.leaf = true
                 return current
             }
+            var filterName = ""
+            var keep = true
+            var condition: Condition?
             switch kind {
+            case .filter:
+                let spec = try body.mapping(what)
+                filterName = try spec.optional("name")?.string("\(what).name") ?? "filter\(number + 1)"
+                let keepNode = spec.optional("keep")
+                let dropNode = spec.optional("drop")
+                guard (keepNode == nil) != (dropNode == nil), let test = keepNode ?? dropNode else {
+                    throw body.error(
+                        "\(what) needs exactly one of keep (the records that stay) or drop (the records that go)")
+                }
+                keep = keepNode != nil
+                condition = try Self.condition(test, what: "\(what).\(keep ? "keep" : "drop")")
+                canonical += filterName + (keep ? " keep " : " drop ") + "\(condition!)"
+                try spec.finish()
+                steps.append(
+                    Step(
+                        kind: kind, name: filterName, keep: keep, condition: condition, root: root, sources: [],
+                        hmacKey: nil, mask: nil, canonical: canonical))
+                continue
             case .drop, .select:
                 for entry in try body.sequence(what) {
                     let text = try entry.string(what)
@@ -183,12 +223,67 @@ public struct Transform: Sendable, CustomStringConvertible {
             if root.children.isEmpty { throw body.error("\(what) names no field") }
             steps.append(
                 Step(
-                    kind: kind, root: root, sources: sources, hmacKey: hmacKey.map(RedactionKey.init), mask: mask,
-                    canonical: canonical))
+                    kind: kind, name: filterName, keep: keep, condition: condition, root: root, sources: sources,
+                    hmacKey: hmacKey.map(RedactionKey.init), mask: mask, canonical: canonical))
+        }
+        let names = steps.filter { $0.kind == .filter }.map(\.name)
+        if let twice = names.first(where: { name in names.filter { $0 == name }.count > 1 }) {
+            throw node.error("transform: two filters are named '\(twice)'; their counts would be one")
         }
         let text = steps.map(\.canonical).joined(separator: "\n")
         let digest = SHA256.hash(data: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
         return Transform(steps: steps, hash: "sha256:" + digest)
+    }
+
+    static func condition(_ node: ConfigNode, what: String) throws -> Condition {
+        let map = try node.mapping(what)
+        func strings(_ key: String) throws -> Set<String>? {
+            guard let value = map.optional(key) else { return nil }
+            if let list = try? value.sequence("\(what).\(key)") {
+                return Set(try list.map { try $0.string("\(what).\(key)") })
+            }
+            return [try value.string("\(what).\(key)")]
+        }
+        if let tables = try strings("table") {
+            try map.finish()
+            return .table(tables)
+        }
+        if let ops = try strings("op") {
+            for op in ops where !["c", "u", "d", "r", "t", "w"].contains(op) {
+                throw map.node.error("\(what).op: '\(op)' is not an op (c, u, d, r, t, w)")
+            }
+            try map.finish()
+            return .op(ops)
+        }
+        guard let fieldNode = map.optional("field") else {
+            throw map.node.error("\(what) needs table, op, or field (after.x, before.x or key.x) with a test")
+        }
+        let text = try fieldNode.string("\(what).field")
+        var parts = text.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count >= 1, parts.allSatisfy({ !$0.isEmpty }),
+            let document = ["after", "before", "key"].firstIndex(of: parts[0])
+        else {
+            throw fieldNode.error("\(what).field: '\(text)' must start with after., before. or key.")
+        }
+        parts.removeFirst()
+        if parts.isEmpty && document != 2 { throw fieldNode.error("\(what).field: '\(text)' names no field") }
+        var tests: [Test] = []
+        if let value = map.optional("equals") { tests.append(.equals([constant(value)])) }
+        if let value = map.optional("in") { tests.append(.equals(try value.sequence("\(what).in").map(constant))) }
+        if let value = map.optional("exists") { tests.append(.exists(try value.bool("\(what).exists"))) }
+        for op in ["lt", "le", "gt", "ge"] {
+            guard let value = map.optional(op) else { continue }
+            let text = try value.string("\(what).\(op)")
+            guard let number = Double(text), number.isFinite else {
+                throw value.error("\(what).\(op): '\(text)' is not a number")
+            }
+            tests.append(.compare(op, number))
+        }
+        guard tests.count == 1 else {
+            throw map.node.error("\(what) needs exactly one test: equals, in, exists, lt, le, gt or ge")
+        }
+        try map.finish()
+        return .field(document: document, path: parts, test: tests[0])
     }
 
     /// A YAML scalar as JSON: integers, decimals, true, false and null as they are, anything
@@ -212,42 +307,112 @@ public struct Transform: Sendable, CustomStringConvertible {
     }
 
     /// The envelope `line` with its `after` and `before` transformed, written to `out`
-    /// (emptied first).
-    public func apply(_ line: ArraySlice<UInt8>, into out: inout [UInt8]) throws {
+    /// (emptied first); or, when a filter drops the record, the index of that step (`out` is
+    /// then left empty).
+    public func apply(_ line: ArraySlice<UInt8>, into out: inout [UInt8]) throws -> Int? {
         out.removeAll(keepingCapacity: true)
         let ranges = try line.withUnsafeBufferPointer { try EnvelopeFields.split($0) }
         let base = line.startIndex
-        let after = (base + ranges[5].lowerBound)..<(base + ranges[5].upperBound)
-        let before = (base + ranges[6].lowerBound)..<(base + ranges[6].upperBound)
-        out.append(contentsOf: line[line.startIndex..<after.lowerBound])
-        try document(line[after], name: "after", into: &out)
-        out.append(contentsOf: line[after.upperBound..<before.lowerBound])
-        try document(line[before], name: "before", into: &out)
-        out.append(contentsOf: line[before.upperBound..<line.endIndex])
+        func field(_ index: Int) -> ArraySlice<UInt8> {
+            line[(base + ranges[index].lowerBound)..<(base + ranges[index].upperBound)]
+        }
+        var documents: [[UInt8]?] = [Array(field(5)), Array(field(6))]
+        for name in [0, 1] where documents[name].map({ $0.elementsEqual("null".utf8) }) == true {
+            documents[name] = nil
+        }
+        for (number, step) in steps.enumerated() {
+            if step.kind == .filter {
+                let matches: Bool
+                do {
+                    matches = try Self.matches(
+                        step.condition!, op: field(2), key: field(4), source: field(7), documents)
+                } catch let failure as Failure {
+                    throw Failure(description: "transform step \(number + 1) (filter \(step.name)): \(failure)")
+                }
+                if matches != step.keep { return number }
+                continue
+            }
+            for index in [0, 1] {
+                guard let current = documents[index] else { continue }
+                let name = index == 0 ? "after" : "before"
+                guard current.first == 0x7B else {
+                    throw Failure(description: "`\(name)` is not a JSON object, so its fields cannot be transformed")
+                }
+                var next: [UInt8] = []
+                next.reserveCapacity(current.count + 64)
+                let found = step.sources.map { Self.value(at: $0[...], in: current[...]) }
+                do {
+                    try rewrite(current[...], node: step.root, step: step, found: found, into: &next)
+                } catch let failure as Failure {
+                    throw Failure(
+                        description: "transform step \(number + 1) (\(step.kind.rawValue)) on `\(name)`: \(failure)")
+                }
+                documents[index] = next
+            }
+        }
+        out.append(contentsOf: line[line.startIndex..<(base + ranges[5].lowerBound)])
+        out.append(contentsOf: documents[0] ?? Array("null".utf8))
+        out.append(contentsOf: line[(base + ranges[5].upperBound)..<(base + ranges[6].lowerBound)])
+        out.append(contentsOf: documents[1] ?? Array("null".utf8))
+        out.append(contentsOf: line[(base + ranges[6].upperBound)..<line.endIndex])
+        return nil
     }
 
-    func document(_ value: ArraySlice<UInt8>, name: String, into out: inout [UInt8]) throws {
-        if value.elementsEqual("null".utf8) {
-            out.append(contentsOf: value)
-            return
-        }
-        guard value.first == 0x7B else {
-            throw Failure(description: "`\(name)` is not a JSON object, so its fields cannot be transformed")
-        }
-        var current = Array(value)
-        var next: [UInt8] = []
-        for (number, step) in steps.enumerated() {
-            next.removeAll(keepingCapacity: true)
-            let found = step.sources.map { Self.value(at: $0[...], in: current[...]) }
-            do {
-                try rewrite(current[...], node: step.root, step: step, found: found, into: &next)
-            } catch let failure as Failure {
-                throw Failure(
-                    description: "transform step \(number + 1) (\(step.kind.rawValue)) on `\(name)`: \(failure)")
+    /// Whether a record meets a filter's condition. A numeric comparison on a value that is not
+    /// a number is a failure, not a "no".
+    static func matches(
+        _ condition: Condition, op: ArraySlice<UInt8>, key: ArraySlice<UInt8>, source: ArraySlice<UInt8>,
+        _ documents: [[UInt8]?]
+    ) throws -> Bool {
+        switch condition {
+        case .op(let ops):
+            return ops.contains(JSONScan.string(op) ?? "")
+        case .table(let tables):
+            guard let table = JSONScan.field("table", in: source).flatMap({ JSONScan.string($0) }) else { return false }
+            return tables.contains(table) || tables.contains { table.hasSuffix("." + $0) }
+        case .field(let document, let path, let test):
+            let value: ArraySlice<UInt8>?
+            if document == 2 {
+                value = path.isEmpty ? key : (key.first == 0x7B ? Self.value(at: path[...], in: key) : nil)
+            } else {
+                value = documents[document].flatMap { Self.value(at: path[...], in: $0[...]) }
             }
-            swap(&current, &next)
+            switch test {
+            case .exists(let wanted):
+                return (value != nil) == wanted
+            case .equals(let candidates):
+                guard let value else { return false }
+                return candidates.contains { Self.jsonEqual($0[...], value) }
+            case .compare(let op, let bound):
+                guard let value else { return false }
+                guard let first = value.first, first == 0x2D || (0x30...0x39).contains(first),
+                    let number = Double(String(decoding: value, as: UTF8.self))
+                else {
+                    throw Failure(
+                        description:
+                            "\(path.joined(separator: ".")) is \(String(decoding: value.prefix(40), as: UTF8.self)), not a number to compare"
+                    )
+                }
+                switch op {
+                case "lt": return number < bound
+                case "le": return number <= bound
+                case "gt": return number > bound
+                default: return number >= bound
+                }
+            }
         }
-        out.append(contentsOf: current)
+    }
+
+    /// Two JSON values equal as values: strings by their text, numbers by their value, the
+    /// rest by their text.
+    static func jsonEqual(_ a: ArraySlice<UInt8>, _ b: ArraySlice<UInt8>) -> Bool {
+        if a.first == 0x22 || b.first == 0x22 {
+            return a.first == b.first && JSONScan.string(a) == JSONScan.string(b)
+        }
+        if let x = Double(String(decoding: a, as: UTF8.self)), let y = Double(String(decoding: b, as: UTF8.self)) {
+            return x == y
+        }
+        return a.elementsEqual(b)
     }
 
     /// The value at `path` in an object (first match; through arrays, the first element that
@@ -287,6 +452,7 @@ public struct Transform: Sendable, CustomStringConvertible {
             seen.insert(name)
             if child.leaf {
                 switch step.kind {
+                case .filter: continue  // filters name no fields
                 case .drop: continue
                 case .select:
                     field(name)

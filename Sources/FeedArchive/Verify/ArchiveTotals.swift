@@ -6,13 +6,35 @@ public struct ArchiveTotals: Codable, Equatable, Sendable {
     public var records: Int64 = 0
     public var bytes: Int64 = 0
     public var rawBytes: Int64 = 0
+    /// Changes the job's transform filters left out, over every blob line written (kept in
+    /// checkpoint.json only when there are some).
+    public var filtered: Int64 = 0
 
     enum CodingKeys: String, CodingKey {
         case blobs, records, bytes
         case rawBytes = "raw_bytes"
+        case filtered
     }
 
     public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        blobs = try container.decode(Int.self, forKey: .blobs)
+        records = try container.decode(Int64.self, forKey: .records)
+        bytes = try container.decode(Int64.self, forKey: .bytes)
+        rawBytes = try container.decode(Int64.self, forKey: .rawBytes)
+        filtered = try container.decodeIfPresent(Int64.self, forKey: .filtered) ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(blobs, forKey: .blobs)
+        try container.encode(records, forKey: .records)
+        try container.encode(bytes, forKey: .bytes)
+        try container.encode(rawBytes, forKey: .rawBytes)
+        if filtered > 0 { try container.encode(filtered, forKey: .filtered) }
+    }
 
     public init(_ manifest: Manifest) {
         for entry in manifest.entries { add(entry) }
@@ -38,6 +60,7 @@ public struct ArchiveTotals: Codable, Equatable, Sendable {
         }
         guard entry.kind == .blob else { return }
         blobs += 1
+        filtered += entry.filtered?.values.reduce(0, +) ?? 0
         records += entry.records ?? 0
         bytes += entry.bytes ?? 0
         rawBytes += entry.rawBytes ?? 0

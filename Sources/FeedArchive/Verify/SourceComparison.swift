@@ -17,6 +17,12 @@ extension Verifier {
                 let to = entry.toToken.flatMap({ try? ContinuationToken.decode($0) }),
                 let start = from.cursors[part], let end = to.cursors[part]
             else { continue }
+            if entry.transform != job.transform?.hash {
+                // Written under another transform section (`run --transform-changed`): the
+                // source cannot be made to read as it did.
+                unavailable += 1
+                continue
+            }
             do {
                 try await source.checkRetained(from: from)
             } catch {
@@ -39,7 +45,7 @@ extension Verifier {
                 for record in page.records {
                     if let transform = job.transform {
                         // The archive holds the transformed envelopes: so must the comparison.
-                        try transform.apply(record.line, into: &transformed)
+                        if try transform.apply(record.line, into: &transformed) != nil { continue }  // filtered
                         transformed.withUnsafeBytes { sourceHash.update(bufferPointer: $0) }
                     } else {
                         record.line.withUnsafeBytes { sourceHash.update(bufferPointer: $0) }
