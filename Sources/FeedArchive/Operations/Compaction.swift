@@ -80,6 +80,13 @@ struct Watermark: Codable, Equatable {
 /// every partition) and whose file no other line names. The records and their order are
 /// unchanged, byte for byte.
 public struct Compactor {
+    /// The transform section the replaced lines were all written with (nil when they differ,
+    /// or had none): the merged blob holds their bytes, so it was written with it too.
+    static func commonTransform(_ lines: [ManifestEntry]) -> String? {
+        guard let first = lines.first?.transform, lines.allSatisfy({ $0.transform == first }) else { return nil }
+        return first
+    }
+
     public let job: JobConfig
     public let fs: any FileSystem
 
@@ -469,6 +476,7 @@ public struct Compactor {
             run: archive.runID)
         entry.replaces = group.lines.map(\.seq)
         entry.replacedBytes = group.lines.reduce(0) { $0 + ($1.bytes ?? 0) }
+        entry.transform = Self.commonTransform(group.lines)
         try archive.appendManifestLine(entry)  // the commit point
         for line in group.lines where line.path != placed {
             try fs.remove(archive.layout.absolute(line.path!))
@@ -560,6 +568,7 @@ public struct Compactor {
             run: archive.runID)
         entry.replaces = all.map(\.seq)
         entry.replacedBytes = all.reduce(0) { $0 + ($1.bytes ?? 0) }
+        entry.transform = Self.commonTransform(all)
         let replacedRecords = all.reduce(Int64(0)) { $0 + ($1.records ?? 0) }
         let replacedRaw = all.reduce(Int64(0)) { $0 + ($1.rawBytes ?? 0) }
         if replacedRecords != records { entry.replacedRecords = replacedRecords }
