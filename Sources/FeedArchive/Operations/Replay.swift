@@ -410,7 +410,7 @@ struct RowConverter {
             return [.text(String(decoding: key, as: UTF8.self))]
         }
         let keyFields = key.first == 0x7B ? JSONScan.fields(key) : nil
-        let documentFields = document.flatMap { JSONScan.fields($0) }
+        var documentFields: [(name: String, value: ArraySlice<UInt8>)]?? = .none  // read only when needed
         return try shape.keyColumns.map { column in
             let field = column.field ?? column.name
             let value: ArraySlice<UInt8>
@@ -421,7 +421,10 @@ struct RowConverter {
                 value = found
             } else if shape.keyColumns.count == 1, !key.elementsEqual("null".utf8) {
                 value = key
-            } else if let found = documentFields?.first(where: { $0.name == field })?.value {
+            } else if let found = {
+                if documentFields == nil { documentFields = .some(document.flatMap { JSONScan.fields($0) }) }
+                return documentFields!?.first(where: { $0.name == field })?.value
+            }() {
                 value = found
             } else {
                 throw ReplayConversion.Reason(

@@ -184,15 +184,16 @@ public enum JSONScan {
     /// The top-level fields of an object: name and the value's text; nil when `text` is not
     /// an object.
     public static func fields(_ text: ArraySlice<UInt8>) -> [(name: String, value: ArraySlice<UInt8>)]? {
-        let bytes = Array(text)
         let base = text.startIndex
-        return bytes.withUnsafeBufferPointer { buffer -> [(String, ArraySlice<UInt8>)]? in
+        // Straight over the slice's storage (no copy), typed as returned (no array cast).
+        return text.withUnsafeBufferPointer { buffer -> [(name: String, value: ArraySlice<UInt8>)]? in
             var index = 0
             func skipSpace() { while index < buffer.count && isSpace(buffer[index]) { index += 1 } }
             skipSpace()
             guard index < buffer.count, buffer[index] == 0x7B else { return nil }
             index += 1
-            var result: [(String, ArraySlice<UInt8>)] = []
+            var result: [(name: String, value: ArraySlice<UInt8>)] = []
+            result.reserveCapacity(8)
             skipSpace()
             if index < buffer.count && buffer[index] == 0x7D { return result }
             while true {
@@ -209,7 +210,7 @@ public enum JSONScan {
                 guard var end = try? EnvelopeFields.skipValue(buffer, from: index) else { return nil }
                 let after = end
                 while end > index && isSpace(buffer[end - 1]) { end -= 1 }  // a literal's trailing space
-                result.append((name, text[(base + index)..<(base + end)]))
+                result.append((name: name, value: text[(base + index)..<(base + end)]))
                 end = after
                 index = end
                 skipSpace()
@@ -225,9 +226,8 @@ public enum JSONScan {
 
     /// The elements of an array, nil when `text` is not an array.
     public static func elements(_ text: ArraySlice<UInt8>) -> [ArraySlice<UInt8>]? {
-        let bytes = Array(text)
         let base = text.startIndex
-        return bytes.withUnsafeBufferPointer { buffer -> [ArraySlice<UInt8>]? in
+        return text.withUnsafeBufferPointer { buffer -> [ArraySlice<UInt8>]? in
             var index = 0
             func skipSpace() { while index < buffer.count && isSpace(buffer[index]) { index += 1 } }
             skipSpace()
