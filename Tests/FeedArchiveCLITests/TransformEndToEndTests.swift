@@ -183,7 +183,7 @@ import Testing
                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
                     INSERT INTO outbox (entity, op, doc, at)
                     SELECT 'e' || (i % 300), CASE WHEN i % 17 = 0 THEN 'd' ELSE 'u' END,
-                      json_object('id', i, 'kind', CASE i % 3 WHEN 0 THEN 'test' WHEN 1 THEN 'live' ELSE 'other' END, 'amount', i % 1000),
+                      json_object('id', i, 'kind', CASE i % 3 WHEN 0 THEN 'test' WHEN 1 THEN 'live' ELSE 'other' END, 'amount', i % 1000, 'region', CASE WHEN i <= 10000 THEN 'north' ELSE 'south' END),
                       printf('2026-11-18T%02d:%02d:%02dZ', 10 + i / 3600, i / 60 % 60, i % 60)
                     FROM n;
                     """,
@@ -210,6 +210,7 @@ import Testing
               - filter: {name: no-tests, drop: {field: after.kind, equals: test}}
               - filter: {name: no-deletes, drop: {op: d}}
               - filter: {name: small, keep: {field: after.amount, lt: 700}}
+              - partition_by: "region={after.region}"
               - drop: [kind]
 
             """)
@@ -257,6 +258,9 @@ import Testing
         }
         #expect(records == kept && filtered == counts, "\(records) \(filtered) \(counts)")
         #expect(records + filtered.values.reduce(0, +) == 20000)
+        // partition_by made the folders, from a field the next step dropped.
+        let folders = try FileManager.default.contentsOfDirectory(atPath: dir.path + "/lake/people/data")
+        #expect(Set(folders) == ["region=north", "region=south"], "\(folders)")
         let state = try await Binary.run(["status", dir.path + "/people.yaml"])
         #expect(
             state.stdout.contains("\(kept) changes (and \(20000 - kept) filtered out by the transform)"),

@@ -180,4 +180,34 @@ import Testing
             }
         }
     }
+
+    @Test func partitionByRendersAFolderFromFields() throws {
+        let steps = try Self.transform(
+            "- partition_by: \"tenant={after.tenant}/k={key}/n={after.meta.n}\"\n- drop: [tenant]")
+        var out: [UInt8] = []
+        var path: String?
+        let line =
+            #"{"pos":"1","part":"0","op":"u","ts":null,"key":"a/b","after":{"tenant":"ü ../x","meta":{"n":3}},"before":null,"source":{}}"#
+        #expect(try steps.apply(ArraySlice(Array(line.utf8)), into: &out, path: &path) == nil)
+        let folders = try #require(path).split(separator: "/").map(String.init)
+        #expect(
+            folders.count == 3 && folders[0].hasPrefix("tenant=") && folders[1].hasPrefix("k=") && folders[2] == "n=3")
+        #expect(!folders.contains("..") && !String(decoding: out, as: UTF8.self).contains("tenant"))
+        let missing = #"{"pos":"1","part":"0","op":"d","ts":null,"key":null,"after":null,"before":null,"source":{}}"#
+        _ = try steps.apply(ArraySlice(Array(missing.utf8)), into: &out, path: &path)
+        #expect(path == "tenant=_/k=_/n=_")
+        for (yaml, message) in [
+            ("- partition_by: \"tenant\"", "names no field"),
+            ("- partition_by: \"t={other.x}\"", "must name a field of after, before or key"),
+            ("- partition_by: \"t={after.x\"", "without a closing"),
+            ("- partition_by: \"a={after.x}\"\n- partition_by: \"b={after.y}\"", "only one partition_by"),
+        ] {
+            do {
+                _ = try Self.transform(yaml)
+                Issue.record("accepted: \(yaml)")
+            } catch {
+                #expect("\(error)".contains(message), "\(yaml): \(error)")
+            }
+        }
+    }
 }

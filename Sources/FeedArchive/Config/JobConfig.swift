@@ -57,7 +57,12 @@ public struct JobConfig: Sendable {
             }
             return seconds
         }
-        let transform = try root.optional("transform").map { try Transform.parse($0, base: base) }
+        let transformNode = root.optional("transform")
+        let transform = try transformNode.map { try Transform.parse($0, base: base) }
+        if let transform, transform.partitions, archive.partitionPath != nil {
+            throw transformNode!.error(
+                "transform has a partition_by and archive.partition_path is set: one makes the folders, keep one")
+        }
         try root.finish()
         var job = JobConfig(
             name: name, file: file, sourceKind: kind, sourceSettings: source.node,

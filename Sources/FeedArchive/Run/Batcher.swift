@@ -96,9 +96,29 @@ struct Batcher {
     /// added, when the open batch must be closed first.
     mutating func append(_ record: FeedRecord, partition: String, token: ContinuationToken) throws -> Bool {
         let bucket = record.timestamp.map { bucketer.bucket($0) }
-        let partitionPath =
+        var partitionPath =
             job.archive.partitionPath == nil
             ? nil : renderPartitionPath(job.archive.partitionPath, value: record.pathValue)
+        var filteredBy: Int?
+        if let transform = job.transform {
+            do {
+                var path: String?
+                filteredBy = try transform.apply(record.line, into: &transformed, path: &path)
+                if transform.partitions {
+                    // A filtered change joins the open batch's folder: it only needs a range.
+                    partitionPath = filteredBy == nil || open == nil ? path : open!.partitionPath
+                }
+            } catch {
+                // The changes before it are whole: commit them first, then fail on this one.
+                if open != nil && open!.lastCursor != nil { return false }
+                throw FeedArchiveError.data(
+                    path: job.file,
+                    message: "partition \(partition), position \(record.position): \(error)",
+                    hint:
+                        "nothing from this change on was committed; mend the transform section (then run --transform-changed) or the source document, and run again"
+                )
+            }
+        }
         // Field by field, not `if let current = open`: copying the batch state per change
         // retains and releases each of its references.
         if open != nil && open!.lastCursor != nil {
@@ -121,17 +141,6 @@ struct Batcher {
                 first: record.position, last: record.position, fromToken: encoded(token))
         }
         if let transform = job.transform {
-            let filteredBy: Int?
-            do {
-                filteredBy = try transform.apply(record.line, into: &transformed)
-            } catch {
-                throw FeedArchiveError.data(
-                    path: job.file,
-                    message: "partition \(partition), position \(record.position): \(error)",
-                    hint:
-                        "nothing from this change on was committed; mend the transform section (then run --transform-changed) or the source document, and run again"
-                )
-            }
             if let filteredBy {
                 // Accounted for, not written: the batch's range still covers it.
                 open!.filtered[transform.steps[filteredBy].name, default: 0] += 1

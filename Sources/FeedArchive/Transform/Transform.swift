@@ -24,17 +24,24 @@ public struct Transform: Sendable, CustomStringConvertible {
     public let steps: [Step]
     /// `sha256:` and the hex digest of the section's canonical text.
     public let hash: String
+    /// The job has a `partition_by` step: it, not `archive.partition_path`, makes the folders.
+    public var partitions: Bool { steps.contains { $0.kind == .partitionBy } }
 
     public var description: String { "transform \(hash) (\(steps.count) steps)" }
 
     public struct Step: Sendable {
-        public enum Kind: String, Sendable { case filter, drop, select, rename, set, redact }
+        public enum Kind: String, Sendable {
+            case filter, drop, select, rename, set, redact
+            case partitionBy = "partition_by"
+        }
         public let kind: Kind
         /// `filter`: the rule's name (for the counts), whether matching records are kept (or
         /// dropped), and the condition.
         public let name: String
         let keep: Bool
         let condition: Condition?
+        /// `partition_by`: the folder path's pieces, text or a field (document, path).
+        let template: [TemplatePiece]
         let root: PathNode
         /// `set` from another field: the source path of each target leaf.
         let sources: [[String]]
@@ -42,6 +49,11 @@ public struct Transform: Sendable, CustomStringConvertible {
         let mask: [UInt8]?
         /// The text the hash covers.
         let canonical: String
+    }
+
+    enum TemplatePiece: Sendable {
+        case text(String)
+        case field(document: Int, path: [String])
     }
 
     /// What a filter tests: the table, the op, or a field of `after`, `before` or `key`.
@@ -93,7 +105,7 @@ public struct Transform: Sendable, CustomStringConvertible {
             let map = try item.mapping("transform[\(number)]")
             guard map.keys.count == 1, let name = map.keys.first, let kind = Step.Kind(rawValue: name) else {
                 throw item.error(
-                    "transform[\(number)] must be one of filter, drop, select, rename, set, redact (one per list item), not \(map.keys.joined(separator: ", "))"
+                    "transform[\(number)] must be one of filter, drop, select, rename, set, redact, partition_by (one per list item), not \(map.keys.joined(separator: ", "))"
                 )
             }
             let body = try map.required(name)
@@ -119,7 +131,20 @@ public struct Transform: Sendable, CustomStringConvertible {
             var filterName = ""
             var keep = true
             var condition: Condition?
+            var template: [TemplatePiece] = []
             switch kind {
+            case .partitionBy:
+                let text = try body.string(what)
+                template = try Self.template(text, node: body, what: what)
+                canonical += text
+                if steps.contains(where: { $0.kind == .partitionBy }) {
+                    throw item.error("\(what): only one partition_by; its path is the blob's folder")
+                }
+                steps.append(
+                    Step(
+                        kind: kind, name: "", keep: true, condition: nil, template: template, root: root, sources: [],
+                        hmacKey: nil, mask: nil, canonical: canonical))
+                continue
             case .filter:
                 let spec = try body.mapping(what)
                 filterName = try spec.optional("name")?.string("\(what).name") ?? "filter\(number + 1)"
@@ -135,8 +160,8 @@ public struct Transform: Sendable, CustomStringConvertible {
                 try spec.finish()
                 steps.append(
                     Step(
-                        kind: kind, name: filterName, keep: keep, condition: condition, root: root, sources: [],
-                        hmacKey: nil, mask: nil, canonical: canonical))
+                        kind: kind, name: filterName, keep: keep, condition: condition, template: [], root: root,
+                        sources: [], hmacKey: nil, mask: nil, canonical: canonical))
                 continue
             case .drop, .select:
                 for entry in try body.sequence(what) {
@@ -223,8 +248,8 @@ public struct Transform: Sendable, CustomStringConvertible {
             if root.children.isEmpty { throw body.error("\(what) names no field") }
             steps.append(
                 Step(
-                    kind: kind, name: filterName, keep: keep, condition: condition, root: root, sources: sources,
-                    hmacKey: hmacKey.map(RedactionKey.init), mask: mask, canonical: canonical))
+                    kind: kind, name: filterName, keep: keep, condition: condition, template: template, root: root,
+                    sources: sources, hmacKey: hmacKey.map(RedactionKey.init), mask: mask, canonical: canonical))
         }
         let names = steps.filter { $0.kind == .filter }.map(\.name)
         if let twice = names.first(where: { name in names.filter { $0 == name }.count > 1 }) {
@@ -233,6 +258,33 @@ public struct Transform: Sendable, CustomStringConvertible {
         let text = steps.map(\.canonical).joined(separator: "\n")
         let digest = SHA256.hash(data: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
         return Transform(steps: steps, hash: "sha256:" + digest)
+    }
+
+    /// `tenant={after.tenantId}/kind={key.kind}`: text and fields of after, before or key.
+    static func template(_ text: String, node: ConfigNode, what: String) throws -> [TemplatePiece] {
+        var pieces: [TemplatePiece] = []
+        var rest = Substring(text)
+        while let open = rest.firstIndex(of: "{") {
+            if open > rest.startIndex { pieces.append(.text(String(rest[..<open]))) }
+            guard let close = rest[open...].firstIndex(of: "}") else {
+                throw node.error("\(what): '{' without a closing '}' in '\(text)'")
+            }
+            let field = String(rest[rest.index(after: open)..<close])
+            var parts = field.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+            guard let document = ["after", "before", "key"].firstIndex(of: parts.first ?? ""),
+                parts.dropFirst().allSatisfy({ !$0.isEmpty }), parts.count > 1 || document == 2
+            else {
+                throw node.error("\(what): '{\(field)}' must name a field of after, before or key ({after.tenantId})")
+            }
+            parts.removeFirst()
+            pieces.append(.field(document: document, path: parts))
+            rest = rest[rest.index(after: close)...]
+        }
+        if !rest.isEmpty { pieces.append(.text(String(rest))) }
+        guard pieces.contains(where: { if case .field = $0 { true } else { false } }) else {
+            throw node.error("\(what): '\(text)' names no field; a fixed folder is archive.partition_path")
+        }
+        return pieces
     }
 
     static func condition(_ node: ConfigNode, what: String) throws -> Condition {
@@ -310,7 +362,14 @@ public struct Transform: Sendable, CustomStringConvertible {
     /// (emptied first); or, when a filter drops the record, the index of that step (`out` is
     /// then left empty).
     public func apply(_ line: ArraySlice<UInt8>, into out: inout [UInt8]) throws -> Int? {
+        var path: String?
+        return try apply(line, into: &out, path: &path)
+    }
+
+    /// `apply`, and the folder path `partition_by` renders (nil without one).
+    public func apply(_ line: ArraySlice<UInt8>, into out: inout [UInt8], path: inout String?) throws -> Int? {
         out.removeAll(keepingCapacity: true)
+        path = nil
         let ranges = try line.withUnsafeBufferPointer { try EnvelopeFields.split($0) }
         let base = line.startIndex
         func field(_ index: Int) -> ArraySlice<UInt8> {
@@ -321,6 +380,10 @@ public struct Transform: Sendable, CustomStringConvertible {
             documents[name] = nil
         }
         for (number, step) in steps.enumerated() {
+            if step.kind == .partitionBy {
+                path = Self.render(step.template, key: field(4), documents)
+                continue
+            }
             if step.kind == .filter {
                 let matches: Bool
                 do {
@@ -329,7 +392,13 @@ public struct Transform: Sendable, CustomStringConvertible {
                 } catch let failure as Failure {
                     throw Failure(description: "transform step \(number + 1) (filter \(step.name)): \(failure)")
                 }
-                if matches != step.keep { return number }
+                if matches != step.keep {
+                    // Its folder, as far as the documents tell, for a batch that opens on it.
+                    if let partition = steps.first(where: { $0.kind == .partitionBy }) {
+                        path = Self.render(partition.template, key: field(4), documents)
+                    }
+                    return number
+                }
                 continue
             }
             for index in [0, 1] {
@@ -356,6 +425,32 @@ public struct Transform: Sendable, CustomStringConvertible {
         out.append(contentsOf: documents[1] ?? Array("null".utf8))
         out.append(contentsOf: line[(base + ranges[6].upperBound)..<line.endIndex])
         return nil
+    }
+
+    /// The folder path: each field's value (a string's text, any other value's JSON text; `_`
+    /// when absent or null), sanitised as partition paths are.
+    static func render(_ template: [TemplatePiece], key: ArraySlice<UInt8>, _ documents: [[UInt8]?]) -> String? {
+        var text = ""
+        for piece in template {
+            switch piece {
+            case .text(let literal): text += literal
+            case .field(let document, let path):
+                let value: ArraySlice<UInt8>?
+                if document == 2 {
+                    value = path.isEmpty ? key : (key.first == 0x7B ? Self.value(at: path[...], in: key) : nil)
+                } else {
+                    value = documents[document].flatMap { Self.value(at: path[...], in: $0[...]) }
+                }
+                var piece = "_"
+                if let value, !value.elementsEqual("null".utf8) {
+                    piece =
+                        value.first == 0x22 ? (JSONScan.string(value) ?? "_") : String(decoding: value, as: UTF8.self)
+                }
+                // A value never makes folders of its own.
+                text += sanitizePathComponent(piece.replacingOccurrences(of: "/", with: "_"))
+            }
+        }
+        return renderPartitionPath(text, value: nil)
     }
 
     /// Whether a record meets a filter's condition. A numeric comparison on a value that is not
@@ -452,7 +547,7 @@ public struct Transform: Sendable, CustomStringConvertible {
             seen.insert(name)
             if child.leaf {
                 switch step.kind {
-                case .filter: continue  // filters name no fields
+                case .filter, .partitionBy: continue  // they name no fields
                 case .drop: continue
                 case .select:
                     field(name)
