@@ -12,6 +12,7 @@ struct CatCommand: AsyncParsableCommand {
             Examples:
               feedarchive cat quickstart | head
               feedarchive cat quickstart --from 2026-11-23T00:00:00Z --until 2026-11-23T06:00:00Z
+              feedarchive cat quickstart --rejected
             """)
 
     @OptionGroup var selection: JobSelection
@@ -22,9 +23,19 @@ struct CatCommand: AsyncParsableCommand {
     @Option(help: "Stop at this token, or before this time.")
     var until: String?
 
+    @Flag(
+        help:
+            "Print the dead letters instead: the changes the job's transform could not take, each with the reason and its envelope as the source gave it."
+    )
+    var rejected = false
+
     func run() async throws {
         try await Frontend.run(job: selection.job) {
             let reader = try ArchiveReader(job: try selection.load())
+            if rejected {
+                try reader.readRejected { FileHandle.standardOutput.write(Data($0)) }
+                return
+            }
             try reader.read(from: from.map(ArchiveReader.Bound.init), until: until.map(ArchiveReader.Bound.init)) {
                 chunk in
                 FileHandle.standardOutput.write(Data(chunk))

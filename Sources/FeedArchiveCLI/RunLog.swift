@@ -44,7 +44,7 @@ struct RunLog {
             summary.compacted.flatMap { $0.blobs > 0 ? ", compacted \($0.blobs) blobs into \($0.into)" : nil } ?? ""
         let pruned = summary.pruned.flatMap { $0 > 0 ? ", retention removed \($0) blobs" : nil } ?? ""
         let text =
-            "feedarchive: \(summary.job): ok, \(summary.blobs) blobs, \(summary.records) changes\(summary.filtered > 0 ? " (\(summary.filtered) filtered)" : ""), \(humanBytes(summary.rawBytes)) -> \(humanBytes(summary.bytes))\(ratio) in \(String(format: "%.2f", summary.seconds)) s, stopped at \(summary.stoppedBy)\(lag)\(compacted)\(pruned)"
+            "feedarchive: \(summary.job): ok, \(summary.blobs) blobs, \(summary.records) changes\(summary.filtered > 0 ? " (\(summary.filtered) filtered)" : "")\(summary.rejected > 0 ? " (\(summary.rejected) REJECTED by the transform: see feedarchive cat --rejected)" : ""), \(humanBytes(summary.rawBytes)) -> \(humanBytes(summary.bytes))\(ratio) in \(String(format: "%.2f", summary.seconds)) s, stopped at \(summary.stoppedBy)\(lag)\(compacted)\(pruned)"
         var fields: [(String, Any)] = [
             ("level", "info"), ("event", "run"), ("job", summary.job), ("exit", 0), ("blobs", summary.blobs),
             ("records", summary.records), ("raw_bytes", summary.rawBytes), ("bytes", summary.bytes),

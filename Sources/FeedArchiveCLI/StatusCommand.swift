@@ -75,7 +75,7 @@ struct StatusCommand: AsyncParsableCommand {
         let totals = report.totals
         let ratio = totals.ratio > 0 ? String(format: ", ratio %.1fx", totals.ratio) : ""
         lines.append(
-            "blobs       \(totals.blobs), \(totals.records) changes\(totals.filtered > 0 ? " (and \(totals.filtered) filtered out by the transform)" : ""), \(humanBytes(totals.bytes)) compressed from \(humanBytes(totals.rawBytes))\(ratio)"
+            "blobs       \(totals.blobs), \(totals.records) changes\(totals.filtered > 0 ? " (and \(totals.filtered) filtered out by the transform)" : "")\(totals.rejected > 0 ? " (and \(totals.rejected) rejected by the transform: feedarchive cat --rejected)" : ""), \(humanBytes(totals.bytes)) compressed from \(humanBytes(totals.rawBytes))\(ratio)"
         )
         if let damage = report.damage {
             lines.append("manifest    damaged at \(damage.file):\(damage.line): \(damage.message)")

@@ -148,7 +148,10 @@ import Testing
         #expect(after2.status == 0, "\(after2.stderr)")
     }
 
-    @Test func aDocumentTheTransformsCannotTakeStopsTheRunLoudly() async throws {
+    /// A record the transforms cannot take is neither archived as it is nor dropped: it goes to
+    /// the dead letters with the reason (its documents withheld, since the job redacts), is
+    /// counted, and `cat --rejected` shows it; the changes around it are archived.
+    @Test func aDocumentTheTransformsCannotTakeIsADeadLetter() async throws {
         let dir = TempDirectory()
         _ = try Self.makeFeed(dir.path + "/people.db", count: 30)
         let status = reap(
@@ -156,16 +159,29 @@ import Testing
                 "sqlite3",
                 [
                     dir.path + "/people.db",
-                    #"INSERT INTO outbox (entity, doc, at) VALUES ('x', '"a string"', '2026-11-18T11:00:00Z'); INSERT INTO outbox (entity, doc, at) VALUES ('y', '{"id": 1}', '2026-11-18T11:00:00Z')"#,
+                    #"INSERT INTO outbox (entity, doc, at) VALUES ('x', '"personal.mail.secret@example.com"', '2026-11-18T11:00:00Z'); INSERT INTO outbox (entity, doc, at) VALUES ('y', '{"id": 1}', '2026-11-18T11:00:00Z')"#,
                 ]))
         #expect(status == 0)
         dir.write("people.yaml", Self.job)
-        let run = try await Binary.run(["run", dir.path + "/people.yaml"], environment: ["PEOPLE_KEY": Self.key])
-        #expect(run.status == 65 && run.stderr.contains("position 00000000000000000031"), "\(run.stderr)")
-        #expect(run.stderr.contains("is not a JSON object"))
-        // What came before it is archived; nothing after it.
-        let cat = try await Binary.run(["cat", dir.path + "/people.yaml"], environment: ["PEOPLE_KEY": Self.key])
-        #expect(cat.stdout.split(separator: "\n").count == 30)
+        let environment: [String: String?] = ["PEOPLE_KEY": Self.key]
+        let run = try await Binary.run(["run", dir.path + "/people.yaml"], environment: environment)
+        #expect(run.status == 0 && run.stderr.contains("1 REJECTED by the transform"), "\(run.stderr)")
+        let cat = try await Binary.run(["cat", dir.path + "/people.yaml"], environment: environment)
+        #expect(cat.stdout.split(separator: "\n").count == 31)
+        let rejected = try await Binary.run(["cat", dir.path + "/people.yaml", "--rejected"], environment: environment)
+        let letters = rejected.stdout.split(separator: "\n")
+        #expect(letters.count == 1, "\(rejected.stdout)")
+        let letter = try #require(
+            try JSONSerialization.jsonObject(with: Data((letters.first ?? "").utf8)) as? [String: Any])
+        #expect(letter["pos"] as? String == "00000000000000000031" && letter["withheld"] as? Bool == true)
+        #expect((letter["reason"] as? String)?.contains("is not a JSON object") == true)
+        #expect(((letter["envelope"] as? [String: Any])?["key"] as? String) == "x")
+        #expect(!rejected.stdout.contains("secret@example"))
+        let state = try await Binary.run(["status", dir.path + "/people.yaml"], environment: environment)
+        #expect(state.stdout.contains("1 rejected by the transform"), "\(state.stdout)")
+        let verify = try await Binary.run(
+            ["verify", dir.path + "/people.yaml", "--full", "--against-source"], environment: environment)
+        #expect(verify.status == 0 && verify.stdout.contains("clean"), "\(verify.stdout)")
     }
 
     /// Filters under kill -9: cron-like runs killed at random moments, then one that finishes;

@@ -14,6 +14,11 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
         /// Retention removed the blobs of the lines `replaces` names (all before a cut in
         /// time); the lines stay, so the proof still chains through their ranges.
         case prune
+        /// Dead letters: changes of the range `first_pos`..`last_pos` the job's transform could
+        /// not take, each with the reason and its envelope as the source gave it, in a blob under
+        /// `_feedarchive/rejected/`. Not a link of the continuity proof: the blob line of the
+        /// same range counts them (`rejected`).
+        case rejected
     }
 
     public var seq: Int64
@@ -54,6 +59,8 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
     public var transform: String?
     /// Changes of the line's range that the transform's filters left out, by filter name.
     public var filtered: [String: Int64]?
+    /// Changes of the line's range the transform could not take (in the dead letters).
+    public var rejected: Int64?
 
     /// The line names a blob that holds changes (`blob`, or `compact`).
     public var namesBlob: Bool { kind == .blob || kind == .compact }
@@ -73,7 +80,7 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
         case replacedBytes = "replaced_bytes"
         case replacedRecords = "replaced_records"
         case replacedRawBytes = "replaced_raw_bytes"
-        case transform, filtered
+        case transform, filtered, rejected
     }
 
     public init(
@@ -165,6 +172,7 @@ public struct ManifestEntry: Codable, Equatable, Sendable {
             out.append(filtered.isEmpty ? 0x7B : 0x7D)
             if filtered.isEmpty { out.append(0x7D) }
         }
+        int("rejected", rejected)
         string("created_at", createdAt)
         string("run", run)
         string("reason", reason)

@@ -2,6 +2,9 @@ import Foundation
 
 /// Where everything of one job lives under the lake root (DESIGN.md "Layout").
 public struct ArchiveLayout: Sendable {
+    /// Dead letters, relative to the job root.
+    public static let rejectedFolder = "_feedarchive/rejected"
+
     /// `<lake>/<job>`.
     public let jobRoot: String
 

@@ -35,6 +35,37 @@ public struct ArchiveReader {
         }
     }
 
+    /// Hands `output` the dead letters (`_feedarchive/rejected/`), one JSON object a line
+    /// (`{pos, part, reason, envelope}`), in manifest order, each change once (a run killed
+    /// after writing a batch's dead letters writes them again when it reads the batch again).
+    public func readRejected(to output: ([UInt8]) throws -> Void) throws {
+        var seen = Set<String>()
+        for entry in archive.manifest.entries where entry.kind == .rejected {
+            guard let path = entry.path else { continue }
+            let absolute = archive.layout.absolute(path)
+            guard let bytes = try archive.fs.read(absolute) else {
+                throw FeedArchiveError.data(
+                    path: absolute, message: "the dead letters named by manifest seq \(entry.seq) are missing")
+            }
+            let decoded: [UInt8]
+            do {
+                decoded = try Compression.zstd.makeDecoder().decodeAll(bytes)
+            } catch {
+                throw FeedArchiveError.data(path: absolute, message: "cannot decode: \(error)")
+            }
+            var chunk: [UInt8] = []
+            for line in decoded.split(separator: 0x0A, omittingEmptySubsequences: true) {
+                let where_ =
+                    (JSONScan.field("part", in: line).flatMap { JSONScan.string($0) } ?? "") + "\u{1}"
+                    + (JSONScan.field("pos", in: line).flatMap { JSONScan.string($0) } ?? "")
+                guard seen.insert(where_).inserted else { continue }
+                chunk += line
+                chunk.append(0x0A)
+            }
+            if !chunk.isEmpty { try output(chunk) }
+        }
+    }
+
     /// Hands `output` the changes after `from` and before `until`, in feed order. A token bound
     /// selects whole blobs (after the blob that ends at `from`, through the blob that ends at
     /// `until`); a time bound keeps the changes whose `ts` is at or after `from` and before

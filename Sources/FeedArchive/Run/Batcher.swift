@@ -31,6 +31,9 @@ struct Batcher {
         /// Changes read from the source, written or filtered (`transform` filters).
         var sourceRecords: Int64 = 0
         var filtered: [String: Int64] = [:]
+        /// Changes the transform could not take, and their blob (`_feedarchive/rejected/`).
+        var rejected: Int64 = 0
+        var deadLetters: BlobWriter?
         var minTs: Int64?
         var maxTs: Int64?
         var lastCursor: String?
@@ -46,6 +49,7 @@ struct Batcher {
         var writer: BlobWriter
         var records: Int64
         var filtered: Int64
+        var rejected: Int64
         var rawBytes: Int64
         /// The token after the batch: what the source is acknowledged with once it is durable.
         var token: ContinuationToken
@@ -100,23 +104,22 @@ struct Batcher {
             job.archive.partitionPath == nil
             ? nil : renderPartitionPath(job.archive.partitionPath, value: record.pathValue)
         var filteredBy: Int?
+        var rejection: String?
         if let transform = job.transform {
+            var path: String?
             do {
-                var path: String?
                 filteredBy = try transform.apply(record.line, into: &transformed, path: &path)
-                if transform.partitions {
-                    // A filtered change joins the open batch's folder: it only needs a range.
-                    partitionPath = filteredBy == nil || open == nil ? path : open!.partitionPath
-                }
+            } catch let failure as Transform.Failure {
+                // Not archived as it is and not dropped: a dead letter with the reason.
+                rejection = failure.description
             } catch {
-                // The changes before it are whole: commit them first, then fail on this one.
-                if open != nil && open!.lastCursor != nil { return false }
                 throw FeedArchiveError.data(
-                    path: job.file,
-                    message: "partition \(partition), position \(record.position): \(error)",
-                    hint:
-                        "nothing from this change on was committed; mend the transform section (then run --transform-changed) or the source document, and run again"
-                )
+                    path: job.file, message: "partition \(partition), position \(record.position): \(error)",
+                    hint: "nothing from this change on was committed: the source gave a line that is not an envelope")
+            }
+            if transform.partitions {
+                // A filtered or rejected change joins the open batch's folder: it only needs a range.
+                partitionPath = (filteredBy == nil && rejection == nil) || open == nil ? path : open!.partitionPath
             }
         }
         // Field by field, not `if let current = open`: copying the batch state per change
@@ -140,7 +143,32 @@ struct Batcher {
                 writer: writer, partition: partition, directory: relative, partitionPath: partitionPath, bucket: bucket,
                 first: record.position, last: record.position, fromToken: encoded(token))
         }
-        if let transform = job.transform {
+        if let rejection {
+            if open!.deadLetters == nil {
+                open!.deadLetters = try archive.beginBlob(
+                    relativeDirectory: ArchiveLayout.rejectedFolder, partition: "rejected-" + partition,
+                    first: record.position, compression: .zstd, level: 3, workers: 1)
+            }
+            var letter: [UInt8] = []
+            letter.reserveCapacity(record.line.count + rejection.utf8.count + 64)
+            JSONText.appendLiteral(#"{"pos":"#, to: &letter)
+            JSONText.appendString(record.position.rawValue, to: &letter)
+            JSONText.appendLiteral(#","part":"#, to: &letter)
+            JSONText.appendString(partition, to: &letter)
+            JSONText.appendLiteral(#","reason":"#, to: &letter)
+            JSONText.appendString(rejection, to: &letter)
+            if job.transform?.redacts == true {
+                // Its documents are what the redaction was to hide: they stay in the source.
+                JSONText.appendLiteral(#","withheld":true,"envelope":"#, to: &letter)
+                letter.append(contentsOf: Transform.withheld(record.line))
+            } else {
+                JSONText.appendLiteral(#","envelope":"#, to: &letter)
+                letter.append(contentsOf: record.line)
+            }
+            letter.append(0x7D)
+            try open!.deadLetters!.append(line: letter[...])
+            open!.rejected += 1
+        } else if let transform = job.transform {
             if let filteredBy {
                 // Accounted for, not written: the batch's range still covers it.
                 open!.filtered[transform.steps[filteredBy].name, default: 0] += 1
@@ -175,6 +203,29 @@ struct Batcher {
             )
         }
         open = nil
+        if let letters = batch.deadLetters {
+            // Dead letters go first, on this thread, once the commits in flight are settled:
+            // their line must not race the commit thread's. Killed between the two, the next run
+            // reads the batch again and writes its dead letters again (`cat --rejected` shows
+            // each change once).
+            do {
+                try await settle(summary: &summary)
+                var entry = ManifestEntry(
+                    kind: .rejected, lineage: lineage, part: batch.partition, records: batch.rejected,
+                    firstPos: batch.first.rawValue, lastPos: batch.last.rawValue, run: archive.runID)
+                entry.transform = job.transform?.hash
+                let name =
+                    sanitizePathComponent(batch.partition) + "_" + batch.first.rawValue + "_" + batch.last.rawValue
+                    + Compression.zstd.fileExtension
+                _ = try archive.commit(
+                    blob: letters, relativePath: ArchiveLayout.rejectedFolder + "/" + name, entry: entry, newToken: nil)
+                summary.rejected += batch.rejected
+            } catch {
+                letters.abort(fs: archive.fs)
+                batch.writer.abort(fs: archive.fs)
+                throw error
+            }
+        }
         let rawBytes = batch.writer.rawBytes  // read before the writer is handed over
         // A small frame ends on the finishing queue, beside the reading of the next batch; a
         // large one in its commit.
@@ -215,13 +266,15 @@ struct Batcher {
             run: archive.runID)
         entry.transform = job.transform?.hash
         if !batch.filtered.isEmpty { entry.filtered = batch.filtered }
+        if batch.rejected > 0 { entry.rejected = batch.rejected }
         let work = CommitWork(
             archive: archive, writer: batch.writer, finishing: finishing, relativePath: batch.directory + "/" + name,
             entry: entry)
         inFlight.append(
             InFlight(
                 commit: CommitQueue.shared.submit(work), writer: batch.writer, records: batch.records,
-                filtered: batch.sourceRecords - batch.records, rawBytes: rawBytes, token: next))
+                filtered: batch.sourceRecords - batch.records - batch.rejected, rejected: batch.rejected,
+                rawBytes: rawBytes, token: next))
         token = next
     }
 
@@ -288,6 +341,7 @@ struct Batcher {
     /// Drops the open batch (a partition set aside inside a group): its temp file is deleted.
     mutating func abort() {
         open?.writer.abort(fs: archive.fs)
+        open?.deadLetters?.abort(fs: archive.fs)
         open = nil
     }
 

@@ -42,6 +42,8 @@ public struct RunSummary: Sendable {
     public var records: Int64 = 0
     /// Changes the job's transform filters left out (accounted for in the manifest).
     public var filtered: Int64 = 0
+    /// Changes the transform could not take: in the dead letters (`cat --rejected`).
+    public var rejected: Int64 = 0
     public var rawBytes: Int64 = 0
     public var bytes: Int64 = 0
     public var fromToken: String = ""

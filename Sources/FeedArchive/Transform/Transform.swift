@@ -26,6 +26,22 @@ public struct Transform: Sendable, CustomStringConvertible {
     public let hash: String
     /// The job has a `partition_by` step: it, not `archive.partition_path`, makes the folders.
     public var partitions: Bool { steps.contains { $0.kind == .partitionBy } }
+    /// The job redacts: a dead letter must not hold the documents the redaction was to hide.
+    public var redacts: Bool { steps.contains { $0.kind == .redact } }
+
+    /// The envelope with `after` and `before` replaced by `null`: what a dead letter of a job
+    /// that redacts keeps (the position and key say which source change it was).
+    public static func withheld(_ line: ArraySlice<UInt8>) -> [UInt8] {
+        guard let ranges = try? line.withUnsafeBufferPointer({ try EnvelopeFields.split($0) }) else { return [] }
+        let base = line.startIndex
+        var out: [UInt8] = []
+        out.append(contentsOf: line[line.startIndex..<(base + ranges[5].lowerBound)])
+        out.append(contentsOf: "null".utf8)
+        out.append(contentsOf: line[(base + ranges[5].upperBound)..<(base + ranges[6].lowerBound)])
+        out.append(contentsOf: "null".utf8)
+        out.append(contentsOf: line[(base + ranges[6].upperBound)..<line.endIndex])
+        return out
+    }
 
     public var description: String { "transform \(hash) (\(steps.count) steps)" }
 
@@ -470,6 +486,12 @@ public struct Transform: Sendable, CustomStringConvertible {
             if document == 2 {
                 value = path.isEmpty ? key : (key.first == 0x7B ? Self.value(at: path[...], in: key) : nil)
             } else {
+                if let current = documents[document], current.first != 0x7B {
+                    throw Failure(
+                        description:
+                            "`\(document == 0 ? "after" : "before")` is not a JSON object, so it has no field \(path.joined(separator: "."))"
+                    )
+                }
                 value = documents[document].flatMap { Self.value(at: path[...], in: $0[...]) }
             }
             switch test {

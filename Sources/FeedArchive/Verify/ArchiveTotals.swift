@@ -9,11 +9,13 @@ public struct ArchiveTotals: Codable, Equatable, Sendable {
     /// Changes the job's transform filters left out, over every blob line written (kept in
     /// checkpoint.json only when there are some).
     public var filtered: Int64 = 0
+    /// Changes the transform could not take (in the dead letters), over every blob line.
+    public var rejected: Int64 = 0
 
     enum CodingKeys: String, CodingKey {
         case blobs, records, bytes
         case rawBytes = "raw_bytes"
-        case filtered
+        case filtered, rejected
     }
 
     public init() {}
@@ -25,6 +27,7 @@ public struct ArchiveTotals: Codable, Equatable, Sendable {
         bytes = try container.decode(Int64.self, forKey: .bytes)
         rawBytes = try container.decode(Int64.self, forKey: .rawBytes)
         filtered = try container.decodeIfPresent(Int64.self, forKey: .filtered) ?? 0
+        rejected = try container.decodeIfPresent(Int64.self, forKey: .rejected) ?? 0
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -34,6 +37,7 @@ public struct ArchiveTotals: Codable, Equatable, Sendable {
         try container.encode(bytes, forKey: .bytes)
         try container.encode(rawBytes, forKey: .rawBytes)
         if filtered > 0 { try container.encode(filtered, forKey: .filtered) }
+        if rejected > 0 { try container.encode(rejected, forKey: .rejected) }
     }
 
     public init(_ manifest: Manifest) {
@@ -61,6 +65,7 @@ public struct ArchiveTotals: Codable, Equatable, Sendable {
         guard entry.kind == .blob else { return }
         blobs += 1
         filtered += entry.filtered?.values.reduce(0, +) ?? 0
+        rejected += entry.rejected ?? 0
         records += entry.records ?? 0
         bytes += entry.bytes ?? 0
         rawBytes += entry.rawBytes ?? 0

@@ -87,6 +87,8 @@ struct Continuity {
                     Link(entry: entry, from: fromCursor, to: toCursor, first: first, last: last, token: from))
             case .prune:
                 continue  // the lines it names stay links (the verifier counts them intact)
+            case .rejected:
+                continue  // dead letters: the blob line of the same range is the link
             case .split, .merge, .heartbeat:
                 // A heartbeat continues a cursor as a later one with nothing in between.
                 guard let from = token(entry.fromToken) else { continue }

@@ -45,7 +45,11 @@ extension Verifier {
                 for record in page.records {
                     if let transform = job.transform {
                         // The archive holds the transformed envelopes: so must the comparison.
-                        if try transform.apply(record.line, into: &transformed) != nil { continue }  // filtered
+                        do {
+                            if try transform.apply(record.line, into: &transformed) != nil { continue }  // filtered
+                        } catch is Transform.Failure {
+                            continue  // a dead letter, counted on the line
+                        }
                         transformed.withUnsafeBytes { sourceHash.update(bufferPointer: $0) }
                     } else {
                         record.line.withUnsafeBytes { sourceHash.update(bufferPointer: $0) }
