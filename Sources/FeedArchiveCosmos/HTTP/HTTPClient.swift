@@ -6,7 +6,7 @@ import NIOPosix
 import NIOSSL
 import Synchronization
 
-/// A small HTTP/1.1 client over SwiftNIO, for the Cosmos DB REST API: GET requests on
+/// A small HTTP/1.1 client over SwiftNIO, for the Cosmos DB REST API: requests on
 /// keep-alive connections, TLS for `https` (the system's trust roots and the bundle
 /// `SSL_CERT_FILE` names; the host name checked), an optional HTTP proxy (`HTTPProxy`: a
 /// `CONNECT` tunnel for https), and a time limit per request.
@@ -106,30 +106,41 @@ final class HTTPClient: Sendable {
     /// the answer (closed or reset by the server or a load balancer while it was idle) is
     /// replaced once by a new one: the request is idempotent. A time-out is not retried.
     func get(_ target: String, headers: [(String, String)]) async throws -> Response {
+        try await request(.GET, target, headers: headers, body: nil)
+    }
+
+    /// `method` on `target` with an optional body (sent with its Content-Length). Only for
+    /// requests that are idempotent (an upsert, a delete, a read, a query): a reused connection
+    /// that fails before the answer is replaced once by a new one, as for `get`.
+    func request(_ method: HTTPMethod, _ target: String, headers: [(String, String)], body: [UInt8]?) async throws
+        -> Response
+    {
         if let reused = idle.withLock({ $0.popLast() }) {
             do {
-                return try await exchange(on: reused, target: target, headers: headers)
+                return try await exchange(on: reused, method: method, target: target, headers: headers, body: body)
             } catch Failure.timedOut(let seconds) {
                 throw Failure.timedOut(seconds)
             } catch {
                 // Go on with a new connection.
             }
         }
-        return try await exchange(on: try await connect(), target: target, headers: headers)
+        return try await exchange(
+            on: try await connect(), method: method, target: target, headers: headers, body: body)
     }
 
-    private func exchange(on connection: Connection, target: String, headers: [(String, String)]) async throws
-        -> Response
-    {
+    private func exchange(
+        on connection: Connection, method: HTTPMethod, target: String, headers: [(String, String)], body: [UInt8]?
+    ) async throws -> Response {
         // Through a proxy, plain http asks the proxy for the absolute URL (https is tunnelled).
         let plainProxy = secure ? nil : proxy
         var request = HTTPRequestHead(
-            version: .http1_1, method: .GET, uri: plainProxy == nil ? target : "http://\(hostHeader)\(target)")
+            version: .http1_1, method: method, uri: plainProxy == nil ? target : "http://\(hostHeader)\(target)")
         request.headers.add(name: "Host", value: hostHeader)
         if let authorization = plainProxy?.authorization {
             request.headers.add(name: "Proxy-Authorization", value: authorization)
         }
         for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body { request.headers.add(name: "Content-Length", value: String(body.count)) }
         let head = request
         let channel = connection.channel
         let collector = connection.collector
@@ -146,6 +157,10 @@ final class HTTPClient: Sendable {
             }
             collector.expect(promise)
             channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            if let body, !body.isEmpty {
+                channel.write(
+                    HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: body))), promise: nil)
+            }
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
             let timer = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
                 promise.fail(Failure.timedOut(timeout))

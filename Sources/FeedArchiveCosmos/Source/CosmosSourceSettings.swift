@@ -41,45 +41,13 @@ public struct CosmosSourceSettings: Sendable {
             guard !value.isEmpty else { throw map.node.error("source.\(key) is empty") }
             return value
         }
-        let endpointText = try required("endpoint")
-        guard var endpoint = URL(string: endpointText), let scheme = endpoint.scheme,
-            ["http", "https"].contains(scheme), endpoint.host != nil
-        else {
-            throw map.optional("endpoint")!.error(
-                "source.endpoint must be an http(s) URL such as https://myaccount.documents.azure.com:443/, not '\(endpointText)'"
-            )
-        }
-        if !endpoint.absoluteString.hasSuffix("/") { endpoint = URL(string: endpoint.absoluteString + "/")! }
+        let account = try Account.parse(map, what: "source")
+        let endpoint = account.endpoint
+        let authorization = account.authorization
+        let keySetting = account.keySetting
+        places.merge(account.places) { new, _ in new }
         let database = try required("database")
         let container = try required("container")
-
-        let keyNode = map.optional("key")
-        let keyFileNode = map.optional("key_file")
-        let keyText: String
-        var keySetting = "source.key"
-        switch (keyNode, keyFileNode) {
-        case (nil, nil):
-            throw map.node.error("source needs the account key: key: ${ENV_VAR} or key_file: PATH")
-        case (.some, .some):
-            throw keyFileNode!.error("source has both key and key_file; keep one")
-        case (let node?, nil):
-            places["key"] = node.place
-            keyText = try node.string("source.key")
-        case (nil, let node?):
-            places["key"] = node.place
-            keySetting = "source.key_file"
-            let path = JobConfig.resolve(try node.string("source.key_file"), base: parentDirectory(of: node.file))
-            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8)
-            else {
-                throw node.error("cannot read the key file \(path)")
-            }
-            keyText = text
-        }
-        guard let authorization = MasterKeyAuthorization(base64Key: keyText) else {
-            // The key itself is not repeated: it may be a real secret with a typo.
-            throw FeedArchiveError.badJobFile(
-                place: places["key"]!, message: "the account key is not base64 (\(keyText.count) characters)")
-        }
 
         var mode = CosmosFeedMode.latestVersion
         if let node = map.optional("mode") {
@@ -120,6 +88,63 @@ public struct CosmosSourceSettings: Sendable {
         settings.places = places
         settings.keySetting = keySetting
         return settings
+    }
+
+    /// The account's endpoint and key from a `source:` or `target:` block: `endpoint`, and
+    /// `key: ${ENV_VAR}` or `key_file:` (relative to the job file). The key is never printed.
+    struct Account {
+        var endpoint: URL
+        var authorization: MasterKeyAuthorization
+        /// `<what>.key` or `<what>.key_file`.
+        var keySetting: String
+        var places: [String: String]
+
+        static func parse(_ map: ConfigMapping, what: String) throws -> Account {
+            var places: [String: String] = [:]
+            guard let endpointNode = map.optional("endpoint") else {
+                throw map.node.error("\(what) is missing the required key 'endpoint'")
+            }
+            places["endpoint"] = endpointNode.place
+            let endpointText = try endpointNode.string("\(what).endpoint")
+            guard var endpoint = URL(string: endpointText), let scheme = endpoint.scheme,
+                ["http", "https"].contains(scheme), endpoint.host != nil
+            else {
+                throw endpointNode.error(
+                    "\(what).endpoint must be an http(s) URL such as https://myaccount.documents.azure.com:443/, not '\(endpointText)'"
+                )
+            }
+            if !endpoint.absoluteString.hasSuffix("/") { endpoint = URL(string: endpoint.absoluteString + "/")! }
+            let keyNode = map.optional("key")
+            let keyFileNode = map.optional("key_file")
+            let keyText: String
+            var keySetting = "\(what).key"
+            switch (keyNode, keyFileNode) {
+            case (nil, nil):
+                throw map.node.error("\(what) needs the account key: key: ${ENV_VAR} or key_file: PATH")
+            case (.some, .some):
+                throw keyFileNode!.error("\(what) has both key and key_file; keep one")
+            case (let node?, nil):
+                places["key"] = node.place
+                keyText = try node.string("\(what).key")
+            case (nil, let node?):
+                places["key"] = node.place
+                keySetting = "\(what).key_file"
+                let path = JobConfig.resolve(
+                    try node.string("\(what).key_file"), base: parentDirectory(of: node.file))
+                guard let data = FileManager.default.contents(atPath: path),
+                    let text = String(data: data, encoding: .utf8)
+                else {
+                    throw node.error("cannot read the key file \(path)")
+                }
+                keyText = text
+            }
+            guard let authorization = MasterKeyAuthorization(base64Key: keyText) else {
+                // The key itself is not repeated: it may be a real secret with a typo.
+                throw FeedArchiveError.badJobFile(
+                    place: places["key"]!, message: "the account key is not base64 (\(keyText.count) characters)")
+            }
+            return Account(endpoint: endpoint, authorization: authorization, keySetting: keySetting, places: places)
+        }
     }
 
     /// An error about a setting, at its place in the job file.
