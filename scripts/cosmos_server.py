@@ -10,12 +10,24 @@ retention window of the all-versions-and-deletes mode (400).
 Served (every request but /_control is checked against the master key, HMAC-SHA256):
   GET  /                                     database account (the SDK's first request)
   GET  /dbs/{db}, /dbs/{db}/colls/{coll}     database and container
+  POST /dbs/{db}/colls                       create a container (id, partitionKey.paths)
   GET  /dbs/{db}/colls/{coll}/pkranges       partition key ranges, itself an incremental feed
   GET  /dbs/{db}/colls/{coll}/docs           change feed (A-IM: Incremental Feed, or
                                              Full-Fidelity Feed + wire format 2021-09-15)
-  POST /dbs/{db}/colls/{coll}/docs           create or upsert (x-ms-documentdb-is-upsert)
+  POST /dbs/{db}/colls/{coll}/docs           create or upsert (x-ms-documentdb-is-upsert), or a
+                                             query (x-ms-documentdb-isquery; only
+                                             SELECT * FROM c WHERE c.id = @id)
+  GET  /dbs/{db}/colls/{coll}/docs/{id}      point read (x-ms-documentdb-partitionkey)
   PUT/DELETE /dbs/{db}/colls/{coll}/docs/{id} replace, delete
   POST /_control                             test control, JSON: see `control()`
+
+The partition key path is the container's (`/pk` for the one made at start, any one-level or
+nested path for a container created with POST .../colls); the value in a written document
+must equal the x-ms-documentdb-partitionkey header, as the service checks.
+A storm with `"on": "docs"` answers requests on documents (writes, point reads, queries)
+rather than change feed reads, and so does `{"action": "slow", "on": "docs", "seconds": S}`.
+`{"action": "previous_images", "deletes": false}` makes deletes come without their previous
+image in the all-versions feed (the service's default).
 
 Departures from a real account, none visible to a change feed client: LSNs come from one
 counter for the whole container (each range's LSNs increase, with gaps), so children of a
@@ -61,11 +73,29 @@ def http_date(ts=None):
     return email.utils.formatdate(ts if ts is not None else time.time(), usegmt=True)
 
 
+def value_at(doc, path):
+    """The value at a partition key path (`/a/b`) in a document, or None."""
+    value = doc
+    for segment in [p for p in path.split("/") if p]:
+        if not isinstance(value, dict) or segment not in value:
+            return None
+        value = value[segment]
+    return value
+
+
+def set_at(doc, path, value):
+    """Sets the value at a partition key path, making the objects on the way."""
+    segments = [p for p in path.split("/") if p]
+    for segment in segments[:-1]:
+        doc = doc.setdefault(segment, {})
+    doc[segments[-1]] = value
+
+
 class Change:
     """One write: its LSN, the document after it (None for a delete) and before it."""
     __slots__ = ("lsn", "epk", "key", "op", "ts", "doc", "prev", "prev_lsn", "latest_bytes", "full_bytes")
 
-    def __init__(self, lsn, epk, key, op, ts, doc, prev, prev_lsn):
+    def __init__(self, lsn, epk, key, op, ts, doc, prev, prev_lsn, pk_path="/pk", previous_on_delete=True):
         self.lsn, self.epk, self.key, self.op, self.ts = lsn, epk, key, op, ts
         self.doc, self.prev, self.prev_lsn = doc, prev, prev_lsn
         self.latest_bytes = json.dumps(doc, separators=(",", ":")).encode() if doc is not None else None
@@ -76,18 +106,20 @@ class Change:
         if op == "delete":
             item["current"] = {}
             metadata["id"] = key[1]
-            metadata["partitionKey"] = {"pk": key[0]}
+            metadata["partitionKey"] = {[p for p in pk_path.split("/") if p][-1]: key[0]}
         else:
             item["current"] = doc
         item["metadata"] = metadata
-        if prev is not None:
+        if prev is not None and (op != "delete" or previous_on_delete):
             item["previous"] = prev
         self.full_bytes = json.dumps(item, separators=(",", ":")).encode()
 
 
 class Container:
-    def __init__(self, db, coll, ranges, rid):
+    def __init__(self, db, coll, ranges, rid, pk_path="/pk"):
         self.db, self.id, self.rid = db, coll, rid
+        self.pk_path = pk_path
+        self.previous_on_delete = True
         self.lsn = 0
         self.changes = []          # in LSN order
         self.lsns = []             # the LSN of each change, for bisect
@@ -173,7 +205,8 @@ class Container:
                 kind = "replace" if before is not None else "create"
                 doc = dict(body)
                 doc["id"] = doc_id
-                doc["pk"] = pk
+                if value_at(doc, self.pk_path) is None:
+                    set_at(doc, self.pk_path, pk)
                 doc["_rid"] = self.rid + base64.b64encode(lsn.to_bytes(6, "big")).decode().replace("/", "-")
                 doc["_self"] = "dbs/%s/colls/%s/docs/%s" % (self.db, self.id, doc_id)
                 doc["_etag"] = '"%016x"' % (lsn * 7919 % (1 << 64))
@@ -181,7 +214,8 @@ class Container:
                 doc["_ts"] = ts
                 doc["_lsn"] = lsn
             change = Change(lsn, epk_of(pk), key, kind, ts, doc,
-                            before.doc if before else None, before.lsn if before else 0)
+                            before.doc if before else None, before.lsn if before else 0,
+                            self.pk_path, self.previous_on_delete)
             self.changes.append(change)
             self.lsns.append(lsn)
             if doc is not None:
@@ -228,9 +262,12 @@ class Server:
         self.key = base64.b64decode(key)
         self.lock = threading.Lock()
         self.db = db
+        self.ranges = ranges
         self.containers = {(db, coll): Container(db, coll, ranges, "pLJ8AKkkcQA=")}
         self.storms = []       # {"status", "count", "range", "retry_after_ms", "substatus"}
         self.slow = {}         # range id -> seconds added to each change feed read of it
+        self.slow_docs = 0     # seconds added to each request on documents ("on": "docs")
+        self.doc_requests = {}  # "upsert", "create", "replace", "delete", "read", "query" -> count
         self.requests = 0
         self.feed_requests = []  # (range id, status) of each change feed read, for tests
         self.endpoint = ""
@@ -286,27 +323,94 @@ class Server:
                 raise CosmosError(404, "NotFound", "Resource Not Found: dbs/%s" % parts[1])
             return 200, {}, {"id": self.db, "_rid": "pLJ8AA==", "_self": "dbs/pLJ8AA==/", "_etag": '"0"',
                              "_colls": "colls/", "_users": "users/", "_ts": 1751371200}
+        if parts[2] == "colls" and len(parts) == 3 and verb == "POST":
+            return self.create_container(parts[1], json.loads(body or b"{}"))
         if parts[2] != "colls" or len(parts) < 4:
             raise CosmosError(404, "NotFound", "no resource at /%s" % "/".join(parts))
         c = self.container(parts[1], parts[3])
         if len(parts) == 4:
-            return 200, {}, {
+            return 200, {}, self.container_resource(c)
+        if parts[4] == "pkranges" and len(parts) == 5 and verb == "GET":
+            return self.read_pkranges(c, headers)
+        if parts[4] == "docs" and len(parts) == 5 and verb == "GET":
+            return self.read_feed(c, headers)
+        if parts[4] == "docs" and (verb != "GET" or len(parts) == 6):
+            self.write_storm()
+        if parts[4] == "docs" and len(parts) == 5 and verb == "POST":
+            if (headers.get("x-ms-documentdb-isquery") or "").lower() == "true":
+                return self.query(c, headers, body)
+            return self.write_doc(c, headers, body, None)
+        if parts[4] == "docs" and len(parts) == 6 and verb in ("PUT", "DELETE", "GET"):
+            return self.write_doc(c, headers, body, parts[5], verb)
+        raise CosmosError(404, "NotFound", "no resource at /%s" % "/".join(parts))
+
+    def write_storm(self):
+        """A storm with "on": "docs" answers writes, point reads and queries of documents."""
+        with self.lock:
+            storm = self.storm_for(None, "docs")
+            delay = self.slow_docs
+        if delay:
+            time.sleep(delay)
+        if storm:
+            if storm["status"] == 429:
+                raise CosmosError(429, "TooManyRequests", "Request rate is large.", 3200,
+                                  {"x-ms-retry-after-ms": str(storm.get("retry_after_ms") or 20)})
+            raise CosmosError(storm["status"], "ServiceUnavailable", "Service is currently unavailable.",
+                              storm.get("substatus") or 0)
+
+    def container_resource(self, c):
+        return {
                 "id": c.id, "_rid": c.rid, "_self": "dbs/pLJ8AA==/colls/%s/" % c.rid, "_etag": '"0"', "_ts": 1751371200,
-                "partitionKey": {"paths": ["/pk"], "kind": "Hash", "version": 2},
+                "partitionKey": {"paths": [c.pk_path], "kind": "Hash", "version": 2},
                 "indexingPolicy": {"indexingMode": "consistent", "automatic": True, "includedPaths": [{"path": "/*"}],
                                    "excludedPaths": [{"path": "/\"_etag\"/?"}]},
                 "conflictResolutionPolicy": {"mode": "LastWriterWins", "conflictResolutionPath": "/_ts"},
                 "geospatialConfig": {"type": "Geography"}, "_docs": "docs/", "_sprocs": "sprocs/",
                 "_triggers": "triggers/", "_udfs": "udfs/", "_conflicts": "conflicts/"}
-        if parts[4] == "pkranges" and len(parts) == 5 and verb == "GET":
-            return self.read_pkranges(c, headers)
-        if parts[4] == "docs" and len(parts) == 5 and verb == "GET":
-            return self.read_feed(c, headers)
-        if parts[4] == "docs" and len(parts) == 5 and verb == "POST":
-            return self.write_doc(c, headers, body, None)
-        if parts[4] == "docs" and len(parts) == 6 and verb in ("PUT", "DELETE", "GET"):
-            return self.write_doc(c, headers, body, parts[5], verb)
-        raise CosmosError(404, "NotFound", "no resource at /%s" % "/".join(parts))
+
+    def create_container(self, db, spec):
+        if db != self.db:
+            raise CosmosError(404, "NotFound", "Resource Not Found: dbs/%s" % db)
+        coll = spec.get("id")
+        paths = (spec.get("partitionKey") or {}).get("paths") or []
+        if not coll or len(paths) != 1 or not paths[0].startswith("/") or len(paths[0]) < 2:
+            raise CosmosError(400, "BadRequest", "a container needs an id and one partition key path")
+        with self.lock:
+            if (db, coll) in self.containers:
+                raise CosmosError(409, "Conflict", "Resource with specified id, name, or unique index already exists.")
+            rid = base64.b64encode(hashlib.md5(coll.encode()).digest()[:8]).decode()
+            c = Container(db, coll, self.ranges, rid, paths[0])
+            self.containers[(db, coll)] = c
+            return 201, {}, self.container_resource(c)
+
+    def count(self, what):
+        with self.lock:
+            self.doc_requests[what] = self.doc_requests.get(what, 0) + 1
+
+    def query(self, c, headers, body):
+        """Only `SELECT * FROM c WHERE c.id = @id` (any alias), across partitions or in one."""
+        self.count("query")
+        if (headers.get("Content-Type") or "").split(";")[0].strip().lower() != "application/query+json":
+            raise CosmosError(400, "BadRequest", "a query is sent as Content-Type: application/query+json")
+        spec = json.loads(body or b"{}")
+        text = " ".join((spec.get("query") or "").split())
+        params = {p.get("name"): p.get("value") for p in spec.get("parameters") or []}
+        words = text.split(" ")
+        if (len(words) != 8 or [w.upper() for w in words[:3]] != ["SELECT", "*", "FROM"]
+                or words[4].upper() != "WHERE" or words[5] != words[3] + ".id" or words[6] != "="
+                or words[7] not in params):
+            raise CosmosError(400, "BadRequest", "this test server answers only SELECT * FROM c WHERE c.id = @id")
+        doc_id = params[words[7]]
+        pk_header = headers.get("x-ms-documentdb-partitionkey")
+        cross = (headers.get("x-ms-documentdb-query-enablecrosspartition") or "").lower() == "true"
+        if pk_header is None and not cross and len(c.live_ranges()) > 1:
+            raise CosmosError(400, "BadRequest", "Cross partition query is required but disabled. Please set "
+                              "x-ms-documentdb-query-enablecrosspartition to true, specify x-ms-documentdb-partitionkey, "
+                              "or revise your query to avoid this exception.")
+        with self.lock:
+            found = [ch.doc for key, ch in sorted(c.latest.items(), key=lambda kv: kv[1].lsn)
+                     if key[1] == doc_id and (pk_header is None or key[0] == json.loads(pk_header)[0])]
+        return 200, {"x-ms-item-count": str(len(found))}, {"_rid": c.rid, "Documents": found, "_count": len(found)}
 
     def account(self):
         location = [{"name": "Local Test", "databaseAccountEndpoint": self.endpoint}]
@@ -346,9 +450,9 @@ class Server:
             return 200, {"etag": etag, "x-ms-item-count": str(len(ranges))}, {
                 "_rid": c.rid, "PartitionKeyRanges": ranges, "_count": len(ranges)}
 
-    def storm_for(self, rid):
+    def storm_for(self, rid, on="feed"):
         for storm in self.storms:
-            if storm["count"] > 0 and storm.get("range") in (None, rid):
+            if storm["count"] > 0 and (storm.get("on") or "feed") == on and storm.get("range") in (None, rid):
                 storm["count"] -= 1
                 return storm
         return None
@@ -440,6 +544,12 @@ class Server:
             raise CosmosError(400, "BadRequest", "x-ms-documentdb-partitionkey is required")
         pk = json.loads(pk_header)[0]
         doc = json.loads(body) if body else {}
+        if verb == "POST":
+            self.count("upsert" if headers.get("x-ms-documentdb-is-upsert", "").lower() == "true" else "create")
+        else:
+            self.count({"GET": "read", "PUT": "replace", "DELETE": "delete"}[verb])
+        if verb == "POST" and not isinstance(doc.get("id"), str):
+            raise CosmosError(400, "BadRequest", "The input content is invalid because the required properties - 'id; ' - are missing")
         with self.lock:
             if verb == "GET":
                 current = c.latest.get((pk, doc_id))
@@ -457,14 +567,15 @@ class Server:
             else:
                 doc_id = doc.get("id")
                 op = "upsert" if headers.get("x-ms-documentdb-is-upsert", "").lower() == "true" else "create"
-            if doc.get("pk", pk) != pk:
+            if verb != "DELETE" and value_at(doc, c.pk_path) not in (None, pk):
                 raise CosmosError(400, "BadRequest", "PartitionKey extracted from document doesn't match the one in the header")
+            existed = (pk, doc_id) in c.latest
             try:
                 c.write([(op, pk, doc_id, {k: v for k, v in doc.items() if not k.startswith("_")})])
             except ValueError as e:
                 raise CosmosError(409 if op == "create" else 404, "Conflict", str(e))
             written = c.latest[(pk, doc_id)].doc
-            return 201 if op == "create" else 200, {"etag": written["_etag"]}, written
+            return 200 if existed else 201, {"etag": written["_etag"]}, written
 
     # -- test control -------------------------------------------------------------------
     def control(self, command):
@@ -488,17 +599,25 @@ class Server:
             if action == "merge":
                 return {"merged": c.merge(command["ranges"])}
             if action == "storm":
-                self.storms.append({k: command.get(k) for k in ("status", "count", "range", "retry_after_ms", "substatus")})
+                self.storms.append({k: command.get(k) for k in ("status", "count", "range", "retry_after_ms", "substatus",
+                                                                 "on")})
                 return {"ok": True}
             if action == "calm":
                 self.storms = []
                 self.slow = {}
+                self.slow_docs = 0
                 return {"ok": True}
             if action == "slow":
+                if command.get("on") == "docs":
+                    self.slow_docs = float(command["seconds"])
+                    return {"ok": True}
                 self.slow[command["range"]] = float(command["seconds"])
                 return {"ok": True}
             if action == "retention":
                 c.retention_lsn = int(command["lsn"])
+                return {"ok": True}
+            if action == "previous_images":
+                c.previous_on_delete = bool(command.get("deletes", True))
                 return {"ok": True}
             if action == "ranges":
                 return {"live": c.live_ranges(), "all": c.pkranges}
@@ -506,8 +625,11 @@ class Server:
                 return {"lsn": c.lsn, "changes": [
                     {"lsn": x.lsn, "op": x.op, "pk": x.key[0], "id": x.key[1], "ts": x.ts, "epk": x.epk,
                      "doc": x.doc} for x in c.changes]}
+            if action == "documents":
+                return {"documents": [x.doc for x in c.latest.values()]}
             if action == "stats":
-                return {"requests": self.requests, "feed_requests": self.feed_requests, "lsn": c.lsn}
+                return {"requests": self.requests, "feed_requests": self.feed_requests, "lsn": c.lsn,
+                        "doc_requests": self.doc_requests}
         raise CosmosError(400, "BadRequest", "unknown control action %r" % action)
 
     def generate(self, c, command):
