@@ -1,5 +1,6 @@
 import ArgumentParser
 import FeedArchive
+import FeedArchiveCosmos
 import FeedArchivePostgres
 import FeedArchiveSQLite
 import Foundation
@@ -10,6 +11,8 @@ struct ReplayCommand: AsyncParsableCommand {
         abstract: "Apply an archive's changes to a target table, up to now or to a point in time.",
         discussion: """
             A replay job file names the archive job it reads (archive_job), optionally one source table (source_table), and its target (target: {kind: sqlite, path, table}, or kind: postgres with the connection settings of a PostgreSQL source). Changes are applied in feed order per partition: c, u, r and w upsert by key, d deletes by key, t empties the table, an update that changed the key deletes the old key's row. By default the table holds key (the envelope's key, JSON text) and doc (the document after the change, JSON text); target.columns maps top-level fields to typed columns (text, integer, real, boolean, json, timestamp) and target.key names the key columns among them. A change whose value does not fit its column is not applied and not dropped: it goes to _feedarchive_replay_rejected with the reason, and is counted in the summary, the metrics and --status.
+
+            A cosmos target (target: {kind: cosmos, endpoint, key or key_file, database, container, partition_key}) upserts each document, without its system properties, into the partition its own value at partition_key names, so a container can move to another partition key; a delete finds the document's partition from the previous image, or else by a query on its id. There is no transaction across partitions: a batch's documents are written first (the last change of an id wins), then its dead letters and its positions (documents _feedarchive_replay.<replay> and _feedarchive_replay_rejected.<replay>.<part>.<pos> in the container's partition _feedarchive); a killed replay writes the batch again, the same documents. --from-scratch forgets the positions and dead letters of a cosmos target and keeps the documents.
 
             The positions applied are kept in the target (_feedarchive_replay), in the same transaction as the rows, so a replay killed at any point resumes exactly where it committed; run it from cron to keep the target up to date. It reads the archive, never the source. Exit codes as for run: 0 done, 65 the archive cannot be replayed as it is, 75 another replay of this job holds its lock, 78 the job file is wrong.
 
@@ -57,9 +60,10 @@ struct ReplayCommand: AsyncParsableCommand {
             switch replay.targetKind {
             case "sqlite": target = try SQLiteReplayTarget.make(replay)
             case "postgres": target = try await PostgresReplayTarget.make(replay)
+            case "cosmos": target = try await CosmosReplayTarget.make(replay)
             default:
                 throw FeedArchiveError.badJobFile(
-                    place: job, message: "target.kind \(replay.targetKind): must be sqlite or postgres")
+                    place: job, message: "target.kind \(replay.targetKind): must be sqlite, postgres or cosmos")
             }
             do {
                 try await apply(replay, into: target, until: cut, token: token)
