@@ -31,7 +31,10 @@ struct ReplayCommand: AsyncParsableCommand {
     )
     var until: String?
 
-    @Flag(help: "Empty the target table, its dead letters and its positions first.")
+    @Flag(
+        help:
+            "Empty the target table, its dead letters and its positions first (a cosmos target keeps its documents)."
+    )
     var fromScratch = false
 
     @Flag(
