@@ -31,6 +31,10 @@ public final class SQLiteReplayTarget: ReplayTarget {
         let keys = shape.keyColumns.map { Self.quote($0.name) }
         let columns = shape.keyColumns + shape.valueColumns
         let definitions = columns.map { "\(Self.quote($0.name)) \(Self.declaredType($0.type))" }
+        // This connection's page cache (not the file's setting): upserts by random key touch
+        // pages all over the table, and SQLite's default 2 MB makes each a disk read and spills
+        // dirty pages mid-transaction.
+        try database.execute("PRAGMA cache_size = -32768")
         try database.execute(
             """
             CREATE TABLE IF NOT EXISTS \(table) (\(definitions.joined(separator: ", ")), PRIMARY KEY (\(keys.joined(separator: ", "))));

@@ -224,6 +224,58 @@ public enum JSONScan {
         }
     }
 
+    /// Calls `body` with each top-level field of an object: its name as written (between the
+    /// quotes, escapes not decoded) and its value. False when `text` is not a well-formed
+    /// object. Nothing is allocated: for the hot path (transforms).
+    @discardableResult
+    public static func forEachField(
+        _ text: ArraySlice<UInt8>, _ body: (ArraySlice<UInt8>, ArraySlice<UInt8>) throws -> Void
+    ) rethrows -> Bool {
+        let base = text.startIndex
+        return try text.withUnsafeBufferPointer { buffer -> Bool in
+            var index = 0
+            func skipSpace() { while index < buffer.count && isSpace(buffer[index]) { index += 1 } }
+            skipSpace()
+            guard index < buffer.count, buffer[index] == 0x7B else { return false }
+            index += 1
+            skipSpace()
+            if index < buffer.count && buffer[index] == 0x7D { return true }
+            while true {
+                skipSpace()
+                guard index < buffer.count, buffer[index] == 0x22,
+                    let nameEnd = try? EnvelopeFields.skipValue(buffer, from: index)
+                else { return false }
+                let name = text[(base + index + 1)..<(base + nameEnd - 1)]
+                index = nameEnd
+                skipSpace()
+                guard index < buffer.count, buffer[index] == 0x3A else { return false }
+                index += 1
+                skipSpace()
+                guard var end = try? EnvelopeFields.skipValue(buffer, from: index) else { return false }
+                let after = end
+                while end > index && isSpace(buffer[end - 1]) { end -= 1 }
+                try body(name, text[(base + index)..<(base + end)])
+                index = after
+                skipSpace()
+                guard index < buffer.count else { return false }
+                if buffer[index] == 0x2C {
+                    index += 1
+                    continue
+                }
+                return buffer[index] == 0x7D
+            }
+        }
+    }
+
+    /// A field name as written (between its quotes) equals `name` (UTF-8).
+    public static func nameEquals(_ raw: ArraySlice<UInt8>, _ name: [UInt8]) -> Bool {
+        if !raw.contains(0x5C) { return raw.elementsEqual(name) }
+        var quoted: [UInt8] = [0x22]
+        quoted.append(contentsOf: raw)
+        quoted.append(0x22)
+        return JSONScan.string(quoted[...]).map { Array($0.utf8) == name } ?? false
+    }
+
     /// The elements of an array, nil when `text` is not an array.
     public static func elements(_ text: ArraySlice<UInt8>) -> [ArraySlice<UInt8>]? {
         let base = text.startIndex

@@ -96,6 +96,8 @@ public struct Transform: Sendable, CustomStringConvertible {
         // @unchecked: built once while parsing, never changed after.
         var children: [String: PathNode] = [:]
         var order: [String] = []
+        /// The children by their names' UTF-8, in order: matched against names as written.
+        var named: [([UInt8], PathNode)] = []
         /// The path ends here (the field itself is dropped, kept, renamed, set or redacted).
         var leaf = false
         var newName: String?
@@ -103,11 +105,20 @@ public struct Transform: Sendable, CustomStringConvertible {
         var constant: [UInt8]?
         var source: Int?
 
+        /// The child a field name as written names, if any.
+        func matching(_ raw: ArraySlice<UInt8>) -> (String, PathNode)? {
+            for (index, entry) in named.enumerated() where JSONScan.nameEquals(raw, entry.0) {
+                return (order[index], entry.1)
+            }
+            return nil
+        }
+
         func child(_ name: String) -> PathNode {
             if let node = children[name] { return node }
             let node = PathNode()
             children[name] = node
             order.append(name)
+            named.append((Array(name.utf8), node))
             return node
         }
     }
@@ -535,9 +546,13 @@ public struct Transform: Sendable, CustomStringConvertible {
     /// The value at `path` in an object (first match; through arrays, the first element that
     /// has it), nil when absent.
     static func value(at path: ArraySlice<String>, in object: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
-        guard let name = path.first, let fields = JSONScan.fields(object),
-            let value = fields.last(where: { $0.name == name })?.value
-        else { return nil }
+        guard let name = path.first else { return nil }
+        let wanted = Array(name.utf8)
+        var found: ArraySlice<UInt8>?
+        JSONScan.forEachField(object) { raw, value in
+            if JSONScan.nameEquals(raw, wanted) { found = value }  // the last of equal names wins
+        }
+        guard let value = found else { return nil }
         if path.count == 1 { return value }
         if value.first == 0x7B { return Self.value(at: path.dropFirst(), in: value) }
         return nil
@@ -547,48 +562,53 @@ public struct Transform: Sendable, CustomStringConvertible {
     func rewrite(
         _ object: ArraySlice<UInt8>, node: PathNode, step: Step, found: [ArraySlice<UInt8>?], into out: inout [UInt8]
     ) throws {
-        guard let fields = JSONScan.fields(object) else {
-            throw Failure(description: "a malformed object")
-        }
         out.append(0x7B)
         var first = true
-        var seen = Set<String>()
+        var seen: Set<String> = []
+        func field(raw: ArraySlice<UInt8>) {
+            if !first { out.append(0x2C) }
+            first = false
+            out.append(0x22)
+            out.append(contentsOf: raw)
+            out.append(0x22)
+            out.append(0x3A)
+        }
         func field(_ name: String) {
             if !first { out.append(0x2C) }
             first = false
             JSONText.appendString(name, to: &out)
             out.append(0x3A)
         }
-        for (name, value) in fields {
-            guard let child = node.children[name] else {
-                if step.kind == .select { continue }  // not named: not kept
-                field(name)
+        let wellFormed = try JSONScan.forEachField(object) { raw, value in
+            guard let (name, child) = node.matching(raw) else {
+                if step.kind == .select { return }  // not named: not kept
+                field(raw: raw)
                 out.append(contentsOf: value)
-                continue
+                return
             }
-            seen.insert(name)
+            if step.kind == .set { seen.insert(name) }
             if child.leaf {
                 switch step.kind {
-                case .filter, .partitionBy: continue  // they name no fields
-                case .drop: continue
+                case .filter, .partitionBy, .drop: return  // filters and partition_by name no fields
                 case .select:
-                    field(name)
+                    field(raw: raw)
                     out.append(contentsOf: value)
                 case .rename:
                     field(child.newName ?? name)
                     out.append(contentsOf: value)
                 case .set:
-                    field(name)
+                    field(raw: raw)
                     setValue(child, found: found, into: &out)
                 case .redact:
-                    field(name)
+                    field(raw: raw)
                     redact(value, step: step, into: &out)
                 }
             } else {
-                field(name)
+                field(raw: raw)
                 try descend(value, node: child, step: step, found: found, into: &out)
             }
         }
+        guard wellFormed else { throw Failure(description: "a malformed object") }
         if step.kind == .set {
             // Fields the document does not have yet.
             for name in node.order where !seen.contains(name) {
