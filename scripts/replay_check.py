@@ -3,7 +3,8 @@
 the state the outbox describes (`check DB REPLICA [CUTOFF]`): every change of the outbox applied
 in seq order (c/u upsert, d delete, t empty), those stamped before CUTOFF only (or, for CUTOFF seq:N, those up to seq N). Prints `ok ROWS`
 or the first differences, and exits 1 on a difference. `upserts DB FROM` prints how many c/u
-changes are stamped at or after FROM (what an audit trigger on the replica must have seen once
+changes are stamped at or after FROM; `make-inserts DB N` makes N inserts of distinct entities, where
+every change shows in the final state (what an audit trigger on the replica must have seen once
 each). `make-typed DB N` and `check-typed DB REPLICA` do the same for a replica with typed
 columns (id text key, v integer, name text, at timestamp, flag boolean, tags json): every 97th
 document has a `v` that is not an integer, which must be in the dead letters, not in the table
@@ -104,6 +105,13 @@ if __name__ == "__main__":
         make_typed(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "check-typed":
         check_typed(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "make-inserts":
+        c = sqlite3.connect(sys.argv[2])
+        c.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, entity TEXT, op TEXT, doc TEXT, at TEXT)")
+        c.executemany("INSERT INTO outbox(entity, op, doc, at) VALUES (?,?,?,?)", (
+            ("i-%06d" % n, "c", json.dumps({"n": n}), "2026-11-18T%02d:%02d:%02dZ" % (11 + n // 3600, (n // 60) % 60, n % 60))
+            for n in range(int(sys.argv[3]))))
+        c.commit()
     elif sys.argv[1] == "make":
         make(sys.argv[2], int(sys.argv[3]))
     else:

@@ -273,10 +273,11 @@ public final class CosmosReplayTarget: ReplayTarget {
         var reason: String
     }
 
-    public func apply(_ changes: [ReplayChange]) async throws -> ReplayTally {
+    public func apply(_ changes: [ReplayChange], expecting: [String: String]) async throws -> ReplayTally {
         let writer = self.writer
         var state = try await readState()
         let done = state.positions
+        if let rewound = replayRewound(done: done, expecting: expecting) { throw rewound }
         var tally = ReplayTally()
         var reached: [String: String] = [:]
         var letters: [DeadLetter] = []

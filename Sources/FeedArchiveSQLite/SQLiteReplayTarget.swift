@@ -62,7 +62,9 @@ public final class SQLiteReplayTarget: ReplayTarget {
             try settings.required("path").string("target.path"), base: parentDirectory(of: job.file))
         let shape = try ReplayShape.parse(settings)
         try settings.finish()
-        return try SQLiteReplayTarget(path: path, shape: shape, replay: job.name)
+        // Positions per replay job and table: a copy of the job aimed at another table starts
+        // from nothing there.
+        return try SQLiteReplayTarget(path: path, shape: shape, replay: job.name + "/" + shape.table)
     }
 
     static func quote(_ name: String) -> String { "\"" + name + "\"" }
@@ -132,10 +134,11 @@ public final class SQLiteReplayTarget: ReplayTarget {
         return positions
     }
 
-    public func apply(_ changes: [ReplayChange]) throws -> ReplayTally {
+    public func apply(_ changes: [ReplayChange], expecting: [String: String]) throws -> ReplayTally {
         try database.execute("BEGIN IMMEDIATE")
         do {
             let done = try applied()  // inside the transaction: what another replay committed counts
+            if let rewound = replayRewound(done: done, expecting: expecting) { throw rewound }
             var tally = ReplayTally()
             var reached: [String: String] = [:]
             for change in changes {
@@ -151,6 +154,23 @@ public final class SQLiteReplayTarget: ReplayTarget {
                     try delete.run()
                 case .truncate:
                     try truncate.run()
+                case .upsert
+                where !change.keep.isEmpty && shape.valueColumns.contains(where: { $0.field == nil })
+                    && change.keep.contains(where: { $0.contains("\"") || $0.contains("'") }):
+                    // A JSON path cannot name such a field: rather a dead letter than a dropped field.
+                    reject.bind(1, text: replay.utf8)
+                    reject.bind(2, text: change.part.utf8)
+                    reject.bind(3, text: change.pos.utf8)
+                    reject.bind(4, text: change.keyText)
+                    reject.bind(
+                        5,
+                        text:
+                            "a field the source left out (unchanged TOAST) has a quote in its name, which an SQLite JSON path cannot name"
+                            .utf8)
+                    reject.bind(6, text: change.line)
+                    try reject.run()
+                    tally.rejected += 1
+                    continue
                 case .upsert:
                     let statement: Statement
                     if change.keep.isEmpty {
@@ -200,6 +220,24 @@ public final class SQLiteReplayTarget: ReplayTarget {
     public func reset() throws {
         try database.execute("BEGIN IMMEDIATE")
         do {
+            // Emptying the table under another replay job's positions would make it skip
+            // everything it applied before.
+            let others = try database.prepare(
+                "SELECT DISTINCT replay FROM _feedarchive_replay WHERE replay <> ? AND substr(replay, -length(?)) = ?")
+            others.bind(1, text: replay.utf8)
+            let suffix = "/" + shape.table
+            others.bind(2, text: suffix.utf8)
+            others.bind(3, text: suffix.utf8)
+            var names: [String] = []
+            while try others.step() { if let name = others.string(0) { names.append(name) } }
+            others.reset()
+            if !names.isEmpty {
+                throw FeedArchiveError.data(
+                    path: nil,
+                    message:
+                        "--from-scratch would empty table \(shape.table), which replay job \(names.joined(separator: ", ")) also fills: it would then skip what it applied before. Nothing was changed",
+                    hint: "give each replay job its own table")
+            }
             try truncate.run()
             for table in ["_feedarchive_replay", "_feedarchive_replay_rejected"] {
                 let statement = try database.prepare("DELETE FROM \(table) WHERE replay = ?")

@@ -24,6 +24,7 @@ import Testing
             COMMIT;
             UPDATE items SET qty = qty + 1 WHERE id % 5 = \(round % 5);
             DELETE FROM items WHERE id % 11 = \(round % 11);
+            UPDATE items SET id = id + 1000000 WHERE length(note) < 100 AND id % 13 = \(round % 13) AND id < 1000000;
             UPDATE accounts SET code = code + 500 WHERE code % 9 = 0 AND code < \(round) * 1000 + 500;
             UPDATE accounts SET owner = NULL, active = NOT active WHERE code % 4 = 1;
             DELETE FROM accounts WHERE code % 13 = 0;
@@ -169,6 +170,7 @@ import Testing
               table: things
               key: id
               columns: {id: integer, body: text}
+              document: doc
 
             """)
         #expect(try await Binary.run(["setup", dir.path + "/things.yaml"]).status == 0)
@@ -187,5 +189,21 @@ import Testing
             "SELECT key || ' ' || reason FROM _feedarchive_replay_rejected ORDER BY pos", database: replica)
         #expect(reasons.contains(#"{"id":51} column body: {"not": "a string"} is not a string (text)"#), "\(reasons)")
         #expect(reasons.contains(#"{"id":52} the target refused it: "#), "\(reasons)")
+
+        // A row moved to another key by an update that left its TOASTed value out cannot be
+        // rebuilt from the change: a dead letter that says how to avoid it, not a NULL.
+        try cluster.psql(
+            """
+            ALTER TABLE things ADD COLUMN big text;
+            INSERT INTO things VALUES (60, '"x"', (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 300) g));
+            UPDATE things SET id = 61 WHERE id = 60;
+            """, database: source)
+        #expect(try await Binary.run(["run", dir.path + "/things.yaml"]).status == 0)
+        let moved = try await Binary.run(["replay", dir.path + "/replica.yaml"])
+        #expect(moved.status == 0 && moved.stderr.contains("warning: 1 changes"), "\(moved.stderr)")
+        let reason = try cluster.psql(
+            "SELECT reason FROM _feedarchive_replay_rejected WHERE key = '{\"id\":61}'", database: replica)
+        #expect(
+            reason.contains("moved the row to another key") && reason.contains("REPLICA IDENTITY FULL"), "\(reason)")
     }
 }

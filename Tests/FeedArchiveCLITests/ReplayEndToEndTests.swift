@@ -197,6 +197,65 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/bad.db"))
     }
 
+    /// The same replay job reached by another path (a symlink, a copy on another host) resets
+    /// the target while a replay runs: that one must not go on from where it was and skip what
+    /// the reset emptied. It stops (75) at its next transaction; the target ends exact.
+    @Test func aResetUnderARunningReplayIsNoticed() async throws {
+        let dir = TempDirectory()
+        let db = dir.path + "/entities.db"
+        #expect(try await Self.python(["make-inserts", db, "40000"]).0 == 0)
+        dir.write(
+            "entities.yaml",
+            """
+            name: entities
+            source:
+              kind: sqlite
+              path: entities.db
+              table: outbox
+              sequence_column: seq
+              document_column: doc
+              key_column: entity
+              op_column: op
+              timestamp_column: at
+            archive:
+              root: lake
+            batch:
+              max_records: 500
+
+            """)
+        dir.write(
+            "replica.yaml",
+            "name: replica\narchive_job: entities.yaml\ntarget:\n  kind: sqlite\n  path: replica.db\n  table: entities\n"
+        )
+        try FileManager.default.createSymbolicLink(
+            atPath: dir.path + "/other.yaml", withDestinationPath: dir.path + "/replica.yaml")
+        #expect(try await Binary.run(["run", dir.path + "/entities.yaml"]).status == 0)
+        // A replay that has committed some transactions is paused; the other path resets the
+        // target and applies a little; the first one goes on.
+        let running = try Binary.start(["replay", dir.path + "/replica.yaml", "--from-scratch"])
+        var committed = false
+        for _ in 0..<400 where !committed {
+            usleep(10_000)
+            committed =
+                (try? sqliteValue(dir.path + "/replica.db", "SELECT count(*) FROM _feedarchive_replay")) == "1"
+        }
+        running.signal(SIGSTOP)
+        #expect(committed)
+        let reset = try await Binary.run([
+            "replay", dir.path + "/other.yaml", "--from-scratch", "--until", "2026-11-18T11:00:05Z",
+        ])
+        #expect(reset.status == 0, "\(reset.stderr)")
+        running.signal(SIGCONT)
+        let first = await running.finish()
+        // Unless it had already finished, it noticed and stopped.
+        #expect(first.status == 0 || first.status == 75, "\(first.stderr)")
+        if first.status == 75 { #expect(first.stderr.contains("another replay of the job reset it")) }
+        let again = try await Binary.run(["replay", dir.path + "/replica.yaml"])
+        #expect(again.status == 0, "\(again.stderr)")
+        let exact = try await Self.python(["check", db, dir.path + "/replica.db"])
+        #expect(exact.0 == 0, "\(exact.1)")
+    }
+
     func sqlite(_ path: String, _ sql: String) throws {
         let dir = TempDirectory()
         let pid = try spawn("sqlite3", [path, sql], stdout: dir.path + "/out", stderr: dir.path + "/out")

@@ -35,7 +35,11 @@ public struct ReplayJob: Sendable {
             try root.required("archive_job").string("archive_job"), base: parentDirectory(of: path))
         let sourceTable = try root.optional("source_table").map { try $0.string("source_table") }
         let target = try root.required("target").mapping("target")
-        let kind = try target.required("kind").string("target.kind")
+        let kindNode = try target.required("kind")
+        let kind = try kindNode.string("target.kind")
+        guard ["sqlite", "postgres", "cosmos"].contains(kind) else {
+            throw kindNode.error("target.kind must be sqlite, postgres or cosmos, not '\(kind)'")
+        }
         try root.finish()
         return ReplayJob(
             name: name, file: path, archive: try JobConfig.load(path: archivePath), targetKind: kind,
@@ -105,7 +109,12 @@ public protocol ReplayTarget: AnyObject {
     /// In one transaction: changes after what `applied()` says (read again inside it, so two
     /// replays of one target never apply a change twice), their dead letters, and the new
     /// positions.
-    func apply(_ changes: [ReplayChange]) async throws -> ReplayTally
+    ///
+    /// `expecting`: the positions this replay has seen applied (at its start, and by its own
+    /// transactions since). A target whose positions inside the transaction are behind them
+    /// was reset or rewound by another replay meanwhile (`--from-scratch`): applying would
+    /// skip what that one emptied, so the target throws `ReplayRewound` (exit 75) instead.
+    func apply(_ changes: [ReplayChange], expecting: [String: String]) async throws -> ReplayTally
     /// `--from-scratch`: the rows, the dead letters and the positions go.
     func reset() async throws
     /// Dead letters this replay has written.
@@ -116,6 +125,16 @@ public protocol ReplayTarget: AnyObject {
 
 extension ReplayTarget {
     public func close() async {}
+}
+
+/// The target's positions went back while this replay ran: another replay of the job reset it.
+public func replayRewound(done: [String: String], expecting: [String: String]) -> FeedArchiveError? {
+    for (part, pos) in expecting where done[part].map({ $0 < pos }) ?? true {
+        return FeedArchiveError.temporary(
+            "the target's position of partition \(part) went back from \(pos) to \(done[part] ?? "nothing") while this replay ran: another replay of the job reset it (--from-scratch). Nothing more was applied; run the replay again"
+        )
+    }
+    return nil
 }
 
 /// What a replay did.
@@ -164,9 +183,11 @@ public struct Replayer {
         // costs, and a killed replay still resumes exactly where it committed.
         var pending: [ReplayChange] = []
         var pendingBytes = 0
+        var seen = applied
         func flush() async throws {
             guard !pending.isEmpty else { return }
-            let tally = try await target.apply(pending)
+            let tally = try await target.apply(pending, expecting: seen)
+            for change in pending { seen[change.part] = max(seen[change.part] ?? change.pos, change.pos) }
             summary.applied += tally.applied
             summary.rejected += tally.rejected
             summary.passed += tally.passed
@@ -182,6 +203,13 @@ public struct Replayer {
             guard let bytes = try archive.fs.read(absolute) else {
                 throw FeedArchiveError.data(
                     path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing",
+                    hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
+            }
+            if let want = entry.sha256, sha256Hex(bytes) != want {
+                throw FeedArchiveError.data(
+                    path: absolute,
+                    message:
+                        "the blob is not the one manifest seq \(entry.seq) committed (its SHA-256 differs): nothing of it was applied",
                     hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
             }
             let decoded: [UInt8]
@@ -213,7 +241,7 @@ public struct Replayer {
                 changes.append(
                     converter.change(
                         part: part, pos: pos, op: field(2).dropFirst().first ?? 0x75, key: field(4), after: field(5),
-                        source: field(7), line: decoded[line], ts: micros))
+                        before: field(6), source: field(7), line: decoded[line], ts: micros))
                 return true
             }
             if stop {
@@ -356,7 +384,8 @@ struct RowConverter {
 
     func change(
         part: String, pos: String, op: UInt8, key: ArraySlice<UInt8>, after: ArraySlice<UInt8>,
-        source: ArraySlice<UInt8>, line: ArraySlice<UInt8>, ts: Int64?
+        before: ArraySlice<UInt8> = ArraySlice("null".utf8), source: ArraySlice<UInt8>, line: ArraySlice<UInt8>,
+        ts: Int64?
     ) -> ReplayChange {
         var change = ReplayChange(
             part: part, pos: pos, action: .upsert, key: [], oldKey: nil, values: [], keep: [], keyText: key, line: line,
@@ -366,7 +395,7 @@ struct RowConverter {
             ? JSONScan.fields(source) : nil
         if let sourceTable {
             let table = sourceFields?.first(where: { $0.name == "table" }).flatMap { JSONScan.string($0.value) }
-            if table != sourceTable && !(table?.hasSuffix("." + sourceTable) ?? false) {
+            if table != sourceTable && table != "public." + sourceTable {
                 change.action = .pass
                 return change
             }
@@ -381,17 +410,47 @@ struct RowConverter {
             change.action = .upsert
         }
         let document: ArraySlice<UInt8>? = after.elementsEqual("null".utf8) ? nil : after
+        if change.action == .upsert && document == nil {
+            change.action = .reject("an upsert without a document (after is null): no row to write")
+            return change
+        }
         do {
             change.key = try keyValues(key, document: change.action == .delete ? nil : document)
-            if let old = sourceFields?.first(where: { $0.name == "old_key" })?.value {
+            if let old = sourceFields?.first(where: { $0.name == "old_key" })?.value ?? Self.oldKey(key, before: before)
+            {
                 let oldKey = try keyValues(old, document: nil)
                 if oldKey != change.key { change.oldKey = oldKey }
             }
             if change.action == .upsert {
-                change.values = try values(document)
+                var document = document
                 if let kept = sourceFields?.first(where: { $0.name == "unchanged_toast" })?.value {
                     change.keep = Self.strings(kept)
+                    // The values the source left out, from the old row when it came whole
+                    // (REPLICA IDENTITY FULL).
+                    if let current = document, let old = JSONScan.fields(before), current.last == 0x7D {
+                        var filled = Array(current.dropLast())
+                        for name in change.keep {
+                            guard let value = old.last(where: { $0.name == name })?.value else { continue }
+                            if filled.last(where: { !JSONScan.isSpace($0) }) != 0x7B { filled.append(0x2C) }
+                            JSONText.appendString(name, to: &filled)
+                            filled.append(0x3A)
+                            filled.append(contentsOf: value)
+                            change.keep.removeAll { $0 == name }
+                        }
+                        filled.append(0x7D)
+                        document = filled[...]
+                    }
+                    // Only fields the row holds matter: a mapped column's, or any with the document.
+                    let holdsDocument = shape.valueColumns.contains { $0.field == nil }
+                    change.keep.removeAll { name in !holdsDocument && !shape.valueColumns.contains { $0.field == name }
+                    }
+                    if change.oldKey != nil && !change.keep.isEmpty {
+                        throw ReplayConversion.Reason(
+                            "the update moved the row to another key and left \(change.keep.joined(separator: ", ")) out (unchanged TOAST): the row under the new key cannot be built from this change; give the source table REPLICA IDENTITY FULL so updates carry the old values"
+                        )
+                    }
                 }
+                change.values = try values(document)
             }
         } catch let reason as ReplayConversion.Reason {
             change.action = .reject(reason.text)
@@ -456,6 +515,24 @@ struct RowConverter {
                     "column \(column.name): \(Self.quote(value)) is \(reason.text) (\(column.type.rawValue))")
             }
         }
+    }
+
+    /// The old key from the whole old row (PostgreSQL's REPLICA IDENTITY FULL sends `before`
+    /// and no `old_key`): the key's fields, valued as the old row had them, spelled as the key.
+    static func oldKey(_ key: ArraySlice<UInt8>, before: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
+        guard key.first == 0x7B, before.first == 0x7B, let names = JSONScan.fields(key), !names.isEmpty,
+            let old = JSONScan.fields(before)
+        else { return nil }
+        var text: [UInt8] = [0x7B]
+        for (index, field) in names.enumerated() {
+            guard let value = old.last(where: { $0.name == field.name })?.value else { return nil }
+            if index > 0 { text.append(0x2C) }
+            JSONText.appendString(field.name, to: &text)
+            text.append(0x3A)
+            text.append(contentsOf: value)
+        }
+        text.append(0x7D)
+        return text[...]
     }
 
     static func quote(_ value: ArraySlice<UInt8>) -> String {

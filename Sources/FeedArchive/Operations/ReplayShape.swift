@@ -49,6 +49,9 @@ public struct ReplayShape: Sendable, Equatable {
             throw tableNode.error(
                 "\(what).table must be letters, digits or '_' (not starting with a digit), not '\(table)'")
         }
+        guard !table.lowercased().hasPrefix("_feedarchive") else {
+            throw tableNode.error("\(what).table: names starting with _feedarchive are the replay's own tables")
+        }
         guard let columnsNode = settings.optional("columns") else {
             if let key = settings.optional("key") {
                 throw key.error(
@@ -112,6 +115,10 @@ public struct ReplayShape: Sendable, Equatable {
                 throw document.error("\(what).document: '\(name)' is not a new column name")
             }
             values.append(Column(name: name, field: nil, type: .json))
+        }
+        let names = (keys + values).map { $0.name.lowercased() }
+        if let twice = names.first(where: { name in names.filter { $0 == name }.count > 1 }) {
+            throw columnsNode.error("\(what): two columns are named '\(twice)' (names differ only by case in SQL)")
         }
         return ReplayShape(table: table, keyColumns: keys, valueColumns: values)
     }

@@ -109,7 +109,8 @@ public final class PostgresReplayTarget: ReplayTarget {
             throw Self.classify(error, doing: "connect to the target \(endpoint)")
         }
         let target = PostgresReplayTarget(
-            connection: connection, shape: shape, replay: job.name, endpoint: endpoint, timeout: timeout,
+            connection: connection, shape: shape, replay: job.name + "/" + shape.table, endpoint: endpoint,
+            timeout: timeout,
             logger: logger)
         do {
             try await target.createTables()
@@ -190,6 +191,11 @@ public final class PostgresReplayTarget: ReplayTarget {
             if let info = error.serverInfo {
                 let state = info[.sqlState] ?? ""
                 let message = "\(what): \(info[.message] ?? "server error") (SQLSTATE \(state))"
+                if state == "28P01" || state == "28000" || state == "3D000" {
+                    return .sourceRefused(
+                        setting: state == "3D000" ? "target.database" : "target.password",
+                        message: message, hint: "mend the replay job's target settings")
+                }
                 if ["08", "40", "53", "57", "58"].contains(String(state.prefix(2))) || state == "55P03" {
                     return .temporary("target unavailable: \(message)")
                 }
@@ -224,19 +230,21 @@ public final class PostgresReplayTarget: ReplayTarget {
         return positions
     }
 
-    public func apply(_ changes: [ReplayChange]) async throws -> ReplayTally {
+    public func apply(_ changes: [ReplayChange], expecting: [String: String]) async throws -> ReplayTally {
         do {
-            return try await transaction(changes, oneByOne: false)
+            return try await transaction(changes, expecting: expecting, oneByOne: false)
         } catch is Refused {
             do {
-                return try await transaction(changes, oneByOne: true)
+                return try await transaction(changes, expecting: expecting, oneByOne: true)
             } catch let refused as Refused {
                 throw FeedArchiveError.data(path: nil, message: "\(refused.doing): \(refused.reason)")
             }
         }
     }
 
-    func transaction(_ changes: [ReplayChange], oneByOne: Bool) async throws -> ReplayTally {
+    func transaction(_ changes: [ReplayChange], expecting: [String: String], oneByOne: Bool) async throws
+        -> ReplayTally
+    {
         try await execute("BEGIN", doing: "begin")
         do {
             // One replay job applies at a time; what another committed counts.
@@ -244,6 +252,7 @@ public final class PostgresReplayTarget: ReplayTarget {
                 "SELECT pg_advisory_xact_lock(hashtext('feedarchive replay ' || $1))", [replay],
                 doing: "lock the replay")
             let done = try await applied()
+            if let rewound = replayRewound(done: done, expecting: expecting) { throw rewound }
             var tally = ReplayTally()
             var reached: [String: String] = [:]
             var rejects: [(ReplayChange, String)] = []
@@ -456,6 +465,18 @@ public final class PostgresReplayTarget: ReplayTarget {
             try await execute(
                 "SELECT pg_advisory_xact_lock(hashtext('feedarchive replay ' || $1))", [replay],
                 doing: "lock the replay")
+            let suffix = "/" + shape.table
+            let others = try await query(
+                "SELECT DISTINCT replay FROM _feedarchive_replay WHERE replay <> $1 AND right(replay, length($2)) = $2",
+                [replay, suffix], doing: "look for other replays of the table")
+            if !others.isEmpty {
+                let names = try others.map { try $0.decode(String.self) }
+                throw FeedArchiveError.data(
+                    path: nil,
+                    message:
+                        "--from-scratch would empty table \(shape.table), which replay job \(names.joined(separator: ", ")) also fills: it would then skip what it applied before. Nothing was changed",
+                    hint: "give each replay job its own table")
+            }
             try await execute("DELETE FROM \(table)", doing: "empty the target table")
             try await execute(
                 "DELETE FROM _feedarchive_replay WHERE replay = $1", [replay], doing: "forget the positions")
