@@ -218,37 +218,45 @@ public struct Replayer {
             } catch {
                 throw FeedArchiveError.data(path: absolute, message: "cannot decode: \(error)")
             }
-            var changes: [ReplayChange] = []
             var stop = false
-            try Self.lines(decoded, file: absolute) { line, ranges in
-                func field(_ index: Int) -> ArraySlice<UInt8> {
-                    decoded[(line.lowerBound + ranges[index].lowerBound)..<(line.lowerBound + ranges[index].upperBound)]
+            var offset = 0
+            var number = 0
+            // A large blob is applied in pieces: a transaction holds at most a transaction's
+            // worth of changes, whatever the blob's size.
+            while offset < decoded.count && !stop {
+                var changes: [ReplayChange] = []
+                offset = try Self.lines(decoded, from: offset, number: &number, file: absolute) { line, ranges in
+                    func field(_ index: Int) -> ArraySlice<UInt8> {
+                        decoded[
+                            (line.lowerBound + ranges[index].lowerBound)..<(line.lowerBound + ranges[index].upperBound)]
+                    }
+                    let pos = String(decoding: field(0).dropFirst().dropLast(), as: UTF8.self)
+                    if let done = applied[part], pos <= done { return true }
+                    let ts = field(3)
+                    let micros =
+                        ts.first == 0x22
+                        ? Array(ts.dropFirst().dropLast()).withUnsafeBufferPointer { parseTimestampMicros($0) } : nil
+                    if let until, let micros, micros >= until {
+                        stop = true
+                        return false
+                    }
+                    if let cuts, cuts[part].map({ pos > $0 }) ?? true {
+                        stop = true
+                        return false
+                    }
+                    changes.append(
+                        converter.change(
+                            part: part, pos: pos, op: field(2).dropFirst().first ?? 0x75, key: field(4),
+                            after: field(5), before: field(6), source: field(7), line: decoded[line], ts: micros))
+                    return pending.count + changes.count < Self.transactionChanges
                 }
-                let pos = String(decoding: field(0).dropFirst().dropLast(), as: UTF8.self)
-                if let done = applied[part], pos <= done { return true }
-                let ts = field(3)
-                let micros =
-                    ts.first == 0x22
-                    ? Array(ts.dropFirst().dropLast()).withUnsafeBufferPointer { parseTimestampMicros($0) } : nil
-                if let until, let micros, micros >= until {
-                    stop = true
-                    return false
-                }
-                if let cuts, cuts[part].map({ pos > $0 }) ?? true {
-                    stop = true
-                    return false
-                }
-                changes.append(
-                    converter.change(
-                        part: part, pos: pos, op: field(2).dropFirst().first ?? 0x75, key: field(4), after: field(5),
-                        before: field(6), source: field(7), line: decoded[line], ts: micros))
-                return true
+                pending += changes
+                if pending.count >= Self.transactionChanges { try await flush() }
             }
             if stop {
                 stopped.insert(part)
                 summary.held += 1
             }
-            pending += changes
             pendingBytes += decoded.count
             summary.blobs += 1
             if pending.count >= Self.transactionChanges || pendingBytes >= Self.transactionBytes {
@@ -318,11 +326,11 @@ public struct Replayer {
     /// Each envelope line of a decoded blob with its fields located; `body` returns false to
     /// stop.
     static func lines(
-        _ decoded: [UInt8], file: String, _ body: (Range<Int>, [Range<Int>]) throws -> Bool
-    ) throws {
+        _ decoded: [UInt8], from offset: Int = 0, number: inout Int, file: String,
+        _ body: (Range<Int>, [Range<Int>]) throws -> Bool
+    ) throws -> Int {
         try decoded.withUnsafeBufferPointer { buffer in
-            var start = 0
-            var number = 0
+            var start = offset
             while start < buffer.count {
                 let end =
                     memchr(buffer.baseAddress! + start, 0x0A, buffer.count - start).map {
@@ -337,8 +345,9 @@ public struct Replayer {
                 } catch {
                     throw FeedArchiveError.data(path: file, message: "line \(number): \(error)")
                 }
-                if try !body(line, ranges) { return }
+                if try !body(line, ranges) { return min(start, buffer.count) }
             }
+            return buffer.count
         }
     }
 
