@@ -89,6 +89,12 @@ public struct Transform: Sendable, CustomStringConvertible {
     /// The HMAC key: immutable once made, so shared between threads.
     struct RedactionKey: @unchecked Sendable {
         let key: SymmetricKey
+        /// Keyed once: each value's HMAC starts from a copy (no key schedule per value).
+        let keyed: HMAC<SHA256>
+        init(_ key: SymmetricKey) {
+            self.key = key
+            keyed = HMAC<SHA256>(key: key)
+        }
     }
 
     /// A level of the paths a step names.
@@ -276,7 +282,7 @@ public struct Transform: Sendable, CustomStringConvertible {
             steps.append(
                 Step(
                     kind: kind, name: filterName, keep: keep, condition: condition, template: template, root: root,
-                    sources: sources, hmacKey: hmacKey.map(RedactionKey.init), mask: mask, canonical: canonical))
+                    sources: sources, hmacKey: hmacKey.map { RedactionKey($0) }, mask: mask, canonical: canonical))
         }
         let names = steps.filter { $0.kind == .filter }.map(\.name)
         if let twice = names.first(where: { name in names.filter { $0 == name }.count > 1 }) {
@@ -677,7 +683,9 @@ public struct Transform: Sendable, CustomStringConvertible {
         }
         guard let key = step.hmacKey else { return }
         let input: [UInt8] = value.first == 0x22 ? Array((JSONScan.string(value) ?? "").utf8) : Array(value)
-        let code = HMAC<SHA256>.authenticationCode(for: input, using: key.key)
+        var hmac = key.keyed
+        hmac.update(data: input)
+        let code = hmac.finalize()
         out.append(0x22)
         let digits: [UInt8] = Array("0123456789abcdef".utf8)
         for byte in code {
