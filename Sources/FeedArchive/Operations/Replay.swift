@@ -268,8 +268,8 @@ public struct Replayer {
     }
 
     /// A transaction ends after the blob that brings it to this many changes or decoded bytes.
-    static let transactionChanges = 8192
-    static let transactionBytes = 8 << 20
+    static let transactionChanges = 32768
+    static let transactionBytes = 32 << 20
 
     /// Per partition, the last position archived when `token` was the checkpoint: the live
     /// lines up to the one that ends at `token` (lines compaction replaced count, their
