@@ -191,44 +191,27 @@ public enum JSONScan {
     /// The top-level fields of an object: name and the value's text; nil when `text` is not
     /// an object.
     public static func fields(_ text: ArraySlice<UInt8>) -> [(name: String, value: ArraySlice<UInt8>)]? {
-        let base = text.startIndex
-        // Straight over the slice's storage (no copy), typed as returned (no array cast).
-        return text.withUnsafeBufferPointer { buffer -> [(name: String, value: ArraySlice<UInt8>)]? in
-            var index = 0
-            func skipSpace() { while index < buffer.count && isSpace(buffer[index]) { index += 1 } }
-            skipSpace()
-            guard index < buffer.count, buffer[index] == 0x7B else { return nil }
-            index += 1
-            var result: [(name: String, value: ArraySlice<UInt8>)] = []
-            result.reserveCapacity(8)
-            skipSpace()
-            if index < buffer.count && buffer[index] == 0x7D { return result }
-            while true {
-                skipSpace()
-                guard index < buffer.count, buffer[index] == 0x22,
-                    let nameEnd = try? EnvelopeFields.skipValue(buffer, from: index),
-                    let name = string(text[(base + index)..<(base + nameEnd)])
-                else { return nil }
-                index = nameEnd
-                skipSpace()
-                guard index < buffer.count, buffer[index] == 0x3A else { return nil }
-                index += 1
-                skipSpace()
-                guard var end = try? EnvelopeFields.skipValue(buffer, from: index) else { return nil }
-                let after = end
-                while end > index && isSpace(buffer[end - 1]) { end -= 1 }  // a literal's trailing space
-                result.append((name: name, value: text[(base + index)..<(base + end)]))
-                end = after
-                index = end
-                skipSpace()
-                guard index < buffer.count else { return nil }
-                if buffer[index] == 0x2C {
-                    index += 1
-                    continue
-                }
-                return buffer[index] == 0x7D ? result : nil
+        var result: [(name: String, value: ArraySlice<UInt8>)] = []
+        result.reserveCapacity(8)
+        var named = true
+        let wellFormed = forEachField(text) { raw, value in
+            // The name as written, escapes decoded only when it has some.
+            let name: String?
+            if raw.contains(0x5C) {
+                var quoted: [UInt8] = [0x22]
+                quoted.append(contentsOf: raw)
+                quoted.append(0x22)
+                name = string(quoted[...])
+            } else {
+                name = String(validating: raw, as: UTF8.self)
             }
+            guard let name else {
+                named = false
+                return
+            }
+            result.append((name: name, value: value))
         }
+        return wellFormed && named ? result : nil
     }
 
     /// Calls `body` with each top-level field of an object: its name as written (between the
