@@ -101,7 +101,9 @@ final class PostgresJob {
         let writer = try pg.startWriter(transactions: 400, seed: 1, pause: 0.012)  // ~5 s: several runs overlap it on a busy machine too
         var runs = 0
         while kill(writer, 0) == 0 && runs < 200 {
-            let result = try await Binary.run(["run", pg.job])
+            // Short runs (as a busy cron's): on a slow machine one run could otherwise follow
+            // the whole writer, and nothing would show that runs overlapping it hand over.
+            let result = try await Binary.run(["run", pg.job, "--max-duration", "1s"])
             #expect(result.status == 0, "\(result.stderr)")
             runs += 1
             if waitpid(writer, nil, WNOHANG) == writer { break }
