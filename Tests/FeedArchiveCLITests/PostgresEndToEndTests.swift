@@ -98,7 +98,7 @@ final class PostgresJob {
     @Test func runsWhileAWriterCommitsArchiveTheWholeHistory() async throws {
         let pg = try PostgresJob()
         #expect(try await Binary.run(["setup", pg.job]).status == 0)
-        let writer = try pg.startWriter(transactions: 400, seed: 1, pause: 0.012)  // ~5 s: several runs overlap it on a busy machine too
+        let writer = try pg.startWriter(transactions: 1000, seed: 1, pause: 0.012)  // ~12 s: several runs overlap it on a busy machine too
         var runs = 0
         while kill(writer, 0) == 0 && runs < 200 {
             // Short runs (as a busy cron's): on a slow machine one run could otherwise follow
