@@ -199,7 +199,7 @@ import Testing
                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
                     INSERT INTO outbox (entity, op, doc, at)
                     SELECT 'e' || (i % 300), CASE WHEN i % 17 = 0 THEN 'd' ELSE 'u' END,
-                      json_object('id', i, 'kind', CASE i % 3 WHEN 0 THEN 'test' WHEN 1 THEN 'live' ELSE 'other' END, 'amount', i % 1000, 'region', CASE WHEN i <= 10000 THEN 'north' ELSE 'south' END),
+                      json_object('id', i, 'kind', CASE i % 3 WHEN 0 THEN 'test' WHEN 1 THEN 'live' ELSE 'other' END, 'amount', CASE WHEN i % 997 = 1 THEN 'many' ELSE i % 1000 END, 'region', CASE WHEN i <= 10000 THEN 'north' ELSE 'south' END),
                       printf('2026-11-18T%02d:%02d:%02dZ', 10 + i / 3600, i / 60 % 60, i % 60)
                     FROM n;
                     """,
@@ -244,12 +244,15 @@ import Testing
 
         // Which changes the filters keep, computed from the source on its own.
         var kept = 0
+        var rejected = 0  // an amount that is not a number meets the numeric filter: a dead letter
         var counts: [String: Int] = ["no-tests": 0, "no-deletes": 0, "small": 0]
         for i in 1...20000 {
             if i % 3 == 0 {
                 counts["no-tests"]! += 1
             } else if i % 17 == 0 {
                 counts["no-deletes"]! += 1
+            } else if i % 997 == 1 {
+                rejected += 1
             } else if i % 1000 >= 700 {
                 counts["small"]! += 1
             } else {
@@ -263,23 +266,30 @@ import Testing
         // The manifest's counts, per filter, over the live lines.
         var filtered: [String: Int] = [:]
         var records = 0
+        var letters = 0
         let manifest = dir.path + "/lake/people/_feedarchive/manifest"
         for file in try FileManager.default.contentsOfDirectory(atPath: manifest).sorted() {
             for line in try String(contentsOfFile: manifest + "/" + file, encoding: .utf8).split(separator: "\n") {
                 let entry = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
                 guard entry["kind"] as? String == "blob", entry["lineage"] as? String == "live" else { continue }
                 records += entry["records"] as? Int ?? 0
+                letters += entry["rejected"] as? Int ?? 0
                 for (name, count) in entry["filtered"] as? [String: Int] ?? [:] { filtered[name, default: 0] += count }
             }
         }
         #expect(records == kept && filtered == counts, "\(records) \(filtered) \(counts)")
-        #expect(records + filtered.values.reduce(0, +) == 20000)
+        #expect(letters == rejected && rejected > 0)
+        #expect(records + filtered.values.reduce(0, +) + letters == 20000)
+        // Each dead letter once, though a run killed between its two lines writes it again.
+        let dead = try await Binary.run(["cat", dir.path + "/people.yaml", "--rejected"])
+        #expect(dead.stdout.split(separator: "\n").count == rejected, "\(dead.stdout.prefix(300))")
         // partition_by made the folders, from a field the next step dropped.
         let folders = try FileManager.default.contentsOfDirectory(atPath: dir.path + "/lake/people/data")
         #expect(Set(folders) == ["region=north", "region=south"], "\(folders)")
         let state = try await Binary.run(["status", dir.path + "/people.yaml"])
         #expect(
-            state.stdout.contains("\(kept) changes (and \(20000 - kept) filtered out by the transform)"),
+            state.stdout.contains("\(kept) changes (and \(20000 - kept - rejected) filtered out by the transform)")
+                && state.stdout.contains("(and \(rejected) rejected by the transform"),
             "\(state.stdout)")
     }
 }

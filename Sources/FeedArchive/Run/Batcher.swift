@@ -119,7 +119,13 @@ struct Batcher {
             }
             if transform.partitions {
                 // A filtered or rejected change joins the open batch's folder: it only needs a range.
-                partitionPath = (filteredBy == nil && rejection == nil) || open == nil ? path : open!.partitionPath
+                if filteredBy == nil && rejection == nil {
+                    partitionPath = path
+                } else if open != nil {
+                    partitionPath = open!.partitionPath
+                } else {
+                    partitionPath = rejection == nil ? path : transform.partition(of: record.line)
+                }
             }
         }
         // Field by field, not `if let current = open`: copying the batch state per change

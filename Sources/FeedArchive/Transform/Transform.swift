@@ -26,6 +26,22 @@ public struct Transform: Sendable, CustomStringConvertible {
     public let hash: String
     /// The job has a `partition_by` step: it, not `archive.partition_path`, makes the folders.
     public var partitions: Bool { steps.contains { $0.kind == .partitionBy } }
+    /// The folder of a change the steps could not take, from its documents as the source gave
+    /// them (fields it lacks are `_`): a batch that opens on it lands among the others.
+    public func partition(of line: ArraySlice<UInt8>) -> String? {
+        guard let step = steps.first(where: { $0.kind == .partitionBy }),
+            let ranges = try? line.withUnsafeBufferPointer({ try EnvelopeFields.split($0) })
+        else { return nil }
+        let base = line.startIndex
+        func document(_ index: Int) -> [UInt8]? {
+            let value = line[(base + ranges[index].lowerBound)..<(base + ranges[index].upperBound)]
+            return value.first == 0x7B ? Array(value) : nil
+        }
+        return Self.render(
+            step.template, key: line[(base + ranges[4].lowerBound)..<(base + ranges[4].upperBound)],
+            [document(5), document(6)])
+    }
+
     /// The job redacts: a dead letter must not hold the documents the redaction was to hide.
     public var redacts: Bool { steps.contains { $0.kind == .redact } }
 
