@@ -24,22 +24,19 @@ public struct Transform: Sendable, CustomStringConvertible {
     public let steps: [Step]
     /// `sha256:` and the hex digest of the section's canonical text.
     public let hash: String
+    /// The steps compiled for applying them.
+    let program: TransformProgram
     /// The job has a `partition_by` step: it, not `archive.partition_path`, makes the folders.
     public var partitions: Bool { steps.contains { $0.kind == .partitionBy } }
     /// The folder of a change the steps could not take, from its documents as the source gave
     /// them (fields it lacks are `_`): a batch that opens on it lands among the others.
     public func partition(of line: ArraySlice<UInt8>) -> String? {
-        guard let step = steps.first(where: { $0.kind == .partitionBy }),
-            let ranges = try? line.withUnsafeBufferPointer({ try EnvelopeFields.split($0) })
-        else { return nil }
-        let base = line.startIndex
-        func document(_ index: Int) -> [UInt8]? {
-            let value = line[(base + ranges[index].lowerBound)..<(base + ranges[index].upperBound)]
-            return value.first == 0x7B ? Array(value) : nil
+        guard let index = steps.firstIndex(where: { $0.kind == .partitionBy }) else { return nil }
+        return line.withUnsafeBufferPointer { buffer -> String? in
+            guard let ranges = try? EnvelopeFields.split(buffer) else { return nil }
+            let documents: [Document] = [5, 6].map { buffer[ranges[$0].lowerBound] == 0x7B ? .line(ranges[$0]) : .null }
+            return render(index, buffer: buffer, key: ranges[4], documents)
         }
-        return Self.render(
-            step.template, key: line[(base + ranges[4].lowerBound)..<(base + ranges[4].upperBound)],
-            [document(5), document(6)])
     }
 
     /// The job redacts: a dead letter must not hold the documents the redaction was to hide.
@@ -306,7 +303,7 @@ public struct Transform: Sendable, CustomStringConvertible {
         }
         let text = steps.map(\.canonical).joined(separator: "\n")
         let digest = SHA256.hash(data: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
-        return Transform(steps: steps, hash: "sha256:" + digest)
+        return Transform(steps: steps, hash: "sha256:" + digest, program: TransformProgram(steps: steps))
     }
 
     /// `tenant={after.tenantId}/kind={key.kind}`: text and fields of after, before or key.
@@ -415,85 +412,179 @@ public struct Transform: Sendable, CustomStringConvertible {
         return try apply(line, into: &out, path: &path)
     }
 
+    /// A document between stages: absent (`null`), still in the line, or rewritten.
+    enum Document {
+        case null
+        case line(Range<Int>)
+        case owned([UInt8])
+
+        func with<R>(
+            _ line: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>, Range<Int>) throws -> R
+        ) rethrows -> R? {
+            switch self {
+            case .null: return nil
+            case .line(let range): return try body(line, range)
+            case .owned(let bytes): return try bytes.withUnsafeBufferPointer { try body($0, 0..<$0.count) }
+            }
+        }
+    }
+
     /// `apply`, and the folder path `partition_by` renders (nil without one).
     public func apply(_ line: ArraySlice<UInt8>, into out: inout [UInt8], path: inout String?) throws -> Int? {
         out.removeAll(keepingCapacity: true)
         path = nil
-        let ranges = try line.withUnsafeBufferPointer { try EnvelopeFields.split($0) }
-        let base = line.startIndex
-        func field(_ index: Int) -> ArraySlice<UInt8> {
-            line[(base + ranges[index].lowerBound)..<(base + ranges[index].upperBound)]
-        }
-        var documents: [[UInt8]?] = [Array(field(5)), Array(field(6))]
-        for name in [0, 1] where documents[name].map({ $0.elementsEqual("null".utf8) }) == true {
-            documents[name] = nil
-        }
-        for (number, step) in steps.enumerated() {
-            if step.kind == .partitionBy {
-                path = Self.render(step.template, key: field(4), documents)
-                continue
+        var folder: String?
+        let result = try line.withUnsafeBufferPointer { buffer -> Int? in
+            let ranges = try EnvelopeFields.split(buffer)
+            var documents: [Document] = [.line(ranges[5]), .line(ranges[6])]
+            for index in [0, 1] {
+                let range = ranges[5 + index]
+                if range.count == 4 && memcmp(buffer.baseAddress! + range.lowerBound, "null", 4) == 0 {
+                    documents[index] = .null
+                }
             }
-            if step.kind == .filter {
-                let matches: Bool
-                do {
-                    matches = try Self.matches(
-                        step.condition!, op: field(2), key: field(4), source: field(7), documents)
-                } catch let failure as Failure {
-                    throw Failure(description: "transform step \(number + 1) (filter \(step.name)): \(failure)")
-                }
-                if matches != step.keep {
-                    // Its folder, as far as the documents tell, for a batch that opens on it.
-                    if let partition = steps.first(where: { $0.kind == .partitionBy }) {
-                        path = Self.render(partition.template, key: field(4), documents)
+            let stages = program.stages
+            // The last stage, when it rewrites fields, writes straight into `out`.
+            var direct: TransformProgram.Stage?
+            if let last = stages.last, case .fields = last { direct = last }
+            if let last = stages.last, case .set = last { direct = last }
+            for (number, stage) in stages.enumerated() where direct == nil || number < stages.count - 1 {
+                switch stage {
+                case .filter(let index):
+                    let step = steps[index]
+                    let matches: Bool
+                    do {
+                        matches = try self.matches(index, buffer: buffer, ranges: ranges, documents)
+                    } catch let failure as Failure {
+                        throw Failure(description: "transform step \(index + 1) (filter \(step.name)): \(failure)")
                     }
-                    return number
+                    if matches != step.keep {
+                        // Its folder, as far as the documents tell, for a batch that opens on it.
+                        if let partition = steps.firstIndex(where: { $0.kind == .partitionBy }) {
+                            folder = render(partition, buffer: buffer, key: ranges[4], documents)
+                        }
+                        return index
+                    }
+                case .partition(let index):
+                    folder = render(index, buffer: buffer, key: ranges[4], documents)
+                case .fields, .set:
+                    for index in [0, 1] {
+                        var next: [UInt8] = []
+                        let done: Void? = try documents[index].with(buffer) { text, range in
+                            next.reserveCapacity(range.count + 64)
+                            try run(stage, document: index, text, range, into: &next)
+                        }
+                        if done != nil { documents[index] = .owned(next) }
+                    }
                 }
-                continue
             }
             for index in [0, 1] {
-                guard let current = documents[index] else { continue }
-                let name = index == 0 ? "after" : "before"
-                guard current.first == 0x7B else {
-                    throw Failure(description: "`\(name)` is not a JSON object, so its fields cannot be transformed")
+                out.append(
+                    contentsOf: UnsafeBufferPointer(
+                        rebasing: buffer[(index == 0 ? 0 : ranges[5].upperBound)..<ranges[5 + index].lowerBound]))
+                let written: Void? = try documents[index].with(buffer) { text, range in
+                    if let direct {
+                        try run(direct, document: index, text, range, into: &out)
+                    } else {
+                        out.append(contentsOf: UnsafeBufferPointer(rebasing: text[range]))
+                    }
                 }
-                var next: [UInt8] = []
-                next.reserveCapacity(current.count + 64)
-                let found = step.sources.map { Self.value(at: $0[...], in: current[...]) }
-                do {
-                    try rewrite(current[...], node: step.root, step: step, found: found, into: &next)
-                } catch let failure as Failure {
-                    throw Failure(
-                        description: "transform step \(number + 1) (\(step.kind.rawValue)) on `\(name)`: \(failure)")
+                if written == nil { out.append(contentsOf: "null".utf8) }
+            }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[ranges[6].upperBound..<buffer.count]))
+            return nil
+        }
+        if result != nil { out.removeAll(keepingCapacity: true) }
+        path = folder
+        return result
+    }
+
+    /// One stage of field steps over one document (`after` is 0), written to `out`.
+    func run(
+        _ stage: TransformProgram.Stage, document: Int, _ text: UnsafeBufferPointer<UInt8>, _ range: Range<Int>,
+        into out: inout [UInt8]
+    ) throws {
+        let name = document == 0 ? "after" : "before"
+        guard range.count > 0, text[range.lowerBound] == 0x7B else {
+            throw Failure(description: "`\(name)` is not a JSON object, so its fields cannot be transformed")
+        }
+        let program = program
+        try program.nodes.withUnsafeBufferPointer { nodes in
+            try program.pool.withUnsafeBufferPointer { pool in
+                try program.kinds.withUnsafeBufferPointer { kinds in
+                    try withUnsafeTemporaryAllocation(of: TransformWalk.State.self, capacity: program.stateCapacity) {
+                        states in
+                        var walk = TransformWalk(nodes: nodes, pool: pool, kinds: kinds, steps: steps, states: states)
+                        switch stage {
+                        case .fields(let indices):
+                            for (position, index) in indices.enumerated() {
+                                states[position] = TransformWalk.State(step: Int32(index), node: program.roots[index])
+                            }
+                            do {
+                                try walk.object(text, range.lowerBound, range.upperBound, 0, indices.count, into: &out)
+                            } catch let failure as Failure {
+                                let numbers = indices.map { "\($0 + 1)" }.joined(separator: ", ")
+                                let kinds = indices.map { steps[$0].kind.rawValue }.joined(separator: ", ")
+                                throw Failure(
+                                    description:
+                                        "transform step\(indices.count > 1 ? "s" : "") \(numbers) (\(kinds)) on `\(name)`: \(failure)"
+                                )
+                            }
+                        case .set(let index):
+                            let found = steps[index].sources.map { source in
+                                Self.locate(source.map { Array($0.utf8) }[...], in: text, range).map { (text, $0) }
+                            }
+                            do {
+                                try walk.set(
+                                    text, range.lowerBound, range.upperBound, node: program.roots[index], found: found,
+                                    into: &out)
+                            } catch let failure as Failure {
+                                throw Failure(description: "transform step \(index + 1) (set) on `\(name)`: \(failure)")
+                            }
+                        case .filter, .partition:
+                            break
+                        }
+                    }
                 }
-                documents[index] = next
             }
         }
-        out.append(contentsOf: line[line.startIndex..<(base + ranges[5].lowerBound)])
-        out.append(contentsOf: documents[0] ?? Array("null".utf8))
-        out.append(contentsOf: line[(base + ranges[5].upperBound)..<(base + ranges[6].lowerBound)])
-        out.append(contentsOf: documents[1] ?? Array("null".utf8))
-        out.append(contentsOf: line[(base + ranges[6].upperBound)..<line.endIndex])
-        return nil
+    }
+
+    /// The value a filter or folder names: `key` itself (an empty path), a field of `key`, or
+    /// a field of `after` (0) or `before` (1); nil when absent.
+    func lookup(
+        document: Int, path: ArraySlice<[UInt8]>, buffer: UnsafeBufferPointer<UInt8>, key: Range<Int>,
+        _ documents: [Document], _ body: (UnsafeBufferPointer<UInt8>, Range<Int>?) throws -> Void
+    ) rethrows {
+        if document == 2 {
+            if path.isEmpty { return try body(buffer, key) }
+            return try body(buffer, buffer[key.lowerBound] == 0x7B ? Self.locate(path, in: buffer, key) : nil)
+        }
+        let absent: Void? = try documents[document].with(buffer) { text, range in
+            try body(text, Self.locate(path, in: text, range))
+        }
+        if absent == nil { try body(buffer, nil) }
     }
 
     /// The folder path: each field's value (a string's text, any other value's JSON text; `_`
     /// when absent or null), sanitised as partition paths are.
-    static func render(_ template: [TemplatePiece], key: ArraySlice<UInt8>, _ documents: [[UInt8]?]) -> String? {
+    func render(_ index: Int, buffer: UnsafeBufferPointer<UInt8>, key: Range<Int>, _ documents: [Document]) -> String? {
         var text = ""
-        for piece in template {
+        for (number, piece) in steps[index].template.enumerated() {
             switch piece {
             case .text(let literal): text += literal
-            case .field(let document, let path):
-                let value: ArraySlice<UInt8>?
-                if document == 2 {
-                    value = path.isEmpty ? key : (key.first == 0x7B ? Self.value(at: path[...], in: key) : nil)
-                } else {
-                    value = documents[document].flatMap { Self.value(at: path[...], in: $0[...]) }
-                }
+            case .field(let document, _):
                 var piece = "_"
-                if let value, !value.elementsEqual("null".utf8) {
-                    piece =
-                        value.first == 0x22 ? (JSONScan.string(value) ?? "_") : String(decoding: value, as: UTF8.self)
+                lookup(
+                    document: document, path: program.paths[index][number][...], buffer: buffer, key: key, documents
+                ) { text, range in
+                    guard let range else { return }
+                    let value = ArraySlice(UnsafeBufferPointer(rebasing: text[range]))
+                    if !value.elementsEqual("null".utf8) {
+                        piece =
+                            value.first == 0x22
+                            ? (JSONScan.string(value) ?? "_") : String(decoding: value, as: UTF8.self)
+                    }
                 }
                 // A value never makes folders of its own.
                 text += sanitizePathComponent(piece.replacingOccurrences(of: "/", with: "_"))
@@ -504,210 +595,82 @@ public struct Transform: Sendable, CustomStringConvertible {
 
     /// Whether a record meets a filter's condition. A numeric comparison on a value that is not
     /// a number is a failure, not a "no".
-    static func matches(
-        _ condition: Condition, op: ArraySlice<UInt8>, key: ArraySlice<UInt8>, source: ArraySlice<UInt8>,
-        _ documents: [[UInt8]?]
+    func matches(
+        _ index: Int, buffer: UnsafeBufferPointer<UInt8>, ranges: [Range<Int>], _ documents: [Document]
     ) throws -> Bool {
-        switch condition {
+        switch steps[index].condition! {
         case .op(let ops):
-            return ops.contains(JSONScan.string(op) ?? "")
+            return ops.contains(JSONScan.string(ArraySlice(UnsafeBufferPointer(rebasing: buffer[ranges[2]]))) ?? "")
         case .table(let tables):
-            guard let table = JSONScan.field("table", in: source).flatMap({ JSONScan.string($0) }) else { return false }
+            guard let range = Self.locate(Self.tablePath[...], in: buffer, ranges[7]),
+                let table = JSONScan.string(ArraySlice(UnsafeBufferPointer(rebasing: buffer[range])))
+            else { return false }
             return tables.contains(table) || tables.contains { table.hasSuffix("." + $0) }
         case .field(let document, let path, let test):
-            let value: ArraySlice<UInt8>?
-            if document == 2 {
-                value = path.isEmpty ? key : (key.first == 0x7B ? Self.value(at: path[...], in: key) : nil)
-            } else {
-                if let current = documents[document], current.first != 0x7B {
-                    throw Failure(
-                        description:
-                            "`\(document == 0 ? "after" : "before")` is not a JSON object, so it has no field \(path.joined(separator: "."))"
-                    )
-                }
-                value = documents[document].flatMap { Self.value(at: path[...], in: $0[...]) }
+            if document < 2, case .owned(let bytes) = documents[document], bytes.first != 0x7B {
+                throw Failure(
+                    description:
+                        "`\(document == 0 ? "after" : "before")` is not a JSON object, so it has no field \(path.joined(separator: "."))"
+                )
             }
-            switch test {
-            case .exists(let wanted):
-                return (value != nil) == wanted
-            case .equals(let candidates):
-                guard let value else { return false }
-                return candidates.contains { Self.jsonEqual($0[...], value) }
-            case .compare(let op, let bound):
-                guard let value else { return false }
-                guard let first = value.first, first == 0x2D || (0x30...0x39).contains(first),
-                    let number = Double(String(decoding: value, as: UTF8.self))
-                else {
-                    throw Failure(
-                        description:
-                            "\(path.joined(separator: ".")) is \(String(decoding: value.prefix(40), as: UTF8.self)), not a number to compare"
-                    )
-                }
-                switch op {
-                case "lt": return number < bound
-                case "le": return number <= bound
-                case "gt": return number > bound
-                default: return number >= bound
+            if document < 2, case .line(let range) = documents[document], buffer[range.lowerBound] != 0x7B {
+                throw Failure(
+                    description:
+                        "`\(document == 0 ? "after" : "before")` is not a JSON object, so it has no field \(path.joined(separator: "."))"
+                )
+            }
+            var result = false
+            try lookup(
+                document: document, path: program.paths[index][0][...], buffer: buffer, key: ranges[4], documents
+            ) { text, range in
+                let value = range.map { UnsafeBufferPointer(rebasing: text[$0]) }
+                switch test {
+                case .exists(let wanted):
+                    result = (value != nil) == wanted
+                case .equals(let candidates):
+                    guard let value else { return }
+                    result = candidates.contains { Self.jsonEqual($0, value) }
+                case .compare(let op, let bound):
+                    guard let value else { return }
+                    guard let first = value.first, first == 0x2D || (0x30...0x39).contains(first),
+                        let number = Double(String(decoding: value, as: UTF8.self))
+                    else {
+                        throw Failure(
+                            description:
+                                "\(path.joined(separator: ".")) is \(String(decoding: value.prefix(40), as: UTF8.self)), not a number to compare"
+                        )
+                    }
+                    switch op {
+                    case "lt": result = number < bound
+                    case "le": result = number <= bound
+                    case "gt": result = number > bound
+                    default: result = number >= bound
+                    }
                 }
             }
+            return result
         }
     }
 
+    static let tablePath: [[UInt8]] = [Array("table".utf8)]
+
     /// Two JSON values equal as values: strings by their text, numbers by their value, the
     /// rest by their text.
-    static func jsonEqual(_ a: ArraySlice<UInt8>, _ b: ArraySlice<UInt8>) -> Bool {
+    static func jsonEqual(_ a: [UInt8], _ b: UnsafeBufferPointer<UInt8>) -> Bool {
         if a.first == 0x22 || b.first == 0x22 {
-            return a.first == b.first && JSONScan.string(a) == JSONScan.string(b)
+            guard a.first == b.first else { return false }
+            // The same bytes are the same string; else compare the texts with escapes decoded.
+            if a.count == b.count
+                && a.withUnsafeBufferPointer({ memcmp($0.baseAddress!, b.baseAddress!, a.count) == 0 })
+            {
+                return true
+            }
+            guard a.contains(0x5C) || b.contains(0x5C) else { return false }
+            return JSONScan.string(a[...]) == JSONScan.string(ArraySlice(b))
         }
         if let x = Double(String(decoding: a, as: UTF8.self)), let y = Double(String(decoding: b, as: UTF8.self)) {
             return x == y
         }
         return a.elementsEqual(b)
-    }
-
-    /// The value at `path` in an object (first match; through arrays, the first element that
-    /// has it), nil when absent.
-    static func value(at path: ArraySlice<String>, in object: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
-        guard let name = path.first else { return nil }
-        let wanted = Array(name.utf8)
-        var found: ArraySlice<UInt8>?
-        JSONScan.forEachField(object) { raw, value in
-            if JSONScan.nameEquals(raw, wanted) { found = value }  // the last of equal names wins
-        }
-        guard let value = found else { return nil }
-        if path.count == 1 { return value }
-        if value.first == 0x7B { return Self.value(at: path.dropFirst(), in: value) }
-        return nil
-    }
-
-    /// One step over one object: fields copied as they are unless the step names them.
-    func rewrite(
-        _ object: ArraySlice<UInt8>, node: PathNode, step: Step, found: [ArraySlice<UInt8>?], into out: inout [UInt8]
-    ) throws {
-        out.append(0x7B)
-        var first = true
-        var seen: Set<String> = []
-        func field(raw: ArraySlice<UInt8>) {
-            if !first { out.append(0x2C) }
-            first = false
-            out.append(0x22)
-            out.append(contentsOf: raw)
-            out.append(0x22)
-            out.append(0x3A)
-        }
-        func field(_ name: String) {
-            if !first { out.append(0x2C) }
-            first = false
-            JSONText.appendString(name, to: &out)
-            out.append(0x3A)
-        }
-        let wellFormed = try JSONScan.forEachField(object) { raw, value in
-            guard let (name, child) = node.matching(raw) else {
-                if step.kind == .select { return }  // not named: not kept
-                field(raw: raw)
-                out.append(contentsOf: value)
-                return
-            }
-            if step.kind == .set { seen.insert(name) }
-            if child.leaf {
-                switch step.kind {
-                case .filter, .partitionBy, .drop: return  // filters and partition_by name no fields
-                case .select:
-                    field(raw: raw)
-                    out.append(contentsOf: value)
-                case .rename:
-                    field(child.newName ?? name)
-                    out.append(contentsOf: value)
-                case .set:
-                    field(raw: raw)
-                    setValue(child, found: found, into: &out)
-                case .redact:
-                    field(raw: raw)
-                    redact(value, step: step, into: &out)
-                }
-            } else {
-                field(raw: raw)
-                try descend(value, node: child, step: step, found: found, into: &out)
-            }
-        }
-        guard wellFormed else { throw Failure(description: "a malformed object") }
-        if step.kind == .set {
-            // Fields the document does not have yet.
-            for name in node.order where !seen.contains(name) {
-                guard let child = node.children[name] else { continue }
-                field(name)
-                if child.leaf {
-                    setValue(child, found: found, into: &out)
-                } else {
-                    try rewrite(Array("{}".utf8)[...], node: child, step: step, found: found, into: &out)
-                }
-            }
-        }
-        out.append(0x7D)
-    }
-
-    /// Into a nested object, or into each object of an array; other values are left as they
-    /// are (a path through them names nothing).
-    func descend(
-        _ value: ArraySlice<UInt8>, node: PathNode, step: Step, found: [ArraySlice<UInt8>?], into out: inout [UInt8]
-    ) throws {
-        var start = value.startIndex
-        while start < value.endIndex && JSONScan.isSpace(value[start]) { start += 1 }
-        guard start < value.endIndex else {
-            out.append(contentsOf: value)
-            return
-        }
-        if value[start] == 0x7B {
-            try rewrite(value, node: node, step: step, found: found, into: &out)
-        } else if value[start] == 0x5B {
-            guard let elements = JSONScan.elements(value) else { throw Failure(description: "a malformed array") }
-            out.append(0x5B)
-            for (index, element) in elements.enumerated() {
-                if index > 0 { out.append(0x2C) }
-                if element.first == 0x7B {
-                    try rewrite(element, node: node, step: step, found: found, into: &out)
-                } else {
-                    out.append(contentsOf: element)
-                }
-            }
-            out.append(0x5D)
-        } else {
-            out.append(contentsOf: value)
-        }
-    }
-
-    func setValue(_ node: PathNode, found: [ArraySlice<UInt8>?], into out: inout [UInt8]) {
-        if let constant = node.constant {
-            out.append(contentsOf: constant)
-        } else if let source = node.source, let value = found[source] {
-            out.append(contentsOf: value)
-        } else {
-            out.append(contentsOf: "null".utf8)
-        }
-    }
-
-    /// The HMAC-SHA-256 of the value (a string's text, any other value's JSON text) as 64 hex
-    /// digits, or the mask. `null` stays `null`: there is nothing to hide.
-    func redact(_ value: ArraySlice<UInt8>, step: Step, into out: inout [UInt8]) {
-        if value.elementsEqual("null".utf8) {
-            out.append(contentsOf: value)
-            return
-        }
-        if let mask = step.mask {
-            out.append(contentsOf: mask)
-            return
-        }
-        guard let key = step.hmacKey else { return }
-        let input: [UInt8] = value.first == 0x22 ? Array((JSONScan.string(value) ?? "").utf8) : Array(value)
-        var hmac = key.keyed
-        hmac.update(data: input)
-        let code = hmac.finalize()
-        out.append(0x22)
-        let digits: [UInt8] = Array("0123456789abcdef".utf8)
-        for byte in code {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0F)])
-        }
-        out.append(0x22)
     }
 }
