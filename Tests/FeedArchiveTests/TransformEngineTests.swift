@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Testing
 
@@ -166,6 +167,37 @@ import Testing
         }
         // The generator makes lists the parser takes and records that pass them.
         #expect(compared > 1500 && records > 500, "compared \(compared), records \(records)")
+    }
+
+    /// The engine's HMAC-SHA-256 against swift-crypto's, for keys and messages of every length
+    /// around the block size (one and two final blocks, a key hashed first).
+    @Test func keyedSHA256IsHMACSHA256() {
+        var random = Generator(state: 42)
+        for keyLength in [1, 16, 32, 55, 56, 63, 64, 65, 100, 200] {
+            let key = (0..<keyLength).map { _ in UInt8.random(in: 0...255, using: &random) }
+            let fast = KeyedSHA256(key: key)
+            for length in 0...200 {
+                let message = (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }
+                let expected = Array(HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: key)))
+                var digest = [UInt8](repeating: 0, count: 32)
+                digest.withUnsafeMutableBufferPointer { out in
+                    message.withUnsafeBytes { fast.authenticate($0, into: out.baseAddress!) }
+                }
+                if digest != expected {
+                    Issue.record("key of \(keyLength) bytes, message of \(length) bytes: the MACs differ")
+                    return
+                }
+            }
+        }
+        // RFC 4231, test case 2.
+        let fast = KeyedSHA256(key: Array("Jefe".utf8))
+        var digest = [UInt8](repeating: 0, count: 32)
+        digest.withUnsafeMutableBufferPointer { out in
+            Array("what do ya want for nothing?".utf8).withUnsafeBytes { fast.authenticate($0, into: out.baseAddress!) }
+        }
+        #expect(
+            digest.map { String(format: "%02x", $0) }.joined()
+                == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
     }
 
     static func describe(_ outcome: Outcome) -> String {

@@ -20,14 +20,27 @@ import Foundation
 /// the run stops there (exit 65) and nothing after the last checkpoint is committed, so no
 /// record passes without its transforms. `hash` identifies the section (the redaction key by a
 /// keyed fingerprint, never the key): job.json's shape and every manifest line record it.
-public struct Transform: Sendable, CustomStringConvertible {
+///
+/// A class, immutable once parsed: the batcher reaches it once per change.
+public final class Transform: Sendable, CustomStringConvertible {
     public let steps: [Step]
     /// `sha256:` and the hex digest of the section's canonical text.
     public let hash: String
     /// The steps compiled for applying them.
     let program: TransformProgram
     /// The job has a `partition_by` step: it, not `archive.partition_path`, makes the folders.
-    public var partitions: Bool { steps.contains { $0.kind == .partitionBy } }
+    public let partitions: Bool
+    /// The job redacts: a dead letter must not hold the documents the redaction was to hide.
+    public let redacts: Bool
+
+    init(steps: [Step], hash: String) {
+        self.steps = steps
+        self.hash = hash
+        program = TransformProgram(steps: steps)
+        partitions = steps.contains { $0.kind == .partitionBy }
+        redacts = steps.contains { $0.kind == .redact }
+    }
+
     /// The folder of a change the steps could not take, from its documents as the source gave
     /// them (fields it lacks are `_`): a batch that opens on it lands among the others.
     public func partition(of line: ArraySlice<UInt8>) -> String? {
@@ -38,9 +51,6 @@ public struct Transform: Sendable, CustomStringConvertible {
             return render(index, buffer: buffer, key: ranges[4], documents)
         }
     }
-
-    /// The job redacts: a dead letter must not hold the documents the redaction was to hide.
-    public var redacts: Bool { steps.contains { $0.kind == .redact } }
 
     /// The envelope with `after` and `before` replaced by `null`: what a dead letter of a job
     /// that redacts keeps (the position and key say which source change it was).
@@ -104,9 +114,12 @@ public struct Transform: Sendable, CustomStringConvertible {
         let key: SymmetricKey
         /// Keyed once: each value's HMAC starts from a copy (no key schedule per value).
         let keyed: HMAC<SHA256>
+        /// The same MAC without a heap copy per value: what the engine uses.
+        let fast: KeyedSHA256
         init(_ key: SymmetricKey) {
             self.key = key
             keyed = HMAC<SHA256>(key: key)
+            fast = KeyedSHA256(key: key.withUnsafeBytes { Array($0) })
         }
     }
 
@@ -303,7 +316,7 @@ public struct Transform: Sendable, CustomStringConvertible {
         }
         let text = steps.map(\.canonical).joined(separator: "\n")
         let digest = SHA256.hash(data: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
-        return Transform(steps: steps, hash: "sha256:" + digest, program: TransformProgram(steps: steps))
+        return Transform(steps: steps, hash: "sha256:" + digest)
     }
 
     /// `tenant={after.tenantId}/kind={key.kind}`: text and fields of after, before or key.

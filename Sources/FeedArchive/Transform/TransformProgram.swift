@@ -385,29 +385,27 @@ struct TransformWalk: ~Copyable {
             return
         }
         guard let key = steps[step].hmacKey else { return }
-        var hmac = key.keyed
-        if text.first == 0x22 {
-            let inner = UnsafeBufferPointer(rebasing: text.dropFirst().dropLast())
-            if inner.isEmpty || memchr(inner.baseAddress!, 0x5C, inner.count) == nil {
-                hmac.update(data: UnsafeRawBufferPointer(inner))
-            } else {
-                guard let decoded = JSONScan.string(ArraySlice(text)) else {
-                    throw Transform.Failure(description: "a malformed string")
+        try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { digest in
+            if text.first == 0x22 {
+                let inner = UnsafeBufferPointer(rebasing: text.dropFirst().dropLast())
+                if inner.isEmpty || memchr(inner.baseAddress!, 0x5C, inner.count) == nil {
+                    key.fast.authenticate(UnsafeRawBufferPointer(inner), into: digest.baseAddress!)
+                } else {
+                    guard let decoded = JSONScan.string(ArraySlice(text)) else {
+                        throw Transform.Failure(description: "a malformed string")
+                    }
+                    Array(decoded.utf8).withUnsafeBytes { key.fast.authenticate($0, into: digest.baseAddress!) }
                 }
-                hmac.update(data: Array(decoded.utf8))
+            } else {
+                key.fast.authenticate(UnsafeRawBufferPointer(text), into: digest.baseAddress!)
             }
-        } else {
-            hmac.update(data: UnsafeRawBufferPointer(text))
-        }
-        let code = hmac.finalize()
-        redacted.append(0x22)
-        code.withUnsafeBytes { digest in
+            redacted.append(0x22)
             for byte in digest {
                 redacted.append(Self.hexDigits[Int(byte >> 4)])
                 redacted.append(Self.hexDigits[Int(byte & 0x0F)])
             }
+            redacted.append(0x22)
         }
-        redacted.append(0x22)
     }
 
     static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
