@@ -47,6 +47,17 @@ struct KeyedSHA256: Sendable {
     @inline(__always)
     private static func rotate(_ x: UInt32, _ n: UInt32) -> UInt32 { (x &>> n) | (x &<< (32 &- n)) }
 
+    /// One round: `d` and `h` take the new values of `e` and `a`.
+    @inline(__always)
+    private static func round(
+        _ a: UInt32, _ b: UInt32, _ c: UInt32, _ d: inout UInt32, _ e: UInt32, _ f: UInt32, _ g: UInt32,
+        _ h: inout UInt32, _ kw: UInt32
+    ) {
+        let t1 = h &+ (rotate(e, 6) ^ rotate(e, 11) ^ rotate(e, 25)) &+ ((e & f) ^ (~e & g)) &+ kw
+        d = d &+ t1
+        h = t1 &+ (rotate(a, 2) ^ rotate(a, 13) ^ rotate(a, 22)) &+ ((a & b) ^ (a & c) ^ (b & c))
+    }
+
     /// One 64-byte block into `state`; `w` has room for the 64-word schedule.
     private static func compress(
         _ state: inout SIMD8<UInt32>, _ block: UnsafePointer<UInt8>, _ w: UnsafeMutablePointer<UInt32>
@@ -69,21 +80,18 @@ struct KeyedSHA256: Sendable {
         var g = state[6]
         var h = state[7]
         rounds.withUnsafeBufferPointer { k in
-            for i in 0..<64 {
-                let s1 = rotate(e, 6) ^ rotate(e, 11) ^ rotate(e, 25)
-                let choice = (e & f) ^ (~e & g)
-                let t1 = h &+ s1 &+ choice &+ k[i] &+ w[i]
-                let s0 = rotate(a, 2) ^ rotate(a, 13) ^ rotate(a, 22)
-                let majority = (a & b) ^ (a & c) ^ (b & c)
-                let t2 = s0 &+ majority
-                h = g
-                g = f
-                f = e
-                e = d &+ t1
-                d = c
-                c = b
-                b = a
-                a = t1 &+ t2
+            // Eight rounds a turn, the variables' roles rotated instead of their values moved.
+            var i = 0
+            while i < 64 {
+                round(a, b, c, &d, e, f, g, &h, k[i] &+ w[i])
+                round(h, a, b, &c, d, e, f, &g, k[i + 1] &+ w[i + 1])
+                round(g, h, a, &b, c, d, e, &f, k[i + 2] &+ w[i + 2])
+                round(f, g, h, &a, b, c, d, &e, k[i + 3] &+ w[i + 3])
+                round(e, f, g, &h, a, b, c, &d, k[i + 4] &+ w[i + 4])
+                round(d, e, f, &g, h, a, b, &c, k[i + 5] &+ w[i + 5])
+                round(c, d, e, &f, g, h, a, &b, k[i + 6] &+ w[i + 6])
+                round(b, c, d, &e, f, g, h, &a, k[i + 7] &+ w[i + 7])
+                i += 8
             }
         }
         state &+= SIMD8(a, b, c, d, e, f, g, h)
