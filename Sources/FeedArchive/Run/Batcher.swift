@@ -87,34 +87,53 @@ struct Batcher {
     /// Adds `record` to the open batch, or to a new one after the open batch is closed (it is
     /// full, or `record` belongs to a later hour or another partition path).
     mutating func add(
-        _ record: FeedRecord, partition: String, token: inout ContinuationToken, summary: inout RunSummary
+        _ record: FeedRecord, partition: String, token: inout ContinuationToken, summary: inout RunSummary,
+        prepared: (PageTransform.Outcome, PageTransform.Chunk)? = nil
     ) async throws {
-        if try !append(record, partition: partition, token: token) {
+        if try !append(record, partition: partition, token: token, prepared: prepared) {
             try await close(partition: partition, token: &token, summary: &summary)
-            let added = try append(record, partition: partition, token: token)
+            let added = try append(record, partition: partition, token: token, prepared: prepared)
             assert(added, "a batch just opened refused a change")
         }
     }
 
     /// `add` without suspending, for a page's changes one after another: false, with nothing
     /// added, when the open batch must be closed first.
-    mutating func append(_ record: FeedRecord, partition: String, token: ContinuationToken) throws -> Bool {
+    ///
+    /// `prepared` is the record's transform outcome when it was worked out ahead (a page at a
+    /// time); else the job's transform is applied here.
+    mutating func append(
+        _ record: FeedRecord, partition: String, token: ContinuationToken,
+        prepared: (PageTransform.Outcome, PageTransform.Chunk)? = nil
+    ) throws -> Bool {
         let bucket = record.timestamp.map { bucketer.bucket($0) }
         var partitionPath =
             job.archive.partitionPath == nil
             ? nil : renderPartitionPath(job.archive.partitionPath, value: record.pathValue)
         var filteredBy: Int?
         var rejection: String?
+        var output = ArraySlice<UInt8>()
         if let transform = job.transform {
             var path: String?
-            do {
-                filteredBy = try transform.apply(record.line, into: &transformed, path: &path)
-            } catch let failure as Transform.Failure {
-                // Not archived as it is and not dropped: a dead letter with the reason.
-                rejection = failure.description
-            } catch {
+            var failure: (any Error)?
+            if let (outcome, chunk) = prepared {
+                (filteredBy, rejection, failure, path) =
+                    (outcome.filteredBy, outcome.rejection, outcome.failure, outcome.path)
+                output = chunk.output[outcome.range]
+            } else {
+                do {
+                    filteredBy = try transform.apply(record.line, into: &transformed, path: &path)
+                    output = transformed[...]
+                } catch let failed as Transform.Failure {
+                    // Not archived as it is and not dropped: a dead letter with the reason.
+                    rejection = failed.description
+                } catch {
+                    failure = error
+                }
+            }
+            if let failure {
                 throw FeedArchiveError.data(
-                    path: job.file, message: "partition \(partition), position \(record.position): \(error)",
+                    path: job.file, message: "partition \(partition), position \(record.position): \(failure)",
                     hint: "nothing from this change on was committed: the source gave a line that is not an envelope")
             }
             if transform.partitions {
@@ -179,7 +198,7 @@ struct Batcher {
                 // Accounted for, not written: the batch's range still covers it.
                 open!.filtered[transform.steps[filteredBy].name, default: 0] += 1
             } else {
-                try open!.writer.append(line: transformed[...])
+                try open!.writer.append(line: output)
                 open!.records += 1
             }
         } else {

@@ -173,11 +173,15 @@ struct RunLoop {
                 continue
             }
             if page.records.isEmpty { break reading }
+            // The transform steps, worked out a page ahead on two threads.
+            let prepared = job.transform.map { PageTransform(records: page.records, transform: $0) }
             for index in page.records.indices {
                 if options.stop.isSet { return .runEnds }
+                let outcome = prepared?.outcome(index)
                 // Suspends only to close a batch: not once per change.
-                if try !batcher.append(page.records[index], partition: partition, token: token) {
-                    try await batcher.add(page.records[index], partition: partition, token: &token, summary: &summary)
+                if try !batcher.append(page.records[index], partition: partition, token: token, prepared: outcome) {
+                    try await batcher.add(
+                        page.records[index], partition: partition, token: &token, summary: &summary, prepared: outcome)
                 }
             }
             guard let next = page.next else {

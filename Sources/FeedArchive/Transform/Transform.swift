@@ -445,6 +445,25 @@ public final class Transform: Sendable, CustomStringConvertible {
     /// `apply`, and the folder path `partition_by` renders (nil without one).
     public func apply(_ line: ArraySlice<UInt8>, into out: inout [UInt8], path: inout String?) throws -> Int? {
         out.removeAll(keepingCapacity: true)
+        return try apply(line, appendingTo: &out, path: &path)
+    }
+
+    /// `apply`, the line appended to `out`: nothing is appended when a filter drops the record
+    /// or a step fails.
+    func apply(_ line: ArraySlice<UInt8>, appendingTo out: inout [UInt8], path: inout String?) throws -> Int? {
+        let start = out.count
+        do {
+            let result = try applying(line, appendingTo: &out, path: &path)
+            if result != nil { out.removeSubrange(start...) }
+            return result
+        } catch {
+            out.removeSubrange(start...)
+            throw error
+        }
+    }
+
+    private func applying(_ line: ArraySlice<UInt8>, appendingTo out: inout [UInt8], path: inout String?) throws -> Int?
+    {
         path = nil
         var folder: String?
         let result = try line.withUnsafeBufferPointer { buffer -> Int? in
@@ -507,7 +526,6 @@ public final class Transform: Sendable, CustomStringConvertible {
             out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[ranges[6].upperBound..<buffer.count]))
             return nil
         }
-        if result != nil { out.removeAll(keepingCapacity: true) }
         path = folder
         return result
     }
