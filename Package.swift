@@ -37,10 +37,12 @@ let package = Package(
             providers: [.apt(["libsqlite3-dev"]), .brew(["sqlite"])]),
         // mallopt, for the executable's memory bound (see FeedArchiveCommand.main).
         .systemLibrary(name: "CMalloc"),
+        // The SHA-256 block function on the x86 SHA extensions, for the transform steps' HMAC.
+        .target(name: "CSHA256"),
         .target(
             name: "FeedArchive",
             dependencies: [
-                "CZstd", "CLZ4",
+                "CZstd", "CLZ4", "CSHA256",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -95,7 +97,9 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "FeedArchiveTests",
-            dependencies: ["FeedArchive", "FeedArchiveTesting"],
+            dependencies: [
+                "FeedArchive", "FeedArchiveTesting", "CSHA256", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: strict),
         .testTarget(
             name: "FeedArchiveSQLiteTests",

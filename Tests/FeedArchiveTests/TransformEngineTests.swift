@@ -1,3 +1,4 @@
+import CSHA256
 import Crypto
 import Foundation
 import Testing
@@ -187,6 +188,31 @@ import Testing
                     Issue.record("key of \(keyLength) bytes, message of \(length) bytes: the MACs differ")
                     return
                 }
+            }
+        }
+        // Both block functions, whichever the MAC above used: SHA-256 of one-block messages.
+        for length in 0...55 {
+            let message = (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }
+            var block = message + [0x80] + [UInt8](repeating: 0, count: 55 - length)
+            block += (0..<8).reversed().map { UInt8(truncatingIfNeeded: UInt64(length * 8) >> (8 * UInt64($0))) }
+            let expected = Array(SHA256.hash(data: message))
+            var software = KeyedSHA256.initial
+            block.withUnsafeBufferPointer { bytes in
+                withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) {
+                    KeyedSHA256.software(&software, bytes.baseAddress!, $0.baseAddress!)
+                }
+            }
+            var words = [software]
+            if KeyedSHA256.hardware {
+                var hardware = KeyedSHA256.initial
+                withUnsafeMutablePointer(to: &hardware) {
+                    $0.withMemoryRebound(to: UInt32.self, capacity: 8) { feedarchive_sha256_blocks($0, block, 1) }
+                }
+                words.append(hardware)
+            }
+            for state in words {
+                let digest = (0..<32).map { UInt8(truncatingIfNeeded: state[$0 / 4] >> (24 - 8 * UInt32($0 % 4))) }
+                #expect(digest == expected, "a message of \(length) bytes")
             }
         }
         // RFC 4231, test case 2.

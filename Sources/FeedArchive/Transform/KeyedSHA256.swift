@@ -1,3 +1,4 @@
+import CSHA256
 import Crypto
 
 /// HMAC-SHA-256 (RFC 2104, FIPS 180-4) under one key, keyed once: the inner and outer pad
@@ -58,8 +59,24 @@ struct KeyedSHA256: Sendable {
         h = t1 &+ (rotate(a, 2) ^ rotate(a, 13) ^ rotate(a, 22)) &+ ((a & b) ^ (a & c) ^ (b & c))
     }
 
+    /// The processor has the SHA extensions: blocks go to `feedarchive_sha256_blocks`.
+    static let hardware = feedarchive_sha256_hardware() != 0
+
     /// One 64-byte block into `state`; `w` has room for the 64-word schedule.
     private static func compress(
+        _ state: inout SIMD8<UInt32>, _ block: UnsafePointer<UInt8>, _ w: UnsafeMutablePointer<UInt32>
+    ) {
+        if hardware {
+            withUnsafeMutablePointer(to: &state) {
+                $0.withMemoryRebound(to: UInt32.self, capacity: 8) { feedarchive_sha256_blocks($0, block, 1) }
+            }
+            return
+        }
+        software(&state, block, w)
+    }
+
+    /// `compress` in Swift, for processors without the SHA extensions (and for the tests).
+    static func software(
         _ state: inout SIMD8<UInt32>, _ block: UnsafePointer<UInt8>, _ w: UnsafeMutablePointer<UInt32>
     ) {
         for i in 0..<16 {
