@@ -15,9 +15,21 @@ public enum EnvelopeFields {
 
     /// The byte ranges of the eight values of an envelope line (without its newline).
     public static func split(_ line: UnsafeBufferPointer<UInt8>) throws -> [Range<Int>] {
+        let ranges = try locate(line)
+        return (0..<8).map { ranges[$0] }
+    }
+
+    /// The eight ranges without an allocation, for once-per-change callers.
+    public struct Ranges: Sendable {
+        var lower = SIMD8<Int>()
+        var upper = SIMD8<Int>()
+        public subscript(index: Int) -> Range<Int> { lower[index]..<upper[index] }
+    }
+
+    /// `split`, into `Ranges`.
+    public static func locate(_ line: UnsafeBufferPointer<UInt8>) throws -> Ranges {
         var index = 0
-        var ranges: [Range<Int>] = []
-        ranges.reserveCapacity(8)
+        var ranges = Ranges()
         func expect(_ text: StaticString) throws {
             let count = text.utf8CodeUnitCount
             guard index + count <= line.count,
@@ -34,9 +46,9 @@ public enum EnvelopeFields {
                 else { throw Malformed("not an envelope: expected \"\(key)\" at byte \(index)") }
                 index += separator.count
             }
-            let start = index
+            ranges.lower[number] = index
             index = try skipValue(line, from: index)
-            ranges.append(start..<index)
+            ranges.upper[number] = index
         }
         guard index == line.count - 1, line[index] == 0x7D else {
             throw Malformed("not an envelope: more after \"source\" at byte \(index)")

@@ -102,12 +102,14 @@ final class PageTransform: @unchecked Sendable {
         var bytes = 0
         for index in start..<end { bytes += records[index].line.count }
         chunk.output.reserveCapacity(bytes + bytes / 4)
+        var scratch: [UInt8] = []
         for index in start..<end {
             var outcome = Outcome()
             var path: String?
             let first = chunk.output.count
             do {
-                outcome.filteredBy = try transform.apply(records[index].line, appendingTo: &chunk.output, path: &path)
+                outcome.filteredBy = try transform.apply(
+                    records[index].line, appendingTo: &chunk.output, path: &path, scratch: &scratch)
                 outcome.range = first..<chunk.output.count
             } catch let failure as Transform.Failure {
                 outcome.rejection = failure.description

@@ -46,8 +46,10 @@ public final class Transform: Sendable, CustomStringConvertible {
     public func partition(of line: ArraySlice<UInt8>) -> String? {
         guard let index = steps.firstIndex(where: { $0.kind == .partitionBy }) else { return nil }
         return line.withUnsafeBufferPointer { buffer -> String? in
-            guard let ranges = try? EnvelopeFields.split(buffer) else { return nil }
-            let documents: [Document] = [5, 6].map { buffer[ranges[$0].lowerBound] == 0x7B ? .line(ranges[$0]) : .null }
+            guard let ranges = try? EnvelopeFields.locate(buffer) else { return nil }
+            let documents = Documents(
+                after: buffer[ranges[5].lowerBound] == 0x7B ? .line(ranges[5]) : .null,
+                before: buffer[ranges[6].lowerBound] == 0x7B ? .line(ranges[6]) : .null)
             return render(index, buffer: buffer, key: ranges[4], documents)
         }
     }
@@ -425,6 +427,18 @@ public final class Transform: Sendable, CustomStringConvertible {
         return try apply(line, into: &out, path: &path)
     }
 
+    /// `after` (0) and `before` (1) between stages.
+    struct Documents {
+        var after: Document
+        var before: Document
+        subscript(index: Int) -> Document {
+            get { index == 0 ? after : before }
+            set {
+                if index == 0 { after = newValue } else { before = newValue }
+            }
+        }
+    }
+
     /// A document between stages: absent (`null`), still in the line, or rewritten.
     enum Document {
         case null
@@ -445,15 +459,18 @@ public final class Transform: Sendable, CustomStringConvertible {
     /// `apply`, and the folder path `partition_by` renders (nil without one).
     public func apply(_ line: ArraySlice<UInt8>, into out: inout [UInt8], path: inout String?) throws -> Int? {
         out.removeAll(keepingCapacity: true)
-        return try apply(line, appendingTo: &out, path: &path)
+        var scratch: [UInt8] = []
+        return try apply(line, appendingTo: &out, path: &path, scratch: &scratch)
     }
 
     /// `apply`, the line appended to `out`: nothing is appended when a filter drops the record
     /// or a step fails.
-    func apply(_ line: ArraySlice<UInt8>, appendingTo out: inout [UInt8], path: inout String?) throws -> Int? {
+    func apply(
+        _ line: ArraySlice<UInt8>, appendingTo out: inout [UInt8], path: inout String?, scratch: inout [UInt8]
+    ) throws -> Int? {
         let start = out.count
         do {
-            let result = try applying(line, appendingTo: &out, path: &path)
+            let result = try applying(line, appendingTo: &out, path: &path, scratch: &scratch)
             if result != nil { out.removeSubrange(start...) }
             return result
         } catch {
@@ -462,13 +479,14 @@ public final class Transform: Sendable, CustomStringConvertible {
         }
     }
 
-    private func applying(_ line: ArraySlice<UInt8>, appendingTo out: inout [UInt8], path: inout String?) throws -> Int?
-    {
+    private func applying(
+        _ line: ArraySlice<UInt8>, appendingTo out: inout [UInt8], path: inout String?, scratch: inout [UInt8]
+    ) throws -> Int? {
         path = nil
         var folder: String?
         let result = try line.withUnsafeBufferPointer { buffer -> Int? in
-            let ranges = try EnvelopeFields.split(buffer)
-            var documents: [Document] = [.line(ranges[5]), .line(ranges[6])]
+            let ranges = try EnvelopeFields.locate(buffer)
+            var documents = Documents(after: .line(ranges[5]), before: .line(ranges[6]))
             for index in [0, 1] {
                 let range = ranges[5 + index]
                 if range.count == 4 && memcmp(buffer.baseAddress! + range.lowerBound, "null", 4) == 0 {
@@ -504,7 +522,7 @@ public final class Transform: Sendable, CustomStringConvertible {
                         var next: [UInt8] = []
                         let done: Void? = try documents[index].with(buffer) { text, range in
                             next.reserveCapacity(range.count + 64)
-                            try run(stage, document: index, text, range, into: &next)
+                            try run(stage, document: index, text, range, into: &next, scratch: &scratch)
                         }
                         if done != nil { documents[index] = .owned(next) }
                     }
@@ -516,7 +534,7 @@ public final class Transform: Sendable, CustomStringConvertible {
                         rebasing: buffer[(index == 0 ? 0 : ranges[5].upperBound)..<ranges[5 + index].lowerBound]))
                 let written: Void? = try documents[index].with(buffer) { text, range in
                     if let direct {
-                        try run(direct, document: index, text, range, into: &out)
+                        try run(direct, document: index, text, range, into: &out, scratch: &scratch)
                     } else {
                         out.append(contentsOf: UnsafeBufferPointer(rebasing: text[range]))
                     }
@@ -533,19 +551,23 @@ public final class Transform: Sendable, CustomStringConvertible {
     /// One stage of field steps over one document (`after` is 0), written to `out`.
     func run(
         _ stage: TransformProgram.Stage, document: Int, _ text: UnsafeBufferPointer<UInt8>, _ range: Range<Int>,
-        into out: inout [UInt8]
+        into out: inout [UInt8], scratch: inout [UInt8]
     ) throws {
         let name = document == 0 ? "after" : "before"
         guard range.count > 0, text[range.lowerBound] == 0x7B else {
             throw Failure(description: "`\(name)` is not a JSON object, so its fields cannot be transformed")
         }
-        let program = program
         try program.nodes.withUnsafeBufferPointer { nodes in
             try program.pool.withUnsafeBufferPointer { pool in
                 try program.kinds.withUnsafeBufferPointer { kinds in
                     try withUnsafeTemporaryAllocation(of: TransformWalk.State.self, capacity: program.stateCapacity) {
                         states in
-                        var walk = TransformWalk(nodes: nodes, pool: pool, kinds: kinds, steps: steps, states: states)
+                        // The redaction buffer moves into the walk and back, never shared (no copy).
+                        let buffer = scratch
+                        scratch = []
+                        var walk = TransformWalk(
+                            nodes: nodes, pool: pool, kinds: kinds, steps: steps, states: states, redacted: buffer)
+                        defer { scratch = walk.take() }
                         switch stage {
                         case .fields(let indices):
                             for (position, index) in indices.enumerated() {
@@ -585,7 +607,7 @@ public final class Transform: Sendable, CustomStringConvertible {
     /// a field of `after` (0) or `before` (1); nil when absent.
     func lookup(
         document: Int, path: ArraySlice<[UInt8]>, buffer: UnsafeBufferPointer<UInt8>, key: Range<Int>,
-        _ documents: [Document], _ body: (UnsafeBufferPointer<UInt8>, Range<Int>?) throws -> Void
+        _ documents: Documents, _ body: (UnsafeBufferPointer<UInt8>, Range<Int>?) throws -> Void
     ) rethrows {
         if document == 2 {
             if path.isEmpty { return try body(buffer, key) }
@@ -599,7 +621,7 @@ public final class Transform: Sendable, CustomStringConvertible {
 
     /// The folder path: each field's value (a string's text, any other value's JSON text; `_`
     /// when absent or null), sanitised as partition paths are.
-    func render(_ index: Int, buffer: UnsafeBufferPointer<UInt8>, key: Range<Int>, _ documents: [Document]) -> String? {
+    func render(_ index: Int, buffer: UnsafeBufferPointer<UInt8>, key: Range<Int>, _ documents: Documents) -> String? {
         var text = ""
         for (number, piece) in steps[index].template.enumerated() {
             switch piece {
@@ -627,7 +649,7 @@ public final class Transform: Sendable, CustomStringConvertible {
     /// Whether a record meets a filter's condition. A numeric comparison on a value that is not
     /// a number is a failure, not a "no".
     func matches(
-        _ index: Int, buffer: UnsafeBufferPointer<UInt8>, ranges: [Range<Int>], _ documents: [Document]
+        _ index: Int, buffer: UnsafeBufferPointer<UInt8>, ranges: EnvelopeFields.Ranges, _ documents: Documents
     ) throws -> Bool {
         switch steps[index].condition! {
         case .op(let ops):

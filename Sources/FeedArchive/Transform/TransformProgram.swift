@@ -11,7 +11,8 @@ import Foundation
 /// are taken in order (a rename changes the name the later steps match, a redaction the value
 /// they see, a drop ends it), and an object or array is rewritten when any step reaches into
 /// it (fields joined without spaces), else copied as it is.
-struct TransformProgram: Sendable {
+final class TransformProgram: Sendable {
+    // Immutable once made; a class so that reaching it per change costs one reference.
     struct Node: Sendable {
         /// The children: `nodes[first ..< first + count]`, in the order the paths named them.
         var first: Int32 = 0
@@ -38,18 +39,18 @@ struct TransformProgram: Sendable {
         case set(Int)
     }
 
-    var nodes: [Node] = []
-    var pool: [UInt8] = []
+    let nodes: [Node]
+    let pool: [UInt8]
     /// Each step's root node (-1 for filters and partition_by).
-    var roots: [Int32] = []
-    var kinds: [Transform.Step.Kind] = []
-    var stages: [Stage] = []
+    let roots: [Int32]
+    let kinds: [Transform.Step.Kind]
+    let stages: [Stage]
     /// The paths a filter (one) or a folder template (one per piece) names, as bytes.
-    var paths: [[Path]] = []
+    let paths: [[Path]]
     /// Field names, UTF-8.
     typealias Path = [[UInt8]]
     /// The most states one walk holds at once: steps times the deepest path, plus one level.
-    var stateCapacity = 1
+    let stateCapacity: Int
 
     init(steps: [Transform.Step]) {
         kinds = steps.map(\.kind)
@@ -60,19 +61,25 @@ struct TransformProgram: Sendable {
                 return []
             }
         }
+        var builder = Builder()
+        var roots: [Int32] = []
         var deepest = 1
         for step in steps {
             switch step.kind {
             case .filter, .partitionBy:
                 roots.append(-1)
             default:
-                let index = nodes.count
-                nodes.append(Node())
-                place(step.root, at: index, depth: 1, deepest: &deepest)
+                let index = builder.nodes.count
+                builder.nodes.append(Node())
+                builder.place(step.root, at: index, depth: 1, deepest: &deepest)
                 roots.append(Int32(index))
             }
         }
+        nodes = builder.nodes
+        pool = builder.pool
+        self.roots = roots
         stateCapacity = steps.count * (deepest + 1) + 1
+        var stages: [Stage] = []
         var run: [Int] = []
         for (index, step) in steps.enumerated() {
             switch step.kind {
@@ -90,38 +97,45 @@ struct TransformProgram: Sendable {
             }
         }
         if !run.isEmpty { stages.append(.fields(run)) }
+        self.stages = stages
     }
 
-    private mutating func add(_ bytes: some Collection<UInt8>) -> Range<Int32> {
-        let start = Int32(pool.count)
-        pool.append(contentsOf: bytes)
-        return start..<Int32(pool.count)
-    }
+    /// The flattened trees, being made.
+    private struct Builder {
+        var nodes: [Node] = []
+        var pool: [UInt8] = []
 
-    private mutating func place(_ node: Transform.PathNode, at index: Int, depth: Int, deepest: inout Int) {
-        deepest = max(deepest, depth)
-        nodes[index].leaf = node.leaf
-        if let newName = node.newName {
-            nodes[index].newName = add(Array(newName.utf8))
-            var json: [UInt8] = []
-            JSONText.appendString(newName, to: &json)
-            nodes[index].newJSON = add(json)
+        mutating func add(_ bytes: some Collection<UInt8>) -> Range<Int32> {
+            let start = Int32(pool.count)
+            pool.append(contentsOf: bytes)
+            return start..<Int32(pool.count)
         }
-        if let constant = node.constant { nodes[index].constant = add(constant) }
-        nodes[index].source = node.source.map(Int32.init) ?? -1
-        let first = nodes.count
-        nodes[index].first = Int32(first)
-        nodes[index].count = Int32(node.order.count)
-        for name in node.order {
-            var child = Node()
-            child.name = add(Array(name.utf8))
-            var json: [UInt8] = []
-            JSONText.appendString(name, to: &json)
-            child.json = add(json)
-            nodes.append(child)
-        }
-        for (offset, name) in node.order.enumerated() {
-            place(node.children[name]!, at: first + offset, depth: depth + 1, deepest: &deepest)
+
+        mutating func place(_ node: Transform.PathNode, at index: Int, depth: Int, deepest: inout Int) {
+            deepest = max(deepest, depth)
+            nodes[index].leaf = node.leaf
+            if let newName = node.newName {
+                nodes[index].newName = add(Array(newName.utf8))
+                var json: [UInt8] = []
+                JSONText.appendString(newName, to: &json)
+                nodes[index].newJSON = add(json)
+            }
+            if let constant = node.constant { nodes[index].constant = add(constant) }
+            nodes[index].source = node.source.map(Int32.init) ?? -1
+            let first = nodes.count
+            nodes[index].first = Int32(first)
+            nodes[index].count = Int32(node.order.count)
+            for name in node.order {
+                var child = Node()
+                child.name = add(Array(name.utf8))
+                var json: [UInt8] = []
+                JSONText.appendString(name, to: &json)
+                child.json = add(json)
+                nodes.append(child)
+            }
+            for (offset, name) in node.order.enumerated() {
+                place(node.children[name]!, at: first + offset, depth: depth + 1, deepest: &deepest)
+            }
         }
     }
 }
@@ -146,14 +160,21 @@ struct TransformWalk: ~Copyable {
     init(
         nodes: UnsafeBufferPointer<TransformProgram.Node>, pool: UnsafeBufferPointer<UInt8>,
         kinds: UnsafeBufferPointer<Transform.Step.Kind>, steps: [Transform.Step],
-        states: UnsafeMutableBufferPointer<State>
+        states: UnsafeMutableBufferPointer<State>, redacted: [UInt8]
     ) {
         self.nodes = nodes
         self.pool = pool
         self.kinds = kinds
         self.steps = steps
         self.states = states
-        redacted.reserveCapacity(80)
+        self.redacted = redacted
+    }
+
+    /// The redaction buffer, for the next walk.
+    mutating func take() -> [UInt8] {
+        var buffer: [UInt8] = []
+        swap(&buffer, &redacted)
+        return buffer
     }
 
     static func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
