@@ -171,6 +171,44 @@ import Testing
         #expect(compared > 1500 && records > 500, "compared \(compared), records \(records)")
     }
 
+    /// The value scanner every reader of envelopes uses finds the end of each value: strings
+    /// of every length with escapes (a quote, a backslash, a backslash before the quote) at
+    /// every offset of the eight-byte words it reads.
+    @Test func skipValueFindsTheEndOfEveryValue() throws {
+        var random = Generator(state: 7)
+        let pieces = ["a", "é", "\\\"", "\\\\", "\\u00e9", " ", "\\n", ",", "}", "]", "{", "["]
+        for round in 0..<4000 {
+            var value: String
+            if round % 2 == 0 {
+                let text = (0..<Int.random(in: 0...40, using: &random)).map { _ in pieces.randomElement(using: &random)!
+                }
+                value = "\"" + text.joined() + "\""
+            } else {
+                value = Self.value(&random, depth: 0)
+            }
+            let prefix = String(repeating: " ", count: round % 9)
+            // A number or a literal ends where something follows it; the rest end by themselves.
+            let ownEnd = value.hasPrefix("\"") || value.hasPrefix("{") || value.hasPrefix("[")
+            for tail in [",\"x\":1}", "}", "]"] + (ownEnd ? [""] : []) {
+                let line = Array((prefix + value + tail).utf8)
+                let end = try line.withUnsafeBufferPointer {
+                    try EnvelopeFields.skipValue($0, from: prefix.utf8.count)
+                }
+                if end != prefix.utf8.count + value.utf8.count {
+                    Issue.record("\(prefix + value + tail): the value ends at \(end)")
+                    return
+                }
+            }
+            // A string cut before its closing quote is an error, not a value.
+            if value.hasPrefix("\"") {
+                let cut = Array(value.utf8.dropLast())
+                #expect(throws: (any Error).self) {
+                    try cut.withUnsafeBufferPointer { try EnvelopeFields.skipValue($0, from: 0) }
+                }
+            }
+        }
+    }
+
     /// The engine's HMAC-SHA-256 against swift-crypto's, for keys and messages of every length
     /// around the block size (one and two final blocks, a key hashed first).
     @Test func keyedSHA256IsHMACSHA256() {
