@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// A replay job file: which archive it reads and the target it keeps up to date.
@@ -200,34 +201,44 @@ public struct Replayer {
             else { continue }
             if let done = applied[part], let last = entry.lastPos, last <= done { continue }
             let absolute = archive.layout.absolute(path)
-            guard let bytes = try archive.fs.read(absolute) else {
-                throw FeedArchiveError.data(
-                    path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing",
-                    hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
+            if let want = entry.sha256 {
+                // The whole file is checked before any of it is applied.
+                guard let digest = try Self.sha256(of: absolute) else {
+                    throw FeedArchiveError.data(
+                        path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing",
+                        hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
+                }
+                guard digest == want else {
+                    throw FeedArchiveError.data(
+                        path: absolute,
+                        message:
+                            "the blob is not the one manifest seq \(entry.seq) committed (its SHA-256 differs): nothing of it was applied",
+                        hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
+                }
             }
-            if let want = entry.sha256, sha256Hex(bytes) != want {
-                throw FeedArchiveError.data(
-                    path: absolute,
-                    message:
-                        "the blob is not the one manifest seq \(entry.seq) committed (its SHA-256 differs): nothing of it was applied",
-                    hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
-            }
-            let decoded: [UInt8]
-            do {
-                decoded = try compression.makeDecoder().decodeAll(bytes)
-            } catch {
-                throw FeedArchiveError.data(path: absolute, message: "cannot decode: \(error)")
-            }
+            // Decoded as a stream: the changes of each decoded piece join the transaction, which
+            // is committed whenever it is full, so memory holds a transaction, not a blob.
             var stop = false
-            var offset = 0
             var number = 0
-            // A large blob is applied in pieces: a transaction holds at most a transaction's
-            // worth of changes, whatever the blob's size.
-            while offset < decoded.count && !stop {
-                var changes: [ReplayChange] = []
-                offset = try Self.lines(decoded, from: offset, number: &number, file: absolute) { line, ranges in
+            var carry: [UInt8] = []
+            func take(_ decoded: UnsafeRawBufferPointer, last: Bool) throws {
+                guard !stop else { return }
+                var piece = carry
+                piece.append(contentsOf: decoded)
+                carry = []
+                if !last {
+                    // Whole lines only; the rest waits for the next piece.
+                    guard let newline = piece.lastIndex(of: 0x0A) else {
+                        carry = piece
+                        return
+                    }
+                    carry = Array(piece[(newline + 1)...])
+                    piece.removeSubrange((newline + 1)...)
+                }
+                guard !piece.isEmpty else { return }
+                _ = try Self.lines(piece, number: &number, file: absolute) { line, ranges in
                     func field(_ index: Int) -> ArraySlice<UInt8> {
-                        decoded[
+                        piece[
                             (line.lowerBound + ranges[index].lowerBound)..<(line.lowerBound + ranges[index].upperBound)]
                     }
                     let pos = String(decoding: field(0).dropFirst().dropLast(), as: UTF8.self)
@@ -244,20 +255,50 @@ public struct Replayer {
                         stop = true
                         return false
                     }
-                    changes.append(
+                    pending.append(
                         converter.change(
                             part: part, pos: pos, op: field(2).dropFirst().first ?? 0x75, key: field(4),
-                            after: field(5), before: field(6), source: field(7), line: decoded[line], ts: micros))
-                    return pending.count + changes.count < Self.transactionChanges
+                            after: field(5), before: field(6), source: field(7), line: piece[line], ts: micros))
+                    return true
                 }
-                pending += changes
-                if pending.count >= Self.transactionChanges { try await flush() }
+                pendingBytes += piece.count
+            }
+            let decoder: any BlobDecoder
+            let fd = open(absolute, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                throw FeedArchiveError.data(
+                    path: absolute,
+                    message: "the blob named by manifest seq \(entry.seq) cannot be read: errno \(errno)",
+                    hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
+            }
+            defer { close(fd) }
+            var input = [UInt8](repeating: 0, count: Self.readSize)
+            do {
+                decoder = try compression.makeDecoder()
+                while !stop {
+                    let count = input.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                    if count < 0 { throw FeedArchiveError.io(operation: "read", path: absolute, errno: errno) }
+                    if count == 0 {
+                        try decoder.finish { try take($0, last: false) }
+                        try take(UnsafeRawBufferPointer(start: nil, count: 0), last: true)
+                        break
+                    }
+                    try input.withUnsafeBytes {
+                        try decoder.write(UnsafeRawBufferPointer(rebasing: $0[0..<count])) { try take($0, last: false) }
+                    }
+                    if pending.count >= Self.transactionChanges || pendingBytes >= Self.transactionBytes {
+                        try await flush()
+                    }
+                }
+            } catch let error as FeedArchiveError {
+                throw error
+            } catch {
+                throw FeedArchiveError.data(path: absolute, message: "cannot decode: \(error)")
             }
             if stop {
                 stopped.insert(part)
                 summary.held += 1
             }
-            pendingBytes += decoded.count
             summary.blobs += 1
             if pending.count >= Self.transactionChanges || pendingBytes >= Self.transactionBytes {
                 try await flush()
@@ -267,9 +308,31 @@ public struct Replayer {
         return summary
     }
 
-    /// A transaction ends after the blob that brings it to this many changes or decoded bytes.
+    /// A transaction ends once it holds this many changes or decoded bytes (at the end of a
+    /// blob, or of a decoded piece of a large one).
     static let transactionChanges = 32768
-    static let transactionBytes = 32 << 20
+    static let transactionBytes = 16 << 20
+    /// Compressed bytes read and decoded at a time.
+    static let readSize = 64 << 10
+
+    /// The hex SHA-256 of a file, read in pieces; nil when it does not exist.
+    static func sha256(of path: String) throws -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw FeedArchiveError.io(operation: "open", path: path, errno: errno)
+        }
+        defer { close(fd) }
+        var hasher = SHA256()
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 { throw FeedArchiveError.io(operation: "read", path: path, errno: errno) }
+            if count == 0 { break }
+            chunk.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+        }
+        return hexString(hasher.finalize())
+    }
 
     /// Per partition, the last position archived when `token` was the checkpoint: the live
     /// lines up to the one that ends at `token` (lines compaction replaced count, their
