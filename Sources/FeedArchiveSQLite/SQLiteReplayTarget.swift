@@ -11,7 +11,7 @@ import FeedArchive
 ///
 /// Column types: text TEXT, integer INTEGER, real REAL, boolean INTEGER (0/1), json TEXT,
 /// timestamp TEXT (RFC 3339, UTC, microseconds).
-public final class SQLiteReplayTarget: ReplayTarget {
+public final class SQLiteReplayTarget: StreamingReplayTarget {
     let database: SQLiteDatabase
     public let shape: ReplayShape
     let replay: String
@@ -32,9 +32,10 @@ public final class SQLiteReplayTarget: ReplayTarget {
         let columns = shape.keyColumns + shape.valueColumns
         let definitions = columns.map { "\(Self.quote($0.name)) \(Self.declaredType($0.type))" }
         // This connection's page cache (not the file's setting): upserts by random key touch
-        // pages all over the table, and SQLite's default 2 MB makes each a disk read and spills
-        // dirty pages mid-transaction.
-        try database.execute("PRAGMA cache_size = -32768")
+        // pages all over the table. A replay streams pieces into long transactions, so dirty
+        // pages spill to the file mid-transaction whatever the size; 8 MiB keeps the replay
+        // within `run`'s memory bound at the same speed as 32 MiB.
+        try database.execute("PRAGMA cache_size = -8192")
         try database.execute(
             """
             CREATE TABLE IF NOT EXISTS \(table) (\(definitions.joined(separator: ", ")), PRIMARY KEY (\(keys.joined(separator: ", "))));
@@ -135,86 +136,117 @@ public final class SQLiteReplayTarget: ReplayTarget {
     }
 
     public func apply(_ changes: [ReplayChange], expecting: [String: String]) throws -> ReplayTally {
+        try begin(expecting: expecting)
+        do {
+            let tally = try add(changes)
+            try commit()
+            return tally
+        } catch {
+            rollback()
+            throw error
+        }
+    }
+
+    /// The open transaction: the positions read when it began and those its changes reached.
+    var open: (done: [String: String], reached: [String: String])?
+
+    public func begin(expecting: [String: String]) throws {
         try database.execute("BEGIN IMMEDIATE")
         do {
             let done = try applied()  // inside the transaction: what another replay committed counts
             if let rewound = replayRewound(done: done, expecting: expecting) { throw rewound }
-            var tally = ReplayTally()
-            var reached: [String: String] = [:]
-            for change in changes {
-                if let last = done[change.part], change.pos <= last { continue }
-                reached[change.part] = change.pos
-                if let old = change.oldKey {
-                    for (index, value) in old.enumerated() { bind(delete, Int32(index + 1), value) }
-                    try delete.run()
-                }
-                switch change.action {
-                case .delete:
-                    for (index, value) in change.key.enumerated() { bind(delete, Int32(index + 1), value) }
-                    try delete.run()
-                case .truncate:
-                    try truncate.run()
-                case .upsert
-                where !change.keep.isEmpty && shape.valueColumns.contains(where: { $0.field == nil })
-                    && change.keep.contains(where: { $0.contains("\"") || $0.contains("'") }):
-                    // A JSON path cannot name such a field: rather a dead letter than a dropped field.
-                    reject.bind(1, text: replay.utf8)
-                    reject.bind(2, text: change.part.utf8)
-                    reject.bind(3, text: change.pos.utf8)
-                    reject.bind(4, text: change.keyText)
-                    reject.bind(
-                        5,
-                        text:
-                            "a field the source left out (unchanged TOAST) has a quote in its name, which an SQLite JSON path cannot name"
-                            .utf8)
-                    reject.bind(6, text: change.line)
-                    try reject.run()
-                    tally.rejected += 1
-                    continue
-                case .upsert:
-                    let statement: Statement
-                    if change.keep.isEmpty {
-                        statement = upsert
-                    } else if let cached = keeping[change.keep] {
-                        statement = cached
-                    } else {
-                        statement = try database.prepare(Self.upsertSQL(shape, keep: change.keep))
-                        keeping[change.keep] = statement
-                    }
-                    var index: Int32 = 1
-                    for value in change.key + change.values {
-                        bind(statement, index, value)
-                        index += 1
-                    }
-                    try statement.run()
-                case .reject(let reason):
-                    reject.bind(1, text: replay.utf8)
-                    reject.bind(2, text: change.part.utf8)
-                    reject.bind(3, text: change.pos.utf8)
-                    reject.bind(4, text: change.keyText)
-                    reject.bind(5, text: reason.utf8)
-                    reject.bind(6, text: change.line)
-                    try reject.run()
-                    tally.rejected += 1
-                    continue
-                case .pass:
-                    tally.passed += 1
-                    continue
-                }
-                tally.applied += 1
-            }
-            for (part, pos) in reached {
-                mark.bind(1, text: replay.utf8)
-                mark.bind(2, text: part.utf8)
-                mark.bind(3, text: pos.utf8)
-                try mark.run()
-            }
-            try database.execute("COMMIT")
-            return tally
+            open = (done, [:])
         } catch {
             try? database.execute("ROLLBACK")
             throw error
         }
+    }
+
+    public func add(_ changes: [ReplayChange]) throws -> ReplayTally {
+        guard var open else { preconditionFailure("add outside a transaction") }
+        defer { self.open = open }
+        var tally = ReplayTally()
+        for change in changes {
+            if let last = open.done[change.part], change.pos <= last { continue }
+            open.reached[change.part] = max(open.reached[change.part] ?? change.pos, change.pos)
+            if let old = change.oldKey {
+                for (index, value) in old.enumerated() { bind(delete, Int32(index + 1), value) }
+                try delete.run()
+            }
+            switch change.action {
+            case .delete:
+                for (index, value) in change.key.enumerated() { bind(delete, Int32(index + 1), value) }
+                try delete.run()
+            case .truncate:
+                try truncate.run()
+            case .upsert
+            where !change.keep.isEmpty && shape.valueColumns.contains(where: { $0.field == nil })
+                && change.keep.contains(where: { $0.contains("\"") || $0.contains("'") }):
+                // A JSON path cannot name such a field: rather a dead letter than a dropped field.
+                reject.bind(1, text: replay.utf8)
+                reject.bind(2, text: change.part.utf8)
+                reject.bind(3, text: change.pos.utf8)
+                reject.bind(4, text: change.keyText)
+                reject.bind(
+                    5,
+                    text:
+                        "a field the source left out (unchanged TOAST) has a quote in its name, which an SQLite JSON path cannot name"
+                        .utf8)
+                reject.bind(6, text: change.line)
+                try reject.run()
+                tally.rejected += 1
+                continue
+            case .upsert:
+                let statement: Statement
+                if change.keep.isEmpty {
+                    statement = upsert
+                } else if let cached = keeping[change.keep] {
+                    statement = cached
+                } else {
+                    statement = try database.prepare(Self.upsertSQL(shape, keep: change.keep))
+                    keeping[change.keep] = statement
+                }
+                var index: Int32 = 1
+                for value in change.key + change.values {
+                    bind(statement, index, value)
+                    index += 1
+                }
+                try statement.run()
+            case .reject(let reason):
+                reject.bind(1, text: replay.utf8)
+                reject.bind(2, text: change.part.utf8)
+                reject.bind(3, text: change.pos.utf8)
+                reject.bind(4, text: change.keyText)
+                reject.bind(5, text: reason.utf8)
+                reject.bind(6, text: change.line)
+                try reject.run()
+                tally.rejected += 1
+                continue
+            case .pass:
+                tally.passed += 1
+                continue
+            }
+            tally.applied += 1
+        }
+        return tally
+    }
+
+    public func commit() throws {
+        guard let open else { return }
+        for (part, pos) in open.reached {
+            mark.bind(1, text: replay.utf8)
+            mark.bind(2, text: part.utf8)
+            mark.bind(3, text: pos.utf8)
+            try mark.run()
+        }
+        try database.execute("COMMIT")
+        self.open = nil
+    }
+
+    public func rollback() {
+        guard open != nil else { return }
+        try? database.execute("ROLLBACK")
+        open = nil
     }
 
     public func reset() throws {

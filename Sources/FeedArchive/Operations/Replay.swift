@@ -128,6 +128,21 @@ extension ReplayTarget {
     public func close() async {}
 }
 
+/// A target that keeps one transaction open across several pieces of changes: a replay then
+/// holds a piece in memory, not a transaction, and its transactions can be as large as the
+/// commit cost wants (a commit of upserts by random key rewrites most of the table's pages).
+public protocol StreamingReplayTarget: ReplayTarget {
+    /// Opens the transaction, reads the positions inside it and checks them against
+    /// `expecting` as `apply` does.
+    func begin(expecting: [String: String]) throws
+    /// Changes after the positions read at `begin`, inside the open transaction.
+    func add(_ changes: [ReplayChange]) throws -> ReplayTally
+    /// Writes the positions the changes reached and commits.
+    func commit() throws
+    /// Drops the open transaction, if any.
+    func rollback()
+}
+
 /// The target's positions went back while this replay ran: another replay of the job reset it.
 public func replayRewound(done: [String: String], expecting: [String: String]) -> FeedArchiveError? {
     for (part, pos) in expecting where done[part].map({ $0 < pos }) ?? true {
@@ -185,126 +200,165 @@ public struct Replayer {
         var pending: [ReplayChange] = []
         var pendingBytes = 0
         var seen = applied
+        // A streaming target takes pieces into one open transaction; the others a transaction
+        // per `apply`.
+        let streaming = target as? any StreamingReplayTarget
+        let pieceChanges = streaming == nil ? Self.transactionChanges : Self.pieceChanges
+        let pieceBytes = streaming == nil ? Self.transactionBytes : Self.pieceBytes
+        var inTransaction = false
+        var reached: [String: String] = [:]
+        var openChanges = 0
+        var openBytes = 0
+        func commit() throws {
+            guard let streaming, inTransaction else { return }
+            try streaming.commit()
+            inTransaction = false
+            for (part, pos) in reached { seen[part] = max(seen[part] ?? pos, pos) }
+            reached = [:]
+            openChanges = 0
+            openBytes = 0
+        }
         func flush() async throws {
             guard !pending.isEmpty else { return }
-            let tally = try await target.apply(pending, expecting: seen)
-            for change in pending { seen[change.part] = max(seen[change.part] ?? change.pos, change.pos) }
+            let tally: ReplayTally
+            if let streaming {
+                if !inTransaction {
+                    try streaming.begin(expecting: seen)
+                    inTransaction = true
+                }
+                tally = try streaming.add(pending)
+                for change in pending { reached[change.part] = max(reached[change.part] ?? change.pos, change.pos) }
+                openChanges += pending.count
+                openBytes += pendingBytes
+            } else {
+                tally = try await target.apply(pending, expecting: seen)
+                for change in pending { seen[change.part] = max(seen[change.part] ?? change.pos, change.pos) }
+            }
             summary.applied += tally.applied
             summary.rejected += tally.rejected
             summary.passed += tally.passed
             pending.removeAll(keepingCapacity: true)
             pendingBytes = 0
+            if openChanges >= Self.streamedTransactionChanges || openBytes >= Self.streamedTransactionBytes {
+                try commit()
+            }
         }
-        for entry in manifest.currentLines() where entry.namesBlob && entry.lineage == "live" {
-            guard let path = entry.path, let part = entry.part, !stopped.contains(part),
-                let compression = Compression.of(path: path)
-            else { continue }
-            if let done = applied[part], let last = entry.lastPos, last <= done { continue }
-            let absolute = archive.layout.absolute(path)
-            if let want = entry.sha256 {
-                // The whole file is checked before any of it is applied.
-                guard let digest = try Self.sha256(of: absolute) else {
-                    throw FeedArchiveError.data(
-                        path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing",
-                        hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
+        do {
+            for entry in manifest.currentLines() where entry.namesBlob && entry.lineage == "live" {
+                guard let path = entry.path, let part = entry.part, !stopped.contains(part),
+                    let compression = Compression.of(path: path)
+                else { continue }
+                if let done = applied[part], let last = entry.lastPos, last <= done { continue }
+                let absolute = archive.layout.absolute(path)
+                if let want = entry.sha256 {
+                    // The whole file is checked before any of it is applied.
+                    guard let digest = try Self.sha256(of: absolute) else {
+                        throw FeedArchiveError.data(
+                            path: absolute, message: "the blob named by manifest seq \(entry.seq) is missing",
+                            hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
+                    }
+                    guard digest == want else {
+                        throw FeedArchiveError.data(
+                            path: absolute,
+                            message:
+                                "the blob is not the one manifest seq \(entry.seq) committed (its SHA-256 differs): nothing of it was applied",
+                            hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
+                    }
                 }
-                guard digest == want else {
+                // Decoded as a stream: the changes of each decoded piece join the transaction, which
+                // is committed whenever it is full, so memory holds a transaction, not a blob.
+                var stop = false
+                var number = 0
+                var carry: [UInt8] = []
+                func take(_ decoded: UnsafeRawBufferPointer, last: Bool) throws {
+                    guard !stop else { return }
+                    var piece = carry
+                    piece.append(contentsOf: decoded)
+                    carry = []
+                    if !last {
+                        // Whole lines only; the rest waits for the next piece.
+                        guard let newline = piece.lastIndex(of: 0x0A) else {
+                            carry = piece
+                            return
+                        }
+                        carry = Array(piece[(newline + 1)...])
+                        piece.removeSubrange((newline + 1)...)
+                    }
+                    guard !piece.isEmpty else { return }
+                    _ = try Self.lines(piece, number: &number, file: absolute) { line, ranges in
+                        func field(_ index: Int) -> ArraySlice<UInt8> {
+                            piece[
+                                (line.lowerBound + ranges[index].lowerBound)..<(line.lowerBound
+                                    + ranges[index].upperBound)]
+                        }
+                        let pos = String(decoding: field(0).dropFirst().dropLast(), as: UTF8.self)
+                        if let done = applied[part], pos <= done { return true }
+                        let ts = field(3)
+                        let micros =
+                            ts.first == 0x22
+                            ? Array(ts.dropFirst().dropLast()).withUnsafeBufferPointer { parseTimestampMicros($0) }
+                            : nil
+                        if let until, let micros, micros >= until {
+                            stop = true
+                            return false
+                        }
+                        if let cuts, cuts[part].map({ pos > $0 }) ?? true {
+                            stop = true
+                            return false
+                        }
+                        pending.append(
+                            converter.change(
+                                part: part, pos: pos, op: field(2).dropFirst().first ?? 0x75, key: field(4),
+                                after: field(5), before: field(6), source: field(7), line: piece[line], ts: micros))
+                        return true
+                    }
+                    pendingBytes += piece.count
+                }
+                let decoder: any BlobDecoder
+                let fd = open(absolute, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else {
                     throw FeedArchiveError.data(
                         path: absolute,
-                        message:
-                            "the blob is not the one manifest seq \(entry.seq) committed (its SHA-256 differs): nothing of it was applied",
+                        message: "the blob named by manifest seq \(entry.seq) cannot be read: errno \(errno)",
                         hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
                 }
-            }
-            // Decoded as a stream: the changes of each decoded piece join the transaction, which
-            // is committed whenever it is full, so memory holds a transaction, not a blob.
-            var stop = false
-            var number = 0
-            var carry: [UInt8] = []
-            func take(_ decoded: UnsafeRawBufferPointer, last: Bool) throws {
-                guard !stop else { return }
-                var piece = carry
-                piece.append(contentsOf: decoded)
-                carry = []
-                if !last {
-                    // Whole lines only; the rest waits for the next piece.
-                    guard let newline = piece.lastIndex(of: 0x0A) else {
-                        carry = piece
-                        return
+                defer { close(fd) }
+                var input = [UInt8](repeating: 0, count: Self.readSize)
+                do {
+                    decoder = try compression.makeDecoder()
+                    while !stop {
+                        let count = input.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                        if count < 0 { throw FeedArchiveError.io(operation: "read", path: absolute, errno: errno) }
+                        if count == 0 {
+                            try decoder.finish { try take($0, last: false) }
+                            try take(UnsafeRawBufferPointer(start: nil, count: 0), last: true)
+                            break
+                        }
+                        try input.withUnsafeBytes {
+                            try decoder.write(UnsafeRawBufferPointer(rebasing: $0[0..<count])) {
+                                try take($0, last: false)
+                            }
+                        }
+                        if pending.count >= pieceChanges || pendingBytes >= pieceBytes { try await flush() }
                     }
-                    carry = Array(piece[(newline + 1)...])
-                    piece.removeSubrange((newline + 1)...)
+                } catch let error as FeedArchiveError {
+                    throw error
+                } catch {
+                    throw FeedArchiveError.data(path: absolute, message: "cannot decode: \(error)")
                 }
-                guard !piece.isEmpty else { return }
-                _ = try Self.lines(piece, number: &number, file: absolute) { line, ranges in
-                    func field(_ index: Int) -> ArraySlice<UInt8> {
-                        piece[
-                            (line.lowerBound + ranges[index].lowerBound)..<(line.lowerBound + ranges[index].upperBound)]
-                    }
-                    let pos = String(decoding: field(0).dropFirst().dropLast(), as: UTF8.self)
-                    if let done = applied[part], pos <= done { return true }
-                    let ts = field(3)
-                    let micros =
-                        ts.first == 0x22
-                        ? Array(ts.dropFirst().dropLast()).withUnsafeBufferPointer { parseTimestampMicros($0) } : nil
-                    if let until, let micros, micros >= until {
-                        stop = true
-                        return false
-                    }
-                    if let cuts, cuts[part].map({ pos > $0 }) ?? true {
-                        stop = true
-                        return false
-                    }
-                    pending.append(
-                        converter.change(
-                            part: part, pos: pos, op: field(2).dropFirst().first ?? 0x75, key: field(4),
-                            after: field(5), before: field(6), source: field(7), line: piece[line], ts: micros))
-                    return true
+                if stop {
+                    stopped.insert(part)
+                    summary.held += 1
                 }
-                pendingBytes += piece.count
+                summary.blobs += 1
+                if pending.count >= pieceChanges || pendingBytes >= pieceBytes { try await flush() }
             }
-            let decoder: any BlobDecoder
-            let fd = open(absolute, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else {
-                throw FeedArchiveError.data(
-                    path: absolute,
-                    message: "the blob named by manifest seq \(entry.seq) cannot be read: errno \(errno)",
-                    hint: "`feedarchive verify \(job.archive.name) --full` names the backfill that mends it")
-            }
-            defer { close(fd) }
-            var input = [UInt8](repeating: 0, count: Self.readSize)
-            do {
-                decoder = try compression.makeDecoder()
-                while !stop {
-                    let count = input.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                    if count < 0 { throw FeedArchiveError.io(operation: "read", path: absolute, errno: errno) }
-                    if count == 0 {
-                        try decoder.finish { try take($0, last: false) }
-                        try take(UnsafeRawBufferPointer(start: nil, count: 0), last: true)
-                        break
-                    }
-                    try input.withUnsafeBytes {
-                        try decoder.write(UnsafeRawBufferPointer(rebasing: $0[0..<count])) { try take($0, last: false) }
-                    }
-                    if pending.count >= Self.transactionChanges || pendingBytes >= Self.transactionBytes {
-                        try await flush()
-                    }
-                }
-            } catch let error as FeedArchiveError {
-                throw error
-            } catch {
-                throw FeedArchiveError.data(path: absolute, message: "cannot decode: \(error)")
-            }
-            if stop {
-                stopped.insert(part)
-                summary.held += 1
-            }
-            summary.blobs += 1
-            if pending.count >= Self.transactionChanges || pendingBytes >= Self.transactionBytes {
-                try await flush()
-            }
+            try await flush()
+            try commit()
+        } catch {
+            if inTransaction { streaming?.rollback() }
+            throw error
         }
-        try await flush()
         return summary
     }
 
@@ -312,6 +366,14 @@ public struct Replayer {
     /// blob, or of a decoded piece of a large one).
     static let transactionChanges = 32768
     static let transactionBytes = 16 << 20
+    /// A streaming target's transaction is on its disk, not in memory: it takes pieces of
+    /// `pieceChanges` or `pieceBytes` up to `streamedTransactionChanges` or
+    /// `streamedTransactionBytes`. A commit of upserts by random key rewrites most of the
+    /// table's pages (journal and file), so fewer, larger commits are what makes it fast.
+    static let streamedTransactionChanges = 1 << 20
+    static let streamedTransactionBytes = 128 << 20
+    static let pieceChanges = 4096
+    static let pieceBytes = 2 << 20
     /// Compressed bytes read and decoded at a time.
     static let readSize = 64 << 10
 
