@@ -122,6 +122,90 @@ import Testing
         #expect(manifest.contains(#""kind":"split""#) && manifest.contains(#""kind":"merge""#))
     }
 
+    /// The transform steps on the change feed in all-versions-and-deletes mode, under kill -9
+    /// and a split: a filter by op, a filter on a field of `after`, a drop of the system
+    /// properties and a mask. The archive holds exactly the changes after the origin the filters
+    /// keep, transformed, and with the per-filter counts accounts for every one of them.
+    @Test func transformsTakeTheChangeFeedUnderKillsAndASplit() async throws {
+        let server = try CosmosTestServer(ranges: 2)
+        let job = CosmosJob(server: server, mode: "all_versions_and_deletes", start: "now")
+        let text = try String(contentsOfFile: job.job, encoding: .utf8)
+        try
+            (text + """
+                transform:
+                  - filter: {name: no-deletes, drop: {op: d}}
+                  - filter: {name: high, keep: {field: after.v, ge: 268435456}}
+                  - drop: [note, _rid, _self, _etag, _attachments]
+                  - redact: {fields: [title], mask: "(title)"}
+
+                """).write(toFile: job.job, atomically: true, encoding: .utf8)
+        try server.control(["action": "generate", "count": 30, "seed": 400])  // before the origin
+        #expect(try await Binary.run(["run", job.job]).status == 0)
+        let origin = try #require(try server.control(["action": "stats"])["lsn"] as? Int)
+        var generator = SystemRandomNumberGenerator()
+        var killed = 0
+        for round in 0..<16 {
+            try server.control([
+                "action": "generate", "count": Int.random(in: 20...60, using: &generator), "updates": 0.3,
+                "deletes": 0.15, "seed": 401 + round,
+            ])
+            if round == 5 { try server.control(["action": "split", "range": try server.liveRanges()[0]]) }
+            let run = try Binary.start(["run", job.job])
+            usleep(UInt32.random(in: 5_000...200_000, using: &generator))
+            run.signal(SIGKILL)
+            let result = await run.finish()
+            if result.status == 128 + SIGKILL { killed += 1 } else { #expect(result.status == 0, "\(result.stderr)") }
+        }
+        let final = try await Binary.run(["run", job.job])
+        #expect(final.status == 0, "\(final.stderr)")
+        let verify = try await Binary.run(["verify", job.job, "--deep"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+
+        // Which changes the filters keep, from the server's history on its own.
+        var kept: [String] = []
+        var counts: [String: Int] = ["no-deletes": 0, "high": 0]
+        let changes = try server.history().filter { ($0["lsn"] as! Int) > origin }
+        for change in changes {
+            let doc = change["doc"] as? [String: Any]
+            if change["op"] as! String == "delete" {
+                counts["no-deletes"]! += 1
+            } else if (doc?["v"] as? Int ?? 0) < 268_435_456 {
+                counts["high"]! += 1
+            } else {
+                kept.append("\(change["id"]!)@\(change["lsn"]!)")
+            }
+        }
+        let cat = try await Binary.run(["cat", job.job])
+        var archived: [String] = []
+        for line in cat.stdout.split(separator: "\n") {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let after = try #require(object["after"] as? [String: Any])
+            let source = try #require(object["source"] as? [String: Any])
+            archived.append("\(after["id"]!)@\(source["_lsn"]!)")
+            #expect(after["note"] == nil && after["_rid"] == nil && after["_etag"] == nil, "\(line)")
+            // Creates have a title, the generator's updates none: a mask never adds a field.
+            #expect(after["title"] == nil || after["title"] as? String == "(title)", "\(line)")
+            #expect((after["v"] as? Int ?? 0) >= 268_435_456 && after["_lsn"] != nil, "\(line)")
+        }
+        #expect(archived.sorted() == kept.sorted(), "archived \(archived.count), kept \(kept.count)")
+        #expect(!cat.stdout.contains("doc \u{e9}") && !cat.stdout.contains(#"doc \u00e9"#))
+        #expect(cat.stdout.contains(#""title":"(title)""#))
+        #expect(!kept.isEmpty && counts.values.allSatisfy { $0 > 0 })
+        var filtered: [String: Int] = [:]
+        let manifest = job.dir.path + "/lake/orders/_feedarchive/manifest"
+        for file in try FileManager.default.contentsOfDirectory(atPath: manifest).sorted() {
+            for line in try String(contentsOfFile: manifest + "/" + file, encoding: .utf8).split(separator: "\n") {
+                let entry = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                guard entry["kind"] as? String == "blob", entry["lineage"] as? String == "live" else { continue }
+                for (name, count) in entry["filtered"] as? [String: Int] ?? [:] { filtered[name, default: 0] += count }
+            }
+        }
+        // The counts cover the changes before the origin as well (the first run's): at least these.
+        #expect(filtered["no-deletes", default: 0] >= counts["no-deletes"]!, "\(filtered) \(counts)")
+        #expect(filtered["high", default: 0] >= counts["high"]!, "\(filtered) \(counts)")
+        #expect(killed > 0)
+    }
+
     /// A run stuck in a request that does not return within the stall timeout is ended by the
     /// watchdog with exit 75 instead of holding the job lock for good; the next run goes on and
     /// nothing is lost.

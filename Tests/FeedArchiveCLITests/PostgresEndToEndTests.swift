@@ -186,6 +186,96 @@ final class PostgresJob {
         #expect(verify.status == 0, "\(verify.stdout)")
     }
 
+    /// The transform steps on logical decoding's envelopes, under kill -9 while a writer
+    /// commits: filters by op and by a field of `after`, a select and a keyed redaction. The
+    /// archive holds the history's changes the filters keep, in order and transformed; with
+    /// the per-filter counts it accounts for every change of the history; verify is clean.
+    @Test func transformsTakeTheLogicalDecodingFeedUnderKills() async throws {
+        let pg = try PostgresJob(maxRecords: 120, pageSize: 50)
+        let job = try String(contentsOfFile: pg.job, encoding: .utf8)
+        try
+            (job + """
+                transform:
+                  - filter: {name: no-deletes, drop: {op: d}}
+                  - filter: {name: small, keep: {field: after.qty, ge: 3}}
+                  - select: [id, name, qty]
+                  - redact: {fields: [name], key: "0123456789abcdef-postgres"}
+
+                """).write(toFile: pg.job, atomically: true, encoding: .utf8)
+        #expect(try await Binary.run(["setup", pg.job]).status == 0)
+        let writer = try pg.startWriter(transactions: 300, seed: 5)
+        var generator = SystemRandomNumberGenerator()
+        var killed = 0
+        var runs = 0
+        while killed < 12 && runs < 200 {
+            runs += 1
+            let run = try Binary.start(["run", pg.job])
+            usleep(UInt32.random(in: 5_000...150_000, using: &generator))
+            run.signal(SIGKILL)
+            let result = await run.finish()
+            if result.status == 128 + SIGKILL {
+                killed += 1
+            } else {
+                #expect([0, 75].contains(result.status), "\(result.stderr)")
+            }
+        }
+        _ = reap(writer)
+        var final = try await Binary.run(["run", pg.job])
+        if final.status == 75 {  // a killed run's peek can hold the slot for a moment
+            sleep(2)
+            final = try await Binary.run(["run", pg.job])
+        }
+        #expect(final.status == 0, "\(final.stderr)")
+        let verify = try await Binary.run(["verify", pg.job, "--deep"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+
+        let history = try pg.history()
+        let cat = try await Binary.run(["cat", pg.job])
+        var archived: [String] = []
+        var names: [String: String] = [:]  // a source row's redacted name, by id
+        for line in cat.stdout.split(separator: "\n") {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let op = try #require(object["op"] as? String)
+            let after = try #require(object["after"] as? [String: Any])
+            let id = try #require((object["key"] as? [String: Any])?["id"] as? Int)
+            archived.append("\(op):\(id)")
+            #expect(op != "d")
+            #expect(Set(after.keys) == ["id", "name", "qty"], "\(line)")
+            #expect((after["qty"] as? Int ?? 0) >= 3, "\(line)")
+            let name = try #require(after["name"] as? String)
+            #expect(name.count == 64 && name.allSatisfy(\.isHexDigit), "\(line)")
+            // A row keeps its name through updates: equal values redact equally.
+            if let earlier = names[String(id)] { #expect(earlier == name) }
+            names[String(id)] = name
+        }
+        #expect(!cat.stdout.contains(#""w1"#) && !archived.isEmpty)
+        // In history order: the kept changes are a subsequence of the history.
+        var rest = history[...]
+        for change in archived {
+            guard let at = rest.firstIndex(of: change) else {
+                Issue.record("\(change) is not in the history after the changes before it")
+                break
+            }
+            rest = rest[(at + 1)...]
+        }
+        // The manifest's counts account for every change of the history.
+        var records = 0
+        var filtered: [String: Int] = [:]
+        let manifest = pg.jobRoot + "/_feedarchive/manifest"
+        for file in try FileManager.default.contentsOfDirectory(atPath: manifest).sorted() {
+            for line in try String(contentsOfFile: manifest + "/" + file, encoding: .utf8).split(separator: "\n") {
+                let entry = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                guard entry["kind"] as? String == "blob", entry["lineage"] as? String == "live" else { continue }
+                records += entry["records"] as? Int ?? 0
+                for (name, count) in entry["filtered"] as? [String: Int] ?? [:] { filtered[name, default: 0] += count }
+            }
+        }
+        #expect(records == archived.count)
+        #expect(filtered["no-deletes"] == history.filter { $0.hasPrefix("d:") }.count)
+        #expect(records + filtered.values.reduce(0, +) == history.count, "\(records) \(filtered) \(history.count)")
+        #expect((filtered["small"] ?? 0) > 0)
+    }
+
     /// An immediate-mode restart (a crash) of the server in the middle of runs: the run backs
     /// off and reconnects, or fails and the next one continues; nothing lost, nothing twice.
     @Test func aServerCrashMidRunLosesNothing() async throws {
