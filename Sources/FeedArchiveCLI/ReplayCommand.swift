@@ -81,6 +81,10 @@ struct ReplayCommand: AsyncParsableCommand {
     func apply(_ replay: ReplayJob, into target: any ReplayTarget, until cut: Int64?, token: String?) async throws {
         let replayer = Replayer(job: replay, target: target)
         if status {
+            guard cut == nil && token == nil && !fromScratch else {
+                throw FeedArchiveError.usage(
+                    "--status reports what the target holds; it takes no --until or --from-scratch")
+            }
             try await printStatus(replayer)
             return
         }
@@ -101,6 +105,12 @@ struct ReplayCommand: AsyncParsableCommand {
             Data(
                 "feedarchive: \(replay.name): replayed \(summary.applied) changes from \(summary.blobs) blobs of \(replay.archive.name)\(tail)\n"
                     .utf8))
+        if summary.unmatched, let table = replay.sourceTable {
+            FileHandle.standardError.write(
+                Data(
+                    "feedarchive: \(replay.name): warning: none of the \(summary.passed) changes read was of source_table \(table), and the target held nothing of it before: check source_table against the archive's tables (`feedarchive cat \(replay.archive.name) | head`)\n"
+                        .utf8))
+        }
         if summary.rejected > 0 {
             FileHandle.standardError.write(
                 Data(

@@ -84,6 +84,35 @@ import Testing
         #expect(tokenState.0 == 0, "\(tokenState.1)")
         let unknown = try await Binary.run(["replay", dir.path + "/replica.yaml", "--until", "sqlite:eyJub3QiOjF9"])
         #expect(unknown.status == 64 && unknown.stderr.contains("no run of this archive ended at this token"))
+        // A replay only moves forward: an earlier point without --from-scratch is refused, by
+        // time and by token, and the target stays as it was; --status takes no point.
+        let earlier = try await Binary.run(["replay", dir.path + "/replica.yaml", "--until", "2026-11-18T11:10:00Z"])
+        #expect(earlier.status == 64 && earlier.stderr.contains("add --from-scratch"), "\(earlier.stderr)")
+        #expect(try await Self.python(["check", db, dir.path + "/replica.db", "seq:3000"]).0 == 0)
+        let finalToken = try #require(
+            (try JSONSerialization.jsonObject(
+                with: Data(
+                    contentsOf: URL(fileURLWithPath: dir.path + "/lake/entities/_feedarchive/checkpoint.json")))
+                as? [String: Any])?["token"] as? String)
+        #expect(try await Binary.run(["replay", dir.path + "/replica.yaml"]).status == 0)
+        let earlierToken = try await Binary.run(["replay", dir.path + "/replica.yaml", "--until", token])
+        #expect(earlierToken.status == 64 && earlierToken.stderr.contains("add --from-scratch"))
+        #expect(try await Binary.run(["replay", dir.path + "/replica.yaml", "--until", finalToken]).status == 0)
+        let statusAt = try await Binary.run(["replay", dir.path + "/replica.yaml", "--status", "--until", token])
+        #expect(statusAt.status == 64, "\(statusAt.stderr)")
+        // A source_table no change has: told, not a silent empty replica.
+        dir.write(
+            "misspelt.yaml",
+            """
+            name: misspelt
+            archive_job: entities.yaml
+            source_table: outbx
+            target: {kind: sqlite, path: misspelt.db, table: entities}
+
+            """)
+        let misspelt = try await Binary.run(["replay", dir.path + "/misspelt.yaml"])
+        #expect(misspelt.status == 0 && misspelt.stderr.contains("warning: none of the"), "\(misspelt.stderr)")
+        #expect(misspelt.stderr.contains("source_table outbx"))
 
         // Killed at any point, 50 times, then finished: exactly the state, and nothing applied
         // twice: an audit trigger on the replica sees each upsert after the cut exactly once.

@@ -162,6 +162,9 @@ public struct ReplaySummary: Sendable {
     public var passed = 0
     /// Changes at or after `--until` that were left for a later replay.
     public var held = 0
+    /// `source_table` matched none of the changes read, and the target held none before: most
+    /// likely a misspelt table.
+    public var unmatched = false
 }
 
 /// `feedarchive replay`: applies the archive's changes (live lineage, feed order per partition,
@@ -193,6 +196,7 @@ public struct Replayer {
         let applied = try await target.applied()
         try Self.refuseWhatWouldBeLost(manifest, archive: archive, applied: applied)
         let cuts = try untilToken.map { try Self.positions(at: $0, in: manifest, archive: archive) }
+        if !fromScratch { try Self.refuseGoingBack(manifest, applied: applied, until: until, cuts: cuts) }
         let converter = RowConverter(shape: target.shape, sourceTable: job.sourceTable)
         var stopped: Set<String> = []
         // Several blobs go into one transaction (the positions with them): a commit is what
@@ -292,12 +296,17 @@ public struct Replayer {
                                     + ranges[index].upperBound)]
                         }
                         let pos = String(decoding: field(0).dropFirst().dropLast(), as: UTF8.self)
-                        if let done = applied[part], pos <= done { return true }
                         let ts = field(3)
                         let micros =
                             ts.first == 0x22
                             ? Array(ts.dropFirst().dropLast()).withUnsafeBufferPointer { parseTimestampMicros($0) }
                             : nil
+                        if let done = applied[part], pos <= done {
+                            if !fromScratch, let until, let micros, micros >= until {
+                                throw Self.goingBack(part: part, done: done)
+                            }
+                            return true
+                        }
                         if let until, let micros, micros >= until {
                             stop = true
                             return false
@@ -355,6 +364,9 @@ public struct Replayer {
             }
             try await flush()
             try commit()
+            summary.unmatched =
+                job.sourceTable != nil && applied.isEmpty && summary.passed > 0 && summary.applied == 0
+                && summary.rejected == 0
         } catch {
             if inTransaction { streaming?.rollback() }
             throw error
@@ -423,6 +435,34 @@ public struct Replayer {
             throw FeedArchiveError.data(path: damage.file, message: "line \(damage.line): \(damage.message)")
         }
         return manifest
+    }
+
+    /// `--until` before what the target holds (without `--from-scratch`): a replay only moves
+    /// forward, so the target would silently stay later than asked. Refused before anything is
+    /// applied when the manifest shows it (a partition applied past the token's cut, or a blob
+    /// applied whose changes are all at or after the time); a blob that straddles the time is
+    /// caught as it is read.
+    static func refuseGoingBack(
+        _ manifest: Manifest, applied: [String: String], until: Int64?, cuts: [String: String]?
+    ) throws {
+        if let cuts {
+            for (part, done) in applied where cuts[part].map({ done > $0 }) ?? true {
+                throw goingBack(part: part, done: done)
+            }
+        }
+        guard let until else { return }
+        for entry in manifest.currentLines() where entry.namesBlob && entry.lineage == "live" {
+            guard let part = entry.part, let done = applied[part], let first = entry.firstPos, first <= done,
+                let minTs = entry.minTs.flatMap(parseRFC3339)
+            else { continue }
+            if Int64(minTs.timeIntervalSince1970 * 1_000_000) >= until { throw goingBack(part: part, done: done) }
+        }
+    }
+
+    static func goingBack(part: String, done: String) -> FeedArchiveError {
+        FeedArchiveError.usage(
+            "--until: the target already holds changes of partition \(part) after that point (applied up to \(done)); a replay only moves forward. Nothing was applied; add --from-scratch to rebuild the target up to --until"
+        )
     }
 
     /// Not handled, so refused rather than skipped: positions that start over at a second live
