@@ -144,6 +144,45 @@ import Testing
         #expect(upserts.0 == 0 && upserts.1.trimmingCharacters(in: .whitespacesAndNewlines) == audited)
     }
 
+    /// Blobs are decoded as a stream: lines longer than a decoded piece (documents of 300 KB
+    /// to 2 MB, in blobs of several MB) span pieces, and the replica holds each whole.
+    @Test func linesLongerThanADecodedPieceArriveWhole() async throws {
+        let dir = TempDirectory()
+        try sqlite(
+            dir.path + "/big.db",
+            """
+            CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, entity TEXT, doc TEXT, at TEXT);
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40)
+            INSERT INTO outbox (entity, doc, at)
+            SELECT 'e' || (i % 25), json_object('n', i, 'big', printf('%.*c', CASE WHEN i % 10 = 0 THEN 2000000 ELSE 300000 + i END, 'x'), 'tail', 'end-' || i),
+              printf('2026-11-18T10:00:%02dZ', i)
+            FROM n;
+            """)
+        dir.write(
+            "big.yaml",
+            """
+            name: big
+            source: {kind: sqlite, path: big.db, table: outbox, sequence_column: seq, document_column: doc, key_column: entity, timestamp_column: at}
+            archive: {root: lake}
+            batch: {max_records: 40, max_bytes: 64MiB}
+
+            """)
+        dir.write("copy.yaml", "name: copy\narchive_job: big.yaml\ntarget: {kind: sqlite, path: copy.db, table: docs}\n")
+        #expect(try await Binary.run(["run", dir.path + "/big.yaml"]).status == 0)
+        let replay = try await Binary.run(["replay", dir.path + "/copy.yaml"])
+        #expect(replay.status == 0 && replay.stderr.contains("replayed 40 changes from 1 blobs"), "\(replay.stderr)")
+        // The last change of each of the 25 keys, whole.
+        let expected = try sqliteValue(
+            dir.path + "/big.db",
+            "SELECT group_concat(entity || ':' || length(doc) || ':' || json_extract(doc, '$.tail'), ',') FROM (SELECT entity, doc FROM outbox WHERE seq IN (SELECT max(seq) FROM outbox GROUP BY entity) ORDER BY entity)"
+        )
+        let replica = try sqliteValue(
+            dir.path + "/copy.db",
+            "SELECT group_concat(json_extract(key, '$') || ':' || length(doc) || ':' || json_extract(doc, '$.tail'), ',') FROM (SELECT key, doc FROM docs ORDER BY json_extract(key, '$'))"
+        )
+        #expect(replica == expected && expected.contains("2000"), "\(replica.prefix(200)) vs \(expected.prefix(200))")
+    }
+
     /// Typed columns: each field converted to its column's type; a value that does not fit
     /// goes to the dead letters with the reason (the row keeps its previous version), counted
     /// in the summary, `--status` and the metrics.

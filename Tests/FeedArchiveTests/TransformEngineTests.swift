@@ -42,7 +42,11 @@ import Testing
         case 2: return "\(Double(Int.random(in: -9...9, using: &random)) / 4)"
         case 3: return Bool.random(using: &random) ? "true" : "false"
         case 4:
-            return ["\"s\"", "\"x\\\"q\\\"\"", "\"\\u00e9t\\u00e9\"", "\"ünï\"", "\"\""].randomElement(using: &random)!
+            // Accents precomposed, decomposed and escaped; a lone surrogate.
+            return [
+                "\"s\"", "\"x\\\"q\\\"\"", "\"\\u00e9t\\u00e9\"", "\"ünï\"", "\"\"", "\"\u{e9}\"", "\"e\u{301}\"",
+                "\"e\\u0301\"", "\"\\ud800\"",
+            ].randomElement(using: &random)!
         case 5: return ["\"1\"", "1", "\"a\""].randomElement(using: &random)!
         case 6, 7: return object(&random, depth: depth + 1)
         default:
@@ -87,8 +91,10 @@ import Testing
                 : "- set: {\(target): {field: \(quoted(path(&random)))}}"
         case 10:
             let field = quoted(["after.", "before.", "key."].randomElement(using: &random)! + path(&random))
-            let test = ["equals: 1", "equals: s", "in: [1, \"a\", null]", "exists: true", "exists: false", "gt: 0"]
-                .randomElement(using: &random)!
+            let test = [
+                "equals: 1", "equals: s", "in: [1, \"a\", null]", "exists: true", "exists: false", "gt: 0",
+                "equals: \"\u{e9}\"", "in: [\"e\u{301}\", \"ünï\"]",
+            ].randomElement(using: &random)!
             return
                 "- filter: {name: f\(number), \(Bool.random(using: &random) ? "keep" : "drop"): {field: \(field), \(test)}}"
         case 11:

@@ -291,7 +291,10 @@ extension Transform {
             return
         }
         guard let key = step.hmacKey else { return }
-        let input: [UInt8] = value.first == 0x22 ? Array((JSONScan.string(value) ?? "").utf8) : Array(value)
+        // A string's text; as written when its escapes make no text (a lone surrogate).
+        let input: [UInt8] =
+            value.first == 0x22
+            ? JSONScan.string(value).map { Array($0.utf8) } ?? Array(value.dropFirst().dropLast()) : Array(value)
         var hmac = key.keyed
         hmac.update(data: input)
         let code = hmac.finalize()

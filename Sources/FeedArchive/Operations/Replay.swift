@@ -213,6 +213,7 @@ public struct Replayer {
         var reached: [String: String] = [:]
         var openChanges = 0
         var openBytes = 0
+        var openSince = Date()
         func commit() throws {
             guard let streaming, inTransaction else { return }
             try streaming.commit()
@@ -229,6 +230,7 @@ public struct Replayer {
                 if !inTransaction {
                     try streaming.begin(expecting: seen)
                     inTransaction = true
+                    openSince = Date()
                 }
                 tally = try streaming.add(pending)
                 for change in pending { reached[change.part] = max(reached[change.part] ?? change.pos, change.pos) }
@@ -243,7 +245,9 @@ public struct Replayer {
             summary.passed += tally.passed
             pending.removeAll(keepingCapacity: true)
             pendingBytes = 0
-            if openChanges >= Self.streamedTransactionChanges || openBytes >= Self.streamedTransactionBytes {
+            if openChanges >= Self.streamedTransactionChanges || openBytes >= Self.streamedTransactionBytes
+                || Date().timeIntervalSince(openSince) >= Self.streamedTransactionSeconds
+            {
                 try commit()
             }
         }
@@ -276,17 +280,23 @@ public struct Replayer {
                 var carry: [UInt8] = []
                 func take(_ decoded: UnsafeRawBufferPointer, last: Bool) throws {
                     guard !stop else { return }
-                    var piece = carry
-                    piece.append(contentsOf: decoded)
-                    carry = []
-                    if !last {
-                        // Whole lines only; the rest waits for the next piece.
-                        guard let newline = piece.lastIndex(of: 0x0A) else {
-                            carry = piece
+                    // Whole lines only; the rest waits for the next piece. Only the new bytes
+                    // are searched and the carried ones copied once, so a long line costs its
+                    // length, not its length times the pieces it spans.
+                    var piece: [UInt8]
+                    if last {
+                        piece = carry
+                        piece.append(contentsOf: decoded)
+                        carry = []
+                    } else {
+                        let bytes = decoded.bindMemory(to: UInt8.self)
+                        guard let newline = bytes.lastIndex(of: 0x0A) else {
+                            carry.append(contentsOf: bytes)
                             return
                         }
-                        carry = Array(piece[(newline + 1)...])
-                        piece.removeSubrange((newline + 1)...)
+                        piece = carry
+                        piece.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[...newline]))
+                        carry = Array(bytes[(newline + 1)...])
                     }
                     guard !piece.isEmpty else { return }
                     _ = try Self.lines(piece, number: &number, file: absolute) { line, ranges in
@@ -303,7 +313,7 @@ public struct Replayer {
                             : nil
                         if let done = applied[part], pos <= done {
                             if !fromScratch, let until, let micros, micros >= until {
-                                throw Self.goingBack(part: part, done: done)
+                                throw Self.goingBack(part: part, done: done, read: true)
                             }
                             return true
                         }
@@ -382,8 +392,12 @@ public struct Replayer {
     /// `pieceChanges` or `pieceBytes` up to `streamedTransactionChanges` or
     /// `streamedTransactionBytes`. A commit of upserts by random key rewrites most of the
     /// table's pages (journal and file), so fewer, larger commits are what makes it fast.
+    /// It also commits after `streamedTransactionSeconds`: the target's file is locked for
+    /// writing while a transaction is open (and for reading once dirty pages spill), and another
+    /// replay into the same file waits 5 seconds before it gives up.
     static let streamedTransactionChanges = 1 << 20
     static let streamedTransactionBytes = 128 << 20
+    static let streamedTransactionSeconds = 2.0
     static let pieceChanges = 4096
     static let pieceBytes = 2 << 20
     /// Compressed bytes read and decoded at a time.
@@ -459,9 +473,11 @@ public struct Replayer {
         }
     }
 
-    static func goingBack(part: String, done: String) -> FeedArchiveError {
+    /// `read`: found while reading blobs, after this replay may have committed changes of other
+    /// partitions (all before `--until`).
+    static func goingBack(part: String, done: String, read: Bool = false) -> FeedArchiveError {
         FeedArchiveError.usage(
-            "--until: the target already holds changes of partition \(part) after that point (applied up to \(done)); a replay only moves forward. Nothing was applied; add --from-scratch to rebuild the target up to --until"
+            "--until: the target already holds changes of partition \(part) after that point (applied up to \(done)); a replay only moves forward. \(read ? "The replay stopped there (what it committed before, all before --until, stays)" : "Nothing was applied"); add --from-scratch to rebuild the target up to --until"
         )
     }
 

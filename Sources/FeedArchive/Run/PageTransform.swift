@@ -65,7 +65,17 @@ final class PageTransform: @unchecked Sendable {
         return (chunk.outcomes[index - number * Self.chunkSize], chunk)
     }
 
-    /// Claims chunk `wanted`, or the next open chunk when nil; nil when it is taken.
+    /// The reading thread is done with the page (read through, or stopped): the helper takes
+    /// no more chunks.
+    func cancel() {
+        condition.lock()
+        cancelled = true
+        condition.unlock()
+    }
+    private var cancelled = false
+
+    /// Claims chunk `wanted`, or the next open chunk when nil (none once cancelled); nil when
+    /// it is taken.
     private func claim(_ wanted: Int?) -> Int? {
         condition.lock()
         defer { condition.unlock() }
@@ -74,6 +84,7 @@ final class PageTransform: @unchecked Sendable {
             states[wanted] = .claimed
             return wanted
         }
+        if cancelled { return nil }
         while next < states.count && states[next] != .open { next += 1 }
         guard next < states.count else { return nil }
         states[next] = .claimed

@@ -712,13 +712,16 @@ public final class Transform: Sendable, CustomStringConvertible {
     static func jsonEqual(_ a: [UInt8], _ b: UnsafeBufferPointer<UInt8>) -> Bool {
         if a.first == 0x22 || b.first == 0x22 {
             guard a.first == b.first else { return false }
-            // The same bytes are the same string; else compare the texts with escapes decoded.
+            // The same bytes are the same string, and different ASCII without escapes a different
+            // one; else the texts are compared with escapes decoded, as strings (canonically
+            // equivalent Unicode is equal).
             if a.count == b.count
                 && a.withUnsafeBufferPointer({ memcmp($0.baseAddress!, b.baseAddress!, a.count) == 0 })
             {
                 return true
             }
-            guard a.contains(0x5C) || b.contains(0x5C) else { return false }
+            guard a.contains(where: { $0 == 0x5C || $0 >= 0x80 }) || b.contains(where: { $0 == 0x5C || $0 >= 0x80 })
+            else { return false }
             return JSONScan.string(a[...]) == JSONScan.string(ArraySlice(b))
         }
         if let x = Double(String(decoding: a, as: UTF8.self)), let y = Double(String(decoding: b, as: UTF8.self)) {

@@ -406,16 +406,16 @@ struct TransformWalk: ~Copyable {
             return
         }
         guard let key = steps[step].hmacKey else { return }
-        try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { digest in
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { digest in
             if text.first == 0x22 {
                 let inner = UnsafeBufferPointer(rebasing: text.dropFirst().dropLast())
                 if inner.isEmpty || memchr(inner.baseAddress!, 0x5C, inner.count) == nil {
                     key.fast.authenticate(UnsafeRawBufferPointer(inner), into: digest.baseAddress!)
-                } else {
-                    guard let decoded = JSONScan.string(ArraySlice(text)) else {
-                        throw Transform.Failure(description: "a malformed string")
-                    }
+                } else if let decoded = JSONScan.string(ArraySlice(text)) {
                     Array(decoded.utf8).withUnsafeBytes { key.fast.authenticate($0, into: digest.baseAddress!) }
+                } else {
+                    // Escapes that make no text (a lone surrogate): the string as written.
+                    key.fast.authenticate(UnsafeRawBufferPointer(inner), into: digest.baseAddress!)
                 }
             } else {
                 key.fast.authenticate(UnsafeRawBufferPointer(text), into: digest.baseAddress!)
