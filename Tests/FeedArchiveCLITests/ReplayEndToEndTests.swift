@@ -167,7 +167,8 @@ import Testing
             batch: {max_records: 40, max_bytes: 64MiB}
 
             """)
-        dir.write("copy.yaml", "name: copy\narchive_job: big.yaml\ntarget: {kind: sqlite, path: copy.db, table: docs}\n")
+        dir.write(
+            "copy.yaml", "name: copy\narchive_job: big.yaml\ntarget: {kind: sqlite, path: copy.db, table: docs}\n")
         #expect(try await Binary.run(["run", dir.path + "/big.yaml"]).status == 0)
         let replay = try await Binary.run(["replay", dir.path + "/copy.yaml"])
         #expect(replay.status == 0 && replay.stderr.contains("replayed 40 changes from 1 blobs"), "\(replay.stderr)")

@@ -4,6 +4,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/// SHA-256's 64 round constants.
+extern const uint32_t feedarchive_sha256_k[64];
+
 /// 1 when this processor has the SHA extensions (x86-64 SHA-NI with SSE4.1), else 0.
 int feedarchive_sha256_hardware(void);
 

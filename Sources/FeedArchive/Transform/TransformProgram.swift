@@ -239,35 +239,8 @@ struct TransformWalk: ~Copyable {
         case 0x7B:
             try object(buffer, start, end, low, high, into: &out)
         case 0x5B:
-            var index = start + 1
-            out.append(0x5B)
-            skipSpace(buffer, &index, end)
-            if index < end && buffer[index] == 0x5D {
-                out.append(0x5D)
-                return
-            }
-            var first = true
-            while true {
-                skipSpace(buffer, &index, end)
-                guard index < end else { throw Transform.Failure(description: "a malformed array") }
-                let (after, trimmed) = try valueEnd(buffer, index, end)
-                if !first { out.append(0x2C) }
-                first = false
-                if buffer[index] == 0x7B {
-                    try object(buffer, index, trimmed, low, high, into: &out)
-                } else {
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[index..<trimmed]))
-                }
-                index = after
-                skipSpace(buffer, &index, end)
-                guard index < end else { throw Transform.Failure(description: "a malformed array") }
-                if buffer[index] == 0x2C {
-                    index += 1
-                    continue
-                }
-                guard buffer[index] == 0x5D else { throw Transform.Failure(description: "a malformed array") }
-                out.append(0x5D)
-                return
+            try array(buffer, start, end, into: &out) { walk, from, to, out in
+                try walk.object(buffer, from, to, low, high, into: &out)
             }
         default:
             out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[start..<end]))
@@ -279,47 +252,24 @@ struct TransformWalk: ~Copyable {
         _ buffer: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ low: Int, _ high: Int,
         into out: inout [UInt8]
     ) throws {
-        var index = start
-        guard index < end, buffer[index] == 0x7B else { throw Transform.Failure(description: "a malformed object") }
-        index += 1
         out.append(0x7B)
-        skipSpace(buffer, &index, end)
-        if index < end && buffer[index] == 0x7D {
-            out.append(0x7D)
-            return
-        }
         var first = true
-        while true {
-            skipSpace(buffer, &index, end)
-            guard index < end, buffer[index] == 0x22 else {
-                throw Transform.Failure(description: "a malformed object")
-            }
-            let (nameAfter, _) = try valueEnd(buffer, index, end)
-            let name = UnsafeBufferPointer(rebasing: buffer[(index + 1)..<(nameAfter - 1)])
-            index = nameAfter
-            skipSpace(buffer, &index, end)
-            guard index < end, buffer[index] == 0x3A else { throw Transform.Failure(description: "a malformed object") }
-            index += 1
-            skipSpace(buffer, &index, end)
-            guard index < end else { throw Transform.Failure(description: "a malformed object") }
-            let valueStart = index
-            let (after, valueEnd) = try valueEnd(buffer, index, end)
-            index = after
-
+        try fields(buffer, start, end) { walk, name, from, to in
             // The steps in order, at this field.
             var dropped = false
             var renamed: Int32 = -1
             var isRedacted = false
             var top = high
             for position in low..<high {
-                let state = states[position]
+                let state = walk.states[position]
                 let child: Int32
                 if renamed >= 0 {
-                    child = self.child(of: state.node, named: bytes(nodes[Int(renamed)].newName), escaped: false)
+                    child = walk.child(
+                        of: state.node, named: walk.bytes(walk.nodes[Int(renamed)].newName), escaped: false)
                 } else {
-                    child = self.child(of: state.node, named: name, escaped: true)
+                    child = walk.child(of: state.node, named: name, escaped: true)
                 }
-                let kind = kinds[Int(state.step)]
+                let kind = walk.kinds[Int(state.step)]
                 if child < 0 {
                     if kind == .select {
                         dropped = true
@@ -327,11 +277,11 @@ struct TransformWalk: ~Copyable {
                     }
                     continue
                 }
-                let node = nodes[Int(child)]
+                let node = walk.nodes[Int(child)]
                 if !node.leaf {
                     // Into the value, for this step; a redacted value is a string, with nothing inside.
                     if !isRedacted {
-                        states[top] = State(step: state.step, node: child)
+                        walk.states[top] = State(step: state.step, node: child)
                         top += 1
                     }
                     continue
@@ -343,16 +293,16 @@ struct TransformWalk: ~Copyable {
                     renamed = child
                 case .redact:
                     if isRedacted {
-                        swap(&redacted, &previous)
-                        let hidden = previous
-                        try hidden.withUnsafeBufferPointer { try redact($0, 0, $0.count, step: Int(state.step)) }
+                        swap(&walk.redacted, &walk.previous)
+                        let hidden = walk.previous
+                        try hidden.withUnsafeBufferPointer { try walk.redact($0, 0, $0.count, step: Int(state.step)) }
                     } else if top > high {
                         // The steps before reach into the value: it is hidden as they left it.
                         var inner: [UInt8] = []
-                        try value(buffer, valueStart, valueEnd, high, top, into: &inner)
-                        try inner.withUnsafeBufferPointer { try redact($0, 0, $0.count, step: Int(state.step)) }
+                        try walk.value(buffer, from, to, high, top, into: &inner)
+                        try inner.withUnsafeBufferPointer { try walk.redact($0, 0, $0.count, step: Int(state.step)) }
                     } else {
-                        try redact(buffer, valueStart, valueEnd, step: Int(state.step))
+                        try walk.redact(buffer, from, to, step: Int(state.step))
                     }
                     isRedacted = true
                     top = high
@@ -365,7 +315,7 @@ struct TransformWalk: ~Copyable {
                 if !first { out.append(0x2C) }
                 first = false
                 if renamed >= 0 {
-                    out.append(contentsOf: bytes(nodes[Int(renamed)].newJSON))
+                    out.append(contentsOf: walk.bytes(walk.nodes[Int(renamed)].newJSON))
                 } else {
                     out.append(0x22)
                     out.append(contentsOf: name)
@@ -373,13 +323,44 @@ struct TransformWalk: ~Copyable {
                 }
                 out.append(0x3A)
                 if isRedacted {
-                    out.append(contentsOf: redacted)
+                    out.append(contentsOf: walk.redacted)
                 } else if top > high {
-                    try value(buffer, valueStart, valueEnd, high, top, into: &out)
+                    try walk.value(buffer, from, to, high, top, into: &out)
                 } else {
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[valueStart..<valueEnd]))
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[from..<to]))
                 }
             }
+        }
+        out.append(0x7D)
+    }
+
+    /// Calls `body` with each field of the object `buffer[start ..< end]`: its name as written
+    /// (between the quotes) and its value's bounds. An empty range is an object without fields.
+    mutating func fields(
+        _ buffer: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int,
+        _ body: (inout TransformWalk, UnsafeBufferPointer<UInt8>, Int, Int) throws -> Void
+    ) throws {
+        guard start < end else { return }
+        var index = start
+        guard buffer[index] == 0x7B else { throw Transform.Failure(description: "a malformed object") }
+        index += 1
+        skipSpace(buffer, &index, end)
+        if index < end && buffer[index] == 0x7D { return }
+        while true {
+            skipSpace(buffer, &index, end)
+            guard index < end, buffer[index] == 0x22 else { throw Transform.Failure(description: "a malformed object") }
+            let (nameAfter, _) = try valueEnd(buffer, index, end)
+            let name = UnsafeBufferPointer(rebasing: buffer[(index + 1)..<(nameAfter - 1)])
+            index = nameAfter
+            skipSpace(buffer, &index, end)
+            guard index < end, buffer[index] == 0x3A else { throw Transform.Failure(description: "a malformed object") }
+            index += 1
+            skipSpace(buffer, &index, end)
+            guard index < end else { throw Transform.Failure(description: "a malformed object") }
+            let valueStart = index
+            let (after, valueEnd) = try valueEnd(buffer, index, end)
+            index = after
+            try body(&self, name, valueStart, valueEnd)
             skipSpace(buffer, &index, end)
             guard index < end else { throw Transform.Failure(description: "a malformed object") }
             if buffer[index] == 0x2C {
@@ -387,7 +368,43 @@ struct TransformWalk: ~Copyable {
                 continue
             }
             guard buffer[index] == 0x7D else { throw Transform.Failure(description: "a malformed object") }
-            out.append(0x7D)
+            return
+        }
+    }
+
+    /// An array rewritten: each object element through `element`, the others as they are.
+    mutating func array(
+        _ buffer: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, into out: inout [UInt8],
+        _ element: (inout TransformWalk, Int, Int, inout [UInt8]) throws -> Void
+    ) throws {
+        var index = start + 1
+        out.append(0x5B)
+        skipSpace(buffer, &index, end)
+        if index < end && buffer[index] == 0x5D {
+            out.append(0x5D)
+            return
+        }
+        var first = true
+        while true {
+            skipSpace(buffer, &index, end)
+            guard index < end else { throw Transform.Failure(description: "a malformed array") }
+            let (after, trimmed) = try valueEnd(buffer, index, end)
+            if !first { out.append(0x2C) }
+            first = false
+            if buffer[index] == 0x7B {
+                try element(&self, index, trimmed, &out)
+            } else {
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[index..<trimmed]))
+            }
+            index = after
+            skipSpace(buffer, &index, end)
+            guard index < end else { throw Transform.Failure(description: "a malformed array") }
+            if buffer[index] == 0x2C {
+                index += 1
+                continue
+            }
+            guard buffer[index] == 0x5D else { throw Transform.Failure(description: "a malformed array") }
+            out.append(0x5D)
             return
         }
     }
@@ -443,55 +460,23 @@ struct TransformWalk: ~Copyable {
         var seen = [Bool](repeating: false, count: Int(parent.count))
         out.append(0x7B)
         var first = true
-        if start < end {
-            var index = start
-            guard buffer[index] == 0x7B else { throw Transform.Failure(description: "a malformed object") }
-            index += 1
-            skipSpace(buffer, &index, end)
-            if index < end && buffer[index] == 0x7D { index = end }
-            while index < end {
-                skipSpace(buffer, &index, end)
-                guard index < end, buffer[index] == 0x22 else {
-                    throw Transform.Failure(description: "a malformed object")
-                }
-                let (nameAfter, _) = try valueEnd(buffer, index, end)
-                let name = UnsafeBufferPointer(rebasing: buffer[(index + 1)..<(nameAfter - 1)])
-                index = nameAfter
-                skipSpace(buffer, &index, end)
-                guard index < end, buffer[index] == 0x3A else {
-                    throw Transform.Failure(description: "a malformed object")
-                }
-                index += 1
-                skipSpace(buffer, &index, end)
-                guard index < end else { throw Transform.Failure(description: "a malformed object") }
-                let valueStart = index
-                let (after, valueEnd) = try valueEnd(buffer, index, end)
-                index = after
-                if !first { out.append(0x2C) }
-                first = false
-                out.append(0x22)
-                out.append(contentsOf: name)
-                out.append(0x22)
-                out.append(0x3A)
-                let child = self.child(of: node, named: name, escaped: true)
-                if child < 0 {
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[valueStart..<valueEnd]))
+        try fields(buffer, start, end) { walk, name, from, to in
+            if !first { out.append(0x2C) }
+            first = false
+            out.append(0x22)
+            out.append(contentsOf: name)
+            out.append(0x22)
+            out.append(0x3A)
+            let child = walk.child(of: node, named: name, escaped: true)
+            if child < 0 {
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[from..<to]))
+            } else {
+                seen[Int(child - parent.first)] = true
+                if walk.nodes[Int(child)].leaf {
+                    walk.setValue(child, found: found, into: &out)
                 } else {
-                    seen[Int(child - parent.first)] = true
-                    if nodes[Int(child)].leaf {
-                        setValue(child, found: found, into: &out)
-                    } else {
-                        try setInto(buffer, valueStart, valueEnd, node: child, found: found, into: &out)
-                    }
+                    try walk.setInto(buffer, from, to, node: child, found: found, into: &out)
                 }
-                skipSpace(buffer, &index, end)
-                guard index < end else { throw Transform.Failure(description: "a malformed object") }
-                if buffer[index] == 0x2C {
-                    index += 1
-                    continue
-                }
-                guard buffer[index] == 0x7D else { throw Transform.Failure(description: "a malformed object") }
-                break
             }
         }
         // Fields the document does not have yet.
@@ -521,35 +506,8 @@ struct TransformWalk: ~Copyable {
         case 0x7B:
             try set(buffer, start, end, node: node, found: found, into: &out)
         case 0x5B:
-            var index = start + 1
-            out.append(0x5B)
-            skipSpace(buffer, &index, end)
-            if index < end && buffer[index] == 0x5D {
-                out.append(0x5D)
-                return
-            }
-            var first = true
-            while true {
-                skipSpace(buffer, &index, end)
-                guard index < end else { throw Transform.Failure(description: "a malformed array") }
-                let (after, trimmed) = try valueEnd(buffer, index, end)
-                if !first { out.append(0x2C) }
-                first = false
-                if buffer[index] == 0x7B {
-                    try set(buffer, index, trimmed, node: node, found: found, into: &out)
-                } else {
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[index..<trimmed]))
-                }
-                index = after
-                skipSpace(buffer, &index, end)
-                guard index < end else { throw Transform.Failure(description: "a malformed array") }
-                if buffer[index] == 0x2C {
-                    index += 1
-                    continue
-                }
-                guard buffer[index] == 0x5D else { throw Transform.Failure(description: "a malformed array") }
-                out.append(0x5D)
-                return
+            try array(buffer, start, end, into: &out) { walk, from, to, out in
+                try walk.set(buffer, from, to, node: node, found: found, into: &out)
             }
         default:
             out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[start..<end]))
