@@ -386,8 +386,8 @@ public struct Replayer {
 
     /// A transaction ends once it holds this many changes or decoded bytes (at the end of a
     /// blob, or of a decoded piece of a large one).
-    static let transactionChanges = 32768
-    static let transactionBytes = 16 << 20
+    static let transactionChanges = 8192
+    static let transactionBytes = 8 << 20
     /// A streaming target's transaction is on its disk, not in memory: it takes pieces of
     /// `pieceChanges` or `pieceBytes` up to `streamedTransactionChanges` or
     /// `streamedTransactionBytes`. A commit of upserts by random key rewrites most of the
