@@ -508,7 +508,7 @@ public struct Replayer {
     /// stop.
     static func lines(
         _ decoded: [UInt8], from offset: Int = 0, number: inout Int, file: String,
-        _ body: (Range<Int>, [Range<Int>]) throws -> Bool
+        _ body: (Range<Int>, EnvelopeFields.Ranges) throws -> Bool
     ) throws -> Int {
         try decoded.withUnsafeBufferPointer { buffer in
             var start = offset
@@ -520,9 +520,9 @@ public struct Replayer {
                 number += 1
                 let line = start..<end
                 start = end + 1
-                let ranges: [Range<Int>]
+                let ranges: EnvelopeFields.Ranges
                 do {
-                    ranges = try EnvelopeFields.split(UnsafeBufferPointer(rebasing: buffer[line]))
+                    ranges = try EnvelopeFields.locate(UnsafeBufferPointer(rebasing: buffer[line]))
                 } catch {
                     throw FeedArchiveError.data(path: file, message: "line \(number): \(error)")
                 }
