@@ -184,6 +184,59 @@ import Testing
         #expect(verify.status == 0 && verify.stdout.contains("clean"), "\(verify.stdout)")
     }
 
+    /// A document with spaces, tabs or line breaks around it is valid JSON: it is archived as
+    /// its value, so the transforms, replay and Parquet read it like any other.
+    @Test func documentsWithSpaceAroundThemAreTransformedAndReplayed() async throws {
+        let dir = TempDirectory()
+        let status = reap(
+            try spawn(
+                "sqlite3",
+                [
+                    dir.path + "/spaced.db",
+                    """
+                    CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, entity TEXT, doc TEXT);
+                    INSERT INTO outbox (entity, doc) VALUES ('a', '  {"id": 1, "email": "a@example.com"}  ');
+                    INSERT INTO outbox (entity, doc) VALUES ('b', char(9) || '{"id": 2, "email": "b@example.com"}' || char(13) || char(10));
+                    INSERT INTO outbox (entity, doc) VALUES ('c', ' {"id": 3, "email": "c@example.com"}');
+                    INSERT INTO outbox (entity, doc) VALUES ('d', ' [1, 2] ');
+                    INSERT INTO outbox (entity, doc) VALUES ('e', '{"id": 5,' || char(10) || ' "email": "e@example.com"} ');
+                    """,
+                ]))
+        #expect(status == 0)
+        let source = """
+            source:
+              kind: sqlite
+              path: spaced.db
+              table: outbox
+              sequence_column: seq
+              document_column: doc
+              key_column: entity
+            """
+        dir.write("plain.yaml", "name: plain\n\(source)\narchive:\n  root: lake\n")
+        dir.write(
+            "shaped.yaml",
+            "name: shaped\n\(source)\narchive:\n  root: lake\ntransform:\n  - select: [id]\n")
+        let plain = try await Binary.run(["run", dir.path + "/plain.yaml"])
+        #expect(plain.status == 0, "\(plain.stderr)")
+        let lines = try await Binary.run(["cat", dir.path + "/plain.yaml"]).stdout.split(separator: "\n")
+        #expect(lines.count == 5)
+        for line in lines {
+            #expect(!line.contains(#""after": "#) && !line.contains(#"} ,"#) && !line.contains("\t"), "\(line)")
+        }
+        let shaped = try await Binary.run(["run", dir.path + "/shaped.yaml"])
+        #expect(shaped.status == 0 && shaped.stderr.contains("1 REJECTED by the transform"), "\(shaped.stderr)")
+        let kept = try await Binary.run(["cat", dir.path + "/shaped.yaml"]).stdout
+        for id in [1, 2, 3, 5] { #expect(kept.contains(#""after":{"id":\#(id)}"#), "\(kept)") }
+        #expect(!kept.contains("example.com"))
+        let rejected = try await Binary.run(["cat", dir.path + "/shaped.yaml", "--rejected"]).stdout
+        #expect(rejected.contains("is not a JSON object") && rejected.contains(#""key":"d""#), "\(rejected)")
+        dir.write(
+            "replica.yaml",
+            "name: replica\narchive_job: plain.yaml\ntarget:\n  kind: sqlite\n  path: replica.db\n  table: docs\n")
+        let replay = try await Binary.run(["replay", dir.path + "/replica.yaml"])
+        #expect(replay.status == 0 && replay.stderr.contains("replayed 5 changes"), "\(replay.stderr)")
+    }
+
     /// Filters under kill -9: cron-like runs killed at random moments, then one that finishes;
     /// the archive's changes and the filtered counts account for every source change, and the
     /// archive holds exactly the changes the filters keep.

@@ -58,6 +58,23 @@ import Testing
             #expect(!JSONText.appendIfValid(Array(invalid.utf8)[...], to: &out), "\(invalid)")
             #expect(out == [0x41], "nothing appended for \(invalid)")
         }
+        // Whitespace around the value is not part of it.
+        for (spaced, value) in [(" \t{\"a\": 1}\r\n", "{\"a\": 1}"), ("  7 ", "7"), ("\n\"x y\"\n", "\"x y\"")] {
+            out.removeAll()
+            #expect(JSONText.appendIfValid(Array(spaced.utf8)[...], to: &out))
+            #expect(String(decoding: out, as: UTF8.self) == value)
+        }
+    }
+
+    /// Lines written before documents were trimmed keep whitespace around a value: the fields
+    /// are still found, without it.
+    @Test func envelopeFieldsStepOverWhitespaceAroundValues() throws {
+        let line = Array(
+            #"{"pos":"1","part":"0","op":"c","ts":null,"key": 7 ,"after":  {"a": [1, 2]}  ,"before":null,"source":{"t":1}}"#
+                .utf8)
+        let ranges = try line.withUnsafeBufferPointer { try EnvelopeFields.split($0) }
+        let values = ranges.map { String(decoding: line[$0], as: UTF8.self) }
+        #expect(values == [#""1""#, #""0""#, #""c""#, "null", "7", #"{"a": [1, 2]}"#, "null", #"{"t":1}"#])
     }
 
     @Test func escapedStringsDecodeToTheOriginal() throws {

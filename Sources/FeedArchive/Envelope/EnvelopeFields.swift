@@ -46,9 +46,15 @@ public enum EnvelopeFields {
                 else { throw Malformed("not an envelope: expected \"\(key)\" at byte \(index)") }
                 index += separator.count
             }
+            // Lines are written without whitespace around values; an archive may hold lines
+            // written before documents were trimmed, so whitespace is stepped over.
+            while index < line.count && JSONText.isSpace(line[index]) { index += 1 }
             ranges.lower[number] = index
             index = try skipValue(line, from: index)
-            ranges.upper[number] = index
+            var upper = index
+            while upper > ranges.lower[number] && JSONText.isSpace(line[upper - 1]) { upper -= 1 }
+            ranges.upper[number] = upper
+            while index < line.count && JSONText.isSpace(line[index]) { index += 1 }
         }
         guard index == line.count - 1, line[index] == 0x7D else {
             throw Malformed("not an envelope: more after \"source\" at byte \(index)")
