@@ -361,6 +361,8 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
         bytes.reserveCapacity(min(maxRecords * 512, Self.pageByteLimit))
         var pending: [(Position, Int64?, Range<Int>, String?, String)] = []
         pending.reserveCapacity(maxRecords)
+        var fields: [EnvelopeFields.Ranges] = []
+        fields.reserveCapacity(maxRecords)
         // A page ends at maxRecords rows or once it holds pageByteLimit bytes, whichever comes
         // first (every row ends on a cursor): memory follows bytes, not rows, so a feed of large
         // documents stays within a few pages plus the largest document.
@@ -392,12 +394,13 @@ public final class SQLiteSource: FeedSource, @unchecked Sendable {
                     "\(settings.path): table \(settings.table), \(settings.sequenceColumn) \(sequence): \(settings.opColumn ?? "") '\(statement.string(4) ?? "")' names no op (c, u, d, r, t, w, insert, create, update, delete); archived as op c with the value in source.op_unconverted"
                 )
             }
+            fields.append(envelope.fields)
             pending.append(
                 (position, ts, start..<bytes.count, statement.isNull(5) ? nil : statement.string(5), String(sequence)))
         }
         let records = pending.map { position, ts, range, pathValue, cursor in
             FeedRecord(position: position, timestamp: ts, line: bytes[range], pathValue: pathValue, cursor: cursor)
         }
-        return FeedPage(records: records)
+        return FeedPage(records: records, fields: fields)
     }
 }

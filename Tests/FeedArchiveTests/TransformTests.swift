@@ -5,7 +5,7 @@ import Testing
 
 /// The transform steps on awkward documents: nested objects, arrays of objects, unicode keys,
 /// escapes, missing fields, values of every type; redaction keyed and stable.
-@Suite struct TransformTests {
+@Suite(.serialized) struct TransformTests {  // serialized: the key is a process-wide variable
     static func transform(_ yaml: String, environment key: String = "0123456789abcdef-key") throws -> Transform {
         setenv("FEEDARCHIVE_TEST_REDACT_KEY", key, 1)
         let node = try ConfigNode.parse(yaml: yaml, file: "job.yaml")

@@ -20,9 +20,10 @@ public enum EnvelopeFields {
     }
 
     /// The eight ranges without an allocation, for once-per-change callers.
-    public struct Ranges: Sendable {
-        var lower = SIMD8<Int>()
-        var upper = SIMD8<Int>()
+    public struct Ranges: Sendable, Equatable {
+        @usableFromInline var lower = SIMD8<Int>()
+        @usableFromInline var upper = SIMD8<Int>()
+        @inlinable public init() {}
         public subscript(index: Int) -> Range<Int> { lower[index]..<upper[index] }
     }
 

@@ -11,6 +11,10 @@ public struct EnvelopeWriter: Sendable {
     @usableFromInline let partitionLiteral: [UInt8]
     @usableFromInline var lastMicros: Int64?
     @usableFromInline var lastTimeText: [UInt8] = []
+    /// Where the last line written holds each of its eight values, from the line's first byte
+    /// (what `EnvelopeFields.locate` finds in it): a source hands them on with its page, so the
+    /// transform steps need not look for them.
+    public var fields = EnvelopeFields.Ranges()
 
     /// A writer for the records of `partition` (`Envelope.singlePartition` for a source that has one).
     public init(partition: String = Envelope.singlePartition) {
@@ -36,13 +40,21 @@ public struct EnvelopeWriter: Sendable {
         before: (inout Sink) throws -> Void,
         source: (inout Sink) throws -> Void
     ) rethrows {
+        let start = out.count
         JSONText.appendLiteral(#"{"pos":""#, to: &out)
+        fields.lower[0] = out.count - start - 1
         position(&out)
         JSONText.appendLiteral(#"","part":"#, to: &out)
+        fields.upper[0] = out.count - start - 8
+        fields.lower[1] = out.count - start
         out.append(contentsOf: partitionLiteral)
+        fields.upper[1] = out.count - start
         JSONText.appendLiteral(#","op":""#, to: &out)
+        fields.lower[2] = out.count - start - 1
         out.append(op.rawValue)
         JSONText.appendLiteral(#"","ts":"#, to: &out)
+        fields.upper[2] = out.count - start - 6
+        fields.lower[3] = out.count - start
         if let timestamp {
             if timestamp != lastMicros {
                 lastMicros = timestamp
@@ -55,15 +67,24 @@ public struct EnvelopeWriter: Sendable {
         } else {
             JSONText.appendLiteral("null", to: &out)
         }
+        fields.upper[3] = out.count - start
         JSONText.appendLiteral(#","key":"#, to: &out)
+        fields.lower[4] = out.count - start
         try key(&out)
+        fields.upper[4] = out.count - start
         JSONText.appendLiteral(#","after":"#, to: &out)
+        fields.lower[5] = out.count - start
         try after(&out)
+        fields.upper[5] = out.count - start
         JSONText.appendLiteral(#","before":"#, to: &out)
+        fields.lower[6] = out.count - start
         try before(&out)
+        fields.upper[6] = out.count - start
         JSONText.appendLiteral(#","source":{"#, to: &out)
+        fields.lower[7] = out.count - start - 1
         try source(&out)
         JSONText.appendLiteral("}}", to: &out)
+        fields.upper[7] = out.count - start - 1
     }
 
     /// `write` for a position the source holds as a `Position`.

@@ -29,6 +29,8 @@ final class PageTransform: @unchecked Sendable {
     static let chunkSize = 256
 
     let records: [FeedRecord]
+    /// Where each line holds the envelope's values, when the source kept them.
+    let fields: [EnvelopeFields.Ranges]
     let transform: Transform
     private let chunks: [Chunk]
     private var states: [State]
@@ -37,8 +39,9 @@ final class PageTransform: @unchecked Sendable {
     /// The last chunk the reading thread knows is done (only the reading thread uses it).
     private var ready = -1
 
-    init(records: [FeedRecord], transform: Transform) {
-        self.records = records
+    init(page: FeedPage, transform: Transform) {
+        self.records = page.records
+        self.fields = page.fields
         self.transform = transform
         let count = (records.count + Self.chunkSize - 1) / Self.chunkSize
         chunks = (0..<count).map { _ in Chunk() }
@@ -120,7 +123,8 @@ final class PageTransform: @unchecked Sendable {
             let first = chunk.output.count
             do {
                 outcome.filteredBy = try transform.apply(
-                    records[index].line, appendingTo: &chunk.output, path: &path, scratch: &scratch)
+                    records[index].line, fields: fields.isEmpty ? nil : fields[index], appendingTo: &chunk.output,
+                    path: &path, scratch: &scratch)
                 outcome.range = first..<chunk.output.count
             } catch let failure as Transform.Failure {
                 outcome.rejection = failure.description

@@ -174,7 +174,7 @@ struct RunLoop {
             }
             if page.records.isEmpty { break reading }
             // The transform steps, worked out a page ahead on two threads.
-            let prepared = job.transform.map { PageTransform(records: page.records, transform: $0) }
+            let prepared = job.transform.map { PageTransform(page: page, transform: $0) }
             defer { prepared?.cancel() }
             for index in page.records.indices {
                 if options.stop.isSet { return .runEnds }

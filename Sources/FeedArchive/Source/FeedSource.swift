@@ -39,16 +39,22 @@ public struct FeedPage: Sendable {
     /// the runner commits what it has, records the change as a `split`/`merge` manifest line
     /// and goes on with the partitions the change names.
     public var topology: TopologyChange?
+    /// Where each record's line holds the envelope's values (`EnvelopeWriter.fields`), one per
+    /// record, when the source kept them; empty when it did not.
+    public var fields: [EnvelopeFields.Ranges]
 
-    public init(records: [FeedRecord], resume: String? = nil) {
+    public init(records: [FeedRecord], resume: String? = nil, fields: [EnvelopeFields.Ranges] = []) {
+        precondition(fields.isEmpty || fields.count == records.count, "one set of fields per record")
         self.records = records
         self.resume = resume
+        self.fields = fields
     }
 
     /// A page that reports a topology change and holds no records.
     public init(topology: TopologyChange) {
         self.records = []
         self.topology = topology
+        self.fields = []
     }
 
     /// The cursor the next read of this partition starts after.

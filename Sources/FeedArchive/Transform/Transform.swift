@@ -465,12 +465,16 @@ public final class Transform: Sendable, CustomStringConvertible {
 
     /// `apply`, the line appended to `out`: nothing is appended when a filter drops the record
     /// or a step fails.
+    ///
+    /// `fields` are where the line holds the envelope's values, when its source kept them
+    /// (`FeedPage.fields`); else they are found here.
     func apply(
-        _ line: ArraySlice<UInt8>, appendingTo out: inout [UInt8], path: inout String?, scratch: inout [UInt8]
+        _ line: ArraySlice<UInt8>, fields: EnvelopeFields.Ranges? = nil, appendingTo out: inout [UInt8],
+        path: inout String?, scratch: inout [UInt8]
     ) throws -> Int? {
         let start = out.count
         do {
-            let result = try applying(line, appendingTo: &out, path: &path, scratch: &scratch)
+            let result = try applying(line, fields: fields, appendingTo: &out, path: &path, scratch: &scratch)
             if result != nil { out.removeSubrange(start...) }
             return result
         } catch {
@@ -480,14 +484,24 @@ public final class Transform: Sendable, CustomStringConvertible {
     }
 
     private func applying(
-        _ line: ArraySlice<UInt8>, appendingTo out: inout [UInt8], path: inout String?, scratch: inout [UInt8]
+        _ line: ArraySlice<UInt8>, fields: EnvelopeFields.Ranges?, appendingTo out: inout [UInt8],
+        path: inout String?, scratch: inout [UInt8]
     ) throws -> Int? {
         path = nil
         var folder: String?
         let result = try line.withUnsafeBufferPointer { buffer -> Int? in
-            let ranges = try EnvelopeFields.locate(buffer)
+            let ranges: EnvelopeFields.Ranges
+            if let fields {
+                assert(
+                    fields == (try? EnvelopeFields.locate(buffer)),
+                    "a source's envelope fields are not where its line holds them: \(String(decoding: buffer, as: UTF8.self))"
+                )
+                ranges = fields
+            } else {
+                ranges = try EnvelopeFields.locate(buffer)
+            }
             var documents = Documents(after: .line(ranges[5]), before: .line(ranges[6]))
-            for index in [0, 1] {
+            for index in 0..<2 {
                 let range = ranges[5 + index]
                 if range.count == 4 && memcmp(buffer.baseAddress! + range.lowerBound, "null", 4) == 0 {
                     documents[index] = .null
@@ -501,14 +515,14 @@ public final class Transform: Sendable, CustomStringConvertible {
             for (number, stage) in stages.enumerated() where direct == nil || number < stages.count - 1 {
                 switch stage {
                 case .filter(let index):
-                    let step = steps[index]
                     let matches: Bool
                     do {
                         matches = try self.matches(index, buffer: buffer, ranges: ranges, documents)
                     } catch let failure as Failure {
-                        throw Failure(description: "transform step \(index + 1) (filter \(step.name)): \(failure)")
+                        throw Failure(
+                            description: "transform step \(index + 1) (filter \(steps[index].name)): \(failure)")
                     }
-                    if matches != step.keep {
+                    if matches != steps[index].keep {
                         // Its folder, as far as the documents tell, for a batch that opens on it.
                         if let partition = steps.firstIndex(where: { $0.kind == .partitionBy }) {
                             folder = render(partition, buffer: buffer, key: ranges[4], documents)
@@ -518,7 +532,7 @@ public final class Transform: Sendable, CustomStringConvertible {
                 case .partition(let index):
                     folder = render(index, buffer: buffer, key: ranges[4], documents)
                 case .fields, .set:
-                    for index in [0, 1] {
+                    for index in 0..<2 {
                         var next: [UInt8] = []
                         let done: Void? = try documents[index].with(buffer) { text, range in
                             next.reserveCapacity(range.count + 64)
@@ -528,7 +542,7 @@ public final class Transform: Sendable, CustomStringConvertible {
                     }
                 }
             }
-            for index in [0, 1] {
+            for index in 0..<2 {
                 out.append(
                     contentsOf: UnsafeBufferPointer(
                         rebasing: buffer[(index == 0 ? 0 : ranges[5].upperBound)..<ranges[5 + index].lowerBound]))

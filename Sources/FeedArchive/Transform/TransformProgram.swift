@@ -188,7 +188,7 @@ struct TransformWalk: ~Copyable {
     func child(of node: Int32, named name: UnsafeBufferPointer<UInt8>, escaped: Bool) -> Int32 {
         let parent = nodes[Int(node)]
         guard parent.count > 0 else { return -1 }
-        if escaped && memchr(name.baseAddress!, 0x5C, name.count) != nil {
+        if escaped && Self.hasBackslash(name) {
             var quoted: [UInt8] = [0x22]
             quoted.append(contentsOf: name)
             quoted.append(0x22)
@@ -200,13 +200,32 @@ struct TransformWalk: ~Copyable {
             let candidate = nodes[index].name
             let length = Int(candidate.upperBound - candidate.lowerBound)
             if length == name.count
-                && (length == 0
-                    || memcmp(pool.baseAddress! + Int(candidate.lowerBound), name.baseAddress!, length) == 0)
+                && (length == 0 || Self.same(pool.baseAddress! + Int(candidate.lowerBound), name.baseAddress!, length))
             {
                 return Int32(index)
             }
         }
         return -1
+    }
+
+    /// Whether a name as written holds an escape. Names are short: a loop, not a call.
+    @inline(__always)
+    static func hasBackslash(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard name.count <= 32 else { return memchr(name.baseAddress!, 0x5C, name.count) != nil }
+        for byte in name where byte == 0x5C { return true }
+        return false
+    }
+
+    /// Whether `count` bytes at `a` and `b` are equal. Names are short: a loop, not a call.
+    @inline(__always)
+    static func same(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+        guard count <= 32 else { return memcmp(a, b, count) == 0 }
+        var index = 0
+        while index < count {
+            if a[index] != b[index] { return false }
+            index += 1
+        }
+        return true
     }
 
     func skipSpace(_ buffer: UnsafeBufferPointer<UInt8>, _ index: inout Int, _ end: Int) {
@@ -256,6 +275,7 @@ struct TransformWalk: ~Copyable {
         var first = true
         try fields(buffer, start, end) { walk, name, from, to in
             // The steps in order, at this field.
+            let escaped = Self.hasBackslash(name)
             var dropped = false
             var renamed: Int32 = -1
             var isRedacted = false
@@ -267,7 +287,7 @@ struct TransformWalk: ~Copyable {
                     child = walk.child(
                         of: state.node, named: walk.bytes(walk.nodes[Int(renamed)].newName), escaped: false)
                 } else {
-                    child = walk.child(of: state.node, named: name, escaped: true)
+                    child = walk.child(of: state.node, named: name, escaped: escaped)
                 }
                 let kind = walk.kinds[Int(state.step)]
                 if child < 0 {
@@ -314,6 +334,12 @@ struct TransformWalk: ~Copyable {
             if !dropped {
                 if !first { out.append(0x2C) }
                 first = false
+                let nameStart = name.baseAddress! - buffer.baseAddress! - 1
+                if renamed < 0 && !isRedacted && top <= high && nameStart + name.count + 3 == from {
+                    // `"name":value` as written, in one copy.
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[nameStart..<to]))
+                    return
+                }
                 if renamed >= 0 {
                     out.append(contentsOf: walk.bytes(walk.nodes[Int(renamed)].newJSON))
                 } else {
@@ -558,12 +584,12 @@ extension Transform {
             var trimmed = after
             while trimmed > index && TransformWalk.isSpace(buffer[trimmed - 1]) { trimmed -= 1 }
             let equal: Bool
-            if memchr(name.baseAddress!, 0x5C, name.count) == nil || name.isEmpty {
+            if name.isEmpty || !TransformWalk.hasBackslash(name) {
                 equal =
                     name.count == wanted.count
                     && (name.isEmpty
                         || wanted.withUnsafeBufferPointer {
-                            memcmp($0.baseAddress!, name.baseAddress!, name.count) == 0
+                            TransformWalk.same($0.baseAddress!, name.baseAddress!, name.count)
                         })
             } else {
                 equal = JSONScan.nameEquals(ArraySlice(name), wanted)
