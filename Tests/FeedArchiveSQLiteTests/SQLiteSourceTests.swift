@@ -107,6 +107,35 @@ final class SQLiteConformanceFeed: ConformanceFeed {
         #expect(JSONText.isValid(page.records[0].line))
     }
 
+    /// The page says where each line holds the envelope's values (what the transform steps use
+    /// instead of scanning the line): exactly where `EnvelopeFields.locate` finds them, for
+    /// documents of every shape, keys of every type, times present or not.
+    @Test func thePageSaysWhereEachLineHoldsItsValues() async throws {
+        let dir = TempDirectory()
+        let writer = try OutboxWriter(path: dir.path + "/shop.db")
+        let documents = [
+            #"{"a": "\"}\\", "b": [1, {"c": null}]}"#, " [1, 2] ", "7", "\"text\"", "not json {", "null",
+            "{\n \"pretty\": true\r\n}\n", #"{"ключ": "é"}"#, "",
+        ]
+        for (number, document) in documents.enumerated() {
+            let key = number % 3 == 0 ? "NULL" : number % 3 == 1 ? "'k\(number)'" : "\(number)"
+            let time = number % 2 == 0 ? "'2026-01-01T00:00:0\(number)Z'" : "'not a time'"
+            try writer.exec(
+                "INSERT INTO outbox(order_id, created_at, payload) VALUES (\(key), \(time), '\(document.replacingOccurrences(of: "'", with: "''"))')"
+            )
+        }
+        try writer.exec("INSERT INTO outbox(order_id, created_at, payload) VALUES ('n', NULL, NULL)")
+        let source = try SQLiteSource(
+            settings: try settings(
+                dir, "document_column: payload\nkey_column: order_id\ntimestamp_column: created_at\n"))
+        let page = try await source.readPage(partition: "0", after: "0", through: "100", maxRecords: 100)
+        #expect(page.records.count == documents.count + 1 && page.fields.count == page.records.count)
+        for (record, fields) in zip(page.records, page.fields) {
+            let found = try record.line.withUnsafeBufferPointer { try EnvelopeFields.locate($0) }
+            #expect(fields == found, "\(String(decoding: record.line, as: UTF8.self))")
+        }
+    }
+
     /// A pretty-printed document stays on its envelope's one line (line breaks in valid JSON are
     /// whitespace; a raw one would split the record in two for every reader of the blob).
     @Test func aPrettyPrintedDocumentStaysOnOneLine() async throws {
