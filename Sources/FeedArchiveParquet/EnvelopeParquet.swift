@@ -182,6 +182,15 @@ public struct EnvelopeParquetWriter {
     /// not read back byte for byte.
     public mutating func append(line: UnsafeBufferPointer<UInt8>) throws {
         let ranges = try EnvelopeParquet.split(line)
+        // The line is rebuilt from the values alone: whitespace around one (a line written
+        // before documents were trimmed) would not come back.
+        for number in 0..<8
+        where line[ranges[number].lowerBound - 1] != 0x3A
+            || line[ranges[number].upperBound] != (number == 7 ? 0x7D : 0x2C)
+        {
+            throw ParquetError(
+                "\(EnvelopeParquet.keys[number]) has whitespace around it, which this format does not keep")
+        }
         func field(_ number: Int) -> UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(rebasing: line[ranges[number]]) }
         for number in 0..<3 {
             let quoted = field(number)

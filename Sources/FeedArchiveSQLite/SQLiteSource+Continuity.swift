@@ -82,7 +82,9 @@ extension SQLiteSource {
 
     /// The envelope of the change at `value` as a read would write it now, with a whole-row
     /// document of the first `wholeRowColumns` columns; nil when there is no such row.
-    func currentLine(at value: Int64, wholeRowColumns: Int?, in database: SQLiteDatabase) throws -> [UInt8]? {
+    func currentLine(
+        at value: Int64, wholeRowColumns: Int?, keepingSpace: Bool = false, in database: SQLiteDatabase
+    ) throws -> [UInt8]? {
         let statement = try database.prepare(
             "SELECT \(changeColumnsSQL(wholeRowColumns: wholeRowColumns)) FROM \(table) WHERE \(seq) = ?1")
         statement.bind(1, value)
@@ -92,7 +94,7 @@ extension SQLiteSource {
         var bytes: [UInt8] = []
         encodeEnvelope(
             statement, sequence: value, position: .sequence(value), timestamp: ts,
-            unconvertedTime: ts == nil && !statement.isNull(3), into: &bytes)
+            unconvertedTime: ts == nil && !statement.isNull(3), keepingSpace: keepingSpace, into: &bytes)
         return bytes
     }
 
@@ -111,7 +113,10 @@ extension SQLiteSource {
                 ? (wholeRowColumns.map { $0 > 0 && $0 <= columnCount } ?? false) : wholeRowColumns == nil
             if comparable,
                 let line = try db({ try currentLine(at: cursor, wholeRowColumns: wholeRowColumns, in: $0) }),
-                Self.lineHash(line) != archived
+                Self.lineHash(line) != archived,
+                // A row archived before documents were trimmed: its line as written then.
+                try db({ try currentLine(at: cursor, wholeRowColumns: wholeRowColumns, keepingSpace: true, in: $0) })
+                    .map(Self.lineHash) != archived
             {
                 throw reusedError(cursor: cursor)
             }

@@ -49,14 +49,17 @@ extension SQLiteSource {
         }
     }
 
-    /// One envelope; the document is copied as-is when it is valid JSON, and kept as a JSON
+    /// One envelope; the document is copied (without the whitespace around it) when it is valid JSON, and kept as a JSON
     /// string, marked in `source`, when it is not.
     /// Returns false when the op column held a value that names no op: the change is archived
     /// as `c`, with the value under `source.op_unconverted`.
     @discardableResult
+    ///
+    /// `keepingSpace`: the document with the whitespace around it, as lines were written before
+    /// documents were trimmed (to recognise a row archived then).
     func encodeEnvelope(
         _ statement: Statement, sequence: Int64, position: Position, timestamp: Int64?, unconvertedTime: Bool,
-        into out: inout [UInt8]
+        keepingSpace: Bool = false, into out: inout [UInt8]
     ) -> Bool {
         var op = ChangeOp.create
         var unknownOp = false
@@ -82,7 +85,7 @@ extension SQLiteSource {
                 let document = statement.text(1)
                 if statement.isNull(1) {
                     EnvelopeWriter.null(&out)
-                } else if !JSONText.appendIfValid(document, to: &out) {
+                } else if !JSONText.appendIfValid(document, to: &out, keepingSpace: keepingSpace) {
                     notJSON = true  // kept, as a JSON string, rather than dropped
                     documentNotUTF8 = !EnvelopeWriter.appendText(document, to: &out)
                 }

@@ -188,6 +188,10 @@ import Testing
             #"{"pos":"1","part":"\u0030","op":"c","ts":null,"key":null,"after":null,"before":null,"source":null}"#,
             #"{"pos":"1","part":"0","op":"c","ts":null,"key":null,"after":null,"before":null}"#,
             #"{"pos":"1","part":"0","op":"c","ts":null,"key":null,"after":null,"before":null,"source":null} "#,
+            // Whitespace around a value, as lines were written before documents were trimmed.
+            #"{"pos":"1","part":"0","op":"c","ts":null,"key":null,"after": {"a":1},"before":null,"source":null}"#,
+            #"{"pos":"1","part":"0","op":"c","ts":null,"key":7 ,"after":null,"before":null,"source":null}"#,
+            #"{"pos":"1","part":"0","op":"c","ts":null,"key":null,"after":{"a":1}  ,"before":null,"source":null}"#,
         ] {
             var writer = try EnvelopeParquetWriter { _ in }
             #expect(throws: ParquetError.self, "\(line)") {

@@ -134,11 +134,18 @@ public enum JSONText {
     /// returns true; otherwise appends nothing. One pass of checking, then a plain copy: the
     /// hot path of every source.
     @inlinable
+    ///
+    /// `keepingSpace` keeps the whitespace, as lines were written before values were trimmed (for
+    /// comparing with such a line).
     public static func appendIfValid<Sink: ByteOutput & ~Copyable>(
-        _ bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink
+        _ bytes: UnsafeBufferPointer<UInt8>, to out: inout Sink, keepingSpace: Bool = false
     ) -> Bool {
         let (valid, sawLineBreak) = check(bytes)
         guard valid else { return false }
+        if keepingSpace {
+            if sawLineBreak { appendValue(bytes, to: &out) } else { out.append(contentsOf: bytes) }
+            return true
+        }
         // A value's fields are found by their bounds (`EnvelopeFields`): the value starts and
         // ends the field, as a document written with a trailing newline would not.
         var (start, end) = (0, bytes.count)
@@ -167,10 +174,10 @@ public enum JSONText {
     }
 
     @inlinable
-    public static func appendIfValid<Sink: ByteOutput & ~Copyable>(_ bytes: ArraySlice<UInt8>, to out: inout Sink)
-        -> Bool
-    {
-        bytes.withUnsafeBufferPointer { appendIfValid($0, to: &out) }
+    public static func appendIfValid<Sink: ByteOutput & ~Copyable>(
+        _ bytes: ArraySlice<UInt8>, to out: inout Sink, keepingSpace: Bool = false
+    ) -> Bool {
+        bytes.withUnsafeBufferPointer { appendIfValid($0, to: &out, keepingSpace: keepingSpace) }
     }
 
     public static func isValid(_ bytes: [UInt8]) -> Bool {

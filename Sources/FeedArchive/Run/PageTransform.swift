@@ -41,7 +41,8 @@ final class PageTransform: @unchecked Sendable {
 
     init(page: FeedPage, transform: Transform) {
         self.records = page.records
-        self.fields = page.fields
+        // Offsets that do not go with every record are not trusted: the steps find their own.
+        self.fields = page.fields.count == page.records.count ? page.fields : []
         self.transform = transform
         let count = (records.count + Self.chunkSize - 1) / Self.chunkSize
         chunks = (0..<count).map { _ in Chunk() }
